@@ -1,0 +1,135 @@
+/* lbtui map ABI: the one definition of every map key, value and event.
+ *
+ * Shared by the XDP datapath (bpf/lb_xdp.c) and, through tests/test_abi.py, proven equal to
+ * the ctypes layouts in lbtui/abi.py (BCC compiles this header and the test compares sizes
+ * and field offsets with what BCC reports).
+ *
+ * Byte order: addresses and ports are in network order (__be32/__be16); everything else is
+ * in host order. Sizes follow the seed API (lb-maps-api.txt).
+ */
+#ifndef LBTUI_LB_ABI_H
+#define LBTUI_LB_ABI_H
+
+#define LB_MAX_TARGETS 8
+
+/* Route flags (struct lb_route.flags). One meaning per bit, everywhere. Bit 0 keeps the
+ * seed's meaning "stats enabled"; the seed's route default of 1 therefore means "emit events
+ * for connections this route chooses" (a route present in its map is always in use). */
+#define LB_ROUTE_F_STATS (1 << 0)
+/* Listener hands its connections to the userspace SNI splicer (XDP_PASS to the stack). */
+#define LB_ROUTE_F_SNI   (1 << 1)
+
+/* listen map: HASH, 8 B key. */
+struct lb_listen_key {
+    __u32 ifindex;      /* host order */
+    __be16 port;        /* network order */
+    __u16 pad;
+};
+
+/* One weighted target slot, 8 B. cumulative_weight is the running sum of the weights of
+ * this slot and every slot before it; the last used slot holds the group's total (100). */
+struct lb_target {
+    __be32 ip;
+    __be16 port;
+    __u16 cumulative_weight; /* host order */
+};
+
+/* Weighted route, 72 B: value of the listen, config (source route) and sni maps. */
+struct lb_route {
+    __u8 target_count;
+    __u8 reserved[3];
+    __u16 flags;         /* LB_ROUTE_F_* */
+    __u16 reserved2;
+    struct lb_target targets[LB_MAX_TARGETS];
+};
+
+/* config map: LPM_TRIE (BPF_F_NO_PREALLOC), 8 B key. */
+struct lb_lpm_key {
+    __u32 prefixlen;     /* host order, 0..32 */
+    __be32 ip;
+};
+
+/* sni map: HASH, key is the u64 FNV-1a hash of the ASCII-lower-cased hostname. */
+
+/* conntrack map: LRU_HASH shared by all CPUs (never per-CPU: a reply handled on another
+ * CPU must see the NAT state), 16 B key. Each flow has two entries: the forward tuple
+ * (client -> VIP) and the reply tuple (target -> client), told apart by LB_CT_F_REPLY. */
+struct lb_ct_key {
+    __be32 src_ip;
+    __be32 dst_ip;
+    __be16 src_port;
+    __be16 dst_port;
+    __u8 proto;
+    __u8 pad[3];
+};
+
+/* Conntrack flags (struct lb_ct_value.flags). Set with atomic OR, never cleared. */
+#define LB_CT_F_REPLY        (1 << 0) /* this entry is a flow's reply tuple */
+#define LB_CT_F_SEEN_REPLY   (1 << 1) /* the target answered: established */
+#define LB_CT_F_FIN_FWD      (1 << 2) /* client sent FIN */
+#define LB_CT_F_FIN_REV      (1 << 3) /* target sent FIN */
+#define LB_CT_F_RST          (1 << 4) /* either side sent RST */
+#define LB_CT_F_STATS        (1 << 5) /* flow emits open/close events */
+#define LB_CT_F_CLOSE_SENT   (1 << 6) /* the closed event was emitted */
+
+/* Conntrack value, 64 B. In a forward entry orig_dst is the VIP the client dialled and
+ * nat_dst the chosen target; the reply entry holds the same pair, so the reply path can
+ * restore the VIP and find the forward entry (whose counters it bumps). */
+struct lb_ct_value {
+    __be32 orig_dst_ip;
+    __be16 orig_dst_port;
+    __u16 flags;         /* LB_CT_F_*, host order; shares an aligned u32 with orig_dst_port */
+    __be32 nat_dst_ip;
+    __be16 nat_dst_port;
+    __u16 reserved;
+    __u64 created_ns;    /* bpf_ktime_get_ns(), CLOCK_MONOTONIC */
+    __u64 last_seen_ns;
+    __u64 packets_fwd;
+    __u64 packets_rev;
+    __u64 bytes_fwd;
+    __u64 bytes_rev;
+};
+
+/* settings map: ARRAY u32 -> u32. */
+#define LB_SETTING_STATS_ENABLED   0
+#define LB_SETTING_CONN_TIMEOUT_S  1
+#define LB_SETTINGS_MAX            16
+
+/* counters map: ARRAY u32 -> u64, bumped with atomic adds. Slots written by the kernel
+ * and slots written by userspace never overlap. */
+#define LB_CTR_FLOWS_CREATED     0  /* kernel: new conntrack flows (2 entries each) */
+#define LB_CTR_EVENTS_LOST       1  /* kernel: ring buffer reserve failures */
+#define LB_CTR_NO_TARGET         2  /* kernel: new flow found no target with weight > 0 */
+#define LB_CTR_FLOWS_CLOSED      3  /* kernel: flows closed by FIN/RST */
+#define LB_CTR_SNI_PASSED        4  /* kernel: packets passed to the SNI splicer */
+#define LB_CTR_FLOWS_DELETED     8  /* userspace: flows deleted by lbtui (sweep, ctl, console) */
+#define LB_COUNTERS_MAX          16
+
+/* stats ring buffer events: naturally aligned, 72 B. */
+#define LB_EVENT_OPENED 1
+#define LB_EVENT_CLOSED 2
+
+#define LB_CLOSE_FIN  1
+#define LB_CLOSE_RST  2
+#define LB_CLOSE_AGED 3  /* only produced by userspace sweeps */
+
+struct lb_event {
+    __u64 ts_ns;
+    __u64 packets_fwd;
+    __u64 packets_rev;
+    __u64 bytes_fwd;
+    __u64 bytes_rev;
+    __u64 created_ns;
+    __be32 client_ip;
+    __be32 vip_ip;
+    __be32 target_ip;
+    __be16 client_port;
+    __be16 vip_port;
+    __be16 target_port;
+    __u8 type;           /* LB_EVENT_* */
+    __u8 proto;          /* IPPROTO_TCP / IPPROTO_UDP */
+    __u8 reason;         /* LB_CLOSE_* for closed events */
+    __u8 pad[3];
+};
+
+#endif /* LBTUI_LB_ABI_H */

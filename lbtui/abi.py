@@ -1,0 +1,129 @@
+"""ctypes mirror of ``bpf/lb_abi.h``: the map keys, values and the event struct.
+
+The C header is the one definition; ``tests/test_abi.py`` compiles it with BCC and checks
+that every size and field offset here equals what BCC reports for the loaded tables.
+Fields typed ``*_be`` hold network-order bytes as they sit in the map.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+
+MAX_TARGETS = 8
+
+ROUTE_F_STATS = 1 << 0
+ROUTE_F_SNI = 1 << 1
+
+CT_F_REPLY = 1 << 0
+CT_F_SEEN_REPLY = 1 << 1
+CT_F_FIN_FWD = 1 << 2
+CT_F_FIN_REV = 1 << 3
+CT_F_RST = 1 << 4
+CT_F_STATS = 1 << 5
+CT_F_CLOSE_SENT = 1 << 6
+
+SETTING_STATS_ENABLED = 0
+SETTING_CONN_TIMEOUT_S = 1
+SETTINGS_MAX = 16
+
+CTR_FLOWS_CREATED = 0
+CTR_EVENTS_LOST = 1
+CTR_NO_TARGET = 2
+CTR_FLOWS_CLOSED = 3
+CTR_SNI_PASSED = 4
+CTR_FLOWS_DELETED = 8
+COUNTERS_MAX = 16
+
+EVENT_OPENED = 1
+EVENT_CLOSED = 2
+CLOSE_FIN = 1
+CLOSE_RST = 2
+CLOSE_AGED = 3
+
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+
+
+class ListenKey(ct.Structure):
+    _fields_ = [("ifindex", ct.c_uint32), ("port", ct.c_uint16), ("pad", ct.c_uint16)]
+
+
+class Target(ct.Structure):
+    _fields_ = [("ip", ct.c_uint32), ("port", ct.c_uint16), ("cumulative_weight", ct.c_uint16)]
+
+
+class Route(ct.Structure):
+    _fields_ = [
+        ("target_count", ct.c_uint8),
+        ("reserved", ct.c_uint8 * 3),
+        ("flags", ct.c_uint16),
+        ("reserved2", ct.c_uint16),
+        ("targets", Target * MAX_TARGETS),
+    ]
+
+
+class LpmKey(ct.Structure):
+    _fields_ = [("prefixlen", ct.c_uint32), ("ip", ct.c_uint32)]
+
+
+SniKey = ct.c_uint64
+
+
+class CtKey(ct.Structure):
+    _fields_ = [
+        ("src_ip", ct.c_uint32),
+        ("dst_ip", ct.c_uint32),
+        ("src_port", ct.c_uint16),
+        ("dst_port", ct.c_uint16),
+        ("proto", ct.c_uint8),
+        ("pad", ct.c_uint8 * 3),
+    ]
+
+
+class CtValue(ct.Structure):
+    _fields_ = [
+        ("orig_dst_ip", ct.c_uint32),
+        ("orig_dst_port", ct.c_uint16),
+        ("flags", ct.c_uint16),
+        ("nat_dst_ip", ct.c_uint32),
+        ("nat_dst_port", ct.c_uint16),
+        ("reserved", ct.c_uint16),
+        ("created_ns", ct.c_uint64),
+        ("last_seen_ns", ct.c_uint64),
+        ("packets_fwd", ct.c_uint64),
+        ("packets_rev", ct.c_uint64),
+        ("bytes_fwd", ct.c_uint64),
+        ("bytes_rev", ct.c_uint64),
+    ]
+
+
+class Event(ct.Structure):
+    _fields_ = [
+        ("ts_ns", ct.c_uint64),
+        ("packets_fwd", ct.c_uint64),
+        ("packets_rev", ct.c_uint64),
+        ("bytes_fwd", ct.c_uint64),
+        ("bytes_rev", ct.c_uint64),
+        ("created_ns", ct.c_uint64),
+        ("client_ip", ct.c_uint32),
+        ("vip_ip", ct.c_uint32),
+        ("target_ip", ct.c_uint32),
+        ("client_port", ct.c_uint16),
+        ("vip_port", ct.c_uint16),
+        ("target_port", ct.c_uint16),
+        ("type", ct.c_uint8),
+        ("proto", ct.c_uint8),
+        ("reason", ct.c_uint8),
+        ("pad", ct.c_uint8 * 3),
+    ]
+
+
+# (python type, C struct name, expected size) for the layout test and the docs.
+LAYOUTS: dict[str, tuple[type[ct.Structure], str, int]] = {
+    "listen_key": (ListenKey, "lb_listen_key", 8),
+    "route": (Route, "lb_route", 72),
+    "lpm_key": (LpmKey, "lb_lpm_key", 8),
+    "ct_key": (CtKey, "lb_ct_key", 16),
+    "ct_value": (CtValue, "lb_ct_value", 64),
+    "event": (Event, "lb_event", 72),
+}

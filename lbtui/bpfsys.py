@@ -1,0 +1,253 @@
+"""The one thin wrapper over bpf(2) and libbcc's map calls.
+
+BCC 0.26's Python binding has no map creation by type, pinning, object lookup, test runs or
+fixed-size batch reads; this module adds exactly those, and nothing else calls the syscall.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import errno
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from bcc.libbcc import lib as _bcc
+
+_libc = ct.CDLL(None, use_errno=True)
+_libc.syscall.restype = ct.c_long
+_SYS_BPF = 321  # x86_64
+
+BPF_MAP_CREATE = 0
+BPF_OBJ_PIN = 6
+BPF_OBJ_GET = 7
+BPF_PROG_TEST_RUN = 10
+BPF_OBJ_GET_INFO_BY_FD = 15
+
+MAP_TYPE_HASH = 1
+MAP_TYPE_ARRAY = 2
+MAP_TYPE_LRU_HASH = 9
+MAP_TYPE_LPM_TRIE = 11
+MAP_TYPE_RINGBUF = 27
+BPF_F_NO_PREALLOC = 1
+BPF_ANY = 0
+
+K = TypeVar("K")
+V = TypeVar("V")
+T = TypeVar("T", bound=ct.Structure)
+
+_bcc.bcc_create_map.restype = ct.c_int
+_bcc.bcc_create_map.argtypes = [ct.c_int, ct.c_char_p, ct.c_int, ct.c_int, ct.c_int, ct.c_int]
+
+
+class BpfError(OSError):
+    """A bpf(2) call failed; ``errno`` and a message that says what was attempted."""
+
+
+def _raise(what: str, err: int) -> None:
+    raise BpfError(err, f"{what}: {os.strerror(err)}")
+
+
+def _sys_bpf(cmd: int, attr: ct.Structure) -> int:
+    ret = _libc.syscall(_SYS_BPF, cmd, ct.byref(attr), ct.sizeof(attr))
+    if ret < 0:
+        return -ct.get_errno()
+    return ret
+
+
+def create_map(map_type: int, name: str, key_size: int, value_size: int,
+               max_entries: int, flags: int = 0) -> int:
+    """Create a map and return its fd."""
+    fd = _bcc.bcc_create_map(map_type, name.encode()[:15], key_size, value_size,
+                             max_entries, flags)
+    if fd < 0:
+        _raise(f"creating map {name!r} (type {map_type}, {max_entries} entries)", -fd)
+    return fd
+
+
+class _ObjAttr(ct.Structure):
+    _fields_ = [("pathname", ct.c_uint64), ("bpf_fd", ct.c_uint32), ("file_flags", ct.c_uint32)]
+
+
+def obj_pin(fd: int, path: str) -> None:
+    buf = ct.create_string_buffer(path.encode())
+    ret = _sys_bpf(BPF_OBJ_PIN, _ObjAttr(ct.addressof(buf), fd, 0))
+    if ret < 0:
+        _raise(f"pinning fd {fd} at {path}", -ret)
+
+
+def obj_get(path: str) -> int:
+    buf = ct.create_string_buffer(path.encode())
+    ret = _sys_bpf(BPF_OBJ_GET, _ObjAttr(ct.addressof(buf), 0, 0))
+    if ret < 0:
+        _raise(f"opening pinned object {path}", -ret)
+    return ret
+
+
+class _InfoAttr(ct.Structure):
+    _fields_ = [("bpf_fd", ct.c_uint32), ("info_len", ct.c_uint32), ("info", ct.c_uint64)]
+
+
+class MapInfo(ct.Structure):
+    _fields_ = [
+        ("type", ct.c_uint32), ("id", ct.c_uint32), ("key_size", ct.c_uint32),
+        ("value_size", ct.c_uint32), ("max_entries", ct.c_uint32), ("map_flags", ct.c_uint32),
+        ("name", ct.c_char * 16),
+    ]
+
+
+class ProgInfo(ct.Structure):
+    _fields_ = [("type", ct.c_uint32), ("id", ct.c_uint32), ("tag", ct.c_uint8 * 8)]
+
+
+def _obj_info(fd: int, info_type: type[T]) -> T:
+    info = info_type()
+    attr = _InfoAttr(fd, ct.sizeof(info), ct.addressof(info))
+    ret = _sys_bpf(BPF_OBJ_GET_INFO_BY_FD, attr)
+    if ret < 0:
+        _raise(f"reading info of fd {fd}", -ret)
+    return info
+
+
+def map_info(fd: int) -> MapInfo:
+    return _obj_info(fd, MapInfo)
+
+
+def prog_info(fd: int) -> ProgInfo:
+    return _obj_info(fd, ProgInfo)
+
+
+# --- element operations (libbcc) -------------------------------------------------------
+
+
+def update(fd: int, key: ct._CData, value: ct._CData, flags: int = BPF_ANY) -> None:
+    if _bcc.bpf_update_elem(fd, ct.byref(key), ct.byref(value), flags) < 0:
+        _raise(f"updating map fd {fd}", ct.get_errno())
+
+
+def lookup(fd: int, key: ct._CData, value_type: type[V]) -> V | None:
+    value = value_type()
+    if _bcc.bpf_lookup_elem(fd, ct.byref(key), ct.byref(value)) < 0:
+        err = ct.get_errno()
+        if err == errno.ENOENT:
+            return None
+        _raise(f"looking up in map fd {fd}", err)
+    return value
+
+
+def delete(fd: int, key: ct._CData) -> bool:
+    """Delete a key; False when it was not there."""
+    if _bcc.bpf_delete_elem(fd, ct.byref(key)) < 0:
+        err = ct.get_errno()
+        if err == errno.ENOENT:
+            return False
+        _raise(f"deleting from map fd {fd}", err)
+    return True
+
+
+def keys(fd: int, key_type: type[K]) -> Iterator[K]:
+    """Iterate keys with get_next_key (for small maps and LPM tries, which lack batch ops)."""
+    key = key_type()
+    nxt = key_type()
+    if _bcc.bpf_get_next_key(fd, None, ct.byref(nxt)) < 0:
+        return
+    while True:
+        ct.memmove(ct.byref(key), ct.byref(nxt), ct.sizeof(key))
+        yield key_type.from_buffer_copy(key)
+        if _bcc.bpf_get_next_key(fd, ct.byref(key), ct.byref(nxt)) < 0:
+            return
+
+
+@dataclass
+class BatchReader(Generic[K, V]):
+    """Reads a hash map with BPF_MAP_LOOKUP_BATCH into fixed-size buffers that are reused
+    across calls (BCC's items_lookup_batch allocates max_entries per call)."""
+
+    fd: int
+    key_type: type[K]
+    value_type: type[V]
+    chunk: int = 4096
+
+    def __post_init__(self) -> None:
+        self._keys = (self.key_type * self.chunk)()
+        self._values = (self.value_type * self.chunk)()
+
+    def chunks(self) -> Iterator[tuple[ct.Array[K], ct.Array[V], int]]:
+        """Yield (keys, values, n) per batch; the arrays are reused, copy what you keep."""
+        in_batch = ct.c_uint64(0)
+        out_batch = ct.c_uint64(0)
+        first = True
+        while True:
+            count = ct.c_uint32(self.chunk)
+            ret = _bcc.bpf_lookup_batch(
+                self.fd, None if first else ct.cast(ct.byref(in_batch), ct.POINTER(ct.c_uint32)),
+                ct.cast(ct.byref(out_batch), ct.POINTER(ct.c_uint32)),
+                ct.byref(self._keys), ct.byref(self._values), ct.byref(count))
+            err = ct.get_errno() if ret < 0 else 0
+            if ret < 0 and err != errno.ENOENT:
+                _raise(f"batch lookup on map fd {self.fd}", err)
+            if count.value:
+                yield self._keys, self._values, count.value
+            if ret < 0:  # ENOENT: that was the last batch
+                return
+            in_batch.value = out_batch.value
+            first = False
+
+    def items(self) -> Iterator[tuple[K, V]]:
+        for ks, vs, n in self.chunks():
+            for i in range(n):
+                yield (self.key_type.from_buffer_copy(ks[i]),
+                       self.value_type.from_buffer_copy(vs[i]))
+
+
+# --- program test runs -----------------------------------------------------------------
+
+
+class _TestRunAttr(ct.Structure):
+    _fields_ = [
+        ("prog_fd", ct.c_uint32), ("retval", ct.c_uint32),
+        ("data_size_in", ct.c_uint32), ("data_size_out", ct.c_uint32),
+        ("data_in", ct.c_uint64), ("data_out", ct.c_uint64),
+        ("repeat", ct.c_uint32), ("duration", ct.c_uint32),
+        ("ctx_size_in", ct.c_uint32), ("ctx_size_out", ct.c_uint32),
+        ("ctx_in", ct.c_uint64), ("ctx_out", ct.c_uint64),
+        ("flags", ct.c_uint32), ("cpu", ct.c_uint32), ("batch_size", ct.c_uint32),
+    ]
+
+
+class XdpMd(ct.Structure):
+    _fields_ = [
+        ("data", ct.c_uint32), ("data_end", ct.c_uint32), ("data_meta", ct.c_uint32),
+        ("ingress_ifindex", ct.c_uint32), ("rx_queue_index", ct.c_uint32),
+        ("egress_ifindex", ct.c_uint32),
+    ]
+
+
+@dataclass(frozen=True)
+class TestRunResult:
+    retval: int
+    data: bytes
+    duration_ns: int
+
+
+def prog_test_run(prog_fd: int, packet: bytes, *, ingress_ifindex: int = 0,
+                  repeat: int = 1) -> TestRunResult:
+    """Run an XDP program on one packet (BPF_PROG_TEST_RUN) on the calling thread's CPU.
+
+    ``duration_ns`` is the kernel's mean per run; with ``repeat`` > 1 later runs see the
+    buffer as the previous run left it."""
+    data_in = ct.create_string_buffer(packet, len(packet))
+    out_size = len(packet) + 256
+    data_out = ct.create_string_buffer(out_size)
+    ctx = XdpMd(data=0, data_end=len(packet), ingress_ifindex=ingress_ifindex)
+    attr = _TestRunAttr(
+        prog_fd=prog_fd, data_size_in=len(packet), data_size_out=out_size,
+        data_in=ct.addressof(data_in), data_out=ct.addressof(data_out), repeat=repeat,
+        ctx_size_in=ct.sizeof(ctx) if ingress_ifindex else 0,
+        ctx_in=ct.addressof(ctx) if ingress_ifindex else 0,
+    )
+    ret = _sys_bpf(BPF_PROG_TEST_RUN, attr)
+    if ret < 0:
+        _raise(f"BPF_PROG_TEST_RUN on prog fd {prog_fd}", -ret)
+    return TestRunResult(attr.retval, data_out.raw[: attr.data_size_out], attr.duration)

@@ -1,0 +1,1 @@
+"""The kernel side: compiling, loading and attaching the XDP datapath (bpf/)."""

@@ -1,0 +1,196 @@
+"""Compile the XDP datapath with BCC against a MapSet, attach and detach it.
+
+The maps come first (``lbtui.maps``) and are pinned; the program is compiled with BCC's
+pinned-table declarations pointing at those pins, so it uses exactly those maps. XDP is
+attached with netlink and stays attached after this process exits (``serve --keep``);
+``detach`` removes only a program that is ours.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lbtui import bpfsys, netns
+from lbtui.maps import MapSet
+
+BPF_DIR = Path(os.environ.get("LBTUI_BPF_DIR", Path(__file__).resolve().parents[2] / "bpf"))
+PROG_NAME = "lb_xdp"
+PASS_PROG_NAME = "lb_xdp_pass"
+
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+MODES = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
+_ATTACHED_MODE = {1: "native", 2: "generic", 3: "offload", 4: "multi"}
+
+
+class DatapathError(RuntimeError):
+    """Loading or attaching failed; the message says what to do next."""
+
+
+def preflight() -> None:
+    """Fail early, with the fix, when this machine cannot run the datapath."""
+    if os.geteuid() != 0:
+        raise DatapathError("lbtui needs root to load BPF programs: run it with sudo.")
+    if not os.path.ismount("/sys/fs/bpf"):
+        raise DatapathError("bpffs is not mounted: run `mount -t bpf bpf /sys/fs/bpf` "
+                            "(scripts/setup.sh does this).")
+    build = Path(f"/lib/modules/{os.uname().release}/build")
+    if not (build / "include").exists():
+        raise DatapathError(
+            f"kernel headers missing: {build} does not exist. Run scripts/setup.sh, which "
+            "installs linux-headers-amd64 and links it there.")
+    try:
+        import bcc  # noqa: F401
+    except ImportError as e:
+        raise DatapathError(
+            "the bcc Python module is missing: install Debian's python3-bpfcc and use the "
+            "venv made by scripts/setup.sh (PyPI's 'bcc' is a different package).") from e
+
+
+@dataclass(frozen=True)
+class Attachment:
+    ifname: str
+    ifindex: int
+    mode: str
+    netns: str | None
+    prog_id: int
+
+
+@dataclass(eq=False)
+class Datapath:
+    """The loaded XDP programs bound to one MapSet."""
+
+    maps: MapSet
+    bpf: object
+    prog_fd: int
+    pass_fd: int
+    attachments: list[Attachment] = field(default_factory=list)
+
+    @property
+    def prog_id(self) -> int:
+        return bpfsys.prog_info(self.prog_fd).id
+
+    @classmethod
+    def load(cls, maps: MapSet) -> Datapath:
+        """Compile bpf/lb_xdp.c for ``maps`` (which must be pinned) and load it."""
+        preflight()
+        if maps.pin_dir is None:
+            raise DatapathError("maps must be pinned (MapSet.pin_all) before loading")
+        from bcc import BPF
+
+        src = (BPF_DIR / "lb_xdp.c").read_text()
+        cflags = [
+            f"-I{BPF_DIR}",
+            f'-DLB_PIN_DIR="{maps.pin_dir}"',
+            f"-DLB_MAX_LISTEN={maps.listen_map.max_entries}",
+            f"-DLB_MAX_ROUTES={maps.config_map.max_entries}",
+            f"-DLB_MAX_SNI={maps.sni_map.max_entries}",
+            f"-DLB_MAX_CONNTRACK={maps.conntrack_map.max_entries}",
+            f"-DLB_RINGBUF_BYTES={maps.stats_ringbuf.max_entries}",
+            "-Wno-unused-function",
+        ]
+        try:
+            b = BPF(text=src, cflags=cflags)
+            prog = b.load_func(PROG_NAME, BPF.XDP)
+            passp = b.load_func(PASS_PROG_NAME, BPF.XDP)
+        except Exception as e:  # BCC raises bare Exceptions with the compiler's text
+            raise DatapathError(f"compiling/loading {BPF_DIR / 'lb_xdp.c'} failed: {e}. "
+                                "Check the kernel headers (scripts/setup.sh).") from e
+        return cls(maps, b, prog.fd, passp.fd)
+
+    def pin_programs(self, pin_dir: Path) -> None:
+        bpfsys.obj_pin(self.prog_fd, str(pin_dir / "prog_xdp"))
+
+    def attach(self, ifname: str, *, mode: str = "auto", ns: str | None = None,
+               fd: int | None = None) -> Attachment:
+        """Attach the datapath (or the pass program, ``fd``) to ``ifname``.
+
+        ``mode``: native, generic, or auto (native, falling back to generic)."""
+        from bcc import BPF
+
+        prog_fd = self.prog_fd if fd is None else fd
+        modes = ["native", "generic"] if mode == "auto" else [mode]
+        if any(m not in MODES for m in modes):
+            raise DatapathError(f"XDP mode {mode!r}: use native, generic or auto")
+        with netns.inside(ns):
+            ifindex = _ifindex(ifname, ns)
+            last: Exception | None = None
+            for m in modes:
+                try:
+                    BPF.attach_xdp(ifname, _FdFunc(prog_fd), MODES[m])
+                    break
+                except Exception as e:
+                    last = e
+            else:
+                raise DatapathError(f"attaching XDP to {ifname} ({'/'.join(modes)}) failed: "
+                                    f"{last}") from last
+            attached_mode, prog_id = xdp_state(ifindex)
+        a = Attachment(ifname, ifindex, attached_mode or modes[0], ns, prog_id)
+        self.attachments.append(a)
+        return a
+
+    def detach_all(self) -> None:
+        for a in list(self.attachments):
+            detach(a.ifname, ns=a.netns, only_prog_id=a.prog_id)
+            self.attachments.remove(a)
+
+
+class _FdFunc:
+    """What BPF.attach_xdp expects of a loaded function: a .fd."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+
+def _ifindex(ifname: str, ns: str | None) -> int:
+    try:
+        return _if_nametoindex(ifname)
+    except OSError:
+        where = f" in network namespace {ns}" if ns else ""
+        raise DatapathError(f"unknown interface {ifname!r}{where}: check `ip link`") from None
+
+
+def _if_nametoindex(ifname: str) -> int:
+    import socket
+
+    return socket.if_nametoindex(ifname)
+
+
+def xdp_state(ifindex: int) -> tuple[str | None, int]:
+    """(mode, prog id) of the XDP program on ``ifindex`` in the current namespace."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        link = ipr.get_links(ifindex)[0]
+    xdp = link.get_attr("IFLA_XDP")
+    if not xdp:
+        return None, 0
+    attached = xdp.get_attr("IFLA_XDP_ATTACHED") or 0
+    prog_id = xdp.get_attr("IFLA_XDP_PROG_ID") or 0
+    return _ATTACHED_MODE.get(attached), prog_id
+
+
+def detach(ifname: str, *, ns: str | None = None, only_prog_id: int | None = None) -> bool:
+    """Remove the XDP program from ``ifname``; with ``only_prog_id``, only if it is that one
+    (we never remove another tool's program). Returns True if something was removed."""
+    from bcc import BPF
+
+    with netns.inside(ns):
+        try:
+            ifindex = _if_nametoindex(ifname)
+        except OSError:
+            return False
+        mode, prog_id = xdp_state(ifindex)
+        if not prog_id or (only_prog_id is not None and prog_id != only_prog_id):
+            return False
+        BPF.remove_xdp(ifname, MODES.get(mode or "", 0))
+        return True
+
+
+def remove_pins(pin_dir: Path) -> None:
+    if pin_dir.exists():
+        shutil.rmtree(pin_dir, ignore_errors=True)
