@@ -18,6 +18,10 @@
 #define LB_ROUTE_F_STATS (1 << 0)
 /* Listener hands its connections to the userspace SNI splicer (XDP_PASS to the stack). */
 #define LB_ROUTE_F_SNI   (1 << 1)
+/* Listener protocol filter: with neither bit set a listener takes TCP and UDP (the seed's
+ * listen key has no protocol); with one set, the other protocol passes untouched. */
+#define LB_ROUTE_F_TCP   (1 << 2)
+#define LB_ROUTE_F_UDP   (1 << 3)
 
 /* listen map: HASH, 8 B key. */
 struct lb_listen_key {

@@ -275,6 +275,9 @@ static __always_inline int lb_handle_new(struct xdp_md *ctx, struct lb_pkt *p,
     struct lb_route *route = listen.lookup(&lkey);
     if (!route)
         return XDP_PASS;                /* not ours: untouched */
+    if ((route->flags & (LB_ROUTE_F_TCP | LB_ROUTE_F_UDP)) &&
+        !(route->flags & (p->tcp ? LB_ROUTE_F_TCP : LB_ROUTE_F_UDP)))
+        return XDP_PASS;                /* listener is for the other protocol */
     if (route->flags & LB_ROUTE_F_SNI) {
         lb_count(LB_CTR_SNI_PASSED);
         return XDP_PASS;                /* the userspace splicer owns this listener */

@@ -13,6 +13,8 @@ MAX_TARGETS = 8
 
 ROUTE_F_STATS = 1 << 0
 ROUTE_F_SNI = 1 << 1
+ROUTE_F_TCP = 1 << 2
+ROUTE_F_UDP = 1 << 3
 
 CT_F_REPLY = 1 << 0
 CT_F_SEEN_REPLY = 1 << 1

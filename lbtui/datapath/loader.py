@@ -110,24 +110,18 @@ class Datapath:
         """Attach the datapath (or the pass program, ``fd``) to ``ifname``.
 
         ``mode``: native, generic, or auto (native, falling back to generic)."""
-        from bcc import BPF
-
         prog_fd = self.prog_fd if fd is None else fd
         modes = ["native", "generic"] if mode == "auto" else [mode]
         if any(m not in MODES for m in modes):
             raise DatapathError(f"XDP mode {mode!r}: use native, generic or auto")
         with netns.inside(ns):
             ifindex = _ifindex(ifname, ns)
-            last: Exception | None = None
             for m in modes:
-                try:
-                    BPF.attach_xdp(ifname, _FdFunc(prog_fd), MODES[m])
+                if _bcc_lib().bpf_attach_xdp(ifname.encode(), prog_fd, MODES[m]) == 0:
                     break
-                except Exception as e:
-                    last = e
             else:
-                raise DatapathError(f"attaching XDP to {ifname} ({'/'.join(modes)}) failed: "
-                                    f"{last}") from last
+                raise DatapathError(f"attaching XDP to {ifname} ({'/'.join(modes)}) failed; "
+                                    "the kernel log (dmesg) may say why")
             attached_mode, prog_id = xdp_state(ifindex)
         a = Attachment(ifname, ifindex, attached_mode or modes[0], ns, prog_id)
         self.attachments.append(a)
@@ -139,11 +133,10 @@ class Datapath:
             self.attachments.remove(a)
 
 
-class _FdFunc:
-    """What BPF.attach_xdp expects of a loaded function: a .fd."""
+def _bcc_lib():  # noqa: ANN202 - ctypes library handle
+    from bcc.libbcc import lib
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
+    return lib
 
 
 def _ifindex(ifname: str, ns: str | None) -> int:
@@ -177,8 +170,6 @@ def xdp_state(ifindex: int) -> tuple[str | None, int]:
 def detach(ifname: str, *, ns: str | None = None, only_prog_id: int | None = None) -> bool:
     """Remove the XDP program from ``ifname``; with ``only_prog_id``, only if it is that one
     (we never remove another tool's program). Returns True if something was removed."""
-    from bcc import BPF
-
     with netns.inside(ns):
         try:
             ifindex = _if_nametoindex(ifname)
@@ -187,8 +178,7 @@ def detach(ifname: str, *, ns: str | None = None, only_prog_id: int | None = Non
         mode, prog_id = xdp_state(ifindex)
         if not prog_id or (only_prog_id is not None and prog_id != only_prog_id):
             return False
-        BPF.remove_xdp(ifname, MODES.get(mode or "", 0))
-        return True
+        return _bcc_lib().bpf_attach_xdp(ifname.encode(), -1, MODES.get(mode or "", 0)) == 0
 
 
 def remove_pins(pin_dir: Path) -> None:

@@ -1,0 +1,1 @@
+"""Namespace labs: topologies, backend servers and traffic for tests, demo and benchmarks."""
