@@ -133,7 +133,7 @@ class Datapath:
             self.attachments.remove(a)
 
 
-def _bcc_lib():  # noqa: ANN202 - ctypes library handle
+def _bcc_lib():
     from bcc.libbcc import lib
 
     return lib

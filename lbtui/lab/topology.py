@@ -230,6 +230,7 @@ def _build(topo: Topology, progress: Progress) -> None:
         # local here, so accept packets whose source is a local address.
         _sysctl(topo.lb_ns, f"net.ipv4.conf.{key}.accept_local", "1")
     _prime_neighbours(topo)
+    attach_peer_pass(topo)
     progress("lab network ready")
 
 
@@ -252,14 +253,29 @@ def _prime_neighbours(topo: Topology) -> None:
 
 
 def attach_datapath(topo: Topology, datapath: object, mode: str = "native") -> list[object]:
-    """Attach lbtui's XDP program to every LB interface and the pass program to every
-    endpoint's eth0 (veth delivers redirected frames only to a peer with XDP)."""
-    attachments = []
+    """Attach lbtui's XDP program to every LB interface (client side: balancing; backend
+    side: the reply path)."""
+    return [datapath.attach(e.lb_ifname, mode=mode, ns=topo.lb_ns)  # type: ignore[attr-defined]
+            for e in topo.clients + topo.backends]
+
+
+_PASS_SRC = "int lb_peer_pass(struct xdp_md *ctx) { return XDP_PASS; }"
+
+
+def attach_peer_pass(topo: Topology) -> None:
+    """Put an XDP pass program on every endpoint's eth0: veth delivers XDP_REDIRECTed
+    frames only to a peer that has an XDP program. The attachment outlives this process
+    and goes away with the namespace."""
+    from bcc import BPF
+    from bcc.libbcc import lib
+
+    b = BPF(text=_PASS_SRC)
+    fd = b.load_func("lb_peer_pass", BPF.XDP).fd
     for e in topo.clients + topo.backends:
-        attachments.append(datapath.attach(e.lb_ifname, mode=mode, ns=topo.lb_ns))  # type: ignore[attr-defined]
-        attachments.append(datapath.attach("eth0", mode=mode, ns=e.ns,  # type: ignore[attr-defined]
-                                           fd=datapath.pass_fd))  # type: ignore[attr-defined]
-    return attachments
+        with _in_ns(e.ns):
+            if lib.bpf_attach_xdp(b"eth0", fd, 1 << 2) != 0:  # native mode
+                raise RuntimeError(f"attaching the XDP pass program in {e.ns} failed")
+    b.cleanup()
 
 
 def _kill_ns_processes(ns: str) -> None:
