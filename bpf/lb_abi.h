@@ -75,6 +75,7 @@ struct lb_ct_key {
 #define LB_CT_F_RST          (1 << 4) /* either side sent RST */
 #define LB_CT_F_STATS        (1 << 5) /* flow emits open/close events */
 #define LB_CT_F_CLOSE_SENT   (1 << 6) /* the closed event was emitted */
+#define LB_CT_F_LOCAL        (1 << 7) /* proxied by a userspace splicer: XDP passes it */
 
 /* Conntrack value, 64 B. In a forward entry orig_dst is the VIP the client dialled and
  * nat_dst the chosen target; the reply entry holds the same pair, so the reply path can
@@ -106,6 +107,7 @@ struct lb_ct_value {
 #define LB_CTR_NO_TARGET         2  /* kernel: new flow found no target with weight > 0 */
 #define LB_CTR_FLOWS_CLOSED      3  /* kernel: flows closed by FIN/RST */
 #define LB_CTR_SNI_PASSED        4  /* kernel: packets passed to the SNI splicer */
+#define LB_CTR_USER_EVENTS       5  /* kernel: events submitted for userspace (lb_emit_event) */
 #define LB_CTR_FLOWS_DELETED     8  /* userspace: flows deleted by lbtui (sweep, ctl, console) */
 #define LB_COUNTERS_MAX          16
 

@@ -350,6 +350,8 @@ int lb_xdp(struct xdp_md *ctx)
     struct lb_ct_value *ct = conntrack.lookup(&key);
     if (ct) {
         __u16 flags = ct->flags;
+        if (flags & LB_CT_F_LOCAL)
+            return XDP_PASS;            /* a userspace splicer terminates this flow */
         if (flags & LB_CT_F_REPLY)
             return lb_handle_reply(ctx, &p, &key, ct, now);
         /* A new SYN on a finished or aged tuple, or a UDP datagram after the timeout,
@@ -366,6 +368,25 @@ int lb_xdp(struct xdp_md *ctx)
         }
     }
     return lb_handle_new(ctx, &p, &key, now);
+}
+
+/* Userspace's way into the one event stream: run with BPF_PROG_TEST_RUN on a buffer that
+ * holds a struct lb_event (aged flows from the sweep, spliced connections), it submits the
+ * event to the stats ring buffer exactly as the datapath would. Never attached. */
+int lb_emit_event(struct xdp_md *ctx)
+{
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    struct lb_event ev;
+    if (data + sizeof(ev) > data_end)
+        return XDP_ABORTED;
+    __builtin_memcpy(&ev, data, sizeof(ev));
+    if (stats.ringbuf_output(&ev, sizeof(ev), 0) != 0) {
+        lb_count(LB_CTR_EVENTS_LOST);
+        return XDP_DROP;
+    }
+    lb_count(LB_CTR_USER_EVENTS);
+    return XDP_PASS;
 }
 
 /* The empty program: the benchmark floor, and the XDP program the lab puts on the peers of

@@ -63,6 +63,29 @@ def aged_event(conn: Any, now_ns: int) -> LbEvent:
                    conn.bytes_fwd, conn.bytes_rev)
 
 
+def encode_event(ev: LbEvent) -> bytes:
+    from lbtui.addr import ip_to_be, port_to_be, proto_number
+
+    e = abi.Event(
+        ts_ns=ev.ts_ns, packets_fwd=ev.packets_fwd, packets_rev=ev.packets_rev,
+        bytes_fwd=ev.bytes_fwd, bytes_rev=ev.bytes_rev, created_ns=ev.created_ns,
+        client_ip=ip_to_be(ev.client_ip), vip_ip=ip_to_be(ev.vip_ip),
+        target_ip=ip_to_be(ev.target_ip), client_port=port_to_be(ev.client_port),
+        vip_port=port_to_be(ev.vip_port), target_port=port_to_be(ev.target_port),
+        type=abi.EVENT_OPENED if ev.kind == "opened" else abi.EVENT_CLOSED,
+        proto=proto_number(ev.proto),
+        reason={v: k for k, v in CLOSE_REASONS.items()}.get(ev.reason, 0))
+    return bytes(e)
+
+
+def emit_event(emit_prog_fd: int, ev: LbEvent) -> bool:
+    """Put a userspace-made event into the stats ring buffer (through the kernel's
+    lb_emit_event program), so every consumer sees one stream. False if it was lost."""
+    from lbtui import bpfsys
+
+    return bpfsys.prog_test_run(emit_prog_fd, encode_event(ev)).retval == 2  # XDP_PASS
+
+
 class EventReader:
     """Consume the ring buffer through libbcc. ``poll`` calls ``on_event`` for each event.
 

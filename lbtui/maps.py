@@ -711,6 +711,7 @@ COUNTER_NAMES = {
     abi.CTR_NO_TARGET: "no_target",
     abi.CTR_FLOWS_CLOSED: "flows_closed",
     abi.CTR_SNI_PASSED: "sni_passed",
+    abi.CTR_USER_EVENTS: "user_events",
     abi.CTR_FLOWS_DELETED: "flows_deleted",
 }
 

@@ -62,7 +62,7 @@ stamp="$VENV/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
 if [ ! -e "$stamp" ]; then
   step "installing Python packages into the venv"
   "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-  "$VENV/bin/pip" install -q -e ".[test]" || fail "pip install failed; check access to PyPI and retry."
+  "$VENV/bin/pip" install -q -e ".[test,bench]" >"$VENV/pip.log" 2>&1 || fail "pip install failed; check access to PyPI and retry."
   rm -f "$VENV"/.installed-*; touch "$stamp"
 else
   step "Python packages present"

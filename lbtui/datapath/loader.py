@@ -19,6 +19,7 @@ from lbtui.maps import MapSet
 BPF_DIR = Path(os.environ.get("LBTUI_BPF_DIR", Path(__file__).resolve().parents[2] / "bpf"))
 PROG_NAME = "lb_xdp"
 PASS_PROG_NAME = "lb_xdp_pass"
+EMIT_PROG_NAME = "lb_emit_event"
 
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
@@ -68,6 +69,7 @@ class Datapath:
     bpf: object
     prog_fd: int
     pass_fd: int
+    emit_fd: int
     attachments: list[Attachment] = field(default_factory=list)
 
     @property
@@ -97,13 +99,20 @@ class Datapath:
             b = BPF(text=src, cflags=cflags)
             prog = b.load_func(PROG_NAME, BPF.XDP)
             passp = b.load_func(PASS_PROG_NAME, BPF.XDP)
+            emit = b.load_func(EMIT_PROG_NAME, BPF.XDP)
         except Exception as e:  # BCC raises bare Exceptions with the compiler's text
             raise DatapathError(f"compiling/loading {BPF_DIR / 'lb_xdp.c'} failed: {e}. "
                                 "Check the kernel headers (scripts/setup.sh).") from e
-        return cls(maps, b, prog.fd, passp.fd)
+        return cls(maps, b, prog.fd, passp.fd, emit.fd)
 
     def pin_programs(self, pin_dir: Path) -> None:
-        bpfsys.obj_pin(self.prog_fd, str(pin_dir / "prog_xdp"))
+        """Pin the datapath and the event-emitter programs next to the maps, so another
+        process (ctl, an attached console, a restarted serve) can find them."""
+        for name, fd in (("prog_xdp", self.prog_fd), ("prog_emit", self.emit_fd)):
+            path = pin_dir / name
+            if path.exists():
+                path.unlink()
+            bpfsys.obj_pin(fd, str(path))
 
     def attach(self, ifname: str, *, mode: str = "auto", ns: str | None = None,
                fd: int | None = None) -> Attachment:
