@@ -17,6 +17,7 @@ import pytest
 from lbtui import bpfsys
 from lbtui import maps as M
 from lbtui.datapath.loader import Datapath, DatapathError, preflight
+from lbtui.events import EventReader
 
 TEST_TAG = f"t{os.getpid() % 100000}"
 
@@ -35,6 +36,9 @@ def clear_maps(ms: M.MapSet) -> None:
             bpfsys.delete(m.fd, k)
     for slot in range(ms.counters_map.max_entries):
         bpfsys.update(ms.counters_map.fd, ct.c_uint32(slot), ct.c_uint64(0))
+    reader = EventReader(ms.stats_ringbuf, lambda _e: None)  # drop leftover events
+    reader.drain()
+    reader.close()
     M.enable_stats(ms.settings_map)
     M.set_connection_timeout(ms.settings_map, M.DEFAULT_CONFIG["connection_timeout"])
     if ms.sni_map.sni_names:

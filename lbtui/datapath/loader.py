@@ -96,10 +96,10 @@ class Datapath:
             "-Wno-unused-function",
         ]
         try:
-            b = BPF(text=src, cflags=cflags)
-            prog = b.load_func(PROG_NAME, BPF.XDP)
-            passp = b.load_func(PASS_PROG_NAME, BPF.XDP)
-            emit = b.load_func(EMIT_PROG_NAME, BPF.XDP)
+            b = BPF(text=src.encode(), cflags=cflags)
+            prog = b.load_func(PROG_NAME.encode(), BPF.XDP)
+            passp = b.load_func(PASS_PROG_NAME.encode(), BPF.XDP)
+            emit = b.load_func(EMIT_PROG_NAME.encode(), BPF.XDP)
         except Exception as e:  # BCC raises bare Exceptions with the compiler's text
             raise DatapathError(f"compiling/loading {BPF_DIR / 'lb_xdp.c'} failed: {e}. "
                                 "Check the kernel headers (scripts/setup.sh).") from e

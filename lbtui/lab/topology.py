@@ -259,7 +259,7 @@ def attach_datapath(topo: Topology, datapath: object, mode: str = "native") -> l
             for e in topo.clients + topo.backends]
 
 
-_PASS_SRC = "int lb_peer_pass(struct xdp_md *ctx) { return XDP_PASS; }"
+_PASS_SRC = b"int lb_peer_pass(struct xdp_md *ctx) { return XDP_PASS; }"
 
 
 def attach_peer_pass(topo: Topology) -> None:
@@ -270,7 +270,7 @@ def attach_peer_pass(topo: Topology) -> None:
     from bcc.libbcc import lib
 
     b = BPF(text=_PASS_SRC)
-    fd = b.load_func("lb_peer_pass", BPF.XDP).fd
+    fd = b.load_func(b"lb_peer_pass", BPF.XDP).fd
     for e in topo.clients + topo.backends:
         with _in_ns(e.ns):
             if lib.bpf_attach_xdp(b"eth0", fd, 1 << 2) != 0:  # native mode
