@@ -1,0 +1,249 @@
+"""Writing the config file back: minimal tomlkit edits, written atomically.
+
+``save_config`` turns the file into ``config`` by changing only what differs: a weight edit
+rewrites one number, a removed listener removes its table, a new route is appended. The
+operator's comments, ordering and formatting elsewhere stay as they were. The file is
+written to a temporary file (0600) in the same directory, fsynced and renamed over the
+original, so a crash leaves either the old or the new file, never a torn one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+from tomlkit.container import Container
+from tomlkit.items import AoT, Array, Comment, InlineTable, Item, Table, Whitespace
+
+from lbtui.control.config import (
+    Config,
+    DatapathCfg,
+    SettingsCfg,
+    canonical_cidr,
+    canonical_hostname,
+    parse_config,
+)
+
+_MISSING = object()
+_DATAPATH_DEFAULTS = {k: v for k, v in vars(DatapathCfg()).items() if k != "interfaces"}
+_LISTENER_DEFAULTS = {"protocol": "both", "stats": True, "sni": False, "interfaces": None}
+_SOURCE_DEFAULTS = {"stats": True}
+
+
+def atomic_write(path: Path, text: str, mode: int = 0o600) -> None:
+    """Write ``text`` to ``path`` via temp file + fsync + rename; the result is ``mode``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def render_config(config: Config, base_text: str | None = None) -> str:
+    """The TOML text of ``config``: ``base_text`` minimally edited, or a fresh document."""
+    doc = tomlkit.parse(base_text) if base_text else tomlkit.document()
+    merge(doc, config)
+    text = tomlkit.dumps(doc)
+    if '"""' not in text and "'''" not in text:
+        # Removing and appending tables can leave runs of blank lines; a file without
+        # multi-line strings can safely have them collapsed.
+        text = re.sub(r"\n{3,}", "\n\n", text).rstrip("\n") + "\n"
+    return text
+
+
+def save_config(config: Config, path: str | Path | None = None) -> Path:
+    """Write ``config`` to ``path`` (default ``config.path``), keeping the existing file's
+    comments and order. What is written is re-parsed first and must mean ``config``."""
+    target = Path(path) if path is not None else config.path
+    if target is None:
+        raise ValueError("save_config: no path given and the config has none")
+    base = target.read_text() if target.exists() else None
+    text = render_config(config, base)
+    check = parse_config(text, target)
+    check.path = config.path
+    if check.to_dict() != config.to_dict():
+        raise RuntimeError(f"{target}: the edited document does not round-trip; not written")
+    atomic_write(target, text)
+    return target
+
+
+# --- document edits --------------------------------------------------------------------
+
+
+def merge(doc: tomlkit.TOMLDocument, config: Config) -> None:
+    new = config.to_dict()
+    _sync_section(doc, "datapath", new["datapath"], _DATAPATH_DEFAULTS)
+    _sync_section(doc, "settings", new["settings"], vars(SettingsCfg()))
+    _sync_aot(doc, "listener", new.get("listener", []), lambda t: t.get("port"),
+              _LISTENER_DEFAULTS)
+    _sync_aot(doc, "source_route", new.get("source_route", []),
+              lambda t: canonical_cidr(str(t.get("cidr", ""))), _SOURCE_DEFAULTS)
+    _sync_aot(doc, "sni_route", new.get("sni_route", []),
+              lambda t: canonical_hostname(str(t.get("hostname", ""))), {})
+
+
+def _plain(item: Any) -> Any:
+    return item.unwrap() if hasattr(item, "unwrap") else item
+
+
+def _sync_section(doc: tomlkit.TOMLDocument, name: str, new: dict[str, Any],
+                  defaults: dict[str, Any]) -> None:
+    if name not in doc:
+        if all(defaults.get(k, _MISSING) == v for k, v in new.items()):
+            return
+        doc.add(name, tomlkit.table())
+    _sync_table(doc[name], new, defaults)  # type: ignore[arg-type]
+
+
+def _sync_table(table: Table, new: dict[str, Any], defaults: dict[str, Any]) -> None:
+    """Make ``table`` mean ``new``: change differing values, add non-default new keys,
+    drop keys whose value went back to absent (unless the file spells out the default)."""
+    for k, v in new.items():
+        if k == "targets":
+            _sync_targets(table, v)
+        elif k in table:
+            if _plain(table[k]) != v:
+                table[k] = v
+        elif defaults.get(k, _MISSING) != v:
+            table[k] = v
+    for k in list(table.keys()):
+        if k not in new and _plain(table[k]) != defaults.get(k, _MISSING):
+            del table[k]
+
+
+def _sync_aot(doc: tomlkit.TOMLDocument, name: str, new_items: list[dict[str, Any]],
+              key: Callable[[dict[str, Any]], Any], defaults: dict[str, Any]) -> None:
+    aot = doc.get(name)
+    by_key = {key(item): item for item in new_items}
+    kept: set[Any] = set()
+    if isinstance(aot, AoT):
+        for i in reversed(range(len(aot))):
+            k = key(_plain(aot[i]))
+            if k in by_key and k not in kept:
+                kept.add(k)
+                _sync_table(aot[i], by_key[k], defaults)
+            else:
+                _remove_table(doc, name, aot, i)
+    added = [item for item in new_items if key(item) not in kept]
+    if not added and isinstance(aot, AoT) and len(aot) == 0:
+        del doc[name]
+        return
+    if not added:
+        return
+    if not isinstance(aot, AoT):
+        if name in doc:
+            del doc[name]
+        _end_with_blank_line(_last_container(doc))
+        aot = tomlkit.aot()
+        doc.add(name, aot)
+    for item in added:
+        if len(aot):
+            _end_with_blank_line(aot[-1].value)
+        t = tomlkit.table()
+        for k, v in item.items():
+            if k == "targets":
+                t.add("targets", _render_targets(v))
+            elif defaults.get(k, _MISSING) != v:
+                t.add(k, v)
+        aot.append(t)
+
+
+# Comments above a table belong, in tomlkit's model, to the end of the table before it.
+# Removing a table therefore moves its trailing comments (which describe the next table)
+# to its predecessor, and drops its own heading comment from there.
+
+
+def _trailing(c: Container) -> int:
+    """Index where the trailing comments/blank lines of a container's body start."""
+    n = len(c.body)
+    while n and c.body[n - 1][0] is None and isinstance(c.body[n - 1][1], Comment | Whitespace):
+        n -= 1
+    return n
+
+
+def _previous_container(doc: tomlkit.TOMLDocument, name: str, aot: AoT, i: int
+                        ) -> Container | None:
+    if i > 0:
+        return aot[i - 1].value
+    keys = [k.key if k is not None else None for k, _ in doc.body]
+    at = keys.index(name)
+    if at > 0:
+        prev = doc.body[at - 1][1]
+        if isinstance(prev, Table):
+            return prev.value
+        if isinstance(prev, AoT) and len(prev):
+            return prev[-1].value
+    return None
+
+
+def _remove_table(doc: tomlkit.TOMLDocument, name: str, aot: AoT, i: int) -> None:
+    table = aot[i].value
+    moved: list[Item] = [item for _, item in table.body[_trailing(table):]]
+    prev = _previous_container(doc, name, aot, i)
+    del aot[i]
+    if prev is None:
+        return
+    # Drop the removed table's heading comment (the comment block right above it).
+    start = _trailing(prev)
+    n = len(prev.body)
+    while n > start and isinstance(prev.body[n - 1][1], Comment):
+        n -= 1
+    del prev.body[n:]
+    for item in moved:
+        prev.body.append((None, item))
+
+
+def _last_container(doc: tomlkit.TOMLDocument) -> Container:
+    if doc.body:
+        last = doc.body[-1][1]
+        if isinstance(last, Table):
+            return last.value
+        if isinstance(last, AoT) and len(last):
+            return last[-1].value
+    return doc
+
+
+def _end_with_blank_line(c: Container) -> None:
+    """A blank line before a table appended after ``c`` (as a person would write it)."""
+    if not c.body:
+        return
+    text = c.as_string()
+    if not text.endswith("\n\n"):
+        c.body.append((None, Whitespace("\n" if text.endswith("\n") else "\n\n")))
+
+
+def _sync_targets(table: Table, targets: list[dict[str, Any]]) -> None:
+    cur = table.get("targets")
+    same_members = isinstance(cur, Array) and len(cur) == len(targets) and all(
+        isinstance(c, InlineTable | dict) and c.get("ip") == t["ip"]
+        and c.get("port") == t["port"] for c, t in zip(cur, targets, strict=True))
+    if not same_members:
+        table["targets"] = _render_targets(targets)
+        return
+    assert isinstance(cur, Array)
+    for c, t in zip(cur, targets, strict=True):
+        if c.get("weight", 100 if len(targets) == 1 else _MISSING) != t["weight"]:
+            c["weight"] = t["weight"]
+
+
+def _render_targets(targets: list[dict[str, Any]]) -> Array:
+    lines = "".join(f'  {{ ip = "{t["ip"]}", port = {t["port"]}, weight = {t["weight"]} }},\n'
+                    for t in targets)
+    return tomlkit.parse(f"targets = [\n{lines}]\n")["targets"]  # type: ignore[return-value]

@@ -1,0 +1,431 @@
+"""A named datapath instance: pinned maps and programs, XDP attachments, its lock.
+
+``Instance.start`` is what a manager (``serve``, a standalone console) calls: it takes the
+instance's manager lock, creates the maps (or re-adopts the ones pinned by an earlier run,
+keeping every established connection), compiles the program against them, attaches it
+(atomically replacing our own earlier program, never another tool's), and makes the maps
+match the config. ``Instance.attach`` is for everyone else (ctl, an attached console): it
+opens the pinned maps and programs and changes nothing.
+
+Layout: pins under ``/sys/fs/bpf/lbtui/<instance>/`` (maps by name, ``prog_xdp``,
+``prog_emit``; directories 0700); lock and state files under ``/run/lbtui/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from lbtui import abi, bpfsys, netns
+from lbtui import maps as M
+from lbtui.control import apply
+from lbtui.control.config import Config, ConfigError, load_config
+from lbtui.control.lock import FileLock, LockHeld, manager_lock
+from lbtui.control.state import read_state, remove_state, write_state
+from lbtui.datapath import loader
+from lbtui.datapath.loader import Datapath, DatapathError
+from lbtui.events import aged_event, emit_event
+
+PIN_ROOT = Path(os.environ.get("LBTUI_PIN_ROOT", "/sys/fs/bpf/lbtui"))
+PROG_PIN = "prog_xdp"
+EMIT_PIN = "prog_emit"
+
+Progress = Callable[[str], None]
+
+
+class InstanceError(RuntimeError):
+    """The instance cannot be started/attached/stopped; the message says what to do."""
+
+
+def pin_dir_of(name: str) -> Path:
+    return PIN_ROOT / name
+
+
+def state_dir_of(name: str) -> Path:
+    """Where lbtui.maps keeps this instance's SNI hostnames (beside the pins' name)."""
+    return Path(os.environ.get("LBTUI_STATE_DIR", "/var/lib/lbtui")) / name
+
+
+def pins_complete(pin_dir: Path) -> bool:
+    return all((pin_dir / n).exists() for n in (*M.PIN_NAMES, PROG_PIN, EMIT_PIN))
+
+
+def _private_dir(d: Path) -> None:
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if d.stat().st_mode & 0o777 != 0o700:
+        os.chmod(d, 0o700)
+
+
+def _pinned_prog_id(pin_dir: Path) -> int | None:
+    try:
+        fd = bpfsys.obj_get(str(pin_dir / PROG_PIN))
+    except OSError:
+        return None
+    try:
+        return bpfsys.prog_info(fd).id
+    finally:
+        os.close(fd)
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+class Instance:
+    def __init__(self, name: str, maps: M.MapSet, emit_fd: int, *,
+                 config: Config | None = None, datapath: Datapath | None = None,
+                 lock: FileLock | None = None, netns_name: str | None = None,
+                 config_path: Path | None = None, adopted: bool = False) -> None:
+        self.name = name
+        self.maps = maps
+        self.emit_fd = emit_fd
+        self.config = config
+        self.datapath = datapath
+        self.lock = lock
+        self.netns = netns_name
+        self.config_path = config_path
+        self.adopted = adopted          # start() found pinned maps and kept them
+        self.pin_dir = pin_dir_of(name)
+
+    @property
+    def managed(self) -> bool:
+        """True in the process that loaded the datapath and holds the manager lock."""
+        return self.datapath is not None
+
+    # --- start / attach ------------------------------------------------------------
+
+    @classmethod
+    def start(cls, config: Config, progress: Progress = print) -> Instance:
+        """Load (or re-adopt) the datapath for ``config`` and make the maps match it."""
+        loader.preflight()
+        name = config.datapath.instance
+        lock = manager_lock(name)
+        try:
+            lock.acquire()
+        except LockHeld as e:
+            raise InstanceError(
+                f"instance {name!r} is already managed by pid {e.pid or '?'} (lbtui serve or "
+                f"console); stop that process, or use `lbtui ctl --instance {name}` / "
+                "`lbtui console --attach` to work with it") from None
+        try:
+            return cls._start_locked(config, lock, progress)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _start_locked(cls, config: Config, lock: FileLock, progress: Progress) -> Instance:
+        dp_cfg = config.datapath
+        name = dp_cfg.instance
+        ns = dp_cfg.netns
+        if ns and ns not in _netns_names():
+            raise InstanceError(f"network namespace {ns!r} (datapath.netns) does not exist")
+        all_ifaces = [*dp_cfg.interfaces, *dp_cfg.reply_interfaces]
+        ifindex = dict(zip(all_ifaces, _ifindexes(all_ifaces, ns), strict=True))
+
+        pin_dir = pin_dir_of(name)
+        _private_dir(PIN_ROOT)
+        _private_dir(state_dir_of(name).parent)
+        old_prog = _pinned_prog_id(pin_dir)
+        state = read_state(name) or {}
+        ours = {old_prog} | {a.get("prog_id") for a in state.get("attachments", [])}
+        ours.discard(None)
+        ours.discard(0)
+        existing = _check_interfaces(all_ifaces, ifindex, ns, ours)
+
+        adopted = pins_complete(pin_dir)
+        if adopted:
+            ms = M.MapSet.open_pinned(pin_dir)
+            _warn_sizes(ms, config, progress)
+            progress(f"re-adopting the pinned maps of instance {name} ({pin_dir}); "
+                     "established connections are kept")
+        else:
+            if pin_dir.exists():
+                loader.remove_pins(pin_dir)      # half-made by a crash during start
+            ms = M.create_all_maps(config.map_options())
+            ms.pin_all(pin_dir)
+            os.chmod(pin_dir, 0o700)
+        dp: Datapath | None = None
+        try:
+            progress("compiling the XDP datapath (BCC)")
+            dp = Datapath.load(ms)
+            for ifname in all_ifaces:
+                mode = dp_cfg.xdp_mode
+                if mode == "auto" and existing.get(ifname) in ("native", "generic"):
+                    mode = existing[ifname]      # replacing in place needs the same mode
+                a = dp.attach(ifname, mode=mode, ns=ns)
+                live_mode, _ = _xdp_state(ifname, ns)
+                progress(f"XDP attached to {ifname} ({live_mode or a.mode}, prog id "
+                         f"{a.prog_id})")
+            dp.pin_programs(pin_dir)
+            emit_fd = bpfsys.obj_get(str(pin_dir / EMIT_PIN))
+            inst = cls(name, ms, emit_fd, config=config, datapath=dp, lock=lock,
+                       netns_name=ns, config_path=config.path, adopted=adopted)
+            txn = apply.sync(ms, config, inst.ifindexes)
+            progress(f"config applied ({txn.changed} map entries changed)")
+            inst.write_state()
+            return inst
+        except BaseException:
+            if not adopted:
+                if dp is not None:
+                    dp.detach_all()
+                loader.remove_pins(pin_dir)
+            M.close_all_maps(ms)
+            raise
+
+    @classmethod
+    def attach(cls, name: str = "default") -> Instance:
+        """Open the pinned maps and programs of a running (or kept) instance."""
+        pin_dir = pin_dir_of(name)
+        if not pins_complete(pin_dir):
+            raise InstanceError(f"instance {name!r} is not running: nothing pinned under "
+                                f"{pin_dir} (start it with `lbtui serve --config FILE`)")
+        ms = M.MapSet.open_pinned(pin_dir)
+        try:
+            emit_fd = bpfsys.obj_get(str(pin_dir / EMIT_PIN))
+        except OSError:
+            M.close_all_maps(ms)
+            raise
+        state = read_state(name) or {}
+        path = Path(state["config_path"]) if state.get("config_path") else None
+        config = None
+        if path is not None:
+            with contextlib.suppress(ConfigError, OSError):
+                config = load_config(path)
+        return cls(name, ms, emit_fd, config=config, netns_name=state.get("netns"),
+                   config_path=path)
+
+    # --- state ---------------------------------------------------------------------
+
+    def attachments(self) -> list[dict[str, Any]]:
+        if self.datapath is not None:
+            return [{"ifname": a.ifname, "ifindex": a.ifindex,
+                     "mode": _xdp_state(a.ifname, a.netns)[0] or a.mode,
+                     "prog_id": a.prog_id, "netns": a.netns}
+                    for a in self.datapath.attachments]
+        return list((read_state(self.name) or {}).get("attachments", []))
+
+    def write_state(self, **extra: Any) -> None:
+        cfg = self.config
+        write_state(self.name, {
+            "instance": self.name,
+            "pid": os.getpid() if self.managed else None,
+            "config_path": str(self.config_path.resolve()) if self.config_path else None,
+            "netns": self.netns,
+            "interfaces": list(cfg.datapath.interfaces) if cfg else [],
+            "reply_interfaces": list(cfg.datapath.reply_interfaces) if cfg else [],
+            "pin_dir": str(self.pin_dir),
+            "attachments": self.attachments(),
+            "started": time.time(),
+            **extra,
+        })
+
+    # --- stop ----------------------------------------------------------------------
+
+    def stop(self, keep: bool = False) -> None:
+        """Release this process's hold. A manager without ``keep`` detaches what it
+        attached and unpins everything; with ``keep`` XDP keeps forwarding on the pinned
+        maps for a later ``serve`` to re-adopt. A non-manager only closes its fds."""
+        try:
+            if self.managed:
+                if keep:
+                    self.write_state(pid=None, kept=True)
+                else:
+                    teardown(self.name, self.attachments())
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.emit_fd >= 0:
+            os.close(self.emit_fd)
+            self.emit_fd = -1
+        M.close_all_maps(self.maps)
+        if self.datapath is not None:
+            with contextlib.suppress(Exception):
+                self.datapath.bpf.cleanup()  # type: ignore[attr-defined]
+        if self.lock is not None:
+            self.lock.release()
+
+    # --- run time ------------------------------------------------------------------
+
+    def sweep(self, now_ns: int | None = None) -> list[M.Connection]:
+        """Remove flows idle longer than the connection timeout and emit their closed
+        ("aged") events into the ring buffer, so consumers see one stream."""
+        timeout_s = M.get_connection_timeout(self.maps.settings_map)
+        if timeout_s == 0:
+            return []
+        now = time.monotonic_ns() if now_ns is None else now_ns  # bpf_ktime_get_ns clock
+        removed = M.clear_stale_connections(self.maps.conntrack_map, now,
+                                            timeout_s * 1_000_000_000)
+        if removed and M.stats_enabled(self.maps.settings_map):
+            for conn in removed:
+                if conn.flags & abi.CT_F_STATS and not conn.flags & abi.CT_F_CLOSE_SENT:
+                    emit_event(self.emit_fd, aged_event(conn, now))
+        return removed
+
+    def ifindexes(self, names: Sequence[str]) -> list[int]:
+        return _ifindexes(names, self.netns)
+
+    def status(self) -> dict[str, Any]:
+        from lbtui.control.lock import manager_lock as _ml
+
+        state = read_state(self.name) or {}
+        ifaces = []
+        roles = {n: "client" for n in state.get("interfaces", [])}
+        roles.update({n: "reply" for n in state.get("reply_interfaces", [])})
+        prog_id = _pinned_prog_id(self.pin_dir)
+        for a in self.attachments():
+            mode, live_id = _xdp_state(a["ifname"], a.get("netns"))
+            ifaces.append({"ifname": a["ifname"], "role": roles.get(a["ifname"], "?"),
+                           "ifindex": a.get("ifindex"), "xdp_mode": mode,
+                           "prog_id": live_id, "ours": bool(live_id) and live_id == prog_id})
+        ms = self.maps
+        fwd = rev = 0
+        for _k, v in M.conntrack_reader(ms.conntrack_map).items():
+            if v.flags & abi.CT_F_REPLY:
+                rev += 1
+            else:
+                fwd += 1
+        fill = {name: {"entries": len(list(bpfsys.keys(m.fd, m.key_type))),
+                       "max_entries": m.max_entries}
+                for name, m in (("listen", ms.listen_map), ("source_routes", ms.config_map),
+                                ("sni_routes", ms.sni_map))}
+        fill["conntrack"] = {"entries": fwd + rev, "flows": fwd,
+                             "max_entries": ms.conntrack_map.max_entries}
+        holder = _ml(self.name).holder()
+        counters = M.read_counters(ms.counters_map)
+        return {
+            "instance": self.name,
+            "manager_pid": holder,
+            "kept": bool(state.get("kept")) and holder is None,
+            "config_path": str(self.config_path) if self.config_path else None,
+            "pin_dir": str(self.pin_dir),
+            "netns": self.netns,
+            "prog_id": prog_id,
+            "interfaces": ifaces,
+            "maps": fill,
+            "settings": {"stats": M.stats_enabled(ms.settings_map),
+                         "connection_timeout": M.get_connection_timeout(ms.settings_map)},
+            "events_lost": counters.get("events_lost", 0),
+            "counters": counters,
+        }
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _netns_names() -> list[str]:
+    from pyroute2 import netns as pr_netns
+
+    return list(pr_netns.listnetns())
+
+
+def _ifindexes(names: Sequence[str], ns: str | None) -> list[int]:
+    out, missing = [], []
+    with netns.inside(ns):
+        for n in names:
+            try:
+                out.append(socket.if_nametoindex(n))
+            except OSError:
+                missing.append(n)
+    if missing:
+        where = f" in network namespace {ns}" if ns else ""
+        raise ValueError(f"unknown interface(s) {', '.join(missing)}{where} (check `ip link`)")
+    return out
+
+
+# pyroute2 reports IFLA_XDP_ATTACHED as a name; older code paths as the number.
+_XDP_MODES = {"xdp": "native", "xdpgeneric": "generic", "xdpoffload": "offload",
+              "xdpmulti": "multi", 1: "native", 2: "generic", 3: "offload", 4: "multi"}
+
+
+def _xdp_state_here(ifindex: int) -> tuple[str | None, int]:
+    """(mode, prog id) of the XDP program on ``ifindex`` in the current namespace."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        link = ipr.get_links(ifindex)[0]
+    xdp = link.get_attr("IFLA_XDP")
+    if not xdp:
+        return None, 0
+    prog_id = xdp.get_attr("IFLA_XDP_PROG_ID") or 0
+    return (_XDP_MODES.get(xdp.get_attr("IFLA_XDP_ATTACHED")) if prog_id else None), prog_id
+
+
+def _xdp_state(ifname: str, ns: str | None) -> tuple[str | None, int]:
+    try:
+        with netns.inside(ns):
+            return _xdp_state_here(socket.if_nametoindex(ifname))
+    except OSError:
+        return None, 0
+
+
+def _check_interfaces(names: Sequence[str], ifindex: dict[str, int], ns: str | None,
+                      ours: set[Any]) -> dict[str, str | None]:
+    """Refuse interfaces that carry another tool's XDP program; returns the mode of our
+    own earlier program per interface (to replace it in the same mode)."""
+    modes: dict[str, str | None] = {}
+    foreign = []
+    with netns.inside(ns):
+        for n in names:
+            mode, prog_id = _xdp_state_here(ifindex[n])
+            if prog_id and prog_id not in ours:
+                foreign.append(f"{n} (prog id {prog_id}, {mode})")
+            modes[n] = mode if prog_id else None
+    if foreign:
+        raise InstanceError(
+            "another XDP program is attached to " + ", ".join(foreign) + "; lbtui does not "
+            "replace programs it did not attach. Remove it first (`ip link set dev IFACE "
+            "xdp off`, in the right namespace) or choose other interfaces.")
+    return modes
+
+
+def _warn_sizes(ms: M.MapSet, config: Config, progress: Progress) -> None:
+    want = config.settings
+    have = {"max_connections": ms.conntrack_map.max_entries,
+            "max_routes": ms.config_map.max_entries,
+            "max_sni_routes": ms.sni_map.max_entries,
+            "ringbuf_size": ms.stats_ringbuf.max_entries}
+    diff = [f"{k} {v} (config says {getattr(want, k)})" for k, v in have.items()
+            if v != getattr(want, k)]
+    if diff:
+        progress("note: the pinned maps keep their sizes: " + ", ".join(diff) + "; run "
+                 "`lbtui down` and start again to resize (drops established connections)")
+
+
+def teardown(name: str, attachments: Sequence[dict[str, Any]] | None = None) -> list[str]:
+    """Detach this instance's XDP programs (only ours) and remove its pins, state and
+    SNI names. Idempotent; returns what was done, one line per step."""
+    done = []
+    pin_dir = pin_dir_of(name)
+    prog_id = _pinned_prog_id(pin_dir)
+    state = read_state(name) or {}
+    atts = list(attachments if attachments is not None else state.get("attachments", []))
+    ids = {prog_id} | {a.get("prog_id") for a in atts}
+    for a in atts:
+        mode, live = _xdp_state(a["ifname"], a.get("netns"))
+        if live and live in ids:
+            if loader.detach(a["ifname"], ns=a.get("netns"), only_prog_id=live):
+                where = f" in {a['netns']}" if a.get("netns") else ""
+                done.append(f"detached XDP (prog id {live}, {mode}) from {a['ifname']}{where}")
+    if pin_dir.exists():
+        loader.remove_pins(pin_dir)
+        done.append(f"removed pins {pin_dir}")
+    sd = state_dir_of(name)
+    if sd.exists():
+        for p in sd.iterdir():
+            p.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            sd.rmdir()
+    if state:
+        remove_state(name)
+        done.append("removed state file")
+    return done
+
+
+__all__ = ["PIN_ROOT", "DatapathError", "Instance", "InstanceError", "teardown"]
