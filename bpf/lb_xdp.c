@@ -252,8 +252,11 @@ static __always_inline int lb_handle_reply(struct xdp_md *ctx, struct lb_pkt *p,
     fkey.proto = key->proto;
     rct->last_seen_ns = now;
 
+    /* Count and track only on the forward entry this reply belongs to: after a tuple was
+     * re-picked to another target, a straggler from the old target must not touch the new
+     * flow (its counters, FIN/RST state or closed event). */
     struct lb_ct_value *fct = conntrack.lookup(&fkey);
-    if (fct) {
+    if (fct && fct->nat_dst_ip == key->src_ip && fct->nat_dst_port == key->src_port) {
         fct->last_seen_ns = now;
         __sync_fetch_and_add(&fct->packets_rev, 1);
         __sync_fetch_and_add(&fct->bytes_rev, p->ip_len);
@@ -366,6 +369,15 @@ int lb_xdp(struct xdp_md *ctx)
             lb_rewrite_dst(&p, ct->nat_dst_ip, ct->nat_dst_port);
             return lb_forward(ctx, &p);
         }
+        /* The old incarnation's reply tuple must not outlive it (the new flow may go to
+         * another target); handle_new writes a fresh one for the new target. */
+        struct lb_ct_key old_rkey = {};
+        old_rkey.src_ip = ct->nat_dst_ip;
+        old_rkey.dst_ip = key.src_ip;
+        old_rkey.src_port = ct->nat_dst_port;
+        old_rkey.dst_port = key.src_port;
+        old_rkey.proto = key.proto;
+        conntrack.delete(&old_rkey);
     }
     return lb_handle_new(ctx, &p, &key, now);
 }
