@@ -1,0 +1,340 @@
+"""lbtui vs nftables DNAT vs HAProxy (TCP mode) vs direct, on one namespace lab.
+
+    sudo .venv/bin/python -m bench.compare [--rounds 3] [--quick] [--json out.json]
+
+One lab (2 client namespaces, the LB namespace, 3 backends; ``lbtui.lab.topology``) and the
+same clients for every contender (``bench.contenders``). Rounds interleave the contenders,
+rotating their order, so machine drift hits all alike; the table shows each metric's
+median over rounds and its ratio to lbtui. Per contender and round:
+
+1. new TCP connections/s: wrk in each client namespace (1 thread, N connections, every
+   request ``Connection: close`` so each is a new connection), backends are HAProxy
+   answering a 9-byte body (``bench.servers``);
+2. UDP packets/s: one Python flood per client namespace (60-byte frames, 8 flows),
+   counted where they arrive (the backends' UDP MIB); HAProxy has no UDP;
+3. bulk TCP: one stream of zeros from a backend, received for a fixed time;
+4. CPU per 1,000 requests at a fixed, unsaturated offered load (paced wrk): exact run time
+   of every lab process plus ksoftirqd (``bench.cpu`` explains why that captures in-kernel
+   forwarding), per request; "LB CPU" is that minus the direct run of the same round;
+5. connect+response latency: sequential new connections from a Python client, p50/p99.
+
+Hygiene: the lab widens ip_local_port_range and enables tcp_tw_reuse in every namespace;
+nf_conntrack's TIME_WAIT is cut to 1 s in the LB namespace. All traffic stays in the lab's
+namespaces (198.18.0.0/15); the lab is torn down at the end, also on failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from bench import load
+from bench.common import fmt, machine, machine_line, median, table
+from bench.contenders import (
+    BULK_PORT,
+    UDP_PORT,
+    Contender,
+    Direct,
+    Haproxy,
+    Lbtui,
+    Nftables,
+    check_http,
+    nproc,
+    wait_listening,
+    workdir,
+)
+from bench.cpu import CpuMeter
+from bench.servers import http_server_config
+from lbtui.lab import topology as T
+
+CONTENDERS = ("lbtui", "direct", "nftables", "haproxy")
+
+
+@dataclass
+class Settings:
+    rounds: int = 3
+    conn_seconds: int = 4          # wrk -d (whole seconds)
+    conn_connections: int = 32     # per client namespace
+    udp_seconds: float = 2.0
+    bulk_seconds: float = 2.0
+    cpu_seconds: int = 3
+    cpu_connections: int = 5       # per client namespace, paced:
+    cpu_delay_ms: float = 5.0      # ~2 x 5 / 5.3 ms ~= 1,900 requests/s offered
+    latency_count: int = 300
+    contenders: list[str] = field(default_factory=lambda: list(CONTENDERS))
+    lab: str = "h6-bench"
+    lbtui_stats: bool = False
+
+
+QUICK = Settings(rounds=1, conn_seconds=1, udp_seconds=0.5, bulk_seconds=0.5, cpu_seconds=1,
+                 latency_count=30)
+
+# (key, label, higher is better, digits)
+METRICS = [
+    ("conns_per_s", "new TCP connections/s", True, 0),
+    ("udp_pps", "UDP packets/s delivered", True, 0),
+    ("bulk_gbps", "bulk TCP Gbit/s (1 stream)", True, 2),
+    ("lat_p50_us", "connect+response p50 us", False, 0),
+    ("lat_p99_us", "connect+response p99 us", False, 0),
+    ("cpu_ms_per_1k", "lab CPU ms per 1k requests", False, 1),
+    ("lb_cpu_ms_per_1k", "LB CPU ms per 1k req (minus direct)", False, 1),
+]
+
+
+def _log(msg: str) -> None:
+    print(f"[compare] {msg}", file=sys.stderr, flush=True)
+
+
+def preflight() -> None:
+    missing = [t for t in ("wrk", "haproxy", "nft", "ethtool") if not shutil.which(t)]
+    if missing:
+        raise SystemExit(f"missing tools: {', '.join(missing)} (scripts/setup.sh installs "
+                         "them)")
+    if os.geteuid() != 0:
+        raise SystemExit("the benchmark builds network namespaces and loads BPF: run as root")
+
+
+def start_backends(topo: T.Topology, wd: Path) -> list[int]:
+    """HAProxy HTTP answerers and the bulk/UDP sink in every backend; returns their pids."""
+    pids = []
+    for b in topo.backends:
+        cfg = wd / f"{b.node}.cfg"
+        cfg.write_text(http_server_config(b.node, 8080, nproc()))
+        http = topo.popen(b.node, ["haproxy", "-db", "-f", str(cfg)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        sink = topo.popen(b.node, [sys.executable, "-m", "bench.servers", "--bulk-port",
+                                   str(BULK_PORT), "--udp-port", str(UDP_PORT)],
+                          stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
+        assert sink.stdout is not None
+        if sink.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"bench.servers in {b.node} did not start")
+        wait_listening(topo, topo.clients[0].node, b.ip, 8080, http)
+        pids += [http.pid, sink.pid]
+    return pids
+
+
+def measure(topo: T.Topology, c: Contender, s: Settings, server_pids: list[int]
+            ) -> dict[str, float | None]:
+    """One round of every metric for the active contender."""
+    clients = [e.node for e in topo.clients]
+    ip, port = c.http_target()
+    url = f"http://{ip}:{port}/"
+    r: dict[str, float | None] = {}
+
+    w = load.wrk(topo, clients, url, s.conn_seconds, s.conn_connections)
+    r["conns_per_s"] = w.rate
+    r["conn_errors"] = w.errors
+
+    if c.udp:
+        u = load.udp_flood(topo, clients, *c.udp_target(), s.udp_seconds)
+        r["udp_pps"] = u.pps
+        r["udp_sent_pps"] = u.sent / u.seconds if u.seconds else 0.0
+        r["udp_bad_checksums"] = u.bad_checksums
+    else:
+        r["udp_pps"] = r["udp_sent_pps"] = r["udp_bad_checksums"] = None
+
+    r["bulk_gbps"] = load.bulk(topo, clients[0], *c.bulk_target(), s.bulk_seconds) / 1e9
+
+    meter = CpuMeter({"servers": server_pids, "lb": c.lb_pids()})
+    before = meter.snapshot()
+    paced = load.wrk(topo, clients, url, s.cpu_seconds, s.cpu_connections, s.cpu_delay_ms)
+    use = meter.usage(before, meter.snapshot())
+    per_1k = 1000 / max(paced.requests, 1) / 1e6  # ns total -> ms per 1,000 requests
+    r["cpu_rate"] = paced.rate
+    r["cpu_ms_per_1k"] = use.lab_ns * per_1k
+    r["lb_proc_ms_per_1k"] = use.groups["lb"] * per_1k if c.lb_pids() else None
+    r["machine_ms_per_1k"] = use.machine_ns * per_1k
+
+    lat = sorted(load.latency(topo, clients[0], ip, port, s.latency_count, 30))
+    r["lat_p50_us"] = lat[len(lat) // 2] if lat else None
+    r["lat_p99_us"] = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None
+    return r
+
+
+def _round_order(names: list[str], r: int) -> list[str]:
+    k = r % len(names)
+    return names[k:] + names[:k]
+
+
+def run(s: Settings, progress: Callable[[str], None] = _log) -> dict:
+    """Build the lab, run every round, tear everything down; returns the raw results."""
+    from lbtui import maps as M
+    from lbtui.datapath.loader import Datapath
+
+    preflight()
+    wd = workdir()
+    os.environ.setdefault("LBTUI_STATE_DIR", str(wd / "state"))
+    started = time.monotonic()
+    info = machine()
+    samples: dict[str, list[dict]] = {n: [] for n in s.contenders}
+    with T.lab(s.lab, n_clients=2, n_backends=3, progress=progress) as topo:
+        topo.run("lb", ["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_timeout_time_wait=1"])
+        progress("starting backend servers")
+        server_pids = start_backends(topo, wd)
+        pin = Path(f"/sys/fs/bpf/lbtui-bench-{s.lab}")
+        shutil.rmtree(pin, ignore_errors=True)
+        ms = M.create_all_maps()
+        dp = None
+        try:
+            ms.pin_all(pin)
+            progress("compiling and loading the XDP datapath")
+            dp = Datapath.load(ms)
+            made: dict[str, Contender] = {
+                "lbtui": Lbtui(topo, dp, stats=s.lbtui_stats), "direct": Direct(topo),
+                "nftables": Nftables(topo, wd), "haproxy": Haproxy(topo, wd, nproc())}
+            for r in range(s.rounds):
+                for name in _round_order(s.contenders, r):
+                    c = made[name]
+                    progress(f"round {r + 1}/{s.rounds}: {name}")
+                    c.start()
+                    try:
+                        if r == 0:
+                            check_http(topo, c)
+                        samples[name].append(measure(topo, c, s, server_pids))
+                    finally:
+                        c.stop()
+                    time.sleep(0.3)  # let TIME_WAIT sockets and softirq backlogs settle
+        finally:
+            if dp is not None:
+                dp.detach_all()
+            M.close_all_maps(ms)
+            shutil.rmtree(pin, ignore_errors=True)
+    shutil.rmtree(wd, ignore_errors=True)
+    return {"settings": asdict(s), "machine": info, "samples": samples,
+            "elapsed_s": time.monotonic() - started,
+            "command": " ".join(["python -m bench.compare", *sys.argv[1:]])}
+
+
+def summarize(res: dict) -> dict[str, dict[str, float | None]]:
+    """Median of each metric per contender; LB CPU is taken against direct per round."""
+    samples = res["samples"]
+    direct = samples.get("direct", [])
+    out: dict[str, dict[str, float | None]] = {}
+    for name, rounds in samples.items():
+        m: dict[str, float | None] = {}
+        for key in {k for r in rounds for k in r}:
+            m[key] = median([r[key] for r in rounds if r.get(key) is not None])
+        if direct and name != "direct":
+            diffs = [r["cpu_ms_per_1k"] - d["cpu_ms_per_1k"]
+                     for r, d in zip(rounds, direct, strict=False)]
+            m["lb_cpu_ms_per_1k"] = median(diffs)
+        else:
+            m["lb_cpu_ms_per_1k"] = 0.0 if name == "direct" else None
+        out[name] = m
+    return out
+
+
+def goals(summary: dict[str, dict[str, float | None]]) -> list[tuple[str, str, bool | None]]:
+    """(goal, measured, met) for the goals of issue 7."""
+    lb = summary.get("lbtui", {})
+    out: list[tuple[str, str, bool | None]] = []
+
+    def get(name: str, key: str) -> float | None:
+        return summary.get(name, {}).get(key)
+
+    d, x = get("direct", "conns_per_s"), lb.get("conns_per_s")
+    if d and x is not None:
+        out.append(("conns/s >= 90% of direct", f"{100 * x / d:.0f}%", x >= 0.9 * d))
+    for other in ("nftables", "haproxy"):
+        for key, label in (("conns_per_s", "conns/s"), ("udp_pps", "UDP pps")):
+            o = get(other, key)
+            if o is not None and x is not None and lb.get(key) is not None:
+                v = lb[key]
+                out.append((f"{label} above {other}", f"{v / o:.2f}x", v > o))
+        o = get(other, "lb_cpu_ms_per_1k")
+        v = lb.get("lb_cpu_ms_per_1k")
+        if o is not None and v is not None:
+            out.append((f"LB CPU per 1k requests below {other}", f"{v:.1f} vs {o:.1f} ms",
+                        v < o))
+    return out
+
+
+def render(res: dict) -> str:
+    summary = summarize(res)
+    names = [n for n in CONTENDERS if n in summary]
+    base = summary.get("lbtui", {})
+    rows = []
+    for key, label, _higher, digits in METRICS:
+        row = [label]
+        for n in names:
+            v = summary[n].get(key)
+            b = base.get(key)
+            cell = fmt(v, digits)
+            if n != "lbtui" and v is not None and b:
+                cell += f" ({v / b:.2f}x)"
+            row.append(cell)
+        rows.append(row)
+    s = res["settings"]
+    lines = [
+        machine_line(res["machine"]),
+        f"{s['rounds']} round(s), medians; (ratio to lbtui); run took {res['elapsed_s']:.0f}s",
+        "",
+        table(["metric", *names], rows),
+        "",
+    ]
+    extra = []
+    for n in names:
+        m = summary[n]
+        lbp = m.get("lb_proc_ms_per_1k")
+        extra.append([n, fmt(m.get("conn_errors")), fmt(m.get("udp_sent_pps")),
+                      fmt(m.get("udp_bad_checksums")), fmt(m.get("cpu_rate")),
+                      fmt(lbp, 1) if lbp is not None else "-",
+                      fmt(m.get("machine_ms_per_1k"), 1)])
+    lines += [table(["contender", "conn errors", "UDP sent/s", "UDP bad csum",
+                     "paced req/s", "LB process ms/1k", "whole machine ms/1k"], extra), ""]
+    for goal, measured, met in goals(summary):
+        mark = {True: "met", False: "NOT met", None: "?"}[met]
+        lines.append(f"goal: {goal:<40} {measured:>14}  {mark}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namespace]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="one short round (tests, smoke)")
+    ap.add_argument("--rounds", type=int)
+    ap.add_argument("--contenders", help=f"comma list of {','.join(CONTENDERS)}")
+    ap.add_argument("--lab", default="h6-bench", help="lab name (namespaces lbt-<lab>-*)")
+    ap.add_argument("--lbtui-stats", action="store_true",
+                    help="set the stats flag on lbtui's listen entries (events per flow)")
+    ap.add_argument("--json", type=Path, help="also write raw samples and medians here")
+    a = ap.parse_args(argv)
+    s = replace(QUICK) if a.quick else Settings()
+    if a.rounds is not None:
+        if not 1 <= a.rounds <= 20:
+            ap.error("--rounds must be 1..20")
+        s.rounds = a.rounds
+    if a.contenders:
+        names = [n.strip() for n in a.contenders.split(",") if n.strip()]
+        bad = [n for n in names if n not in CONTENDERS]
+        if bad or not names:
+            ap.error(f"unknown contender(s) {bad}; choose from {', '.join(CONTENDERS)}")
+        s.contenders = names
+    try:
+        s.lab = T.validate_lab_name(a.lab)
+    except ValueError as e:
+        ap.error(str(e))
+    s.lbtui_stats = a.lbtui_stats
+    return s, a
+
+
+def main(argv: list[str] | None = None) -> int:
+    s, a = parse_args(argv)
+    res = run(s)
+    res["summary"] = summarize(res)
+    print(render(res))
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

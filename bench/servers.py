@@ -1,0 +1,72 @@
+"""Benchmark backends that do not measure themselves instead of the load balancer.
+
+    python -m bench.servers --bulk-port 5001 --udp-port 9000
+
+Bulk: every TCP connection on ``--bulk-port`` gets an endless stream of zeros until the
+peer closes (the client times the transfer). UDP: a socket is bound on ``--udp-port`` and
+never read, so datagrams cost the backend no userspace time; the benchmark counts what
+arrives on the backend's interface. Prints ``ready`` once both are bound.
+
+The short-request HTTP server is HAProxy (``http_server_config``): the lab's asyncio server
+tops out near 5,000 connections/s on this kind of machine, below what the load balancers
+under test can pass, so it would measure itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+import threading
+
+_ZEROS = bytes(1 << 20)
+
+
+def http_server_config(name: str, port: int, threads: int) -> str:
+    """HAProxy answering every request with ``<name>\\n`` (and an X-Backend header)."""
+    return f"""global
+  nbthread {threads}
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 5s
+  timeout server 5s
+frontend web
+  bind :{port}
+  http-request return status 200 content-type text/plain lf-string "{name}\\n" \
+hdr X-Backend {name}
+"""
+
+
+def _stream(conn: socket.socket) -> None:
+    with conn:
+        try:
+            while True:
+                conn.sendall(_ZEROS)
+        except OSError:
+            pass
+
+
+def _serve_bulk(listener: socket.socket) -> None:
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=_stream, args=(conn,), daemon=True).start()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bulk-port", type=int, required=True)
+    ap.add_argument("--udp-port", type=int, required=True)
+    a = ap.parse_args()
+    bulk = socket.create_server(("0.0.0.0", a.bulk_port), backlog=64, reuse_port=False)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("0.0.0.0", a.udp_port))
+    threading.Thread(target=_serve_bulk, args=(bulk,), daemon=True).start()
+    print("ready", flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+
+
+if __name__ == "__main__":
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    main()
