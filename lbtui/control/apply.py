@@ -17,7 +17,7 @@ from typing import Any
 from lbtui import abi, bpfsys
 from lbtui.addr import ip_to_be, parse_cidr, port_to_be
 from lbtui.control.config import Config, ListenerCfg, group_of
-from lbtui.maps import BpfMap, MapSet
+from lbtui.maps import BpfMap, MapSet, SniNames
 from lbtui.sni import hostname_hash
 
 IfindexOf = Callable[[Sequence[str]], list[int]]
@@ -93,6 +93,7 @@ class Change:
 def plan(maps: MapSet, desired: Entries, current: Entries | None = None) -> list[Change]:
     """The changes that turn ``current`` (default: read from the maps) into ``desired``."""
     cur = current if current is not None else current_entries(maps)
+    _reload_sni_names(maps)
     by_name = maps.by_pin_name()
     puts: list[Change] = []
     deletes: list[Change] = []
@@ -107,6 +108,13 @@ def plan(maps: MapSet, desired: Entries, current: Entries | None = None) -> list
         if name != "settings":
             deletes.extend(Change(m, e.key, None) for kb, e in have.items() if kb not in want)
     return puts + deletes
+
+
+def _reload_sni_names(maps: MapSet) -> None:
+    """Another process (ctl, a console) may have changed the names file since we read it."""
+    names = maps.sni_map.sni_names
+    if names is not None and names.path is not None and names.path.exists():
+        names.names = SniNames(names.path).names
 
 
 def _sni_name(maps: MapSet, key: ct.c_uint64) -> str | None:

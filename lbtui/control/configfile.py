@@ -122,10 +122,21 @@ def _sync_table(table: Table, new: dict[str, Any], defaults: dict[str, Any]) -> 
             if _plain(table[k]) != v:
                 table[k] = v
         elif defaults.get(k, _MISSING) != v:
-            table[k] = v
+            _add_key(table, k, v)
     for k in list(table.keys()):
         if k not in new and _plain(table[k]) != defaults.get(k, _MISSING):
             del table[k]
+
+
+def _add_key(table: Table, key: str, value: Any) -> None:
+    """Add a key after the table's last key, before its trailing comments (which belong
+    to the next table)."""
+    body = table.value.body
+    cut = _trailing(table.value)
+    tail = body[cut:]
+    del body[cut:]
+    table[key] = value
+    body.extend(tail)
 
 
 def _sync_aot(doc: tomlkit.TOMLDocument, name: str, new_items: list[dict[str, Any]],

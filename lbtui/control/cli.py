@@ -1,0 +1,172 @@
+"""Subcommands of the control plane: ``serve``, ``down``, ``ctl``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lbtui.control import ctl
+
+DEFAULT_INSTANCE = "default"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run an instance headless (service)",
+                       description="Load the datapath, apply the config file, sweep aged "
+                                   "flows; SIGINT/SIGTERM stop it, SIGHUP reloads the file.")
+    p.add_argument("--config", "-c", required=True, type=Path, metavar="FILE",
+                   help="TOML config file (see examples/lbtui.toml)")
+    p.add_argument("--keep", action="store_true",
+                   help="leave the datapath forwarding after exit (a later serve re-adopts "
+                        "it without dropping connections)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("down", help="detach and unpin an instance (idempotent)")
+    p.add_argument("--instance", "-i", default=DEFAULT_INSTANCE, metavar="NAME")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=cmd_down)
+
+    register_ctl(sub)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from lbtui.control.service import serve
+
+    return serve(args.config, keep=args.keep)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from lbtui.control.instance import teardown
+    from lbtui.control.lock import manager_lock
+
+    lock = manager_lock(args.instance)
+    if not lock.try_acquire():
+        raise RuntimeError(f"instance {args.instance!r} is managed by pid "
+                           f"{lock.holder() or '?'}; stop that process first (SIGTERM "
+                           "stops serve cleanly)")
+    try:
+        done = teardown(args.instance)
+    finally:
+        lock.release()
+    print("\n".join(done) if done else f"instance {args.instance!r}: nothing to remove")
+    return 0
+
+
+def register_ctl(sub: argparse._SubParsersAction) -> None:
+    # --json/--instance/--config are accepted before or after the command words.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="machine-readable output")
+    common.add_argument("--instance", "-i", default=argparse.SUPPRESS, metavar="NAME",
+                        help=f"instance name (default {DEFAULT_INSTANCE})")
+    common.add_argument("--config", "-c", type=Path, default=argparse.SUPPRESS,
+                        metavar="FILE", help="config file to edit (default: the one serve "
+                                             "recorded)")
+
+    p = sub.add_parser("ctl", help="control a running instance", parents=[common],
+                       description="List and edit listeners, routes, weights, connections "
+                                   "and settings of a running instance. Exit codes: 0 ok, "
+                                   "1 runtime failure, 2 usage/validation error.")
+    # No set_defaults for the shared options: parents share action objects, so a default
+    # set here would also reset a value given before the command words. ctl_main fills in.
+    p.set_defaults(func=ctl_main, debug=False)
+    cs = p.add_subparsers(dest="ctl_command", metavar="COMMAND", required=True)
+
+    def leaf(parent: argparse._SubParsersAction, name: str, fn: object, help: str
+             ) -> argparse.ArgumentParser:
+        q = parent.add_parser(name, help=help, parents=[common])
+        q.set_defaults(ctl_func=fn)
+        return q
+
+    leaf(cs, "status", ctl.cmd_status, "interfaces, XDP mode, prog ids, map fill, counters")
+
+    def section(name: str, help: str, list_fn: object
+                ) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+        """A command group; without an action it lists (``ctl listeners``)."""
+        q = cs.add_parser(name, help=help, parents=[common])
+        q.set_defaults(ctl_func=list_fn)
+        return q, q.add_subparsers(dest=f"{name}_command", metavar="ACTION")
+
+    target_help = "targets as IP:PORT=WEIGHT (weights sum to 100; one target may omit it)"
+    _, ls = section("listeners", "list/add/remove listeners", ctl.cmd_listeners_list)
+    leaf(ls, "list", ctl.cmd_listeners_list, "list listeners")
+    q = leaf(ls, "add", ctl.cmd_listeners_add, "add a listener")
+    q.add_argument("port")
+    q.add_argument("targets", nargs="+", metavar="TARGET", help=target_help)
+    q.add_argument("--protocol", choices=("tcp", "udp", "both"), default="both")
+    q.add_argument("--interface", action="append", metavar="IFNAME",
+                   help="limit to these interfaces (repeat; default: datapath.interfaces)")
+    q.add_argument("--no-stats", action="store_true", help="emit no connection events")
+    q.add_argument("--sni", action="store_true", help="hand connections to the SNI splicer")
+    q = leaf(ls, "remove", ctl.cmd_listeners_remove, "remove a listener")
+    q.add_argument("port")
+
+    _, ss = section("sources", "list/add/remove source routes", ctl.cmd_sources_list)
+    leaf(ss, "list", ctl.cmd_sources_list, "list source routes")
+    q = leaf(ss, "add", ctl.cmd_sources_add, "route clients in CIDR to targets")
+    q.add_argument("cidr")
+    q.add_argument("targets", nargs="+", metavar="TARGET", help=target_help)
+    q.add_argument("--no-stats", action="store_true", help="emit no connection events")
+    q = leaf(ss, "remove", ctl.cmd_sources_remove, "remove a source route")
+    q.add_argument("cidr")
+
+    _, ns = section("sni", "list/add/remove SNI routes", ctl.cmd_sni_list)
+    leaf(ns, "list", ctl.cmd_sni_list, "list SNI routes")
+    q = leaf(ns, "add", ctl.cmd_sni_add, "route a TLS hostname to targets")
+    q.add_argument("hostname")
+    q.add_argument("targets", nargs="+", metavar="TARGET", help=target_help)
+    q = leaf(ns, "remove", ctl.cmd_sni_remove, "remove an SNI route")
+    q.add_argument("hostname")
+
+    kinds = ("listener", "source", "sni")
+    q = leaf(cs, "targets", ctl.cmd_targets, "replace a group's targets and weights")
+    q.add_argument("kind", choices=kinds)
+    q.add_argument("key", help="listener port, source CIDR or SNI hostname")
+    q.add_argument("targets", nargs="+", metavar="TARGET", help=target_help)
+    q = leaf(cs, "weight", ctl.cmd_weight,
+             "set one target's weight (0 drains it); the others are rescaled to sum 100")
+    q.add_argument("kind", choices=kinds)
+    q.add_argument("key", help="listener port, source CIDR or SNI hostname")
+    q.add_argument("target", metavar="IP:PORT")
+    q.add_argument("weight")
+
+    xp, xs = section("connections", "list/look up/delete tracked connections",
+                     ctl.cmd_connections_list)
+    _conn_list_args(xp)
+    _conn_list_args(leaf(xs, "list", ctl.cmd_connections_list, "list tracked connections"))
+    for name, fn, help in (("lookup", ctl.cmd_connections_lookup, "show one connection"),
+                           ("delete", ctl.cmd_connections_delete,
+                            "forget a connection (its next packet picks a target anew)")):
+        q = leaf(xs, name, fn, help)
+        q.add_argument("client", metavar="CLIENT_IP:PORT")
+        q.add_argument("vip", metavar="VIP:PORT")
+        q.add_argument("--proto", choices=("tcp", "udp"), default="tcp")
+
+    gp, gs = section("settings", "get/set settings", ctl.cmd_settings_get)
+    gp.set_defaults(name=None)
+    q = leaf(gs, "get", ctl.cmd_settings_get, "show settings")
+    q.add_argument("name", nargs="?")
+    q = leaf(gs, "set", ctl.cmd_settings_set,
+             f"change a setting ({', '.join(ctl.SETTABLE)})")
+    q.add_argument("name")
+    q.add_argument("value")
+
+    leaf(cs, "reload", ctl.cmd_reload, "ask serve to re-read its config file (SIGHUP)")
+
+
+def _conn_list_args(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--limit", type=int, default=argparse.SUPPRESS, metavar="N",
+                   help="show at most N (oldest first)")
+    q.add_argument("--target", default=argparse.SUPPRESS, metavar="IP:PORT",
+                   help="only connections to this target")
+    q.add_argument("--client", default=argparse.SUPPRESS, metavar="IP",
+                   help="only connections from this client")
+    q.set_defaults(limit=None, target=None, client=None)
+
+
+def ctl_main(args: argparse.Namespace) -> int:
+    for name, default in (("json", False), ("instance", DEFAULT_INSTANCE), ("config", None)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    return ctl.run(args)

@@ -1,0 +1,430 @@
+"""``lbtui ctl``: scriptable control of a running instance.
+
+Reads go straight to the pinned maps (``Instance.attach``); edits go through the
+``Controller`` (edit lock, all-or-nothing map changes, config file written back). Every
+listing takes ``--json``. Exit codes: 0 ok, 1 runtime failure (instance not running, map
+update failed, connection not found), 2 usage or validation error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import humanize
+
+from lbtui import abi, netns
+from lbtui import maps as M
+from lbtui.addr import parse_ipv4, parse_port, proto_number
+from lbtui.control.config import ListenerCfg, targets_of
+from lbtui.control.controller import Controller
+from lbtui.control.instance import Instance
+from lbtui.control.state import pid_alive, read_state
+from lbtui.targets import TargetGroup
+
+SETTABLE = ("stats", "connection_timeout", "sweep_interval")
+
+
+class NotFound(RuntimeError):
+    """A looked-up object does not exist (exit 1)."""
+
+
+# --- argument parsing helpers ------------------------------------------------------------
+
+
+def parse_target(text: str) -> tuple[str, int, int | None]:
+    """"IP:PORT=WEIGHT" (or "IP:PORT" for a lone target) -> (ip, port, weight)."""
+    addr, eq, w = text.partition("=")
+    ip, colon, port = addr.rpartition(":")
+    if not colon:
+        raise ValueError(f"target {text!r}: expected IP:PORT=WEIGHT, e.g. "
+                         "198.18.101.2:8080=50")
+    weight: int | None = None
+    if eq:
+        if not w.strip().isdigit():
+            raise ValueError(f"target {text!r}: weight {w!r} must be an integer 0..100")
+        weight = int(w)
+    return str(parse_ipv4(ip, f"target {text!r}")), parse_port(port, f"target {text!r}"), weight
+
+
+def parse_group(texts: Sequence[str]) -> TargetGroup:
+    return TargetGroup.of([parse_target(t) for t in texts])
+
+
+def parse_endpoint(text: str, what: str) -> tuple[str, int]:
+    ip, colon, port = text.rpartition(":")
+    if not colon:
+        raise ValueError(f"{what} {text!r}: expected IP:PORT")
+    return str(parse_ipv4(ip, what)), parse_port(port, what)
+
+
+def parse_key(kind: str, key: str) -> Any:
+    return parse_port(key, "listener port") if kind == "listener" else key
+
+
+# --- output ----------------------------------------------------------------------------
+
+
+def emit(args: argparse.Namespace, data: Any, human: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=1, sort_keys=False))
+    else:
+        print(human)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*headers).rstrip()] + [fmt.format(*r).rstrip() for r in cells])
+
+
+# --- reads -----------------------------------------------------------------------------
+
+
+def _ifname_of(inst: Instance) -> dict[int, str]:
+    names: dict[int, str] = {}
+    with netns.inside(inst.netns):
+        for idx, name in socket.if_nameindex():
+            names[idx] = name
+    return names
+
+
+def _protocol(flags: int) -> str:
+    tcp, udp = flags & abi.ROUTE_F_TCP, flags & abi.ROUTE_F_UDP
+    return "tcp" if tcp and not udp else "udp" if udp and not tcp else "both"
+
+
+def listeners_data(inst: Instance) -> list[dict[str, Any]]:
+    """Listeners as the maps hold them, one row per port (interfaces merged)."""
+    names = _ifname_of(inst)
+    by_port: dict[int, dict[str, Any]] = {}
+    for rec in M.list_listen_ports(inst.maps.listen_map):
+        row = by_port.setdefault(rec.port, {
+            "port": rec.port, "protocol": _protocol(rec.route.flags), "interfaces": [],
+            "stats": bool(rec.route.flags & abi.ROUTE_F_STATS),
+            "sni": bool(rec.route.flags & abi.ROUTE_F_SNI),
+            "targets": [vars_target(t) for t in rec.route.targets]})
+        row["interfaces"].append(names.get(rec.ifindex, f"ifindex {rec.ifindex}"))
+    return [by_port[p] for p in sorted(by_port)]
+
+
+def vars_target(t: Any) -> dict[str, Any]:
+    return {"ip": t.ip, "port": t.port, "weight": t.weight}
+
+
+def sources_data(inst: Instance) -> list[dict[str, Any]]:
+    return [{"cidr": r.cidr, "stats": bool(r.route.flags & abi.ROUTE_F_STATS),
+             "targets": [vars_target(t) for t in r.route.targets]}
+            for r in M.list_source_routes(inst.maps.config_map)]
+
+
+def sni_data(inst: Instance) -> list[dict[str, Any]]:
+    return [{"hostname": r.hostname, "hash": f"{r.hostname_hash:016x}",
+             "targets": [vars_target(t) for t in r.route.targets]}
+            for r in M.list_sni_routes(inst.maps.sni_map)]
+
+
+def _targets_str(ts: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{t['ip']}:{t['port']} w{t['weight']}" for t in ts)
+
+
+def cmd_listeners_list(args: argparse.Namespace, inst: Instance) -> int:
+    data = listeners_data(inst)
+    emit(args, data, table(
+        ["PORT", "PROTO", "INTERFACES", "FLAGS", "TARGETS"],
+        [[d["port"], d["protocol"], ",".join(d["interfaces"]),
+          ",".join(f for f in ("stats" if d["stats"] else "", "sni" if d["sni"] else "") if f)
+          or "-", _targets_str(d["targets"])] for d in data]))
+    return 0
+
+
+def cmd_sources_list(args: argparse.Namespace, inst: Instance) -> int:
+    data = sources_data(inst)
+    emit(args, data, table(["CIDR", "FLAGS", "TARGETS"],
+                           [[d["cidr"], "stats" if d["stats"] else "-",
+                             _targets_str(d["targets"])] for d in data]))
+    return 0
+
+
+def cmd_sni_list(args: argparse.Namespace, inst: Instance) -> int:
+    data = sni_data(inst)
+    emit(args, data, table(["HOSTNAME", "HASH", "TARGETS"],
+                           [[d["hostname"] or "?", d["hash"], _targets_str(d["targets"])]
+                            for d in data]))
+    return 0
+
+
+def _conn_row(c: M.Connection, now: int) -> dict[str, Any]:
+    d = c.to_dict()
+    d["age_s"] = round(max(0, now - c.created_ns) / 1e9, 3)
+    d["idle_s"] = round(max(0, now - c.last_seen_ns) / 1e9, 3)
+    return d
+
+
+def cmd_connections_list(args: argparse.Namespace, inst: Instance) -> int:
+    now = time.monotonic_ns()
+    conns = M.list_connections(inst.maps.conntrack_map)
+    if args.target:
+        ip, port = parse_endpoint(args.target, "--target")
+        conns = [c for c in conns if (c.target_ip, c.target_port) == (ip, port)]
+    if args.client:
+        ip = str(parse_ipv4(args.client, "--client"))
+        conns = [c for c in conns if c.client_ip == ip]
+    conns.sort(key=lambda c: c.created_ns)
+    total = len(conns)
+    if args.limit is not None:
+        conns = conns[:args.limit]
+    rows = [_conn_row(c, now) for c in conns]
+    human = table(
+        ["PROTO", "CLIENT", "VIP", "TARGET", "STATE", "AGE", "IDLE", "PKTS", "BYTES"],
+        [[r["proto"], f"{r['client_ip']}:{r['client_port']}",
+          f"{r['vip_ip']}:{r['vip_port']}", f"{r['target_ip']}:{r['target_port']}",
+          r["state"], f"{r['age_s']:.0f}s", f"{r['idle_s']:.0f}s",
+          f"{r['packets_fwd']}/{r['packets_rev']}",
+          f"{humanize.naturalsize(r['bytes_fwd'], binary=True)}/"
+          f"{humanize.naturalsize(r['bytes_rev'], binary=True)}"] for r in rows])
+    if len(rows) < total:
+        human += f"\n({len(rows)} of {total} shown; --limit to change)"
+    emit(args, rows, human)
+    return 0
+
+
+def _five_tuple(args: argparse.Namespace) -> M.FiveTuple:
+    cip, cport = parse_endpoint(args.client, "client")
+    vip, vport = parse_endpoint(args.vip, "vip")
+    return M.FiveTuple(cip, vip, cport, vport, proto_number(args.proto))
+
+
+def cmd_connections_lookup(args: argparse.Namespace, inst: Instance) -> int:
+    t = _five_tuple(args)
+    c = M.lookup_connection(inst.maps.conntrack_map, t)
+    if c is None:
+        raise NotFound(f"no tracked connection {t}")
+    r = _conn_row(c, time.monotonic_ns())
+    emit(args, r, "\n".join(f"{k}: {v}" for k, v in r.items()))
+    return 0
+
+
+def cmd_connections_delete(args: argparse.Namespace, inst: Instance) -> int:
+    t = _five_tuple(args)
+    if not controller(args, inst, need_file=False).delete_connection(t):
+        raise NotFound(f"no tracked connection {t}")
+    emit(args, {"deleted": str(t)}, f"deleted {t}")
+    return 0
+
+
+def settings_data(inst: Instance) -> dict[str, Any]:
+    st = inst.config.settings if inst.config else None
+    return {"stats": M.stats_enabled(inst.maps.settings_map),
+            "connection_timeout": M.get_connection_timeout(inst.maps.settings_map),
+            "sweep_interval": st.sweep_interval if st else None,
+            "max_connections": inst.maps.conntrack_map.max_entries,
+            "max_routes": inst.maps.config_map.max_entries,
+            "max_sni_routes": inst.maps.sni_map.max_entries,
+            "ringbuf_size": inst.maps.stats_ringbuf.max_entries}
+
+
+def cmd_settings_get(args: argparse.Namespace, inst: Instance) -> int:
+    data = settings_data(inst)
+    if args.name:
+        if args.name not in data:
+            raise ValueError(f"unknown setting {args.name!r}; known: {', '.join(data)}")
+        emit(args, {args.name: data[args.name]}, str(data[args.name]))
+    else:
+        emit(args, data, "\n".join(f"{k} = {v}" for k, v in data.items()))
+    return 0
+
+
+def _bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "on", "yes"):
+        return True
+    if low in ("0", "false", "off", "no"):
+        return False
+    raise ValueError(f"{text!r}: expected true or false")
+
+
+def cmd_settings_set(args: argparse.Namespace, inst: Instance) -> int:
+    ctl = controller(args, inst)
+    name, value = args.name, args.value
+    if name == "stats":
+        ctl.set_stats(_bool(value))
+    elif name == "connection_timeout":
+        if not value.strip().isdigit():
+            raise ValueError(f"connection_timeout {value!r}: an integer number of seconds")
+        ctl.set_connection_timeout(int(value))
+    elif name == "sweep_interval":
+        try:
+            seconds = float(value)
+        except ValueError:
+            raise ValueError(f"sweep_interval {value!r}: a number of seconds") from None
+        ctl.set_sweep_interval(seconds)
+        _signal_serve(inst.name, signal.SIGHUP)
+    else:
+        raise ValueError(f"setting {name!r} cannot be changed at run time; settable: "
+                         f"{', '.join(SETTABLE)} (map sizes: edit the file, then "
+                         "`lbtui down` and serve again)")
+    emit(args, {name: settings_data(inst)[name]}, f"{name} = {settings_data(inst)[name]}")
+    return 0
+
+
+def status_text(s: dict[str, Any]) -> str:
+    lines = [f"instance   {s['instance']}",
+             "manager    " + (f"pid {s['manager_pid']}" if s["manager_pid"] else
+                              "none (kept: forwarding without a manager)" if s["kept"]
+                              else "none"),
+             f"config     {s['config_path'] or '-'}",
+             f"pins       {s['pin_dir']}",
+             f"netns      {s['netns'] or '-'}",
+             f"prog id    {s['prog_id']}",
+             "interfaces"]
+    for i in s["interfaces"]:
+        mark = "" if i["ours"] else "  (NOT ours)" if i["prog_id"] else "  (detached)"
+        lines.append(f"  {i['ifname']:<12} {i['role']:<7} {i['xdp_mode'] or '-':<8} "
+                     f"prog {i['prog_id']}{mark}")
+    lines.append("maps")
+    for name, m in s["maps"].items():
+        pct = 100 * m["entries"] / m["max_entries"] if m["max_entries"] else 0
+        extra = f" ({m['flows']} flows)" if "flows" in m else ""
+        lines.append(f"  {name:<14} {m['entries']:>7} / {m['max_entries']:<7} "
+                     f"{pct:5.1f}%{extra}")
+    lines.append(f"settings   stats={'on' if s['settings']['stats'] else 'off'} "
+                 f"connection_timeout={s['settings']['connection_timeout']}s")
+    lines.append(f"events lost {s['events_lost']}")
+    lines.append("counters   " + " ".join(f"{k}={v}" for k, v in s["counters"].items()))
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace, inst: Instance) -> int:
+    s = inst.status()
+    emit(args, s, status_text(s))
+    return 0
+
+
+# --- edits -----------------------------------------------------------------------------
+
+
+def controller(args: argparse.Namespace, inst: Instance, need_file: bool = True
+               ) -> Controller:
+    path = getattr(args, "config", None)
+    if need_file and path is None and inst.config_path is None:
+        raise RuntimeError(f"instance {inst.name!r} has no recorded config file; pass "
+                           "--config FILE")
+    if not need_file and inst.config is None and path is None and inst.config_path is None:
+        return _ConnOnly(inst)  # type: ignore[return-value]
+    return Controller(inst, path)
+
+
+class _ConnOnly:
+    """Connection deletes need no config file."""
+
+    def __init__(self, inst: Instance) -> None:
+        self.inst = inst
+
+    def delete_connection(self, t: Any) -> bool:
+        return M.delete_connection(self.inst.maps.conntrack_map, t)
+
+
+def cmd_listeners_add(args: argparse.Namespace, inst: Instance) -> int:
+    group = parse_group(args.targets)
+    lst = ListenerCfg(parse_port(args.port, "port"), targets_of(group), args.protocol,
+                      args.interface or None, not args.no_stats, args.sni)
+    controller(args, inst).add_listener(lst)
+    emit(args, {"added": lst.port}, f"listener :{lst.port} added ({group})")
+    return 0
+
+
+def cmd_listeners_remove(args: argparse.Namespace, inst: Instance) -> int:
+    port = parse_port(args.port, "port")
+    controller(args, inst).remove_listener(port)
+    emit(args, {"removed": port}, f"listener :{port} removed")
+    return 0
+
+
+def cmd_sources_add(args: argparse.Namespace, inst: Instance) -> int:
+    group = parse_group(args.targets)
+    controller(args, inst).add_source_route(args.cidr, group, stats=not args.no_stats)
+    emit(args, {"added": args.cidr}, f"source route {args.cidr} added ({group})")
+    return 0
+
+
+def cmd_sources_remove(args: argparse.Namespace, inst: Instance) -> int:
+    controller(args, inst).remove_source_route(args.cidr)
+    emit(args, {"removed": args.cidr}, f"source route {args.cidr} removed")
+    return 0
+
+
+def cmd_sni_add(args: argparse.Namespace, inst: Instance) -> int:
+    group = parse_group(args.targets)
+    controller(args, inst).add_sni_route(args.hostname, group)
+    emit(args, {"added": args.hostname}, f"SNI route {args.hostname} added ({group})")
+    return 0
+
+
+def cmd_sni_remove(args: argparse.Namespace, inst: Instance) -> int:
+    controller(args, inst).remove_sni_route(args.hostname)
+    emit(args, {"removed": args.hostname}, f"SNI route {args.hostname} removed")
+    return 0
+
+
+def cmd_targets(args: argparse.Namespace, inst: Instance) -> int:
+    ctl = controller(args, inst)
+    key = parse_key(args.kind, args.key)
+    group = parse_group(args.targets)
+    ctl.set_group(args.kind, key, group)
+    emit(args, {"kind": args.kind, "key": key, "targets": group.to_list()},
+         f"{args.kind} {key}: {group}")
+    return 0
+
+
+def cmd_weight(args: argparse.Namespace, inst: Instance) -> int:
+    ctl = controller(args, inst)
+    key = parse_key(args.kind, args.key)
+    ip, port = parse_endpoint(args.target, "target")
+    if not args.weight.strip().isdigit():
+        raise ValueError(f"weight {args.weight!r} must be an integer 0..100")
+    ctl.set_weight(args.kind, key, ip, port, int(args.weight))
+    group = ctl.group(args.kind, key)
+    emit(args, {"kind": args.kind, "key": key, "targets": group.to_list()},
+         f"{args.kind} {key}: {group}")
+    return 0
+
+
+def _signal_serve(name: str, sig: signal.Signals) -> int | None:
+    pid = (read_state(name) or {}).get("pid")
+    if pid and pid_alive(pid):
+        os.kill(pid, sig)
+        return pid
+    return None
+
+
+def cmd_reload(args: argparse.Namespace, inst: Instance) -> int:
+    pid = _signal_serve(inst.name, signal.SIGHUP)
+    if pid is None:
+        raise RuntimeError(f"instance {inst.name!r} has no running serve to reload")
+    emit(args, {"signalled": pid}, f"asked serve (pid {pid}) to reload its config file")
+    return 0
+
+
+# --- entry -----------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> int:
+    inst = Instance.attach(args.instance)
+    try:
+        return int(args.ctl_func(args, inst) or 0)
+    except NotFound as e:
+        print(f"lbtui: {e}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        inst.close()
