@@ -1,0 +1,54 @@
+/* lbtui SNI splicer relay: moves bytes between a client socket and its backend socket
+ * inside the kernel (sockmap), so the userspace splicer never copies the stream.
+ *
+ * Both sockets of a spliced connection sit in `socks` (a SOCKHASH keyed by socket cookie)
+ * and `peers` maps each socket's cookie to its partner's. This program is attached to
+ * `socks` as the stream verdict (BPF_SK_SKB_STREAM_VERDICT, no parser): every skb a member
+ * socket receives is redirected to the egress of its peer. A socket with no peer entry yet
+ * keeps its data (SK_PASS): the splicer reads it with recv() while it sets a connection up.
+ *
+ * BCC notes (DESIGN.md §6): use the table method socks.sk_redirect_hash (BCC does not
+ * rewrite &socks passed to the raw helper); BCC 0.26's Python Table does not know SOCKHASH,
+ * so userspace updates it through the map fd. The loader defines SPLICE_MAX_SOCKS. */
+#include <uapi/linux/bpf.h>
+
+#ifndef SPLICE_MAX_SOCKS
+#define SPLICE_MAX_SOCKS 65536
+#endif
+
+#define SPLICE_CTR_BYTES    0   /* bytes redirected to a peer */
+#define SPLICE_CTR_SKBS     1   /* skbs redirected */
+#define SPLICE_CTR_NO_PEER  2   /* skbs whose peer had left the sockhash (dropped) */
+#define SPLICE_CTR_PASSED   3   /* skbs kept for userspace (no peer entry yet) */
+#define SPLICE_CTR_MAX      4
+
+BPF_SOCKHASH(socks, __u64, SPLICE_MAX_SOCKS);
+BPF_HASH(peers, __u64, __u64, SPLICE_MAX_SOCKS);
+BPF_PERCPU_ARRAY(splice_counters, __u64, SPLICE_CTR_MAX);
+
+static __always_inline void splice_count(__u32 slot, __u64 n)
+{
+    __u64 *v = splice_counters.lookup(&slot);
+    if (v)
+        *v += n;                        /* per-CPU slot: no atomics needed */
+}
+
+int splice_verdict(struct __sk_buff *skb)
+{
+    __u64 cookie = bpf_get_socket_cookie(skb);
+    __u64 *peer = peers.lookup(&cookie);
+    if (!peer) {
+        splice_count(SPLICE_CTR_PASSED, 1);
+        return SK_PASS;
+    }
+    __u64 key = *peer;
+    __u32 len = skb->len;
+    int verdict = socks.sk_redirect_hash(skb, &key, 0);
+    if (verdict == SK_PASS) {
+        splice_count(SPLICE_CTR_BYTES, len);
+        splice_count(SPLICE_CTR_SKBS, 1);
+    } else {
+        splice_count(SPLICE_CTR_NO_PEER, 1);
+    }
+    return verdict;
+}

@@ -1,0 +1,93 @@
+"""The in-kernel relay: a SOCKHASH with an SK_SKB stream-verdict program (bpf/sk_splice.c).
+
+``SockmapRelay.join(a, b)`` makes every byte either socket receives leave through the other
+one, without passing through userspace. Set-up order matters (see ``Splicer``): a socket
+added with ``add`` but not yet ``link``-ed keeps its received data for ``recv``.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import socket
+import struct
+
+from lbtui import bpfsys
+
+SO_COOKIE = 57
+VERDICT_FN = "splice_verdict"
+COUNTER_NAMES = ("bytes", "skbs", "no_peer", "passed")
+
+
+class RelayError(RuntimeError):
+    """The relay program could not be built or attached; the message says why."""
+
+
+def socket_cookie(sock: socket.socket) -> int:
+    """The kernel's unique id of a socket (what the verdict program sees)."""
+    return struct.unpack("=Q", sock.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8))[0]
+
+
+class SockmapRelay:
+    """One SOCKHASH + peer map + verdict program. Not thread-safe: one owner thread."""
+
+    def __init__(self, max_sockets: int = 65536) -> None:
+        from bcc import BPF, BPFAttachType
+        from bcc.libbcc import lib
+
+        from lbtui.datapath.loader import BPF_DIR
+
+        src = BPF_DIR / "sk_splice.c"
+        try:
+            self._bpf = BPF(text=src.read_bytes(),
+                            cflags=[f"-DSPLICE_MAX_SOCKS={max_sockets}"])
+            self._fn = self._bpf.load_func(VERDICT_FN.encode(), BPF.SK_SKB)
+        except Exception as e:  # BCC raises bare Exceptions carrying the compiler's text
+            raise RelayError(f"compiling/loading {src} failed: {e}") from e
+        self.socks_fd = lib.bpf_table_fd(self._bpf.module, b"socks")
+        self.peers_fd = self._bpf.get_table(b"peers").get_fd()
+        self._counters = self._bpf.get_table(b"splice_counters")
+        self._attach_type = BPFAttachType.SK_SKB_STREAM_VERDICT
+        try:
+            BPF.attach_func(self._fn, self.socks_fd, self._attach_type)
+        except Exception as e:
+            self._bpf.cleanup()
+            raise RelayError(f"attaching the sockmap stream verdict failed: {e}") from e
+        self.max_sockets = max_sockets
+
+    def add(self, sock: socket.socket) -> int:
+        """Put a socket in the sockhash (no peer yet: its data stays readable). Returns its
+        cookie."""
+        cookie = socket_cookie(sock)
+        bpfsys.update(self.socks_fd, ct.c_uint64(cookie), ct.c_int(sock.fileno()))
+        return cookie
+
+    def link(self, src_cookie: int, dst_cookie: int) -> None:
+        """From now on, what ``src`` receives is sent out through ``dst``."""
+        bpfsys.update(self.peers_fd, ct.c_uint64(src_cookie), ct.c_uint64(dst_cookie))
+
+    def forget(self, *cookies: int) -> None:
+        """Drop peer entries and sockhash entries (closing a socket also drops the latter)."""
+        for c in cookies:
+            bpfsys.delete(self.peers_fd, ct.c_uint64(c))
+            bpfsys.delete(self.socks_fd, ct.c_uint64(c))
+
+    def counters(self) -> dict[str, int]:
+        """Totals over every CPU: bytes/skbs redirected, drops for a vanished peer, skbs
+        kept for userspace."""
+        out = {}
+        for i, name in enumerate(COUNTER_NAMES):
+            out[name] = int(sum(self._counters[ct.c_int(i)]))
+        return out
+
+    def close(self) -> None:
+        """Detach and free the program and maps; sockets still in the sockhash leave it."""
+        if self._bpf is None:
+            return
+        from bcc import BPF
+
+        try:
+            BPF.detach_func(self._fn, self.socks_fd, self._attach_type)
+        except Exception:
+            pass
+        self._bpf.cleanup()
+        self._bpf = None

@@ -1,0 +1,684 @@
+"""The splicer service: accept, read the ClientHello, route, connect, relay in the kernel.
+
+One ``Splicer`` serves one SNI listener (see the package docstring for the interface). It
+runs an epoll loop on its own thread, inside the listener's network namespace. Life of a
+connection:
+
+1. **pending**: accepted; its first bytes are read into a ``HelloBuffer`` until the whole
+   ClientHello is in (deadline ``hello_timeout``; at most ``max_pending`` at once, the
+   oldest is evicted for a newcomer so stalled clients cannot lock good ones out).
+2. **connecting**: a target is chosen from the maps (``Router``), a non-blocking connect
+   runs (deadline ``connect_timeout``).
+3. **spliced**: both sockets join the sockhash. Set-up order makes the hand-over lossless
+   and in order: the client socket joins without a peer (its data stays readable), the
+   backend socket joins linked to the client, the hello (and anything read after it) is
+   sent to the backend, the client's leftovers are read and forwarded, then the client is
+   linked to the backend. From then on the kernel relays both ways.
+4. **closing**: a FIN from one side is passed on (shutdown SHUT_WR on the other socket)
+   only once every byte that side sent has been handed to the other socket (TCP_INFO
+   counts), so the FIN never overtakes data. An error or RST on either side resets both.
+
+The conntrack entry and opened/closed events are handled by ``FlowRecorder``; counters are
+refreshed every ``stats_interval`` seconds and at close. A flow idle for longer than the
+connection timeout (settings map) is reset ("aged"); a flow whose entry was deleted by an
+operator (ctl or console) is reset too ("deleted").
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import errno
+import logging
+import os
+import random
+import select
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from lbtui import abi
+from lbtui.maps import MapSet, get_connection_timeout
+from lbtui.splicer.flows import FlowEntry, FlowRecorder
+from lbtui.splicer.hello import DEFAULT_MAX_HELLO, ClientHello, HelloBuffer, HelloError
+from lbtui.splicer.relay import SockmapRelay
+from lbtui.splicer.routing import Decision, Router
+from lbtui.splicer.tcpinfo import TcpCounts, tcp_counts
+
+log = logging.getLogger(__name__)
+
+Addr = tuple[str, int]
+REJECT_REASONS = ("not_tls", "malformed", "oversized", "truncated", "timeout", "evicted",
+                  "busy", "no_target", "connect_failed", "connect_timeout", "setup_failed")
+CLOSE_REASONS = ("fin", "rst", "aged", "deleted", "stopped")
+_EP_IN, _EP_OUT, _EP_ERR, _EP_HUP = select.EPOLLIN, select.EPOLLOUT, select.EPOLLERR, \
+    select.EPOLLHUP
+_EP_RDHUP = select.EPOLLRDHUP
+_DRAIN_TICK = 0.01
+_ACCEPT_BATCH = 64
+_RECV_CHUNK = 16384
+_CLONE_NEWNET = 0x40000000
+
+
+def _enter_netns(name: str) -> None:
+    """Move the calling thread (only) into a named network namespace for good. Sockets
+    made afterwards live there whichever thread later uses them."""
+    libc = ct.CDLL(None, use_errno=True)
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            err = ct.get_errno()
+            raise OSError(err, f"entering network namespace {name}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def _reset_close(sock: socket.socket) -> None:
+    """Close with an RST (linger 0): the peer learns at once that the connection is gone."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
+
+
+@dataclass(eq=False)
+class _Pending:
+    sock: socket.socket
+    client: Addr
+    vip: Addr
+    deadline: float
+    hello: HelloBuffer
+    base_rcv: int          # client's bytes_received before any data (SYN accounting)
+    base_wr: int           # client's written sequence space before we send anything
+
+
+@dataclass(eq=False)
+class _Connecting:
+    pending: _Pending
+    backend: socket.socket
+    decision: Decision
+    hello: ClientHello
+    deadline: float
+
+
+@dataclass(eq=False)
+class _Flow:
+    client: socket.socket
+    backend: socket.socket
+    client_cookie: int
+    backend_cookie: int
+    entry: FlowEntry
+    base_c_rcv: int
+    base_c_wr: int
+    base_b_rcv: int
+    base_b_wr: int
+    fin_c: bool = False        # client sent FIN
+    fin_b: bool = False        # backend sent FIN
+    shut_b: bool = False       # client->backend done: FIN passed to the backend
+    shut_c: bool = False       # backend->client done
+    progress: int = -1         # bytes moved, last time we looked
+    progress_at: float = field(default_factory=time.monotonic)
+
+    def data_c(self, c: TcpCounts) -> int:
+        """Payload bytes received from the client (a received FIN takes one sequence)."""
+        return c.bytes_received - self.base_c_rcv - int(self.fin_c)
+
+    def data_b(self, b: TcpCounts) -> int:
+        return b.bytes_received - self.base_b_rcv - int(self.fin_b)
+
+
+class Splicer:
+    """Serves one SNI listener on ``listen_ip:port`` (in ``netns``). See the package doc."""
+
+    def __init__(self, maps: MapSet, emit_prog_fd: int, listen_ip: str, port: int,
+                 netns: str | None = None, *, hello_timeout: float = 5.0,
+                 max_hello: int = DEFAULT_MAX_HELLO, max_pending: int = 256,
+                 connect_timeout: float = 3.0, max_connections: int = 10000,
+                 backlog: int = 1024, stats_interval: float = 1.0,
+                 relay: SockmapRelay | None = None, rng: random.Random | None = None) -> None:
+        for name, v in (("hello_timeout", hello_timeout), ("connect_timeout", connect_timeout),
+                        ("stats_interval", stats_interval)):
+            if not v > 0:
+                raise ValueError(f"{name}: {v!r} must be > 0 seconds")
+        for name, n in (("max_hello", max_hello), ("max_pending", max_pending),
+                        ("max_connections", max_connections), ("backlog", backlog)):
+            if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+                raise ValueError(f"{name}: {n!r} must be a positive integer")
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port: {port} is out of range (0..65535)")
+        self.maps = maps
+        self.emit_prog_fd = emit_prog_fd
+        self.listen_ip = listen_ip
+        self.port = port
+        self.netns = netns
+        self.hello_timeout = hello_timeout
+        self.max_hello = max_hello
+        self.max_pending = max_pending
+        self.connect_timeout = connect_timeout
+        self.max_connections = max_connections
+        self.backlog = backlog
+        self.stats_interval = stats_interval
+        self._relay = relay
+        self._own_relay = relay is None
+        self._rng = rng
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stopping = False
+        self._start_error: BaseException | None = None
+        self._wake = -1
+        self.address: Addr | None = None
+        # Loop-thread state.
+        self._pending: dict[int, _Pending] = {}
+        self._connecting: dict[int, _Connecting] = {}
+        self._flows: dict[int, _Flow] = {}          # keyed by both sockets' fds
+        self._draining: set[_Flow] = set()
+        self._n_flows = 0
+        self._closed_fds: set[int] = set()
+
+    # --- public interface ------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Build the relay, bind the listener and start serving on a background thread.
+        Raises (and leaves nothing running) if the relay or the bind fails."""
+        if self._thread is not None:
+            raise RuntimeError("splicer already started")
+        if self._relay is None:
+            self._relay = SockmapRelay(max_sockets=2 * self.max_connections + 64)
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"lbtui-splicer-{self.port}")
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise RuntimeError(f"splicer on port {self.port} did not start in {timeout}s")
+        if self._start_error is not None:
+            err = self._start_error
+            self._thread.join()
+            self._thread = None
+            self._cleanup_shared()
+            raise err
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting, reset every connection (closed events with reason rst), remove
+        their conntrack entries and free the relay. Idempotent."""
+        t = self._thread
+        if t is None:
+            self._cleanup_shared()
+            return
+        self._stopping = True
+        try:
+            os.eventfd_write(self._wake, 1)
+        except OSError:
+            pass
+        t.join(timeout)
+        if t.is_alive():
+            log.error("splicer on port %s did not stop within %ss", self.port, timeout)
+            return
+        self._thread = None
+        self._cleanup_shared()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and gauges: accepted, spliced, active, pending, connecting,
+        routed{sni,source,listener}, hellos{sni,no_sni}, rejected{reason},
+        closed{reason}, events_lost, relay{bytes,skbs,no_peer,passed}."""
+        with self._lock:
+            c = dict(self._counts)
+            active, pending, connecting = self._n_flows, len(self._pending), len(
+                self._connecting)
+        out: dict[str, Any] = {
+            "listen": f"{self.address[0]}:{self.address[1]}" if self.address else None,
+            "running": self._thread is not None and not self._stopping,
+            "accepted": c.get("accepted", 0), "spliced": c.get("spliced", 0),
+            "active": active, "pending": pending, "connecting": connecting,
+            "routed": {k: c.get(f"routed.{k}", 0) for k in ("sni", "source", "listener")},
+            "hellos": {k: c.get(f"hello.{k}", 0) for k in ("sni", "no_sni")},
+            "rejected": {k: c.get(f"rejected.{k}", 0) for k in REJECT_REASONS},
+            "closed": {k: c.get(f"closed.{k}", 0) for k in CLOSE_REASONS},
+            "events_lost": c.get("events_lost", 0),
+        }
+        relay = self._relay
+        try:
+            out["relay"] = relay.counters() if relay is not None else {}
+        except Exception:  # the relay is being freed by stop()
+            out["relay"] = {}
+        return out
+
+    def __enter__(self) -> Splicer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- thread ----------------------------------------------------------------------
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[key] += n
+
+    def _cleanup_shared(self) -> None:
+        if self._own_relay and self._relay is not None:
+            self._relay.close()
+            self._relay = None
+        if self._wake >= 0:
+            os.close(self._wake)
+            self._wake = -1
+
+    def _run(self) -> None:
+        try:
+            if self.netns:
+                _enter_netns(self.netns)
+            lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                lsock.bind((self.listen_ip, self.port))
+                lsock.listen(self.backlog)
+                lsock.setblocking(False)
+            except OSError as e:
+                lsock.close()
+                where = f" in network namespace {self.netns}" if self.netns else ""
+                raise OSError(e.errno, f"splicer cannot listen on {self.listen_ip}:"
+                                       f"{self.port}{where}: {e.strerror}") from None
+            self.address = lsock.getsockname()
+            self._router = Router(self.maps, self.address[1], self._rng)
+            self._recorder = FlowRecorder(self.maps, self.emit_prog_fd)
+            ep = select.epoll()
+        except BaseException as e:
+            self._start_error = e
+            self._ready.set()
+            return
+        self._ep = ep
+        self._lsock = lsock
+        ep.register(lsock.fileno(), _EP_IN)
+        ep.register(self._wake, _EP_IN)
+        self._ready.set()
+        try:
+            self._loop()
+        except Exception:
+            log.exception("splicer on port %s failed", self.port)
+        finally:
+            self._shutdown()
+
+    def _loop(self) -> None:
+        next_stats = time.monotonic() + self.stats_interval
+        lfd = self._lsock.fileno()
+        while not self._stopping:
+            now = time.monotonic()
+            timeout = next_stats - now
+            if self._pending:
+                timeout = min(timeout, next(iter(self._pending.values())).deadline - now)
+            if self._connecting:
+                timeout = min(timeout, next(iter(self._connecting.values())).deadline - now)
+            if self._draining:
+                timeout = min(timeout, _DRAIN_TICK)
+            self._closed_fds.clear()
+            for fd, events in self._ep.poll(max(timeout, 0.0)):
+                if fd == lfd:
+                    self._accept()
+                elif fd == self._wake:
+                    continue
+                else:
+                    self._dispatch(fd, events)
+            now = time.monotonic()
+            self._expire(now)
+            if self._draining:
+                for flow in list(self._draining):
+                    self._guard(flow, self._advance_close)
+            if now >= next_stats:
+                self._refresh_all()
+                next_stats = now + self.stats_interval
+
+    def _guard(self, flow: _Flow, step: Any) -> None:
+        """Run a step for one flow; a failure resets that flow, never the loop."""
+        try:
+            step(flow)
+        except Exception:
+            log.exception("splicer: resetting %s:%s after an internal error",
+                          *flow.entry.client)
+            self._abort(flow, "rst")
+
+    def _drop(self, sock: socket.socket, reset: bool = True) -> None:
+        """Close a socket, remembering its fd: an event for it later in the same poll batch
+        must not be taken for one of a new socket that reused the number."""
+        self._closed_fds.add(sock.fileno())
+        if reset:
+            _reset_close(sock)
+        else:
+            sock.close()
+
+    def _dispatch(self, fd: int, events: int) -> None:
+        if fd in self._closed_fds:
+            return
+        if fd in self._pending:
+            p = self._pending[fd]
+            try:
+                self._read_hello(p)
+            except Exception:
+                log.exception("splicer: hello from %s:%s", *p.client)
+                self._reject_pending(p, "malformed")
+        elif fd in self._connecting:
+            c = self._connecting[fd]
+            try:
+                self._connected(c)
+            except Exception:
+                log.exception("splicer: setting up %s:%s", *c.pending.client)
+                self._reject_connecting(c, "setup_failed")
+        elif fd in self._flows:
+            flow = self._flows[fd]
+            self._guard(flow, lambda f: self._flow_event(f, fd, events))
+
+    # --- accepting and reading hellos -------------------------------------------------
+
+    def _accept(self) -> None:
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                sock, client = self._lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:   # ECONNABORTED, EMFILE...: keep serving the others
+                log.warning("splicer accept on port %s: %s", self.port, e)
+                return
+            self._count("accepted")
+            if self._n_flows + len(self._connecting) >= self.max_connections:
+                self._count("rejected.busy")
+                self._drop(sock)
+                continue
+            if len(self._pending) >= self.max_pending:
+                oldest = next(iter(self._pending.values()))
+                self._reject_pending(oldest, "evicted")
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                counts = tcp_counts(sock)
+                vip = sock.getsockname()
+            except OSError:
+                self._count("rejected.truncated")
+                self._drop(sock)
+                continue
+            p = _Pending(sock, client, vip, time.monotonic() + self.hello_timeout,
+                         HelloBuffer(self.max_hello), counts.bytes_received - counts.inq,
+                         counts.written)
+            self._pending[sock.fileno()] = p
+            self._ep.register(sock.fileno(), _EP_IN | _EP_RDHUP)
+
+    def _read_hello(self, p: _Pending) -> None:
+        try:
+            chunk = p.sock.recv(_RECV_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._reject_pending(p, "truncated")
+            return
+        if not chunk:
+            self._reject_pending(p, "truncated")
+            return
+        try:
+            hello = p.hello.feed(chunk)
+        except HelloError as e:
+            log.debug("splicer: %s:%s: %s", *p.client, e)
+            self._reject_pending(p, e.reason)
+            return
+        if hello is not None:
+            self._route(p, hello)
+
+    def _reject_pending(self, p: _Pending, reason: str) -> None:
+        self._count(f"rejected.{reason}")
+        self._forget_pending(p)
+        # A reset tells a stalled or broken client at once; a polite close would leave
+        # our unread bytes to turn into an RST anyway.
+        self._drop(p.sock)
+
+    def _forget_pending(self, p: _Pending) -> None:
+        fd = p.sock.fileno()
+        self._pending.pop(fd, None)
+        try:
+            self._ep.unregister(fd)
+        except (OSError, ValueError):
+            pass
+
+    def _expire(self, now: float) -> None:
+        while self._pending:
+            p = next(iter(self._pending.values()))
+            if p.deadline > now:
+                break
+            self._reject_pending(p, "timeout")
+        while self._connecting:
+            c = next(iter(self._connecting.values()))
+            if c.deadline > now:
+                break
+            self._reject_connecting(c, "connect_timeout")
+
+    # --- routing and connecting -------------------------------------------------------
+
+    def _route(self, p: _Pending, hello: ClientHello) -> None:
+        self._forget_pending(p)
+        self._count("hello.sni" if hello.server_name else "hello.no_sni")
+        decision, kind = self._router.route(hello.server_name, p.client[0])
+        if decision is None:
+            self._count("rejected.no_target")
+            self._drop(p.sock)
+            return
+        self._count(f"routed.{kind}")
+        backend = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        backend.setblocking(False)
+        backend.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        err = backend.connect_ex((decision.target.ip, decision.target.port))
+        if err not in (0, errno.EINPROGRESS):
+            self._count("rejected.connect_failed")
+            self._drop(backend)
+            self._drop(p.sock)
+            return
+        c = _Connecting(p, backend, decision, hello, time.monotonic() + self.connect_timeout)
+        self._connecting[backend.fileno()] = c
+        self._ep.register(backend.fileno(), _EP_OUT)
+
+    def _reject_connecting(self, c: _Connecting, reason: str) -> None:
+        self._count(f"rejected.{reason}")
+        fd = c.backend.fileno()
+        self._connecting.pop(fd, None)
+        try:
+            self._ep.unregister(fd)
+        except (OSError, ValueError):
+            pass
+        self._drop(c.backend)
+        self._drop(c.pending.sock)
+
+    def _connected(self, c: _Connecting) -> None:
+        err = c.backend.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if not err:
+            try:
+                c.backend.getpeername()
+            except OSError:
+                return          # not connected yet (a spurious wake-up)
+        if err:
+            log.debug("splicer: connect to %s failed: %s", c.decision.target, os.strerror(err))
+            self._reject_connecting(c, "connect_failed")
+            return
+        fd = c.backend.fileno()
+        del self._connecting[fd]
+        self._ep.unregister(fd)
+        p, backend = c.pending, c.backend
+        client = p.sock
+        relay = self._relay
+        assert relay is not None
+        b0 = tcp_counts(backend)
+        cc = cb = 0
+        try:
+            # Order matters, see the module docstring (step 3).
+            cc = relay.add(client)                 # no peer yet: data stays readable
+            cb = relay.add(backend)
+            relay.link(cb, cc)                     # backend -> client, in the kernel
+            backend.settimeout(self.connect_timeout)
+            client.settimeout(0)
+            backend.sendall(p.hello.data)          # the hello and anything after it
+            self._forward_leftovers(client, backend)
+            relay.link(cc, cb)                     # client -> backend, in the kernel
+            self._forward_leftovers(client, backend)
+            backend.setblocking(False)
+        except OSError as e:
+            log.debug("splicer: setting up %s:%s -> %s failed: %s", *p.client,
+                      c.decision.target, e)
+            relay.forget(*(x for x in (cc, cb) if x))
+            self._count("rejected.setup_failed")
+            self._drop(backend)
+            self._drop(client)
+            return
+        t = c.decision.target
+        try:
+            entry = self._recorder.open(p.client, p.vip, (t.ip, t.port),
+                                        bool(c.decision.flags & abi.ROUTE_F_STATS))
+        except OSError as e:
+            log.warning("splicer: conntrack insert for %s:%s failed: %s", *p.client, e)
+            relay.forget(cc, cb)
+            self._count("rejected.setup_failed")
+            self._drop(backend)
+            self._drop(client)
+            return
+        flow = _Flow(client, backend, cc, cb, entry, p.base_rcv, p.base_wr,
+                     b0.bytes_received - b0.inq, b0.written)
+        self._flows[client.fileno()] = flow
+        self._flows[backend.fileno()] = flow
+        with self._lock:
+            self._n_flows += 1
+            self._counts["spliced"] += 1
+        self._ep.register(client.fileno(), _EP_RDHUP)
+        self._ep.register(backend.fileno(), _EP_RDHUP)
+
+    @staticmethod
+    def _forward_leftovers(client: socket.socket, backend: socket.socket) -> None:
+        """Forward what the client sent while the relay was being set up (a TLS client
+        normally sends nothing until the server answers, so this is usually empty)."""
+        while True:
+            try:
+                data = client.recv(65536, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not data:
+                return          # FIN: the flow's event handler takes it from here
+            backend.sendall(data)
+
+    # --- relaying and closing ---------------------------------------------------------
+
+    def _flow_event(self, flow: _Flow, fd: int, events: int) -> None:
+        sock = flow.client if fd == flow.client.fileno() else flow.backend
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err or events & _EP_ERR:
+            self._abort(flow, "rst")
+            return
+        if events & (_EP_RDHUP | _EP_HUP):
+            # FIN from this side. Stop watching it (EPOLLHUP cannot be masked and would
+            # fire on every poll); its close is completed by _advance_close.
+            self._ep.unregister(fd)
+            if sock is flow.client:
+                flow.fin_c = True
+            else:
+                flow.fin_b = True
+            self._draining.add(flow)
+            self._advance_close(flow)
+
+    def _advance_close(self, flow: _Flow) -> None:
+        """Pass each received FIN on once its direction has delivered everything; finish
+        when both directions are done."""
+        c, b = tcp_counts(flow.client), tcp_counts(flow.backend)
+        if flow.fin_c and not flow.shut_b and b.written - flow.base_b_wr >= flow.data_c(c):
+            flow.backend.shutdown(socket.SHUT_WR)
+            flow.shut_b = True
+        if flow.fin_b and not flow.shut_c and c.written - flow.base_c_wr >= flow.data_b(b):
+            flow.client.shutdown(socket.SHUT_WR)
+            flow.shut_c = True
+        if flow.shut_b and flow.shut_c:
+            self._finish(flow, "fin", c, b)
+
+    def _counters(self, flow: _Flow, c: TcpCounts, b: TcpCounts) -> tuple[int, ...]:
+        """(packets_fwd, packets_rev, bytes_fwd, bytes_rev) from the client socket: bytes
+        from the client, and bytes the client acknowledged (at most what the backend
+        sent)."""
+        to_client = min(max(c.bytes_acked - flow.base_c_wr, 0), flow.data_b(b))
+        return c.segs_in, c.segs_out, max(flow.data_c(c), 0), to_client
+
+    def _finish(self, flow: _Flow, reason: str, c: TcpCounts | None = None,
+                b: TcpCounts | None = None) -> None:
+        """Close both sockets (gracefully unless ``reason`` is a reset), drop the
+        conntrack entry and emit the closed event."""
+        try:
+            c = c or tcp_counts(flow.client)
+            b = b or tcp_counts(flow.backend)
+            pf, pr, bf, br = self._counters(flow, c, b)
+            v = flow.entry.value
+            v.packets_fwd, v.packets_rev, v.bytes_fwd, v.bytes_rev = pf, pr, bf, br
+        except OSError:
+            pass
+        if flow.fin_c:
+            flow.entry.value.flags |= abi.CT_F_FIN_FWD
+        if flow.fin_b:
+            flow.entry.value.flags |= abi.CT_F_FIN_REV
+        for s in (flow.client, flow.backend):
+            fd = s.fileno()
+            self._flows.pop(fd, None)
+            try:
+                self._ep.unregister(fd)
+            except (OSError, ValueError):
+                pass
+        self._draining.discard(flow)
+        if self._relay is not None:
+            self._relay.forget(flow.client_cookie, flow.backend_cookie)
+        self._drop(flow.client, reset=reason != "fin")
+        self._drop(flow.backend, reset=reason != "fin")
+        event_reason = {"fin": "fin", "aged": "aged"}.get(reason, "rst")
+        try:
+            self._recorder.close(flow.entry, event_reason)
+        except OSError as e:
+            log.warning("splicer: closing conntrack entry: %s", e)
+        with self._lock:
+            self._n_flows -= 1
+            self._counts[f"closed.{reason}"] += 1
+            self._counts["events_lost"] = self._recorder.events_lost
+
+    def _abort(self, flow: _Flow, reason: str) -> None:
+        if flow.client.fileno() in self._flows or flow.backend.fileno() in self._flows:
+            self._finish(flow, reason)
+
+    def _refresh_all(self) -> None:
+        """Periodic: counters into conntrack, idle timeout, operator deletions."""
+        flows = {id(f): f for f in self._flows.values()}.values()
+        timeout = get_connection_timeout(self.maps.settings_map)
+        now = time.monotonic()
+        for flow in list(flows):
+            self._guard(flow, lambda f: self._refresh(f, now, timeout))
+
+    def _refresh(self, flow: _Flow, now: float, timeout: int) -> None:
+        c, b = tcp_counts(flow.client), tcp_counts(flow.backend)
+        pf, pr, bf, br = self._counters(flow, c, b)
+        moved = c.bytes_received + c.bytes_acked + b.bytes_received + b.bytes_acked
+        if moved != flow.progress:
+            flow.progress, flow.progress_at = moved, now
+        elif timeout and now - flow.progress_at > timeout:
+            self._finish(flow, "aged", c, b)
+            return
+        flags = (abi.CT_F_FIN_FWD if flow.fin_c else 0) | (abi.CT_F_FIN_REV if flow.fin_b
+                                                             else 0)
+        if not self._recorder.refresh(flow.entry, pf, pr, bf, br, flags):
+            self._finish(flow, "deleted", c, b)
+
+    def _shutdown(self) -> None:
+        """Loop exit: reset everything, remove our conntrack entries, close the listener."""
+        for p in list(self._pending.values()):
+            self._forget_pending(p)
+            self._drop(p.sock)
+        for c in list(self._connecting.values()):
+            self._connecting.pop(c.backend.fileno(), None)
+            self._drop(c.backend)
+            self._drop(c.pending.sock)
+        for flow in list({id(f): f for f in self._flows.values()}.values()):
+            try:
+                self._finish(flow, "stopped")
+            except Exception:
+                log.exception("splicer: closing a flow at stop")
+        self._ep.close()
+        self._lsock.close()

@@ -1,0 +1,120 @@
+"""A namespace lab for SNI tests: TLS backends whose certificates name them, the real XDP
+datapath with an SNI listener on VIP:443, SNI routes in the sni map, and a Splicer."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from lbtui import abi, netns
+from lbtui import maps as M
+from lbtui.lab import topology as T
+from lbtui.splicer import Splicer
+from lbtui.splicer.testing_backends import BULK_PORT, TLS_PORT, make_certs
+from lbtui.targets import TargetGroup
+
+SNI_PORT = 443
+BULK_VIP_PORT = 8443
+LAB_PREFIX = f"h5-{os.getpid() % 10000}"
+_labs = 0
+
+
+@dataclass
+class SniLab:
+    topo: T.Topology
+    maps: M.MapSet
+    datapath: object
+    certs: Path
+    splicers: list[Splicer] = field(default_factory=list)
+
+    @property
+    def vip(self) -> str:
+        return self.topo.vip
+
+    def backend(self, node: str) -> T.Endpoint:
+        e = self.topo.node(node)
+        assert e is not None
+        return e
+
+    def group(self, *weighted: tuple[str, int], port: int = TLS_PORT) -> TargetGroup:
+        return TargetGroup.of([(self.backend(n).ip, port, w) for n, w in weighted])
+
+    def listen(self, port: int, group: TargetGroup, stats: bool = True) -> None:
+        flags = abi.ROUTE_F_SNI | abi.ROUTE_F_TCP | (abi.ROUTE_F_STATS if stats else 0)
+        for c in self.topo.clients:
+            M.add_listen_port_weighted(self.maps.listen_map, self.topo.lb_ifindex(c.lb_ifname),
+                                       port, group, flags)
+
+    def splicer(self, port: int, **kw: object) -> Splicer:
+        sp = Splicer(self.maps, self.datapath.emit_fd, self.vip, port,  # type: ignore[attr-defined]
+                     netns=self.topo.lb_ns, **kw)
+        sp.start()
+        self.splicers.append(sp)
+        return sp
+
+    def client_run(self, argv: list[str], client: int = 0, timeout: float = 60,
+                   input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ip", "netns", "exec", self.topo.clients[client].ns, *argv],
+                              text=True, capture_output=True, timeout=timeout, input=input)
+
+    def in_client(self, client: int = 0):
+        return netns.inside(self.topo.clients[client].ns)
+
+
+def _start_tls_backends(topo: T.Topology, certs: Path) -> None:
+    procs = []
+    for e in topo.backends:
+        procs.append((e, topo.popen(e.node, T.python_argv(
+            "lbtui.splicer.testing_backends", "serve", "--name", e.node, "--certs",
+            str(certs), "--tls-port", str(TLS_PORT), "--bulk-port", str(BULK_PORT)),
+            stdout=subprocess.PIPE, text=True)))
+    deadline = time.monotonic() + 20
+    for e, p in procs:
+        assert p.stdout is not None
+        while time.monotonic() < deadline:
+            line = p.stdout.readline()
+            if line.strip() == "ready":
+                break
+            if not line and p.poll() is not None:
+                raise RuntimeError(f"TLS backend in {e.node} exited with {p.returncode}")
+        else:
+            raise RuntimeError(f"TLS backend in {e.node} not ready")
+
+
+@pytest.fixture
+def sni_lab(datapath, tmp_path: Path) -> Iterator[Callable[..., SniLab]]:
+    """Factory: build(n_clients, n_backends) -> SniLab with XDP attached and TLS backends
+    running. Splicers, the lab and its namespaces are removed afterwards, also on failure."""
+    global _labs
+    built: list[SniLab] = []
+    names: list[str] = []
+
+    def build(n_clients: int = 2, n_backends: int = 4) -> SniLab:
+        global _labs
+        _labs += 1
+        name = f"{LAB_PREFIX}-{_labs}"
+        names.append(name)
+        topo = T.build(name, n_clients, n_backends)
+        certs = make_certs(tmp_path / f"certs-{_labs}", [e.node for e in topo.backends],
+                           [topo.vip] + [e.ip for e in topo.backends]).parent
+        T.attach_datapath(topo, datapath)
+        _start_tls_backends(topo, certs)
+        lab = SniLab(topo, datapath.maps, datapath, certs)
+        built.append(lab)
+        return lab
+
+    try:
+        yield build
+    finally:
+        for lab in built:
+            for sp in lab.splicers:
+                sp.stop()
+        datapath.detach_all()
+        for name in names:
+            T.teardown(name)
