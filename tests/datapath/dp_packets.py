@@ -57,10 +57,17 @@ def tcp(src: str, dst: str, sport: int, dport: int, flags: str = "S", *, seq: in
 
 
 def udp(src: str, dst: str, sport: int, dport: int, payload: bytes = b"ping", *,
-        chksum: int | None = None, ttl: int = 64, vlan: int | None = None) -> bytes:
+        chksum: int | None = None, ttl: int = 64, vlan: int | None = None,
+        ip_options: object = None) -> bytes:
     dgram = UDP(sport=sport, dport=dport) if chksum is None else UDP(sport=sport, dport=dport,
                                                                     chksum=chksum)
-    return bytes(_l2(vlan) / IP(src=src, dst=dst, ttl=ttl, id=1) / dgram / Raw(payload))
+    ip = _ip(src, dst, ttl, ip_options, 0, 0, 1)
+    return bytes(_l2(vlan) / ip / dgram / Raw(payload))
+
+
+def ip_proto(src: str, dst: str, proto: int, payload: bytes = bytes(8)) -> bytes:
+    """An IPv4 packet of another protocol (e.g. 47, GRE)."""
+    return bytes(_l2(None) / IP(src=src, dst=dst, proto=proto) / Raw(payload))
 
 
 def icmp_echo(src: str, dst: str) -> bytes:
@@ -270,8 +277,3 @@ def fix_checksums(frame: bytearray, p: Parsed) -> None:
         value = 0xFFFF
     frame[c:c + 2] = struct.pack("!H", value)
 
-
-__all__ = ["ACK", "FIN", "LINUX_SYN_OPTIONS", "PSH", "RST", "SYN", "Parsed", "arp_request",
-           "assert_checksums_valid", "checksum_report", "checksums_ok", "decode", "fast_tcp",
-           "fast_udp", "fix_checksums", "icmp_echo", "inet_checksum", "ipv6_tcp", "parse",
-           "tcp", "udp"]

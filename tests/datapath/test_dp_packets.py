@@ -63,6 +63,14 @@ def test_checksum_checks_catch_every_single_bit_flip_in_covered_bytes(frame: byt
                 assert_checksums_valid(bytes(broken))
 
 
+def test_fix_checksums_leaves_a_valid_packet_as_it_is() -> None:
+    frame = bytearray(tcp(CLIENT, VIP, 40000, 80, payload=b"abc"))
+    p = parse(bytes(frame))
+    assert p is not None
+    fix_checksums(frame, p)
+    assert bytes(frame) == tcp(CLIENT, VIP, 40000, 80, payload=b"abc")
+
+
 def test_fix_checksums_repairs_a_mutated_packet() -> None:
     frame = bytearray(tcp(CLIENT, VIP, 40000, 80, "PA", payload=b"hello"))
     frame[-1] ^= 0xFF
