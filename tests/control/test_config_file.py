@@ -1,0 +1,168 @@
+"""Writing the config back: minimal edits, comments and order kept, atomic, 0600."""
+
+from __future__ import annotations
+
+import copy
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from lbtui.control.config import (
+    ListenerCfg,
+    SniRouteCfg,
+    SourceRouteCfg,
+    TargetCfg,
+    load_config,
+    parse_config,
+)
+from lbtui.control.configfile import atomic_write, render_config, save_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TEXT = """\
+# operator's header comment
+[datapath]
+instance = "h2-file"
+interfaces = ["c1", "c2"]   # client side
+reply_interfaces = ["b1"]
+
+[settings]
+sweep_interval = 1.0  # fast sweeps
+
+# the web tier
+[[listener]]
+port = 80  # http
+protocol = "tcp"
+targets = [
+  { ip = "198.18.101.2", port = 8080, weight = 50 },  # backend1
+  { ip = "198.18.102.2", port = 8080, weight = 50 },  # backend2
+]
+
+# echo, for tests
+[[listener]]
+port = 7000
+targets = [{ ip = "198.18.101.2", port = 7000 }]
+
+# the office network
+[[source_route]]
+cidr = "198.18.1.0/24"
+targets = [{ ip = "198.18.103.2", port = 8080 }]
+"""
+
+
+def test_unchanged_config_renders_byte_identical() -> None:
+    assert render_config(parse_config(TEXT), TEXT) == TEXT
+    example = (ROOT / "examples" / "lbtui.toml").read_text()
+    assert render_config(parse_config(example), example) == example
+
+
+def test_weight_edit_changes_only_those_numbers() -> None:
+    c = parse_config(TEXT)
+    c.listeners[0].targets[0].weight = 0
+    c.listeners[0].targets[1].weight = 100
+    out = render_config(c, TEXT)
+    expected = TEXT.replace("port = 8080, weight = 50 },  # backend1",
+                            "port = 8080, weight = 0 },  # backend1").replace(
+        "port = 8080, weight = 50 },  # backend2", "port = 8080, weight = 100 },  # backend2")
+    assert out == expected
+    assert parse_config(out).to_dict() == c.to_dict()
+
+
+def test_add_and_remove_keep_comments_and_order() -> None:
+    c = parse_config(TEXT)
+    c.listeners.append(ListenerCfg(53, [TargetCfg("198.18.103.2", 53, 100)], "udp", ["c1"]))
+    c.sni_routes.append(SniRouteCfg("api.example.com", [TargetCfg("198.18.103.2", 443, 100)]))
+    c.settings.connection_timeout = 60
+    out = render_config(c, TEXT)
+    assert parse_config(out).to_dict() == c.to_dict()
+    for comment in ("# operator's header comment", "# client side", "# fast sweeps",
+                    "# the web tier", "# http", "# backend1", "# echo, for tests",
+                    "# the office network"):
+        assert comment in out
+    # New keys go inside their table (before the next table's heading comment), new
+    # tables after the existing ones of their kind.
+    assert "sweep_interval = 1.0  # fast sweeps\nconnection_timeout = 60\n\n# the web tier" in out
+    assert out.index("port = 7000") < out.index("port = 53") < out.index("[[source_route]]")
+    assert out.rstrip().endswith('{ ip = "198.18.103.2", port = 443, weight = 100 },\n]')
+
+    # Removing the echo listener takes its heading comment with it, keeps the others.
+    d = copy.deepcopy(c)
+    d.listeners = [x for x in d.listeners if x.port != 7000]
+    out2 = render_config(d, out)
+    assert parse_config(out2).to_dict() == d.to_dict()
+    assert "# echo, for tests" not in out2 and "port = 7000" not in out2
+    for comment in ("# the web tier", "# backend1", "# the office network"):
+        assert comment in out2
+    assert "\n\n\n" not in out2
+
+
+def test_removing_the_first_table_keeps_the_next_ones_comment() -> None:
+    c = parse_config(TEXT)
+    c.listeners = c.listeners[1:]
+    out = render_config(c, TEXT)
+    assert "# the web tier" not in out and "# http" not in out
+    assert "# echo, for tests\n[[listener]]\nport = 7000" in out
+
+
+def test_membership_change_rewrites_the_targets_array() -> None:
+    c = parse_config(TEXT)
+    c.listeners[1].targets = [TargetCfg("198.18.101.2", 7000, 60),
+                              TargetCfg("198.18.102.2", 7000, 40)]
+    c.source_routes = [SourceRouteCfg("198.18.1.0/24", [TargetCfg("198.18.103.2", 8080, 100)],
+                                      stats=False)]
+    out = render_config(c, TEXT)
+    assert ('targets = [\n  { ip = "198.18.101.2", port = 7000, weight = 60 },\n'
+            '  { ip = "198.18.102.2", port = 7000, weight = 40 },\n]') in out
+    assert "stats = false" in out
+    assert parse_config(out).to_dict() == c.to_dict()
+
+
+def test_fresh_file_from_a_config(tmp_path: Path) -> None:
+    c = parse_config(TEXT)
+    path = tmp_path / "new.toml"
+    save_config(c, path)
+    assert load_config(path).to_dict() == c.to_dict()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.stat().st_uid == os.getuid()
+
+
+def test_save_is_atomic_and_private(tmp_path: Path) -> None:
+    path = tmp_path / "lbtui.toml"
+    path.write_text(TEXT)
+    os.chmod(path, 0o644)
+    before = path.stat().st_ino
+    c = load_config(path)
+    c.settings.stats = False
+    save_config(c)                                   # default: config.path
+    assert path.stat().st_ino != before              # replaced by rename, not rewritten
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_config(path).settings.stats is False
+    assert "# operator's header comment" in path.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["lbtui.toml"]   # no temp left behind
+
+
+def test_failed_write_leaves_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                          ) -> None:
+    path = tmp_path / "lbtui.toml"
+    path.write_text(TEXT)
+
+    def boom(*_a: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", boom)
+    with pytest.raises(OSError):
+        atomic_write(path, "garbage")
+    assert path.read_text() == TEXT
+    assert [p.name for p in tmp_path.iterdir()] == ["lbtui.toml"]
+
+
+def test_invalid_config_is_never_written(tmp_path: Path) -> None:
+    path = tmp_path / "lbtui.toml"
+    path.write_text(TEXT)
+    c = load_config(path)
+    c.listeners[0].targets[0].weight = 70            # sums to 120
+    with pytest.raises(ValueError, match="weights sum to 120"):
+        save_config(c)
+    assert path.read_text() == TEXT
