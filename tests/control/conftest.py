@@ -1,0 +1,224 @@
+"""Helpers for control-plane tests: configs for a lab, traffic, a real ``serve`` process,
+``ctl`` runs and map dumps."""
+
+from __future__ import annotations
+
+import ctypes as ct
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lbtui import abi, bpfsys, netns
+from lbtui import maps as M
+from lbtui.control.instance import pin_dir_of, teardown
+from lbtui.lab import topology as T
+
+ROOT = Path(__file__).resolve().parents[2]
+LBTUI = [sys.executable, "-m", "lbtui.cli"]
+_names = 0
+
+
+def instance_name() -> str:
+    global _names
+    _names += 1
+    return f"h2-{os.getpid() % 100000}-{_names}"
+
+
+def lab_config(topo: T.Topology, name: str, *, http_weights: tuple[int, ...] = (50, 50, 0),
+               extra: str = "", settings: str = "sweep_interval = 0.5\n") -> str:
+    """A config for ``topo``: XDP on every LB link, HTTP on VIP:80, echo on VIP:7000."""
+    b = topo.backends
+    http = "".join(f'  {{ ip = "{e.ip}", port = {T.HTTP_PORT}, weight = {w} }},  # {e.node}\n'
+                   for e, w in zip(b, http_weights, strict=False))
+    return f"""\
+# control-plane test config ({name})
+[datapath]
+instance = "{name}"
+netns = "{topo.lb_ns}"
+interfaces = {[c.lb_ifname for c in topo.clients]!r}   # client side
+reply_interfaces = {[e.lb_ifname for e in b]!r}
+
+[settings]
+{settings}
+# web
+[[listener]]
+port = 80
+protocol = "tcp"
+targets = [
+{http}]
+
+# line echo, for long-lived connections
+[[listener]]
+port = 7000
+protocol = "tcp"
+targets = [{{ ip = "{b[0].ip}", port = {T.ECHO_PORT} }}]
+{extra}""".replace("'", '"')
+
+
+def http_get(topo: T.Topology, port: int = 80, client: int = 0) -> str:
+    with netns.inside(topo.clients[client].ns), socket.create_connection(
+            (topo.vip, port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    return data.split(b"\r\n\r\n", 1)[1].decode().strip()
+
+
+def spread(topo: T.Topology, n: int = 30, port: int = 80, client: int = 0) -> Counter[str]:
+    return Counter(http_get(topo, port, client) for _ in range(n))
+
+
+class EchoClient:
+    """A long-lived TCP connection from a client namespace to VIP:7000."""
+
+    def __init__(self, topo: T.Topology, client: int = 0) -> None:
+        with netns.inside(topo.clients[client].ns):
+            self.sock = socket.create_connection((topo.vip, 7000), timeout=5)
+        self.file = self.sock.makefile("rb")
+        self.n = 0
+
+    def roundtrip(self) -> str:
+        self.n += 1
+        self.sock.sendall(f"ping {self.n}\n".encode())
+        line = self.file.readline().decode().strip()
+        name, _, rest = line.partition(" ")
+        assert rest == f"ping {self.n}", line
+        return name
+
+    @property
+    def local(self) -> tuple[str, int]:
+        return self.sock.getsockname()
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+class Serve:
+    """A real ``lbtui serve`` subprocess; ``wait_ready`` waits for its serving line."""
+
+    def __init__(self, config: Path, *args: str) -> None:
+        self.config = config
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen([*LBTUI, "serve", "--config", str(config), *args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, env=dict(os.environ))
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if "serving instance" in line:
+                self._ready.set()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_ready(self, timeout: float = 60) -> Serve:
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.1):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self._reader.join(2)
+                raise AssertionError(f"serve not ready (rc {self.proc.poll()}):\n{self.output}")
+        return self
+
+    def wait_for(self, text: str, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in serve output:\n{self.output}")
+            time.sleep(0.05)
+
+    def stop(self, sig: int = 15, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout)
+        self._reader.join(2)
+        return rc
+
+
+def ctl(name: str, *args: str, json_out: bool = False) -> subprocess.CompletedProcess[str]:
+    argv = [*LBTUI, "ctl", "--instance", name, *args] + (["--json"] if json_out else [])
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+def ctl_ok(name: str, *args: str) -> str:
+    r = ctl(name, *args)
+    assert r.returncode == 0, (args, r.stdout, r.stderr)
+    return r.stdout
+
+
+def ctl_json(name: str, *args: str) -> Any:
+    import json
+
+    r = ctl(name, *args, json_out=True)
+    assert r.returncode == 0, (args, r.stdout, r.stderr)
+    return json.loads(r.stdout)
+
+
+def dump_maps(name: str, conntrack: bool = True) -> dict[str, Any]:
+    """Every entry of the instance's pinned maps (raw bytes), SNI names, and the
+    conntrack NAT state (keys and targets, not the moving counters)."""
+    ms = M.MapSet.open_pinned(pin_dir_of(name))
+    try:
+        out: dict[str, Any] = {}
+        for pin, m in (("listen", ms.listen_map), ("config", ms.config_map),
+                       ("sni", ms.sni_map)):
+            out[pin] = {bytes(k): bytes(bpfsys.lookup(m.fd, k, m.value_type))
+                        for k in bpfsys.keys(m.fd, m.key_type)}
+        out["settings"] = [bpfsys.lookup(ms.settings_map.fd, ct.c_uint32(i), ct.c_uint32).value
+                           for i in range(2)]
+        out["sni_names"] = dict(ms.sni_map.sni_names.names) if ms.sni_map.sni_names else {}
+        if conntrack:
+            out["conntrack"] = {
+                bytes(k): (v.orig_dst_ip, v.orig_dst_port, v.nat_dst_ip, v.nat_dst_port,
+                           v.flags & abi.CT_F_REPLY, v.created_ns)
+                for k, v in M.conntrack_reader(ms.conntrack_map).items()}
+        return out
+    finally:
+        M.close_all_maps(ms)
+
+
+@pytest.fixture
+def instance_cleanup() -> Iterator[list[str]]:
+    """Instances named here are torn down after the test (also when it fails)."""
+    names: list[str] = []
+    yield names
+    for n in names:
+        teardown(n)
+
+
+@pytest.fixture
+def start_serve(instance_cleanup: list[str]) -> Iterator[Any]:
+    """Factory for serve processes; all are killed at the end, before instances are torn
+    down (request it after make_lab)."""
+    procs: list[Serve] = []
+
+    def _start(config: Path, *args: str, ready: bool = True) -> Serve:
+        s = Serve(config, *args)
+        procs.append(s)
+        return s.wait_ready() if ready else s
+
+    yield _start
+    for s in procs:
+        if s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait(10)
