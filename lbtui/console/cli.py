@@ -1,0 +1,51 @@
+"""``lbtui console``: open the console on a new (``--config``) or running (``--attach``)
+instance."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "console", help="the operator console (loads the datapath, or attaches)",
+        description="Open the operator console. With --config it loads the datapath like "
+        "`serve` and asks on quit whether to keep it running; with --attach it opens an "
+        "instance that is already running and changes nothing on its own.")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--config", metavar="FILE", help="config file: start the datapath")
+    g.add_argument("--attach", metavar="INSTANCE", nargs="?", const="default",
+                   help="attach to a running instance (default: %(const)s)")
+    p.add_argument("--refresh", type=float, default=1.0, metavar="SECONDS",
+                   help="refresh period (default: %(default)s)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lbtui.cli import UsageError
+    from lbtui.console.session import build_app
+    from lbtui.control.config import load_config
+    from lbtui.control.instance import Instance
+
+    if args.refresh <= 0:
+        raise UsageError("--refresh must be a positive number of seconds")
+    if args.config:
+        config = load_config(args.config)   # ConfigError is a ValueError: exit 2
+        inst = Instance.start(config, progress=lambda m: print(f"lbtui console: {m}"))
+    else:
+        inst = Instance.attach(args.attach)
+    app = None
+    try:
+        app = build_app(inst, refresh_interval=args.refresh)
+        app.run()
+    finally:
+        if app is None or app.stopped is None:
+            # Not released through the quit dialog (an error, or an attached console).
+            keep = bool(inst.config and inst.config.datapath.keep) if inst.managed else True
+            inst.stop(keep=keep)
+    if app.stopped == "keep":
+        print(f"lbtui console: instance {inst.name} keeps forwarding; `lbtui console "
+              f"--attach {inst.name}` reopens it, `lbtui down --instance {inst.name}` "
+              "stops it")
+    return 0

@@ -1,0 +1,104 @@
+"""One snapshot of an instance's maps, taken on a worker thread.
+
+Everything the views show comes from here: conntrack rows (batched reads through one
+reusable reader), routes, settings and counters, plus the per-target traffic derived by
+``TrafficTracker``. The clock is injectable so tests get deterministic figures.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lbtui import maps as M
+from lbtui.console.conns import ConnDump, open_reader, read_rows
+from lbtui.console.snapshot import InstanceInfo, ListenerRow, Rates, Snapshot
+from lbtui.console.traffic import TrafficTracker
+from lbtui.events import LbEvent
+
+# Past this many flows the console keeps a sample (the title says so): decoding a million
+# flows into Python objects costs seconds and hundreds of MB per refresh.
+MAX_ROWS = 250_000
+
+
+@dataclass
+class Clock:
+    """CLOCK_MONOTONIC (the kernel's conntrack clock) and wall time."""
+
+    mono_ns: Callable[[], int] = time.monotonic_ns
+    wall: Callable[[], float] = time.time
+    perf: Callable[[], float] = time.perf_counter   # for the read timings shown
+
+
+class Collector:
+    def __init__(self, maps: M.MapSet, info: InstanceInfo, *, clock: Clock | None = None,
+                 max_rows: int | None = MAX_ROWS,
+                 sweep: Callable[[], object] | None = None, sweep_interval: float = 5.0
+                 ) -> None:
+        self.maps = maps
+        self.info = info
+        self.clock = clock or Clock()
+        self.max_rows = max_rows
+        self.tracker = TrafficTracker()
+        self._reader = open_reader(maps.conntrack_map)
+        self._seq = 0
+        self._prev_counters: tuple[int, dict[str, int]] | None = None
+        self._rates = Rates()
+        self._sweep = sweep
+        self._sweep_interval_ns = int(sweep_interval * 1e9)
+        self._last_sweep_ns = 0
+
+    def collect(self, events: list[LbEvent] | None = None) -> Snapshot:
+        """Read everything once. ``events``: taken from the ring buffer since last time."""
+        t0 = self.clock.perf()
+        events = events or []
+        now = self.clock.mono_ns()
+        if self._sweep and now - self._last_sweep_ns >= self._sweep_interval_ns:
+            self._last_sweep_ns = now
+            self._sweep()
+        dump: ConnDump = read_rows(self._reader, self.max_rows)
+        read_ms = (self.clock.perf() - t0) * 1000
+        targets = self.tracker.update(dump.rows, now, events)
+        counters = M.read_counters(self.maps.counters_map)
+        self._rates = self._rates_from(now, counters, targets)
+        self._seq += 1
+        snap = Snapshot(
+            seq=self._seq, now_ns=now, wall=self.clock.wall(), info=self.info, conns=dump,
+            listeners=self._listeners(), source_routes=M.list_source_routes(
+                self.maps.config_map), sni_routes=M.list_sni_routes(self.maps.sni_map),
+            targets={k: copy.deepcopy(v) for k, v in targets.items()}, events=events,
+            rates=self._rates, active=sum(t.active for t in targets.values()),
+            stats_enabled=M.stats_enabled(self.maps.settings_map),
+            conn_timeout=M.get_connection_timeout(self.maps.settings_map),
+            counters=counters, ct_max=self.maps.conntrack_map.max_entries, read_ms=read_ms)
+        snap.total_ms = (self.clock.perf() - t0) * 1000
+        return snap
+
+    def _rates_from(self, now: int, counters: dict[str, int], targets: dict) -> Rates:
+        prev, self._prev_counters = self._prev_counters, (now, counters)
+        if prev is None or now <= prev[0]:
+            if prev is not None:
+                self._prev_counters = prev
+            return self._rates
+        dt = (now - prev[0]) / 1e9
+        created = counters["flows_created"] - prev[1]["flows_created"]
+        ts = targets.values()
+        return Rates(max(0, created) / dt, sum(t.pps_fwd for t in ts),
+                     sum(t.pps_rev for t in ts), sum(t.bps_fwd for t in ts),
+                     sum(t.bps_rev for t in ts))
+
+    def _listeners(self) -> list[ListenerRow]:
+        """Listen entries grouped by port (one entry per interface in the map)."""
+        by_port: dict[tuple[int, object], list[int]] = {}
+        routes = {}
+        for rec in M.list_listen_ports(self.maps.listen_map):
+            k = (rec.port, rec.route)
+            by_port.setdefault(k, []).append(rec.ifindex)
+            routes[k] = rec.route
+        out = []
+        for (port, route), idxs in sorted(by_port.items(), key=lambda kv: kv[0][0]):
+            names = tuple(self.info.ifnames.get(i, f"if{i}") for i in sorted(idxs))
+            out.append(ListenerRow(port, names, routes[(port, route)]))
+        return out

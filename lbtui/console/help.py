@@ -1,0 +1,59 @@
+"""The `?` screen: every binding of the console, with its key, id and meaning."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.table import Table
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Footer, Static
+
+
+def bindings_table(sections: list[tuple[str, list[BindingType]]]) -> Table:
+    t = Table(box=None, padding=(0, 2), show_header=True, header_style="bold")
+    t.add_column("where")
+    t.add_column("key")
+    t.add_column("does")
+    t.add_column("id", style="dim")
+    for where, bindings in sections:
+        first = True
+        for b in bindings:
+            if not isinstance(b, Binding):
+                continue
+            key = b.key_display or b.key.replace("question_mark", "?").replace(
+                "slash", "/").replace("greater_than_sign", ">").replace("less_than_sign", "<")
+            t.add_row(where if first else "", key, b.description, b.id or "")
+            first = False
+    return t
+
+
+class HelpScreen(ModalScreen[None]):
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll {
+        width: 100; max-width: 100%; height: 90%; border: thick $accent;
+        background: $surface; padding: 0 1;
+    }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,question_mark,q", "close", "Close", id="help.close"),
+    ]
+
+    def __init__(self, sections: list[tuple[str, list[BindingType]]]) -> None:
+        super().__init__()
+        self.sections = sections
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Static(
+                "[b]lbtui console[/b]: number keys switch views; ctrl+p opens the command "
+                "palette (actions from live data: drain a target, edit a route). Forms: "
+                "ctrl+s or Enter saves, Esc cancels; a refused change leaves the form open.\n")
+            yield Static(bindings_table(self.sections))
+        yield Footer()
+
+    def action_close(self) -> None:
+        self.dismiss(None)

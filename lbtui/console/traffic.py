@@ -1,0 +1,173 @@
+"""Per-target traffic derived from conntrack snapshots and closed events.
+
+The datapath counts packets and bytes per flow, not per target. Between two snapshots a
+target's traffic is the growth of its flows' counters, plus the full counters of flows
+first seen, plus, for flows that disappeared, their final counters (from the "closed"
+event) minus what the previous snapshot had already counted.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from lbtui import abi
+from lbtui.console.conns import (
+    BYTES_FWD,
+    BYTES_REV,
+    FLAGS,
+    KEY,
+    PKTS_FWD,
+    PKTS_REV,
+    TARGET,
+    Row,
+    target_str,
+)
+from lbtui.events import LbEvent
+
+WINDOW_NS = 60 * 1_000_000_000
+
+
+def is_closed(flags: int) -> bool:
+    return bool(flags & abi.CT_F_RST) or (
+        flags & (abi.CT_F_FIN_FWD | abi.CT_F_FIN_REV)) == (abi.CT_F_FIN_FWD | abi.CT_F_FIN_REV)
+
+
+def event_key(ev: LbEvent) -> bytes:
+    """The 16-byte conntrack key of the flow an event is about."""
+    return (socket.inet_aton(ev.client_ip) + socket.inet_aton(ev.vip_ip)
+            + ev.client_port.to_bytes(2, "big") + ev.vip_port.to_bytes(2, "big")
+            + bytes([6 if ev.proto == "tcp" else 17, 0, 0, 0]))
+
+
+def event_target(ev: LbEvent) -> bytes:
+    return socket.inet_aton(ev.target_ip) + ev.target_port.to_bytes(2, "big")
+
+
+@dataclass
+class TargetTraffic:
+    """One target's figures for the last interval, and its last minute."""
+
+    target: str
+    active: int = 0
+    flows: int = 0
+    new_per_s: float = 0.0
+    pps_fwd: float = 0.0
+    pps_rev: float = 0.0
+    bps_fwd: float = 0.0
+    bps_rev: float = 0.0
+    total_bytes: int = 0
+    # (end_ns, span_ns, bytes/s both ways) and (t_ns, new flows) of the last minute.
+    rate_history: deque[tuple[int, int, float]] = field(default_factory=deque)
+    new_history: deque[tuple[int, int]] = field(default_factory=deque)
+
+    @property
+    def new_last_minute(self) -> int:
+        return sum(n for _, n in self.new_history)
+
+    def sparkline(self, now_ns: int, width: int = 20) -> str:
+        return sparkline(self.rate_history, now_ns, width)
+
+
+_BARS = " ▁▂▃▄▅▆▇█"
+
+
+def sparkline(samples: Iterable[tuple[int, int, float]], now_ns: int, width: int = 20,
+              window_ns: int = WINDOW_NS) -> str:
+    """The last ``window_ns`` as ``width`` cells, scaled to the window's peak. A sample
+    (end_ns, span_ns, rate) covers (end - span, end]; each cell shows the sample covering
+    its middle, so refresh periods longer than a cell leave no gaps."""
+    samples = list(samples)
+    cells = []
+    for i in range(width):
+        mid = now_ns - window_ns + (2 * i + 1) * window_ns // (2 * width)
+        v = 0.0
+        for end, span, rate in samples:
+            if end - span < mid <= end:
+                v = rate
+                break
+        cells.append(v)
+    peak = max(cells)
+    if peak <= 0:
+        return _BARS[1] * width
+    return "".join(_BARS[max(1, round(c / peak * 8))] for c in cells)
+
+
+class TrafficTracker:
+    """Turns successive conntrack dumps into per-target rates (see the module doc)."""
+
+    def __init__(self) -> None:
+        self._prev: dict[bytes, Row] = {}
+        self._prev_ns: int | None = None
+        self.targets: dict[str, TargetTraffic] = {}
+
+    def update(self, rows: list[Row], now_ns: int, closed: Iterable[LbEvent] = ()
+               ) -> dict[str, TargetTraffic]:
+        """Account one snapshot taken at ``now_ns`` (CLOCK_MONOTONIC). A snapshot at the
+        same instant as the last one changes nothing."""
+        if self._prev_ns is not None and now_ns <= self._prev_ns:
+            return self.targets
+        primed = self._prev_ns is not None
+        dt = (now_ns - self._prev_ns) / 1e9 if primed else 0.0
+        prev = self._prev
+        acc: dict[bytes, list[int]] = {}   # target -> [active, flows, new, pf, pr, bf, br]
+        cur: dict[bytes, Row] = {}
+        for r in rows:
+            k = r[KEY]
+            cur[k] = r
+            a = acc.get(r[TARGET])
+            if a is None:
+                a = acc[r[TARGET]] = [0, 0, 0, 0, 0, 0, 0]
+            a[1] += 1
+            if not is_closed(r[FLAGS]):
+                a[0] += 1
+            p = prev.get(k)
+            if p is None:
+                if primed:
+                    a[2] += 1
+                a[3] += r[PKTS_FWD]
+                a[4] += r[PKTS_REV]
+                a[5] += r[BYTES_FWD]
+                a[6] += r[BYTES_REV]
+            else:
+                a[3] += max(0, r[PKTS_FWD] - p[PKTS_FWD])
+                a[4] += max(0, r[PKTS_REV] - p[PKTS_REV])
+                a[5] += max(0, r[BYTES_FWD] - p[BYTES_FWD])
+                a[6] += max(0, r[BYTES_REV] - p[BYTES_REV])
+        finals = {event_key(e): e for e in closed if e.kind == "closed"}
+        for k in prev.keys() - cur.keys():
+            e = finals.get(k)
+            if e is None:
+                continue
+            p = prev[k]
+            a = acc.setdefault(p[TARGET], [0, 0, 0, 0, 0, 0, 0])
+            a[3] += max(0, e.packets_fwd - p[PKTS_FWD])
+            a[4] += max(0, e.packets_rev - p[PKTS_REV])
+            a[5] += max(0, e.bytes_fwd - p[BYTES_FWD])
+            a[6] += max(0, e.bytes_rev - p[BYTES_REV])
+        self._prev, self._prev_ns = cur, now_ns
+        self._account(acc, now_ns, dt)
+        return self.targets
+
+    def _account(self, acc: dict[bytes, list[int]], now_ns: int, dt: float) -> None:
+        for t in self.targets.values():
+            t.active = t.flows = 0
+            t.new_per_s = t.pps_fwd = t.pps_rev = t.bps_fwd = t.bps_rev = 0.0
+        for tb, (active, flows, new, pf, pr, bf, br) in acc.items():
+            name = target_str(tb)
+            t = self.targets.get(name) or self.targets.setdefault(name, TargetTraffic(name))
+            t.active, t.flows = active, flows
+            t.total_bytes += bf + br
+            if dt > 0:
+                t.new_per_s, t.pps_fwd, t.pps_rev = new / dt, pf / dt, pr / dt
+                t.bps_fwd, t.bps_rev = bf / dt, br / dt
+        if dt <= 0:
+            return
+        for t in self.targets.values():
+            t.rate_history.append((now_ns, int(dt * 1e9), t.bps_fwd + t.bps_rev))
+            t.new_history.append((now_ns, round(t.new_per_s * dt)))
+            for h in (t.rate_history, t.new_history):
+                while h and now_ns - h[0][0] >= WINDOW_NS:
+                    h.popleft()

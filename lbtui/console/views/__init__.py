@@ -1,0 +1,1 @@
+"""One module per console view; each is a container with its own bindings."""
