@@ -268,7 +268,9 @@ def render(res: dict) -> str:
             v = summary[n].get(key)
             b = base.get(key)
             cell = fmt(v, digits)
-            if n != "lbtui" and v is not None and b:
+            # a ratio needs a positive base; direct's LB CPU is zero by definition
+            if n != "lbtui" and v is not None and b is not None and b > 0 and not (
+                    key == "lb_cpu_ms_per_1k" and n == "direct"):
                 cell += f" ({v / b:.2f}x)"
             row.append(cell)
         rows.append(row)

@@ -147,6 +147,21 @@ def bench_routes(count: int, sni_count: int) -> list[dict]:
     return out
 
 
+QUICK = {"entries": 10_000, "repeats": 2, "routes": 2_000}
+DEFAULT = {"entries": 100_000, "repeats": 5, "routes": 10_000}
+
+
+def run(entries: int, repeats: int, routes: int) -> dict:
+    """Every measurement; raw results as a JSON-able dict."""
+    entries -= entries % 2  # forward + reply pairs
+    t0 = time.perf_counter()
+    res = {"machine": machine(), "entries": entries, "repeats": repeats,
+           "conntrack": bench_conntrack(entries, repeats),
+           "routes": bench_routes(routes, min(1000, routes))}
+    res["elapsed_s"] = time.perf_counter() - t0
+    return res
+
+
 def render(res: dict) -> str:
     ct_rows = []
     per_key = next(r for r in res["conntrack"] if r["method"].startswith("per-key"))
@@ -173,20 +188,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="10k entries, 2 repeats, 2k routes")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
-    entries = a.entries or (10_000 if a.quick else 100_000)
-    repeats = a.repeats or (2 if a.quick else 5)
-    routes = a.routes or (2_000 if a.quick else 10_000)
+    preset = QUICK if a.quick else DEFAULT
+    entries = a.entries or preset["entries"]
+    repeats = a.repeats or preset["repeats"]
+    routes = a.routes or preset["routes"]
     if not 2 <= entries <= 1_000_000 or not 1 <= repeats <= 50 or not 1 <= routes <= 100_000:
         ap.error("--entries 2..1000000, --repeats 1..50, --routes 1..100000")
     if os.geteuid() != 0:
         ap.error("creating BPF maps needs root")
-    entries -= entries % 2  # forward + reply pairs
-    t0 = time.perf_counter()
-    res = {"machine": machine(), "entries": entries, "repeats": repeats,
-           "conntrack": bench_conntrack(entries, repeats),
-           "routes": bench_routes(routes, min(1000, routes)),
-           "command": " ".join(["python -m bench.maps", *sys.argv[1:]])}
-    res["elapsed_s"] = time.perf_counter() - t0
+    res = run(entries, repeats, routes)
+    res["command"] = " ".join(["python -m bench.maps", *(sys.argv[1:] if argv is None else argv)])
     print(render(res))
     if a.json:
         a.json.write_text(json.dumps(res, indent=1))

@@ -1,0 +1,99 @@
+"""The pieces the comparison relies on: configs the real tools accept, CPU accounting,
+argument checking."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench import compare, cpu
+from bench.contenders import WEIGHTS, haproxy_config, nft_ruleset
+from bench.servers import http_server_config
+from lbtui.lab.topology import VIP, Endpoint, Topology
+
+
+def _topo() -> Topology:
+    backends = [Endpoint(f"backend{j}", f"lbt-x-backend{j}", f"198.18.{100 + j}.2",
+                         f"198.18.{100 + j}.1", f"b{j}", f"198.18.{100 + j}.0/24")
+                for j in (1, 2, 3)]
+    return Topology("x", VIP, "lbt-x-lb", [], backends)
+
+
+def test_nft_ruleset_splits_100_slots_by_the_weights() -> None:
+    rules = nft_ruleset(_topo())
+    maps = re.findall(r"numgen random mod (\d+) map \{ ([^}]*) \}", rules)
+    assert len(maps) == 3  # http, bulk, udp
+    for mod, body in maps:
+        assert int(mod) == sum(WEIGHTS)
+        spans = [tuple(map(int, part.split(":")[0].split("-"))) for part in body.split(",")]
+        assert [hi - lo + 1 for lo, hi in spans] == list(WEIGHTS)
+        assert spans[0][0] == 0 and spans[-1][1] == sum(WEIGHTS) - 1
+
+
+def test_haproxy_configs_pass_haproxy_check(tmp_path: Path) -> None:
+    for name, text in (("lb", haproxy_config(_topo(), 2)),
+                       ("backend", http_server_config("backend1", 8080, 2))):
+        cfg = tmp_path / f"{name}.cfg"
+        cfg.write_text(text)
+        p = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
+        assert p.returncode == 0, p.stdout + p.stderr
+    lb = haproxy_config(_topo(), 2)
+    assert [int(w) for w in re.findall(r"weight (\d+)", lb)] == list(WEIGHTS) * 2
+
+
+def test_task_runtime_grows_with_work() -> None:
+    before = cpu.task_runtime_ns(os.getpid())
+    t_end = time.process_time() + 0.05
+    while time.process_time() < t_end:
+        pass
+    assert cpu.task_runtime_ns(os.getpid()) - before >= 40_000_000
+    assert cpu.task_runtime_ns(2**22 + 12345) == 0  # no such process
+
+
+_BUSY = ("import time\ninput()\nt = time.process_time() + 0.3\n"
+         "while time.process_time() < t: pass\nprint('done', flush=True)\ninput()")
+
+
+def test_meter_counts_named_processes_and_waited_children() -> None:
+    child = subprocess.Popen([sys.executable, "-c", _BUSY], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdin and child.stdout
+    try:
+        meter = cpu.CpuMeter({"busy": [child.pid]})
+        before = meter.snapshot()
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "done"
+        use = meter.usage(before, meter.snapshot())
+        assert 290_000_000 <= use.groups["busy"] <= 500_000_000
+        assert use.lab_ns >= use.groups["busy"]
+    finally:
+        child.communicate("\n", timeout=10)
+    # a load generator that is started and waited for inside the interval counts too
+    before = meter.snapshot()
+    short = subprocess.run([sys.executable, "-c", "import time\nt=time.process_time()+0.2\n"
+                            "while time.process_time()<t: pass"])
+    assert short.returncode == 0
+    assert meter.usage(before, meter.snapshot()).lab_ns >= 190_000_000
+
+
+@pytest.mark.parametrize("argv", [["--contenders", "lbtui,ipvs"], ["--rounds", "0"],
+                                  ["--lab", "bad name!"], ["--contenders", ","]])
+def test_compare_rejects_bad_arguments(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        compare.parse_args(argv)
+    assert e.value.code == 2
+
+
+def test_quick_settings_are_short_and_default_fits_five_minutes() -> None:
+    s, _ = compare.parse_args(["--quick"])
+    assert s.rounds == 1 and s.conn_seconds == 1
+    d, _ = compare.parse_args([])
+    per_round = d.conn_seconds + d.udp_seconds + d.bulk_seconds + d.cpu_seconds + 2
+    assert d.rounds * len(d.contenders) * per_round < 270
