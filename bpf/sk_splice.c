@@ -20,7 +20,8 @@
 #define SPLICE_CTR_SKBS     1   /* skbs redirected */
 #define SPLICE_CTR_NO_PEER  2   /* skbs whose peer had left the sockhash (dropped) */
 #define SPLICE_CTR_PASSED   3   /* skbs kept for userspace (no peer entry yet) */
-#define SPLICE_CTR_MAX      4
+#define SPLICE_CTR_EMPTY    4   /* zero-length skbs (a bare FIN) dropped */
+#define SPLICE_CTR_MAX      5
 
 BPF_SOCKHASH(socks, __u64, SPLICE_MAX_SOCKS);
 BPF_HASH(peers, __u64, __u64, SPLICE_MAX_SOCKS);
@@ -35,6 +36,14 @@ static __always_inline void splice_count(__u32 slot, __u64 n)
 
 int splice_verdict(struct __sk_buff *skb)
 {
+    /* A bare FIN reaches the verdict as a zero-length skb. Redirected, the peer's send
+     * backlog would fail on it and mark the peer socket EPIPE (the backlog treats a
+     * 0-byte send as an error). The FIN itself is already in the TCP state (RCV_SHUTDOWN,
+     * seen by the splicer as EPOLLRDHUP), which passes it on after the data. */
+    if (skb->len == 0) {
+        splice_count(SPLICE_CTR_EMPTY, 1);
+        return SK_DROP;
+    }
     __u64 cookie = bpf_get_socket_cookie(skb);
     __u64 *peer = peers.lookup(&cookie);
     if (!peer) {

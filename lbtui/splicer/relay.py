@@ -15,7 +15,7 @@ from lbtui import bpfsys
 
 SO_COOKIE = 57
 VERDICT_FN = "splice_verdict"
-COUNTER_NAMES = ("bytes", "skbs", "no_peer", "passed")
+COUNTER_NAMES = ("bytes", "skbs", "no_peer", "passed", "empty")
 
 
 class RelayError(RuntimeError):
@@ -73,7 +73,7 @@ class SockmapRelay:
 
     def counters(self) -> dict[str, int]:
         """Totals over every CPU: bytes/skbs redirected, drops for a vanished peer, skbs
-        kept for userspace."""
+        kept for userspace, bare-FIN skbs dropped."""
         out = {}
         for i, name in enumerate(COUNTER_NAMES):
             out[name] = int(sum(self._counters[ct.c_int(i)]))

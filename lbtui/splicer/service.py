@@ -226,7 +226,7 @@ class Splicer:
     def stats(self) -> dict[str, Any]:
         """Counters and gauges: accepted, spliced, active, pending, connecting,
         routed{sni,source,listener}, hellos{sni,no_sni}, rejected{reason},
-        closed{reason}, events_lost, relay{bytes,skbs,no_peer,passed}."""
+        closed{reason}, events_lost, relay{bytes,skbs,no_peer,passed,empty}."""
         with self._lock:
             c = dict(self._counts)
             active, pending, connecting = self._n_flows, len(self._pending), len(
@@ -389,9 +389,7 @@ class Splicer:
                 self._count("rejected.busy")
                 self._drop(sock)
                 continue
-            if len(self._pending) >= self.max_pending:
-                oldest = next(iter(self._pending.values()))
-                self._reject_pending(oldest, "evicted")
+            self._make_room()
             try:
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -406,6 +404,17 @@ class Splicer:
                          counts.written)
             self._pending[sock.fileno()] = p
             self._ep.register(sock.fileno(), _EP_IN | _EP_RDHUP)
+
+    def _make_room(self) -> None:
+        """At the pending cap, drop the oldest pending hello for the newcomer; but first
+        read it, in case its hello has arrived meanwhile (then it moves on instead). A
+        stalled client is always older than the clients it competes with, so stalled
+        clients cannot lock good ones out."""
+        while len(self._pending) >= self.max_pending:
+            oldest = next(iter(self._pending.values()))
+            self._read_hello(oldest)
+            if self._pending.get(oldest.sock.fileno()) is oldest:
+                self._reject_pending(oldest, "evicted")
 
     def _read_hello(self, p: _Pending) -> None:
         try:
@@ -569,6 +578,9 @@ class Splicer:
         sock = flow.client if fd == flow.client.fileno() else flow.backend
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err or events & _EP_ERR:
+            log.debug("splicer: %s:%s: %s side error %s (events 0x%x)", *flow.entry.client,
+                      "client" if sock is flow.client else "backend",
+                      os.strerror(err) if err else "-", events)
             self._abort(flow, "rst")
             return
         if events & (_EP_RDHUP | _EP_HUP):
@@ -586,12 +598,20 @@ class Splicer:
         """Pass each received FIN on once its direction has delivered everything; finish
         when both directions are done."""
         c, b = tcp_counts(flow.client), tcp_counts(flow.backend)
-        if flow.fin_c and not flow.shut_b and b.written - flow.base_b_wr >= flow.data_c(c):
-            flow.backend.shutdown(socket.SHUT_WR)
-            flow.shut_b = True
-        if flow.fin_b and not flow.shut_c and c.written - flow.base_c_wr >= flow.data_b(b):
-            flow.client.shutdown(socket.SHUT_WR)
-            flow.shut_c = True
+        try:
+            if flow.fin_c and not flow.shut_b and b.written - flow.base_b_wr >= flow.data_c(c):
+                flow.backend.shutdown(socket.SHUT_WR)
+                flow.shut_b = True
+            if flow.fin_b and not flow.shut_c and c.written - flow.base_c_wr >= flow.data_b(b):
+                flow.client.shutdown(socket.SHUT_WR)
+                flow.shut_c = True
+        except OSError as e:
+            log.debug("splicer: %s:%s: passing a FIN on failed: %s", *flow.entry.client, e)
+            # ENOTCONN/EPIPE: that side has reset meanwhile (say, a client's late alert hit
+            # a backend that had already closed). Reset the other side too, as a direct
+            # connection would have.
+            self._finish(flow, "rst", c, b)
+            return
         if flow.shut_b and flow.shut_c:
             self._finish(flow, "fin", c, b)
 

@@ -10,7 +10,9 @@ Servers (run in a backend namespace)::
         [--tls-port 8443] [--bulk-port 9443]
 
 - TLS on ``--tls-port``: any HTTP request is answered ``<name> sni=<server_name|->`` (the
-  name the backend saw in the replayed hello) and the connection is closed.
+  name the backend saw in the replayed hello) and the connection is closed. A first line
+  ``ECHO`` instead makes a long-lived connection: ``<name> sni=<...> echo`` then every line
+  is answered ``<name> <line>`` until the client closes.
 - Bulk on ``--bulk-port`` (plain TCP after a ClientHello-shaped first record, so it can be
   spliced without TLS costs dominating): the client sends one TLS record (a hello), then
   ``D`` + u64 N (the server sends N bytes and closes) or ``U`` + u64 N followed by N bytes
@@ -40,6 +42,7 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 TLS_PORT = 8443
 BULK_PORT = 9443
@@ -135,6 +138,13 @@ def _server_context(name: str, certs: Path) -> ssl.SSLContext:
     return ctx
 
 
+def _echo(name: str, sni: str, f: Any) -> None:
+    """Long-lived mode: answer each line with ``<name> <line>`` until the client closes."""
+    f.write(f"{name} sni={sni} echo\n".encode())
+    while line := f.readline(8192):
+        f.write(name.encode() + b" " + line)
+
+
 def _tls_handler(name: str, ctx: ssl.SSLContext) -> type[socketserver.BaseRequestHandler]:
     class Handler(socketserver.BaseRequestHandler):
         def handle(self) -> None:
@@ -142,18 +152,21 @@ def _tls_handler(name: str, ctx: ssl.SSLContext) -> type[socketserver.BaseReques
             sock.settimeout(10)
             try:
                 with ctx.wrap_socket(sock, server_side=True) as tls:
-                    req = b""
-                    while b"\r\n\r\n" not in req and b"\n\n" not in req and len(req) < 8192:
-                        chunk = tls.recv(4096)
-                        if not chunk:
-                            break
-                        req += chunk
                     sni = getattr(tls, "lbtui_sni", None) or "-"
+                    f = tls.makefile("rwb", buffering=0)
+                    first = f.readline(8192)
+                    if first.strip() == b"ECHO":
+                        _echo(name, sni, f)
+                        return
+                    while (line := f.readline(8192)) and line.strip():
+                        pass                  # skip the request headers
                     body = f"{name} sni={sni}\n".encode()
                     tls.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n"
                                 b"X-Backend: " + name.encode() + b"\r\nContent-Length: "
                                 + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n"
                                 + body)
+                    tls.settimeout(2)
+                    tls.unwrap()              # close_notify: a clean TLS close
             except (OSError, ssl.SSLError):
                 pass
 

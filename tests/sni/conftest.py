@@ -67,6 +67,15 @@ class SniLab:
         return netns.inside(self.topo.clients[client].ns)
 
 
+def wait_for(cond: Callable[[], object], timeout: float = 10, what: str = "condition"
+             ) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
 def _start_tls_backends(topo: T.Topology, certs: Path) -> None:
     procs = []
     for e in topo.backends:
