@@ -1,10 +1,13 @@
 """Backend servers for labs: every reply names the backend that produced it.
 
     python -m lbtui.lab.servers --name backend1 [--http 8080] [--echo 7000] [--udp 9000]
+        [--tls 8443 --cert CERT --key KEY]
 
 HTTP: any path answers ``<name>\\n`` (header X-Backend too); ``/bytes/N`` answers N bytes
 (bulk transfers). Echo: each line is answered ``<name> <line>`` (long-lived connections).
-UDP: each datagram is answered ``<name>``. Prints ``ready`` once every socket is bound.
+UDP: each datagram is answered ``<name>``. TLS: the same HTTP behind TLS with the given
+certificate (SNI routing happens before the backend; the backend only has to name
+itself). Prints ``ready`` once every socket is bound.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import ssl
 
 _CHUNK = b"x" * 65536
 
@@ -41,7 +45,8 @@ async def _http(name: bytes, reader: asyncio.StreamReader, writer: asyncio.Strea
             await writer.drain()
             if not keep:
                 break
-    except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+    except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError,
+            ssl.SSLError):
         pass
     finally:
         writer.close()
@@ -69,13 +74,24 @@ class _Udp(asyncio.DatagramProtocol):
         self.transport.sendto(self.name, addr)  # type: ignore[attr-defined]
 
 
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
 async def serve(name: str, http: int | None, echo: int | None, udp: int | None,
-                host: str = "0.0.0.0") -> None:
+                host: str = "0.0.0.0", tls: int | None = None,
+                tls_ctx: ssl.SSLContext | None = None) -> None:
     n = name.encode()
     servers = []
     if http:
         servers.append(await asyncio.start_server(lambda r, w: _http(n, r, w), host, http,
                                                   reuse_address=True, backlog=4096))
+    if tls and tls_ctx:
+        servers.append(await asyncio.start_server(
+            lambda r, w: _http(n, r, w), host, tls, ssl=tls_ctx, reuse_address=True,
+            backlog=1024, ssl_handshake_timeout=5))
     if echo:
         servers.append(await asyncio.start_server(lambda r, w: _echo(n, r, w), host, echo,
                                                   reuse_address=True, backlog=1024))
@@ -98,8 +114,14 @@ def main() -> None:
     ap.add_argument("--http", type=int)
     ap.add_argument("--echo", type=int)
     ap.add_argument("--udp", type=int)
+    ap.add_argument("--tls", type=int, help="HTTPS port (needs --cert and --key)")
+    ap.add_argument("--cert")
+    ap.add_argument("--key")
     a = ap.parse_args()
-    asyncio.run(serve(a.name, a.http, a.echo, a.udp))
+    if a.tls and not (a.cert and a.key):
+        ap.error("--tls needs --cert and --key")
+    ctx = tls_context(a.cert, a.key) if a.tls else None
+    asyncio.run(serve(a.name, a.http, a.echo, a.udp, tls=a.tls, tls_ctx=ctx))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -133,6 +134,14 @@ class Topology:
         d["clients"] = [Endpoint(**e) for e in d["clients"]]
         d["backends"] = [Endpoint(**e) for e in d["backends"]]
         return cls(**d)
+
+
+def lab_dir(lab: str) -> Path:
+    """The lab's working directory (config, certificates, traffic stats, logs); teardown
+    removes it."""
+    d = STATE_DIR / validate_lab_name(lab)
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return d
 
 
 def _sysctl(ns: str, key: str, value: str) -> None:
@@ -293,6 +302,7 @@ def _kill_ns_processes(ns: str) -> None:
 def teardown(lab: str, progress: Progress = _quiet) -> bool:
     """Kill the lab's processes and delete its namespaces and state. Idempotent; returns
     True if anything was there."""
+    validate_lab_name(lab)
     topo = Topology.load(lab)
     found = topo is not None
     for pid in topo.pids if topo else []:
@@ -309,6 +319,9 @@ def teardown(lab: str, progress: Progress = _quiet) -> bool:
             pr_netns.remove(ns)
     with suppress(FileNotFoundError):
         (STATE_DIR / f"{lab}.json").unlink()
+    if (STATE_DIR / lab).is_dir():
+        found = True
+        shutil.rmtree(STATE_DIR / lab, ignore_errors=True)
     # Deleting a namespace destroys its veths; wait until the kernel has done so, so a
     # rebuild with the same name does not race it.
     deadline = time.monotonic() + 5
@@ -319,6 +332,7 @@ def teardown(lab: str, progress: Progress = _quiet) -> bool:
 
 def list_labs() -> list[str]:
     labs = {p.stem for p in STATE_DIR.glob("*.json")} if STATE_DIR.exists() else set()
+    labs |= {p.name for p in STATE_DIR.iterdir() if p.is_dir()} if STATE_DIR.exists() else set()
     for n in pr_netns.listnetns():
         if n.startswith(NS_PREFIX) and n.count("-") >= 2:
             labs.add(n[len(NS_PREFIX):].rsplit("-", 1)[0])
@@ -347,13 +361,17 @@ UDP_PORT = 9000
 
 
 def start_backend_servers(topo: Topology, http: int = HTTP_PORT, echo: int = ECHO_PORT,
-                          udp: int = UDP_PORT, timeout: float = 20) -> None:
-    """Start lbtui.lab.servers in every backend and wait until each has bound its ports."""
+                          udp: int = UDP_PORT, timeout: float = 20, tls: int | None = None,
+                          cert: str | Path | None = None, key: str | Path | None = None,
+                          ) -> None:
+    """Start lbtui.lab.servers in every backend and wait until each has bound its ports.
+    With ``tls`` (and a certificate), each also serves HTTPS on that port."""
     procs = []
+    tls_args = ["--tls", str(tls), "--cert", str(cert), "--key", str(key)] if tls else []
     for e in topo.backends:
         procs.append((e, topo.popen(e.node, python_argv(
             "lbtui.lab.servers", "--name", e.node, "--http", str(http), "--echo", str(echo),
-            "--udp", str(udp)), stdout=subprocess.PIPE, text=True)))
+            "--udp", str(udp), *tls_args), stdout=subprocess.PIPE, text=True)))
     deadline = time.monotonic() + timeout
     for e, p in procs:
         assert p.stdout is not None

@@ -1,0 +1,122 @@
+"""The demo lab's load-balancer config, rendered as a commented TOML file.
+
+The file is the instance's config: the console and ``lbtui ctl`` write their edits back
+into it (comments kept), so it lives in the lab's directory for the lab's lifetime.
+
+What it sets up, on the demo topology (2 clients, 4 backends; see ``topology``):
+
+- port 80 (TCP): HTTP, weighted 40/30/20/10 over the four backends;
+- port 7000 (TCP): long-lived line-echo connections, 25 each;
+- port 9000 (UDP): datagrams, 25 each;
+- a source route: client2's subnet goes to backend3/backend4 50/50 (source routes beat
+  the listener's group, whatever the port, so client2 only sends HTTP and TLS);
+- SNI routes www.demo.test -> backend1/backend2, api.demo.test -> backend3/backend4;
+  with the SNI splicer available, port 443 is an SNI listener in front of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from lbtui.lab.topology import ECHO_PORT, HTTP_PORT, UDP_PORT, Topology
+
+N_CLIENTS = 2
+N_BACKENDS = 4
+HTTP_LISTEN_PORT = 80
+TLS_LISTEN_PORT = 443
+TLS_BACKEND_PORT = 8443
+HTTP_WEIGHTS = (40, 30, 20, 10)
+EVEN_WEIGHTS = (25, 25, 25, 25)
+SOURCE_ROUTED_CLIENT = "client2"
+SOURCE_ROUTE_BACKENDS = ((3, 50), (4, 50))
+SNI_ROUTES = {"www.demo.test": ((1, 50), (2, 50)), "api.demo.test": ((3, 70), (4, 30))}
+CONNECTION_TIMEOUT = 60
+
+
+def instance_name(lab: str) -> str:
+    """The control-plane instance that serves a lab (pins under /sys/fs/bpf/lbtui/<it>)."""
+    return f"lab-{lab}"
+
+
+def _targets(topo: Topology, port: int, weights: Sequence[tuple[int, int]]) -> str:
+    rows = [f'  {{ ip = "{topo.backends[j - 1].ip}", port = {port}, weight = {w} }},'
+            f"  # {topo.backends[j - 1].node}" for j, w in weights]
+    return "targets = [\n" + "\n".join(rows) + "\n]"
+
+
+def _all(weights: Sequence[int]) -> list[tuple[int, int]]:
+    return [(j + 1, w) for j, w in enumerate(weights)]
+
+
+def render(topo: Topology, sni_listener: bool) -> str:
+    """The config text for ``topo`` (which must have the demo's shape)."""
+    if len(topo.clients) != N_CLIENTS or len(topo.backends) != N_BACKENDS:
+        raise ValueError(f"the demo config needs {N_CLIENTS} clients and {N_BACKENDS} "
+                         f"backends, lab {topo.lab} has {len(topo.clients)} and "
+                         f"{len(topo.backends)}")
+    routed = topo.node(SOURCE_ROUTED_CLIENT)
+    assert routed is not None
+    quoted = ", ".join(f'"{n}"' for n in topo.client_ifnames)
+    replies = ", ".join(f'"{n}"' for n in topo.backend_ifnames)
+    parts = [f"""\
+# lbtui lab "{topo.lab}": written by `lbtui demo` / `lbtui lab up`.
+# This is the running instance's config: console and `lbtui ctl` edits are saved here.
+# Everything lives in network namespaces lbt-{topo.lab}-*; the VIP is {topo.vip}.
+
+[datapath]
+instance = "{instance_name(topo.lab)}"
+# The lab's LB namespace and its interfaces: client-facing ones balance, backend-facing
+# ones rewrite replies back to the VIP. veth supports native XDP (needed for redirect).
+netns = "{topo.lb_ns}"
+interfaces = [{quoted}]
+reply_interfaces = [{replies}]
+xdp_mode = "native"
+keep = false
+
+[settings]
+stats = true
+# Short, so idle UDP flows age out while you watch.
+connection_timeout = {CONNECTION_TIMEOUT}
+
+# Short HTTP requests: every request is a new connection, so weights show at once.
+[[listener]]
+port = {HTTP_LISTEN_PORT}
+protocol = "tcp"
+{_targets(topo, HTTP_PORT, _all(HTTP_WEIGHTS))}
+
+# Long-lived connections (line echo): a drain leaves them be; only new ones move.
+[[listener]]
+port = {ECHO_PORT}
+protocol = "tcp"
+{_targets(topo, ECHO_PORT, _all(EVEN_WEIGHTS))}
+
+# UDP datagrams: one flow per client source port.
+[[listener]]
+port = {UDP_PORT}
+protocol = "udp"
+{_targets(topo, UDP_PORT, _all(EVEN_WEIGHTS))}
+"""]
+    if sni_listener:
+        parts.append(f"""
+# TLS: the SNI splicer reads the ClientHello and picks the group of the [[sni_route]]
+# naming that host; unknown names and hellos without SNI use this default group.
+[[listener]]
+port = {TLS_LISTEN_PORT}
+protocol = "tcp"
+sni = true
+{_targets(topo, TLS_BACKEND_PORT, _all(EVEN_WEIGHTS))}
+""")
+    parts.append(f"""
+# {routed.node}'s subnet is pinned to two backends, whatever the listener
+# (its traffic generator sends only HTTP for that reason).
+[[source_route]]
+cidr = "{routed.subnet}"
+{_targets(topo, HTTP_PORT, SOURCE_ROUTE_BACKENDS)}
+""")
+    for host, weights in SNI_ROUTES.items():
+        parts.append(f"""
+[[sni_route]]
+hostname = "{host}"
+{_targets(topo, TLS_BACKEND_PORT, weights)}
+""")
+    return "".join(parts)
