@@ -157,7 +157,7 @@ def eth_header(vlan: int | None = None, dst: str = LB_MAC, src: str = CLIENT_MAC
 
 def fast_tcp(src: str, dst: str, sport: int, dport: int, flags: int = SYN, *, seq: int = 0,
              ack: int = 0, options: bytes = b"", payload: bytes = b"", window: int = 8192,
-             ttl: int = 64, vlan: int | None = None) -> bytes:
+             ttl: int = 64, vlan: int | None = None, ip_options: bytes = b"") -> bytes:
     """Same bytes as scapy's Ether()/IP()/TCP() with these fields (scapy's defaults)."""
     doff = 5 + len(options) // 4
     seg = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, doff << 4, flags, window, 0,
@@ -165,17 +165,20 @@ def fast_tcp(src: str, dst: str, sport: int, dport: int, flags: int = SYN, *, se
     s, d = socket.inet_aton(src), socket.inet_aton(dst)
     csum = inet_checksum(_pseudo(s, d, 6, len(seg)) + seg)
     seg = seg[:16] + struct.pack("!H", csum) + seg[18:]
-    return eth_header(vlan) + ipv4_header(src, dst, 6, len(seg), ttl=ttl) + seg
+    return eth_header(vlan) + ipv4_header(src, dst, 6, len(seg), ttl=ttl,
+                                          options=ip_options) + seg
 
 
 def fast_udp(src: str, dst: str, sport: int, dport: int, payload: bytes = b"ping", *,
-             zero_checksum: bool = False, ttl: int = 64) -> bytes:
+             zero_checksum: bool = False, ttl: int = 64, vlan: int | None = None,
+             ip_options: bytes = b"") -> bytes:
     dgram = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
     if not zero_checksum:
         s, d = socket.inet_aton(src), socket.inet_aton(dst)
         csum = inet_checksum(_pseudo(s, d, 17, len(dgram)) + dgram) or 0xFFFF
         dgram = dgram[:6] + struct.pack("!H", csum) + dgram[8:]
-    return eth_header() + ipv4_header(src, dst, 17, len(dgram), ttl=ttl) + dgram
+    return eth_header(vlan) + ipv4_header(src, dst, 17, len(dgram), ttl=ttl,
+                                          options=ip_options) + dgram
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from dp_packets import (
     tcp,
     udp,
 )
+from scapy.layers.inet import IPOption_NOP
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -30,6 +31,11 @@ def test_fast_builders_produce_scapys_bytes(seed: int) -> None:
     assert fast_tcp(src, VIP, sport, dport, SYN | ACK, seq=7, ack=9, payload=payload) == tcp(
         src, VIP, sport, dport, "SA", seq=7, ack=9, payload=payload)
     assert fast_udp(src, VIP, sport, dport, payload) == udp(src, VIP, sport, dport, payload)
+    nops = [IPOption_NOP()] * 4
+    assert fast_tcp(src, VIP, sport, dport, seq=1000, vlan=9, ip_options=b"\x01" * 4) == tcp(
+        src, VIP, sport, dport, vlan=9, ip_options=nops)
+    assert fast_udp(src, VIP, sport, dport, payload, vlan=9, ip_options=b"\x01" * 4) == udp(
+        src, VIP, sport, dport, payload, vlan=9, ip_options=nops)
 
 
 def test_parse_reads_ports_flags_and_offsets() -> None:
