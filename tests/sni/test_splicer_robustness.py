@@ -1,0 +1,220 @@
+"""ClientHellos that span segments and records, and hostile clients: malformed, non-TLS,
+oversized, truncated and slowloris hellos are refused by reason while good clients are
+served concurrently."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import subprocess
+import time
+
+import pytest
+
+from lbtui import maps as M
+from lbtui.lab.topology import python_argv
+from lbtui.splicer.testing_backends import cert_cn, client_context, fake_hello, https_get
+
+from .conftest import wait_for
+
+pytestmark = [pytest.mark.datapath, pytest.mark.netns, pytest.mark.timeout(300)]
+
+HELLO_TIMEOUT = 1.0
+MAX_PENDING = 8
+
+
+@pytest.fixture
+def lab(sni_lab):
+    lab = sni_lab(n_clients=2, n_backends=2)
+    lab.listen(443, lab.group(("backend2", 100)))
+    M.add_sni_route(lab.maps.sni_map, "a.sni.test", lab.group(("backend1", 100)))
+    lab.sp = lab.splicer(443, hello_timeout=HELLO_TIMEOUT, max_pending=MAX_PENDING,
+                         max_hello=4096)
+    return lab
+
+
+def _split_records(record: bytes, cut: int) -> tuple[bytes, bytes]:
+    """One handshake record re-framed as two records, cut inside the ClientHello."""
+    hs = record[5:]
+    a, b = hs[:cut], hs[cut:]
+    return (record[:3] + len(a).to_bytes(2, "big") + a,
+            record[:3] + len(b).to_bytes(2, "big") + b)
+
+
+def _tls_with_split_hello(sock: socket.socket, ctx: ssl.SSLContext, sni: str,
+                          cut: int, delay: float) -> tuple[str, str]:
+    """A real TLS exchange whose ClientHello goes out as two records in two writes,
+    ``delay`` apart (the transcript covers handshake messages, not records, so the
+    handshake still verifies). Returns (response body, certificate CN)."""
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname=sni)
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    first, second = _split_records(out.read(), cut)
+    sock.sendall(first)
+    time.sleep(delay)
+    sock.sendall(second)
+
+    def pump_in() -> bool:
+        chunk = sock.recv(65536)
+        if chunk:
+            inc.write(chunk)
+        else:
+            inc.write_eof()
+        return bool(chunk)
+
+    while True:
+        try:
+            obj.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            if data := out.read():
+                sock.sendall(data)
+            if not pump_in():
+                raise ConnectionError("closed during the handshake") from None
+    obj.write(b"GET / HTTP/1.0\r\n\r\n")
+    sock.sendall(out.read())
+    response = b""
+    while True:
+        try:
+            data = obj.read(65536)
+            if not data:
+                break
+            response += data
+        except ssl.SSLWantReadError:
+            if data := out.read():
+                sock.sendall(data)
+            if not pump_in():
+                break
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            break
+    return response.split(b"\r\n\r\n", 1)[-1].decode().strip(), cert_cn(obj)
+
+
+@pytest.mark.parametrize("cut", [3, 60, 200])
+def test_hello_in_two_records_two_segments(lab, cut):
+    ctx = client_context(lab.certs)
+    with lab.in_client():
+        sock = socket.create_connection((lab.vip, 443), timeout=10)
+    with sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        body, cn = _tls_with_split_hello(sock, ctx, "a.sni.test", cut, delay=0.3)
+    assert (body, cn) == ("backend1 sni=a.sni.test", "backend1")
+
+
+def test_hello_over_many_small_segments(lab):
+    """MSS 88 (the kernel's minimum): a ~500-byte hello takes six or more segments."""
+    ctx = client_context(lab.certs)
+    with lab.in_client():
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 88)
+        raw.settimeout(10)
+        raw.connect((lab.vip, 443))
+    hello_len = len(fake_hello("a.sni.test"))
+    assert hello_len > 3 * 88
+    with ctx.wrap_socket(raw, server_hostname="a.sni.test") as tls:
+        tls.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := tls.recv(4096):
+            data += chunk
+        assert data.endswith(b"backend1 sni=a.sni.test\n")
+        assert cert_cn(tls) == "backend1"
+
+
+def _refused_quickly(lab, payload: bytes, *, then_fin: bool = False,
+                     within: float = HELLO_TIMEOUT / 2) -> None:
+    """Send ``payload``; the splicer must close the connection well before the hello
+    timeout (so it was refused for what was sent, not for stalling)."""
+    with lab.in_client():
+        s = socket.create_connection((lab.vip, 443), timeout=5)
+    with s:
+        t0 = time.monotonic()
+        s.sendall(payload)
+        if then_fin:
+            s.shutdown(socket.SHUT_WR)
+        try:
+            assert s.recv(100) == b""
+        except ConnectionResetError:
+            pass
+        assert time.monotonic() - t0 < within
+
+
+def test_bad_hellos_are_refused_by_reason(lab):
+    hello = fake_hello("a.sni.test")
+    _refused_quickly(lab, b"GET / HTTP/1.1\r\nHost: a.sni.test\r\n\r\n")
+    _refused_quickly(lab, b"\x16\x03\x01\x00\x30\x01\x00\x00\x2c" + b"\xee" * 0x2c)
+    _refused_quickly(lab, b"\x16\x03\x01\x00\x08\x01\x00\x40\x00" + b"\0" * 4)  # 16 KiB
+    _refused_quickly(lab, hello[: len(hello) // 2], then_fin=True)
+    # Stalled half-way: refused at the hello timeout.
+    with lab.in_client():
+        s = socket.create_connection((lab.vip, 443), timeout=5)
+    with s:
+        t0 = time.monotonic()
+        s.sendall(hello[:40])
+        with pytest.raises(ConnectionResetError):
+            s.recv(100)
+        assert HELLO_TIMEOUT * 0.9 < time.monotonic() - t0 < HELLO_TIMEOUT + 1
+    r = lab.sp.stats()["rejected"]
+    assert (r["not_tls"], r["malformed"], r["oversized"], r["truncated"], r["timeout"]) == \
+        (1, 1, 1, 1, 1)
+    # And the splicer still serves.
+    with lab.in_client():
+        assert https_get(lab.vip, 443, client_context(lab.certs), "a.sni.test")[1] == \
+            "backend1"
+
+
+def _stalled(lab, n: int, nbytes: int = 3) -> list[socket.socket]:
+    socks = []
+    with lab.in_client():
+        for _ in range(n):
+            s = socket.create_connection((lab.vip, 443), timeout=5)
+            s.sendall(fake_hello("a.sni.test")[:nbytes])
+            socks.append(s)
+    return socks
+
+
+def test_slowloris_does_not_lock_out_good_clients(lab):
+    good_n = 60
+    good = subprocess.Popen(
+        ["ip", "netns", "exec", lab.topo.clients[1].ns, *python_argv(
+            "lbtui.splicer.testing_backends", "handshakes", "--host", lab.vip, "--port",
+            "443", "--certs", str(lab.certs), "--sni", "a.sni.test", "--count", str(good_n),
+            "--concurrency", "4")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    held: list[socket.socket] = []
+    bad_rounds = 0
+    try:
+        # Waves of stalled clients, four times the pending cap each, plus a dribbler,
+        # for as long as the good clients run.
+        with lab.in_client():
+            drip = socket.create_connection((lab.vip, 443), timeout=5)
+        hello = fake_hello("a.sni.test")
+        sent = 0
+        while good.poll() is None and bad_rounds < 40:
+            held += _stalled(lab, 4 * MAX_PENDING)
+            bad_rounds += 1
+            try:
+                drip.send(hello[sent:sent + 1])
+                sent += 1
+            except OSError:
+                pass
+            time.sleep(0.1)
+        out, err = good.communicate(timeout=120)
+    finally:
+        if good.poll() is None:
+            good.kill()
+        for s in held:
+            s.close()
+        drip.close()
+    assert good.returncode == 0, err
+    res = json.loads(out)
+    assert res["errors"] == {} and res["backends"] == {"backend1": good_n}, res
+    assert bad_rounds >= 2, "the attack must overlap the good clients"
+    s = lab.sp.stats()
+    print(f"\nslowloris: {bad_rounds} waves of {4 * MAX_PENDING}; good {good_n}/{good_n} "
+          f"at {res['per_s']:.0f}/s; rejected {s['rejected']}")
+    assert s["rejected"]["evicted"] + s["rejected"]["timeout"] >= bad_rounds * 4 * MAX_PENDING \
+        - MAX_PENDING - 1
+    assert s["pending"] <= MAX_PENDING
+    wait_for(lambda: lab.sp.stats()["pending"] == 0, timeout=HELLO_TIMEOUT + 3,
+             what="pending hellos to drain after the attack")
