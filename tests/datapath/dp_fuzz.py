@@ -212,7 +212,7 @@ class Fuzzer:
                     [0x2000, 0x0001, 0x00B9, 0x4000, r.randrange(65536)]))   # fragments
             elif m == 4 and len(frame) > l3 + 3:
                 struct.pack_into("!H", frame, l3 + 2, r.randrange(65536))     # total length
-            elif m == 5:
+            elif m == 5 and len(frame) > 15:
                 del frame[r.randrange(14, len(frame)):]                       # cut short
             elif m == 6:
                 frame += r.randbytes(r.randrange(1, 32))                      # trailer

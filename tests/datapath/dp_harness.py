@@ -19,19 +19,25 @@ Nothing connects to the root namespace; only 198.18.0.0/15 is used.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pyroute2 import NetNS
 from pyroute2 import netns as pr_netns
 
-from lbtui import abi, bpfsys
+from lbtui import abi, bpfsys, netns
 from lbtui import maps as M
 from lbtui.events import EventReader, LbEvent
 from lbtui.targets import TargetGroup
+
+if TYPE_CHECKING:
+    from lbtui.datapath.loader import Datapath
 
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
 VERDICTS = {0: "ABORTED", 1: "DROP", 2: "PASS", 3: "TX", 4: "REDIRECT"}
@@ -60,8 +66,14 @@ def _sysctl(key: str, value: str) -> None:
     Path("/proc/sys", *key.split(".")).write_text(value)
 
 
-def build_net(name: str) -> DpNet:
-    """Create namespace ``name`` with the links above. Removes it again if a step fails."""
+VIP_MAC = "02:00:c6:12:00:0a"
+
+
+def build_net(name: str, *, vip_local: bool = True) -> DpNet:
+    """Create namespace ``name`` with the links above. Removes it again if a step fails.
+
+    ``vip_local=False`` (benchmarks): the VIP is not a local address but a neighbour on b1,
+    so a packet rewritten back to the VIP is forwarded (XDP_REDIRECT) like any other."""
     if not name.startswith("lbt-"):
         raise ValueError(f"namespace {name!r} must start with 'lbt-'")
     teardown_net(name)
@@ -70,7 +82,9 @@ def build_net(name: str) -> DpNet:
         ifindex, mac = {}, {}
         with NetNS(name) as ns:
             ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
-            ns.addr("add", index=ns.link_lookup(ifname="lo")[0], address=VIP, prefixlen=32)
+            if vip_local:
+                ns.addr("add", index=ns.link_lookup(ifname="lo")[0], address=VIP,
+                        prefixlen=32)
             for link, (addr, plen) in LINKS.items():
                 ns.link("add", ifname=link, kind="veth", peer={"ifname": f"{link}p"})
                 for ifname in (link, f"{link}p"):
@@ -81,6 +95,10 @@ def build_net(name: str) -> DpNet:
                     ns.neigh("add", dst=ip, lladdr=lladdr, ifindex=idx, state="permanent")
                 ifindex[link] = idx
                 mac[link] = ns.get_links(idx)[0].get_attr("IFLA_ADDRESS")
+            if not vip_local:
+                ns.route("add", dst=f"{VIP}/32", oif=ifindex["b1"])
+                ns.neigh("add", dst=VIP, lladdr=VIP_MAC, ifindex=ifindex["b1"],
+                         state="permanent")
         pr_netns.pushns(name)
         try:
             # bpf_fib_lookup answers only when forwarding is on for the ingress device.
@@ -103,8 +121,8 @@ def teardown_net(name: str) -> None:
 
 
 @contextmanager
-def dp_net(name: str) -> Iterator[DpNet]:
-    net = build_net(name)
+def dp_net(name: str, *, vip_local: bool = True) -> Iterator[DpNet]:
+    net = build_net(name, vip_local=vip_local)
     try:
         yield net
     finally:
@@ -180,3 +198,32 @@ class Harness:
 
 def default_ns_name(tag: str) -> str:
     return f"lbt-h1-{tag}{os.getpid() % 100000}"
+
+
+@contextmanager
+def standalone(tag: str, opts: dict[str, Any] | None = None, *, vip_local: bool = True
+               ) -> Iterator[tuple[Harness, Datapath]]:
+    """Everything a script needs outside pytest (bench/): maps created with ``opts`` and
+    pinned, the program compiled and loaded, the test namespace built and entered. All of
+    it is released on exit, also on failure."""
+    from lbtui.datapath.loader import Datapath
+
+    state = Path(tempfile.mkdtemp(prefix="lbtui-h1-state-"))
+    os.environ["LBTUI_STATE_DIR"] = str(state)
+    name = default_ns_name(tag)
+    pin = Path(f"/sys/fs/bpf/lbtui-{name}")
+    ms = M.create_all_maps(opts)
+    try:
+        shutil.rmtree(pin, ignore_errors=True)
+        ms.pin_all(pin)
+        dp = Datapath.load(ms)
+        with dp_net(name, vip_local=vip_local) as net, netns.inside(net.ns):
+            h = Harness(dp.prog_fd, ms, net)
+            try:
+                yield h, dp
+            finally:
+                h.close()
+    finally:
+        M.close_all_maps(ms)
+        shutil.rmtree(pin, ignore_errors=True)
+        shutil.rmtree(state, ignore_errors=True)
