@@ -241,17 +241,36 @@ def _end_with_blank_line(c: Container) -> None:
 
 
 def _sync_targets(table: Table, targets: list[dict[str, Any]]) -> None:
+    """Edit the targets array in place where possible: drop removed targets, change
+    weights, append new ones, so the comments beside kept targets survive. A reordering
+    rewrites the array."""
     cur = table.get("targets")
-    same_members = isinstance(cur, Array) and len(cur) == len(targets) and all(
-        isinstance(c, InlineTable | dict) and c.get("ip") == t["ip"]
-        and c.get("port") == t["port"] for c, t in zip(cur, targets, strict=True))
-    if not same_members:
+    new_keys = [(t["ip"], t["port"]) for t in targets]
+    if not isinstance(cur, Array) or not all(isinstance(c, InlineTable) for c in cur):
         table["targets"] = _render_targets(targets)
         return
-    assert isinstance(cur, Array)
-    for c, t in zip(cur, targets, strict=True):
-        if c.get("weight", 100 if len(targets) == 1 else _MISSING) != t["weight"]:
-            c["weight"] = t["weight"]
+    cur_keys = [(c.get("ip"), c.get("port")) for c in cur]
+    kept = [k for k in cur_keys if k in new_keys]
+    if new_keys[:len(kept)] != kept:
+        table["targets"] = _render_targets(targets)
+        return
+    for i in reversed(range(len(cur_keys))):
+        if cur_keys[i] not in new_keys:
+            del cur[i]
+    for i, t in enumerate(targets[:len(kept)]):
+        have = cur[i].get("weight")
+        if have is None:
+            if len(targets) > 1 or t["weight"] != 100:  # a lone target may omit it
+                cur[i] = _inline_target(t)
+        elif have != t["weight"]:
+            cur[i]["weight"] = t["weight"]
+    for t in targets[len(kept):]:
+        cur.append(_inline_target(t))
+
+
+def _inline_target(t: dict[str, Any]) -> InlineTable:
+    line = f'x = {{ ip = "{t["ip"]}", port = {t["port"]}, weight = {t["weight"]} }}\n'
+    return tomlkit.parse(line)["x"]  # type: ignore[return-value]
 
 
 def _render_targets(targets: list[dict[str, Any]]) -> Array:

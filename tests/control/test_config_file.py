@@ -106,17 +106,31 @@ def test_removing_the_first_table_keeps_the_next_ones_comment() -> None:
     assert "# echo, for tests\n[[listener]]\nport = 7000" in out
 
 
-def test_membership_change_rewrites_the_targets_array() -> None:
+def test_membership_changes_keep_the_comments_of_kept_targets() -> None:
     c = parse_config(TEXT)
-    c.listeners[1].targets = [TargetCfg("198.18.101.2", 7000, 60),
+    c.listeners[0].targets = [TargetCfg("198.18.102.2", 8080, 70),      # backend1 removed
+                              TargetCfg("198.18.103.2", 8080, 30)]      # appended
+    c.listeners[1].targets = [TargetCfg("198.18.101.2", 7000, 60),      # weight now needed
                               TargetCfg("198.18.102.2", 7000, 40)]
     c.source_routes = [SourceRouteCfg("198.18.1.0/24", [TargetCfg("198.18.103.2", 8080, 100)],
                                       stats=False)]
     out = render_config(c, TEXT)
-    assert ('targets = [\n  { ip = "198.18.101.2", port = 7000, weight = 60 },\n'
-            '  { ip = "198.18.102.2", port = 7000, weight = 40 },\n]') in out
-    assert "stats = false" in out
     assert parse_config(out).to_dict() == c.to_dict()
+    assert ('targets = [\n  { ip = "198.18.102.2", port = 8080, weight = 70 },  # backend2\n'
+            '  { ip = "198.18.103.2", port = 8080, weight = 30 },') in out
+    assert "# backend1" not in out
+    assert ('targets = [{ ip = "198.18.101.2", port = 7000, weight = 60 }, '
+            '{ ip = "198.18.102.2", port = 7000, weight = 40 }]') in out
+    assert "stats = false" in out
+
+
+def test_reordered_targets_rewrite_the_array() -> None:
+    c = parse_config(TEXT)
+    c.listeners[0].targets.reverse()
+    out = render_config(c, TEXT)
+    assert parse_config(out).to_dict() == c.to_dict()
+    assert ('targets = [\n  { ip = "198.18.102.2", port = 8080, weight = 50 },\n'
+            '  { ip = "198.18.101.2", port = 8080, weight = 50 },\n]') in out
 
 
 def test_fresh_file_from_a_config(tmp_path: Path) -> None:
