@@ -25,7 +25,10 @@ XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
 MODES = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
-_ATTACHED_MODE = {1: "native", 2: "generic", 3: "offload", 4: "multi"}
+# pyroute2 decodes IFLA_XDP_ATTACHED to names ("xdpgeneric"); raw numbers kept for safety.
+_ATTACHED_MODE = {1: "native", 2: "generic", 3: "offload", 4: "multi",
+                  "xdp": "native", "xdpgeneric": "generic", "xdpoffload": "offload",
+                  "xdpmulti": "multi"}
 
 
 class DatapathError(RuntimeError):
