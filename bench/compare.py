@@ -1,6 +1,6 @@
 """lbtui vs nftables DNAT vs HAProxy (TCP mode) vs direct, on one namespace lab.
 
-    sudo .venv/bin/python -m bench.compare [--rounds 3] [--quick] [--json out.json]
+    sudo .venv/bin/python -m bench.compare [--rounds 5] [--quick] [--json out.json]
 
 One lab (2 client namespaces, the LB namespace, 3 backends; ``lbtui.lab.topology``) and the
 same clients for every contender (``bench.contenders``). Rounds interleave the contenders,
@@ -56,15 +56,16 @@ from bench.servers import http_server_config
 from lbtui.lab import topology as T
 
 CONTENDERS = ("lbtui", "direct", "nftables", "haproxy")
+OPTIONAL = ("lbtui-generic",)  # only when asked for with --contenders
 
 
 @dataclass
 class Settings:
-    rounds: int = 3
-    conn_seconds: int = 4          # wrk -d (whole seconds)
+    rounds: int = 5
+    conn_seconds: int = 3          # wrk -d (whole seconds)
     conn_connections: int = 32     # per client namespace
     udp_seconds: float = 2.0
-    bulk_seconds: float = 2.0
+    bulk_seconds: float = 1.5
     cpu_seconds: int = 3
     cpu_connections: int = 5       # per client namespace, paced:
     cpu_delay_ms: float = 5.0      # ~2 x 5 / 5.3 ms ~= 1,900 requests/s offered
@@ -189,6 +190,7 @@ def run(s: Settings, progress: Callable[[str], None] = _log) -> dict:
             dp = Datapath.load(ms)
             made: dict[str, Contender] = {
                 "lbtui": Lbtui(topo, dp, stats=s.lbtui_stats), "direct": Direct(topo),
+                "lbtui-generic": Lbtui(topo, dp, stats=s.lbtui_stats, mode="generic"),
                 "nftables": Nftables(topo, wd), "haproxy": Haproxy(topo, wd, nproc())}
             for r in range(s.rounds):
                 for name in _round_order(s.contenders, r):
@@ -257,9 +259,13 @@ def goals(summary: dict[str, dict[str, float | None]]) -> list[tuple[str, str, b
     return out
 
 
+def ordered(summary: dict) -> list[str]:
+    return [n for n in CONTENDERS + OPTIONAL if n in summary]
+
+
 def render(res: dict) -> str:
     summary = summarize(res)
-    names = [n for n in CONTENDERS if n in summary]
+    names = ordered(summary)
     base = summary.get("lbtui", {})
     rows = []
     for key, label, _higher, digits in METRICS:
@@ -303,7 +309,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one short round (tests, smoke)")
     ap.add_argument("--rounds", type=int)
-    ap.add_argument("--contenders", help=f"comma list of {','.join(CONTENDERS)}")
+    ap.add_argument("--contenders", help="comma list of " + ",".join(CONTENDERS + OPTIONAL))
     ap.add_argument("--lab", default="h6-bench", help="lab name (namespaces lbt-<lab>-*)")
     ap.add_argument("--lbtui-stats", action="store_true",
                     help="set the stats flag on lbtui's listen entries (events per flow)")
@@ -316,9 +322,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
         s.rounds = a.rounds
     if a.contenders:
         names = [n.strip() for n in a.contenders.split(",") if n.strip()]
-        bad = [n for n in names if n not in CONTENDERS]
-        if bad or not names:
-            ap.error(f"unknown contender(s) {bad}; choose from {', '.join(CONTENDERS)}")
+        bad = [n for n in names if n not in CONTENDERS + OPTIONAL]
+        if bad or not names or len(set(names)) != len(names):
+            ap.error(f"--contenders: unknown or repeated {bad or names}; choose from "
+                     f"{', '.join(CONTENDERS + OPTIONAL)}")
         s.contenders = names
     try:
         s.lab = T.validate_lab_name(a.lab)

@@ -6,8 +6,8 @@ active at a time:
 
 - ``direct``: no load balancer; clients talk to backend 1 (routed through the LB
   namespace by the kernel, with no NAT): the ceiling.
-- ``lbtui``: the XDP datapath attached to every LB interface, listen entries per client
-  link.
+- ``lbtui``: the XDP datapath attached (native mode) to every LB interface, listen entries
+  per client link; ``lbtui-generic`` is the same program in generic (skb) mode.
 - ``nftables``: DNAT in the LB namespace's prerouting hook, ``numgen random`` over the same
   weights; conntrack un-NATs the replies.
 - ``haproxy``: HAProxy in TCP mode bound on the VIP, weighted round robin. It has no UDP.
@@ -84,9 +84,13 @@ class Lbtui(Contender):
 
     name = "lbtui"
 
-    def __init__(self, topo: Topology, datapath: object, stats: bool = False) -> None:
+    def __init__(self, topo: Topology, datapath: object, stats: bool = False,
+                 mode: str = "native") -> None:
         super().__init__(topo)
         self.datapath = datapath
+        self.mode = mode
+        if mode != "native":
+            self.name = f"lbtui-{mode}"
         ms = datapath.maps  # type: ignore[attr-defined]
         targets = [b.ip for b in topo.backends]
         stat = abi.ROUTE_F_STATS if stats else 0
@@ -100,7 +104,7 @@ class Lbtui(Contender):
                 M.add_listen_port_weighted(ms.listen_map, ifindex, port, group, stat | proto)
 
     def start(self) -> None:
-        attach_datapath(self.topo, self.datapath)
+        attach_datapath(self.topo, self.datapath, mode=self.mode)
 
     def stop(self) -> None:
         self.datapath.detach_all()  # type: ignore[attr-defined]
