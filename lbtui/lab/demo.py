@@ -90,7 +90,7 @@ def open_console(run: LabRun) -> bool:
 def run_demo(run: LabRun, headless: bool, duration: float | None,
              report_every: float = 5.0, out: TextIO = sys.stdout) -> int:
     """Set up, run (console or headless), tear down. Returns the exit code."""
-    print(f"lbtui demo: lab {run.lab!r}, all of it inside network namespaces "
+    print(f"{run.role}: lab {run.lab!r}, all of it inside network namespaces "
           "(the root namespace is not touched)", file=out, flush=True)
     install_stop_signals()
     keep = False

@@ -9,7 +9,8 @@ What it sets up, on the demo topology (2 clients, 4 backends; see ``topology``):
 - port 7000 (TCP): long-lived line-echo connections, 25 each;
 - port 9000 (UDP): datagrams, 25 each;
 - a source route: client2's subnet goes to backend3/backend4 50/50 (source routes beat
-  the listener's group, whatever the port, so client2 only sends HTTP and TLS);
+  the listener's group, whatever the port (the SNI splicer honours them too), so
+  client2 only sends HTTP);
 - SNI routes www.demo.test -> backend1/backend2, api.demo.test -> backend3/backend4;
   with the SNI splicer available, port 443 is an SNI listener in front of them.
 """
@@ -108,7 +109,7 @@ sni = true
 """)
     parts.append(f"""
 # {routed.node}'s subnet is pinned to two backends, whatever the listener
-# (its traffic generator sends only HTTP for that reason).
+# (the SNI splicer honours source routes too; client2 sends only HTTP for that reason).
 [[source_route]]
 cidr = "{routed.subnet}"
 {_targets(topo, HTTP_PORT, SOURCE_ROUTE_BACKENDS)}

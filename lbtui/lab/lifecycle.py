@@ -15,6 +15,7 @@ lab's files. The root namespace is never touched.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import os
 import signal
@@ -45,7 +46,8 @@ def _quiet(_msg: str) -> None:
 
 @dataclass
 class TrafficOptions:
-    """The generated traffic; client2 (source-routed) sends half the HTTP rate and TLS."""
+    """The generated traffic. client2 is source-routed to HTTP backends whatever the
+    port, so it sends only HTTP, at half the rate."""
 
     enabled: bool = True
     http_rate: float = 20.0
@@ -63,7 +65,7 @@ class TrafficOptions:
         for c in topo.clients:
             if c.node == D.SOURCE_ROUTED_CLIENT:
                 spec = base.with_(http_rate=self.http_rate / 2, echo_conns=0, udp_rate=0.0,
-                                  tls_rate=tls / 2)
+                                  tls_rate=0.0)
             else:
                 spec = base.with_(http_rate=self.http_rate, echo_conns=self.echo_conns,
                                   udp_rate=self.udp_rate, tls_rate=tls)
@@ -93,14 +95,20 @@ def sni_available() -> bool:
 
 def start_splicer(inst: Any, topo: T.Topology) -> Any:
     """Serve the demo's SNI listener. When the control plane runs splicers itself
-    (``Instance.splicers``), there is nothing to do; otherwise start one here, in the LB
-    namespace, on VIP:443, over the instance's maps. Returns what to stop, or None."""
+    (``Instance.splicers``, or VIP:443 already bound in the LB namespace), there is
+    nothing to do; otherwise start one here, in the LB namespace, on VIP:443, over the
+    instance's maps. Returns what to stop, or None."""
     if getattr(inst, "splicers", None):
         return None
     from lbtui.splicer import Splicer
 
     sp = Splicer(inst.maps, inst.emit_fd, topo.vip, D.TLS_LISTEN_PORT, topo.lb_ns)
-    sp.start()
+    try:
+        sp.start()
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            return None      # the instance already serves it
+        raise
     return sp
 
 
@@ -307,8 +315,9 @@ def traffic_summary(stats: dict[str, dict[str, Any]]) -> str:
 # --- clean-up -------------------------------------------------------------------------------
 
 
-def _stop_owner(lab: str, lock: LabLock, progress: Progress, wait: float) -> None:
-    """Ask the live owner of a lab (demo or lab-up manager) to stop, then insist."""
+def _stop_owner(lab: str, lock: LabLock, progress: Progress, wait: float) -> list[int]:
+    """Ask the live owner of a lab (demo or lab-up manager) to stop, then insist.
+    Returns the pids that were stopped."""
     pids = {read_meta(lab).get("owner_pid"), lock.holder()} - {None, -1, os.getpid()}
     live = [p for p in pids if pid_alive(p)]
     for p in live:
@@ -322,6 +331,7 @@ def _stop_owner(lab: str, lock: LabLock, progress: Progress, wait: float) -> Non
         if pid_alive(p):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGKILL)
+    return live
 
 
 def down(lab: str, progress: Progress = _quiet, held: LabLock | None = None,
@@ -336,11 +346,12 @@ def down(lab: str, progress: Progress = _quiet, held: LabLock | None = None,
 
     T.validate_lab_name(lab)
     lock = held or LabLock(lab)
+    done: list[str] = []
     if held is None:
         if stop_owner:
-            _stop_owner(lab, lock, progress, owner_wait)
+            done += [f"stopped the lab's owner (pid {p})"
+                     for p in _stop_owner(lab, lock, progress, owner_wait)]
         lock.acquire(lock_wait)
-    done: list[str] = []
     try:
         name = D.instance_name(lab)
         done += I.teardown(name)
@@ -353,7 +364,7 @@ def down(lab: str, progress: Progress = _quiet, held: LabLock | None = None,
         for p in (T.STATE_DIR / f"{lab}.log",):
             if p.exists():
                 p.unlink()
-        for line in done:
+        for line in done[len([d for d in done if d.startswith("stopped the lab")]):]:
             progress(line)
     finally:
         if held is None:
@@ -382,12 +393,31 @@ def _process_role(argv: list[str]) -> tuple[str, str]:
     return (os.path.basename(argv[0]) if argv and argv[0] else "?"), "?"
 
 
+# pyroute2 reports IFLA_XDP_ATTACHED by name (older versions: by number).
+_XDP_MODE_NAMES: dict[Any, str] = {"xdp": "native", "xdpgeneric": "generic",
+                                   "xdpoffload": "offload", "xdpmulti": "multi",
+                                   1: "native", 2: "generic", 3: "offload", 4: "multi"}
+
+
+def _xdp_here(ifname: str) -> tuple[str | None, int]:
+    """(mode, prog id) of the XDP program on ``ifname`` in the current namespace."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=ifname)
+        if not idx:
+            return None, 0
+        xdp = ipr.get_links(idx[0])[0].get_attr("IFLA_XDP")
+    prog_id = (xdp.get_attr("IFLA_XDP_PROG_ID") or 0) if xdp else 0
+    attached = xdp.get_attr("IFLA_XDP_ATTACHED") if xdp else None
+    return (_XDP_MODE_NAMES.get(attached, str(attached)) if prog_id else None), prog_id
+
+
 def status(lab: str) -> dict[str, Any]:
     """Everything ``lbtui lab status`` shows, as data."""
     from pyroute2 import netns as pr_netns
 
     from lbtui.control.instance import Instance, InstanceError
-    from lbtui.datapath.loader import xdp_state
 
     T.validate_lab_name(lab)
     topo = T.Topology.load(lab)
@@ -409,10 +439,7 @@ def status(lab: str) -> dict[str, Any]:
     if topo.lb_ns in present:
         with netns.inside(topo.lb_ns):
             for e in topo.clients + topo.backends:
-                try:
-                    mode, prog_id = xdp_state(socket.if_nametoindex(e.lb_ifname))
-                except OSError:
-                    mode, prog_id = None, 0
+                mode, prog_id = _xdp_here(e.lb_ifname)
                 out["xdp"].append({"ifname": e.lb_ifname, "peer": e.node, "mode": mode,
                                    "prog_id": prog_id})
     try:

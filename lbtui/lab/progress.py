@@ -27,11 +27,22 @@ class Steps:
         self.out = out or sys.stdout
         self.color = self.out.isatty() if color is None else color
         self.done: list[tuple[str, float]] = []
+        self._pending = False     # a "… title" line is on screen without its newline
 
     def _paint(self, text: str, code: str) -> str:
         return f"\033[{code}m{text}\033[0m" if self.color else text
 
     def _print(self, line: str) -> None:
+        if self._pending:         # keep the step's title visible above its details
+            print(file=self.out)
+            self._pending = False
+        print(line, file=self.out, flush=True)
+
+    def _finish(self, line: str) -> None:
+        """The step's outcome, over its "… title" line when nothing came in between."""
+        if self._pending:
+            print("\r\033[K", end="", file=self.out)
+            self._pending = False
         print(line, file=self.out, flush=True)
 
     def note(self, msg: str) -> None:
@@ -45,20 +56,21 @@ class Steps:
     def step(self, title: str, hint: str = "") -> Iterator[None]:
         """Run a step; on failure print why and ``hint`` and raise StepFailed."""
         if self.color:
-            print(f"  … {title}", end="\r", file=self.out, flush=True)
+            print(f"  … {title}", end="", file=self.out, flush=True)
+            self._pending = True
         t0 = time.monotonic()
         try:
             yield
         except KeyboardInterrupt:
-            self._print(f"  {self._paint('✗', '33')} {title}  (interrupted)")
+            self._finish(f"  {self._paint('✗', '33')} {title}  (interrupted)")
             raise
         except Exception as e:
             took = time.monotonic() - t0
-            self._print(f"  {self._paint('✗', '31')} {title}  {took:.1f} s")
+            self._finish(f"  {self._paint('✗', '31')} {title}  {took:.1f} s")
             self._print(f"      {self._paint('error:', '31')} {e}")
             if hint:
                 self._print(f"      {self._paint('fix:', '1')} {hint}")
             raise StepFailed(f"{title}: {e}" + (f" ({hint})" if hint else "")) from e
         took = time.monotonic() - t0
         self.done.append((title, took))
-        self._print(f"  {self._paint('✓', '32')} {title}  {self._paint(f'{took:.1f} s', '2')}")
+        self._finish(f"  {self._paint('✓', '32')} {title}  {self._paint(f'{took:.1f} s', '2')}")

@@ -66,9 +66,9 @@ def render_status(st: dict[str, Any]) -> str:
         active = [k for k, v in kinds.items() if v["ok"] or v["errors"]]
         state = "finished" if t["done"] else (
             f"{humanize.naturaldelta(max(0.0, t['ends'] - now))} left")
-        lines.append(f"traffic     {client} ({state}): " + "; ".join(
+        lines.append(f"traffic     {client} ({state}): " + ("; ".join(
             f"{k} {kinds[k]['rate']:.1f}/s ok {kinds[k]['ok']} err {kinds[k]['errors']}"
-            for k in active))
+            for k in active) or "starting"))
         for k in active:
             if kinds[k]["recent_by_backend"]:
                 lines.append(f"              {k} last 5 s: "
