@@ -140,9 +140,13 @@ class Serve:
                 raise AssertionError(f"serve not ready (rc {self.proc.poll()}):\n{self.output}")
         return self
 
-    def wait_for(self, text: str, timeout: float = 10) -> None:
+    def mark(self) -> int:
+        return len(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 10, since: int = 0) -> None:
+        """Wait for a line containing ``text`` among the lines after ``since``."""
         deadline = time.monotonic() + timeout
-        while not any(text in line for line in self.lines):
+        while not any(text in line for line in self.lines[since:]):
             if time.monotonic() > deadline:
                 raise AssertionError(f"{text!r} not in serve output:\n{self.output}")
             time.sleep(0.05)

@@ -167,8 +167,9 @@ def test_ctl_end_to_end_against_serve(make_lab, state_dir, instance_cleanup, sta
     assert ctl_json(name, "settings", "get", "connection_timeout") == {"connection_timeout": 77}
     got = ctl_json(name, "settings")
     assert (got["stats"], got["connection_timeout"]) == (False, 77)
+    mark = serve.mark()
     ctl_ok(name, "settings", "set", "sweep_interval", "0.25")     # serve reloads (SIGHUP)
-    serve.wait_for("reloaded")
+    serve.wait_for("reloaded", since=mark)
     assert ctl_json(name, "settings")["sweep_interval"] == 0.25
 
     # The file holds every edit, with the operator's comments, mode 0600.
@@ -182,7 +183,9 @@ def test_ctl_end_to_end_against_serve(make_lab, state_dir, instance_cleanup, sta
     for p in (path, run_dir() / f"{name}.json", run_dir() / f"{name}.lock"):
         s = p.stat()
         assert (stat.S_IMODE(s.st_mode), s.st_uid) == (0o600, 0), p
-    for d in (run_dir(), pin_dir_of(name), pin_dir_of(name).parent):
+    names_file = state_dir / name / "sni-names.json"
+    assert stat.S_IMODE(names_file.stat().st_mode) == 0o600
+    for d in (run_dir(), pin_dir_of(name), pin_dir_of(name).parent, names_file.parent):
         assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
 
     # One manager: a second serve and `down` are refused, naming the holder.
@@ -219,6 +222,26 @@ def test_restart_reproduces_the_maps(make_lab, state_dir, instance_cleanup, star
            "--no-stats")
     ctl_ok(name, "sni", "add", "www.example.com", f"{b2}:443")
     ctl_ok(name, "settings", "set", "connection_timeout", "99")
+
+    # A hand edit is applied on `ctl reload` (SIGHUP); an invalid one is refused whole.
+    text = path.read_text()
+    assert "port = 7000 }]" in text
+    path.write_text(text.replace("port = 7000 }]", "port = 7001 }]"))
+    mark = serve.mark()
+    ctl_ok(name, "reload")
+    serve.wait_for("reloaded", since=mark)
+    assert any("reloaded" in x and "(1 map entries changed)" in x for x in serve.lines[mark:])
+    assert ctl_json(name, "listeners")[-1]["targets"][0]["port"] == 7001
+    valid = path.read_text()
+    path.write_text(valid.replace('protocol = "udp"', 'protocol = "icmp"').replace(
+        "port = 7001 }]", "port = 7002 }]"))
+    mark = serve.mark()
+    ctl_ok(name, "reload")
+    serve.wait_for("reload refused", since=mark)
+    assert "listener[2].protocol: must be one of tcp, udp, both (got 'icmp')" in serve.output
+    assert ctl_json(name, "listeners")[-1]["targets"][0]["port"] == 7001
+    path.write_text(valid)
+
     before = dump_maps(name, conntrack=False)
     assert len(before["listen"]) == 3 and len(before["config"]) == 1
     assert before["settings"] == [1, 99] and list(before["sni_names"].values()) == [
