@@ -366,7 +366,8 @@ def read_traffic(lab_dir: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> tuple[TrafficSpec, str, Path | None]:
+    """(spec, client name, stats path) from the command line; bad values exit 2."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--client", default=socket.gethostname(), help="name used in stats")
     ap.add_argument("--stats", type=Path, help="JSON stats file, rewritten every second")
@@ -385,7 +386,12 @@ def main(argv: list[str] | None = None) -> None:
         spec = TrafficSpec(**kw).validate()
     except ValueError as e:
         ap.error(str(e))
-    asyncio.run(run(spec, a.client, a.stats))
+    return spec, a.client, a.stats
+
+
+def main(argv: list[str] | None = None) -> None:
+    spec, client, path = parse_args(argv)
+    asyncio.run(run(spec, client, path))
 
 
 if __name__ == "__main__":
