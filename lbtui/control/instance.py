@@ -133,9 +133,7 @@ class Instance:
         _private_dir(state_dir_of(name).parent)
         old_prog = _pinned_prog_id(pin_dir)
         state = read_state(name) or {}
-        ours = {old_prog} | {a.get("prog_id") for a in state.get("attachments", [])}
-        ours.discard(None)
-        ours.discard(0)
+        ours = _own_prog_ids(state, old_prog)
         existing = _check_interfaces(all_ifaces, ifindex, ns, ours)
 
         adopted = pins_complete(pin_dir)
@@ -154,6 +152,9 @@ class Instance:
         try:
             progress("compiling the XDP datapath (BCC)")
             dp = Datapath.load(ms)
+            # Record the new program as ours before attaching it anywhere: if this start
+            # fails half-way, the next one must recognise it on the interfaces it reached.
+            write_state(name, {**state, "prog_ids": sorted(ours | {dp.prog_id})})
             for ifname in all_ifaces:
                 mode = dp_cfg.xdp_mode
                 if mode == "auto" and existing.get(ifname) in ("native", "generic"):
@@ -163,6 +164,7 @@ class Instance:
                 progress(f"XDP attached to {ifname} ({live_mode or a.mode}, prog id "
                          f"{a.prog_id})")
             dp.pin_programs(pin_dir)
+            _detach_dropped(state, all_ifaces, ours, progress)
             emit_fd = bpfsys.obj_get(str(pin_dir / EMIT_PIN))
             inst = cls(name, ms, emit_fd, config=config, datapath=dp, lock=lock,
                        netns_name=ns, config_path=config.path, adopted=adopted)
@@ -175,6 +177,7 @@ class Instance:
                 if dp is not None:
                     dp.detach_all()
                 loader.remove_pins(pin_dir)
+                remove_state(name)
             M.close_all_maps(ms)
             raise
 
@@ -221,6 +224,8 @@ class Instance:
             "reply_interfaces": list(cfg.datapath.reply_interfaces) if cfg else [],
             "pin_dir": str(self.pin_dir),
             "attachments": self.attachments(),
+            "prog_ids": [self.datapath.prog_id] if self.datapath else (
+                read_state(self.name) or {}).get("prog_ids", []),
             "started": time.time(),
             **extra,
         })
@@ -385,6 +390,25 @@ def _check_interfaces(names: Sequence[str], ifindex: dict[str, int], ns: str | N
     return modes
 
 
+def _own_prog_ids(state: dict[str, Any], pinned: int | None) -> set[int]:
+    """Ids of XDP programs this instance attached: pinned now, or recorded in its state."""
+    ids = {pinned, *state.get("prog_ids", []),
+           *(a.get("prog_id") for a in state.get("attachments", []))}
+    return {i for i in ids if i}
+
+
+def _detach_dropped(state: dict[str, Any], ifaces: Sequence[str], ours: set[int],
+                    progress: Progress) -> None:
+    """Interfaces an earlier run attached to but the config no longer lists: take our old
+    program off them (it would keep balancing there, unmanaged)."""
+    for a in state.get("attachments", []):
+        if a["ifname"] in ifaces:
+            continue
+        _mode, live = _xdp_state(a["ifname"], a.get("netns"))
+        if live in ours and loader.detach(a["ifname"], ns=a.get("netns"), only_prog_id=live):
+            progress(f"XDP detached from {a['ifname']} (no longer in the config)")
+
+
 def _warn_sizes(ms: M.MapSet, config: Config, progress: Progress) -> None:
     want = config.settings
     have = {"max_connections": ms.conntrack_map.max_entries,
@@ -406,7 +430,7 @@ def teardown(name: str, attachments: Sequence[dict[str, Any]] | None = None) -> 
     prog_id = _pinned_prog_id(pin_dir)
     state = read_state(name) or {}
     atts = list(attachments if attachments is not None else state.get("attachments", []))
-    ids = {prog_id} | {a.get("prog_id") for a in atts}
+    ids = _own_prog_ids({**state, "attachments": atts}, prog_id)
     for a in atts:
         mode, live = _xdp_state(a["ifname"], a.get("netns"))
         if live and live in ids:

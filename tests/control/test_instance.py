@@ -245,3 +245,48 @@ def test_sweep_removes_aged_flows_and_emits_aged_events(make_lab, state_dir, ins
     finally:
         reader.close()
         inst.stop()
+
+
+def test_readoption_recovers_from_a_half_done_start(make_lab, state_dir, instance_cleanup,
+                                                     tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep, then a restart whose attach fails half-way (new program on some interfaces),
+    then a restart that succeeds and drops an interface the config no longer lists."""
+    from lbtui.datapath import loader
+
+    topo = make_lab(1, 3)
+    inst, path = start(topo, tmp_path, instance_cleanup)
+    first = xdp_prog(topo, "c1")
+    inst.stop(keep=True)
+    assert all(xdp_prog(topo, i) == first for i in ("c1", "b1", "b2", "b3"))
+    assert set(spread(topo, 10)) <= {"backend1", "backend2"}
+
+    real_attach = loader.Datapath.attach
+
+    def flaky(self: loader.Datapath, ifname: str, **kw: object) -> object:
+        if ifname == "b2":
+            raise loader.DatapathError("attaching XDP to b2 failed (test)")
+        return real_attach(self, ifname, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loader.Datapath, "attach", flaky)
+    with pytest.raises(loader.DatapathError, match="b2 failed"):
+        Instance.start(load_config(path), progress=lambda _m: None)
+    monkeypatch.setattr(loader.Datapath, "attach", real_attach)
+    half = xdp_prog(topo, "c1")
+    assert half != first and xdp_prog(topo, "b2") == first     # mixed, still forwarding
+    assert set(spread(topo, 10)) <= {"backend1", "backend2"}
+
+    path.write_text(path.read_text().replace('["b1", "b2", "b3"]', '["b1", "b2"]'))
+    msgs: list[str] = []
+    again = Instance.start(load_config(path), progress=msgs.append)
+    try:
+        assert again.adopted
+        new = xdp_prog(topo, "c1")
+        assert new not in (first, half)
+        assert [xdp_prog(topo, i) for i in ("b1", "b2")] == [new, new]
+        assert xdp_prog(topo, "b3") == 0
+        assert "XDP detached from b3 (no longer in the config)" in msgs
+        assert set(spread(topo, 10)) <= {"backend1", "backend2"}
+    finally:
+        again.stop()
+    assert all(xdp_prog(topo, i) == 0 for i in ("c1", "b1", "b2", "b3"))
