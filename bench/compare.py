@@ -1,6 +1,6 @@
 """lbtui vs nftables DNAT vs HAProxy (TCP mode) vs direct, on one namespace lab.
 
-    sudo .venv/bin/python -m bench.compare [--rounds 5] [--quick] [--json out.json]
+    sudo .venv/bin/python -m bench.compare [--rounds 4] [--quick] [--json out.json]
 
 One lab (2 client namespaces, the LB namespace, 3 backends; ``lbtui.lab.topology``) and the
 same clients for every contender (``bench.contenders``). Rounds interleave the contenders,
@@ -55,13 +55,13 @@ from bench.cpu import CpuMeter
 from bench.servers import http_server_config
 from lbtui.lab import topology as T
 
-CONTENDERS = ("lbtui", "direct", "nftables", "haproxy")
-OPTIONAL = ("lbtui-generic",)  # only when asked for with --contenders
+CONTENDERS = ("lbtui", "lbtui-generic", "direct", "nftables", "haproxy")
+LBTUI = ("lbtui", "lbtui-generic")  # the goals are checked for each XDP mode
 
 
 @dataclass
 class Settings:
-    rounds: int = 5
+    rounds: int = 4
     conn_seconds: int = 3          # wrk -d (whole seconds)
     conn_connections: int = 32     # per client namespace
     udp_seconds: float = 2.0
@@ -234,33 +234,33 @@ def summarize(res: dict) -> dict[str, dict[str, float | None]]:
     return out
 
 
-def goals(summary: dict[str, dict[str, float | None]]) -> list[tuple[str, str, bool | None]]:
-    """(goal, measured, met) for the goals of issue 7."""
-    lb = summary.get("lbtui", {})
+def goals(summary: dict[str, dict[str, float | None]]
+          ) -> list[tuple[str, str, bool | None]]:
+    """(goal, measured, met) for the goals of issue 7, for each lbtui XDP mode measured."""
     out: list[tuple[str, str, bool | None]] = []
 
     def get(name: str, key: str) -> float | None:
         return summary.get(name, {}).get(key)
 
-    d, x = get("direct", "conns_per_s"), lb.get("conns_per_s")
-    if d and x is not None:
-        out.append(("conns/s >= 90% of direct", f"{100 * x / d:.0f}%", x >= 0.9 * d))
-    for other in ("nftables", "haproxy"):
-        for key, label in (("conns_per_s", "conns/s"), ("udp_pps", "UDP pps")):
-            o = get(other, key)
-            if o is not None and x is not None and lb.get(key) is not None:
-                v = lb[key]
-                out.append((f"{label} above {other}", f"{v / o:.2f}x", v > o))
-        o = get(other, "lb_cpu_ms_per_1k")
-        v = lb.get("lb_cpu_ms_per_1k")
-        if o is not None and v is not None:
-            out.append((f"LB CPU per 1k requests below {other}", f"{v:.1f} vs {o:.1f} ms",
-                        v < o))
+    for me in (n for n in LBTUI if n in summary):
+        d, x = get("direct", "conns_per_s"), get(me, "conns_per_s")
+        if d and x is not None:
+            out.append((f"{me} conns/s >= 90% of direct", f"{100 * x / d:.0f}%",
+                        x >= 0.9 * d))
+        for other in ("nftables", "haproxy"):
+            for key, label in (("conns_per_s", "conns/s"), ("udp_pps", "UDP pps")):
+                o, v = get(other, key), get(me, key)
+                if o and v is not None:
+                    out.append((f"{me} {label} above {other}", f"{v / o:.2f}x", v > o))
+            o, v = get(other, "lb_cpu_ms_per_1k"), get(me, "lb_cpu_ms_per_1k")
+            if o is not None and v is not None:
+                out.append((f"{me} LB CPU per 1k requests below {other}",
+                            f"{v:.1f} vs {o:.1f} ms", v < o))
     return out
 
 
 def ordered(summary: dict) -> list[str]:
-    return [n for n in CONTENDERS + OPTIONAL if n in summary]
+    return [n for n in CONTENDERS if n in summary]
 
 
 def render(res: dict) -> str:
@@ -300,7 +300,7 @@ def render(res: dict) -> str:
                      "paced req/s", "LB process ms/1k", "whole machine ms/1k"], extra), ""]
     for goal, measured, met in goals(summary):
         mark = {True: "met", False: "NOT met", None: "?"}[met]
-        lines.append(f"goal: {goal:<40} {measured:>14}  {mark}")
+        lines.append(f"goal: {goal:<54} {measured:>16}  {mark}")
     return "\n".join(lines)
 
 
@@ -309,7 +309,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one short round (tests, smoke)")
     ap.add_argument("--rounds", type=int)
-    ap.add_argument("--contenders", help="comma list of " + ",".join(CONTENDERS + OPTIONAL))
+    ap.add_argument("--contenders", help="comma list of " + ",".join(CONTENDERS))
     ap.add_argument("--lab", default="h6-bench", help="lab name (namespaces lbt-<lab>-*)")
     ap.add_argument("--lbtui-stats", action="store_true",
                     help="set the stats flag on lbtui's listen entries (events per flow)")
@@ -322,10 +322,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
         s.rounds = a.rounds
     if a.contenders:
         names = [n.strip() for n in a.contenders.split(",") if n.strip()]
-        bad = [n for n in names if n not in CONTENDERS + OPTIONAL]
+        bad = [n for n in names if n not in CONTENDERS]
         if bad or not names or len(set(names)) != len(names):
             ap.error(f"--contenders: unknown or repeated {bad or names}; choose from "
-                     f"{', '.join(CONTENDERS + OPTIONAL)}")
+                     f"{', '.join(CONTENDERS)}")
         s.contenders = names
     try:
         s.lab = T.validate_lab_name(a.lab)

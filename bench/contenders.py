@@ -7,7 +7,8 @@ active at a time:
 - ``direct``: no load balancer; clients talk to backend 1 (routed through the LB
   namespace by the kernel, with no NAT): the ceiling.
 - ``lbtui``: the XDP datapath attached (native mode) to every LB interface, listen entries
-  per client link; ``lbtui-generic`` is the same program in generic (skb) mode.
+  per client link; ``lbtui-generic`` is the same program in generic (skb) mode, which on
+  veth avoids the copy into an XDP buffer and the extra NAPI hop that native mode costs.
 - ``nftables``: DNAT in the LB namespace's prerouting hook, ``numgen random`` over the same
   weights; conntrack un-NATs the replies.
 - ``haproxy``: HAProxy in TCP mode bound on the VIP, weighted round robin. It has no UDP.

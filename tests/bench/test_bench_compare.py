@@ -17,7 +17,9 @@ def test_prints_one_column_per_contender_and_every_metric(compare_quick) -> None
     for _key, label, _higher, _digits in METRICS:
         row = next(line for line in lines if line.startswith(label))
         assert len(row[len(label):].split()) >= len(CONTENDERS)
-    assert any(line.startswith("goal: conns/s >= 90% of direct") for line in lines)
+    assert any(line.startswith("goal: lbtui conns/s >= 90% of direct") for line in lines)
+    assert any(line.startswith("goal: lbtui-generic conns/s >= 90% of direct")
+               for line in lines)
 
 
 def test_every_contender_forwarded_connections_bulk_and_latency(compare_quick) -> None:
@@ -32,7 +34,7 @@ def test_every_contender_forwarded_connections_bulk_and_latency(compare_quick) -
 
 def test_udp_reaches_backends_intact_except_on_haproxy(compare_quick) -> None:
     samples = compare_quick.result["samples"]
-    for name in ("lbtui", "direct", "nftables"):
+    for name in ("lbtui", "lbtui-generic", "direct", "nftables"):
         (r,) = samples[name]
         assert r["udp_pps"] > 1000, (name, r)
         assert r["udp_pps"] >= 0.9 * r["udp_sent_pps"], (name, r)
@@ -43,7 +45,7 @@ def test_udp_reaches_backends_intact_except_on_haproxy(compare_quick) -> None:
 def test_haproxy_process_cpu_is_counted_and_in_kernel_lbs_have_none(compare_quick) -> None:
     samples = compare_quick.result["samples"]
     assert samples["haproxy"][0]["lb_proc_ms_per_1k"] > 1
-    for name in ("lbtui", "nftables", "direct"):
+    for name in ("lbtui", "lbtui-generic", "nftables", "direct"):
         assert samples[name][0]["lb_proc_ms_per_1k"] is None
 
 
