@@ -9,6 +9,7 @@ polls with a finite timeout and checks for cancellation.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable
@@ -225,11 +226,8 @@ class ConsoleApp(App[str | None]):
         target = C.target_of(msg.row)
 
         def done(yes: bool | None) -> None:
-            if not yes:
-                return
-            if self._edit(lambda: self.controller.delete_connection(t)) is not False:
-                self.notify(f"deleted {t}")
-            self.collect_now()
+            if yes:
+                self._edit(lambda: self.controller.delete_connection(t), f"deleted {t}")
 
         self.push_screen(ConfirmScreen(
             f"Delete connection [b]{t}[/b] (target {target})?\n\nThe flow's next packet "
@@ -244,15 +242,25 @@ class ConsoleApp(App[str | None]):
             return False
         return True
 
-    def _edit(self, change: Callable[[], object]) -> object:
-        """Run an edit outside a form; errors become notifications."""
-        if not self._require_controller():
-            return False
+    def _edit(self, change: Callable[[], object], done: str) -> None:
+        """Run an edit (outside a form) on a worker thread; the outcome is notified."""
+        if self._require_controller():
+            self._run_edit(change, done)
+
+    @work(thread=True, group="edit", exit_on_error=False)
+    def _run_edit(self, change: Callable[[], object], done: str) -> None:
         try:
-            return change()
+            result = change()
         except (ValueError, RuntimeError, OSError) as e:
-            self.notify(str(e), title="not changed", severity="error", timeout=8)
-            return False
+            self.call_from_thread(self.notify, str(e), title="not changed",
+                                  severity="error", timeout=8)
+        else:
+            if result is False:
+                self.call_from_thread(self.notify, f"{done}: nothing to do (already gone)",
+                                      severity="warning")
+            else:
+                self.call_from_thread(self.notify, done)
+        self.call_from_thread(self.collect_now)
 
     def _form(self, form: FormScreen) -> None:
         if not self._require_controller():
@@ -346,9 +354,7 @@ class ConsoleApp(App[str | None]):
             c = self.controller
             remove = {"listener": c.remove_listener, "source": c.remove_source_route,
                       "sni": c.remove_sni_route}[g.kind]
-            if self._edit(lambda: remove(g.key)) is not False:
-                self.notify(f"deleted {what}")
-            self.collect_now()
+            self._edit(lambda: remove(g.key), f"deleted {what}")
 
         if self._require_controller():
             self.push_screen(ConfirmScreen(
@@ -357,10 +363,8 @@ class ConsoleApp(App[str | None]):
 
     def drain(self, g: Group, target: str) -> None:
         ip, _, port = target.rpartition(":")
-        if self._edit(lambda: self.controller.set_weight(g.kind, g.key, ip, int(port), 0)
-                      ) is not False:
-            self.notify(f"drained {target} in {g.label}: it gets no new connections")
-        self.collect_now()
+        self._edit(lambda: self.controller.set_weight(g.kind, g.key, ip, int(port), 0),
+                   f"drained {target} in {g.label}: it gets no new connections")
 
     @on(RoutesView.Requested)
     def _route_requested(self, msg: RoutesView.Requested) -> None:
@@ -391,9 +395,8 @@ class ConsoleApp(App[str | None]):
 
     def toggle_stats(self) -> None:
         on_now = self.snapshot.stats_enabled if self.snapshot else True
-        if self._edit(lambda: self.controller.set_stats(not on_now)) is not False:
-            self.notify(f"stats events {'off' if on_now else 'on'}")
-        self.collect_now()
+        self._edit(lambda: self.controller.set_stats(not on_now),
+                   f"stats events {'off' if on_now else 'on'}")
 
     def edit_timeout(self) -> None:
         seconds = self.snapshot.conn_timeout if self.snapshot else 300
@@ -466,7 +469,7 @@ class ConsoleApp(App[str | None]):
 
     async def _shutdown_workers(self) -> None:
         self.refresh_interval = None
-        ours = [w for w in self.workers if w.group in ("collect", "events", "view")]
+        ours = [w for w in self.workers if w.group in ("collect", "events", "view", "edit")]
         for w in ours:
             w.cancel()
         for w in ours:
@@ -477,5 +480,6 @@ class ConsoleApp(App[str | None]):
         """Stop the workers, then stop (or keep) the instance this console loaded."""
         await self._shutdown_workers()
         if self.instance is not None and self.stopped is None:
-            self.instance.stop(keep=keep)
+            # pyroute2 (detaching XDP) cannot run inside this event loop: use a thread.
+            await asyncio.to_thread(self.instance.stop, keep)
             self.stopped = "keep" if keep else "stop"

@@ -3,6 +3,7 @@ reason and stay open."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -55,6 +56,7 @@ class FormScreen(ModalScreen[bool]):
         self.form_title = title
         self.apply = apply
         self.applied: Any = None
+        self.saving = False
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
@@ -81,21 +83,28 @@ class FormScreen(ModalScreen[bool]):
     def error_text(self) -> str:
         return str(self.query_one("#form-error", Static).render())
 
-    def action_save(self) -> None:
+    async def action_save(self) -> None:
+        if self.saving:
+            return
         self.set_error("")
         try:
             value = self.collect()
         except Invalid as e:
             self.set_error(str(e) or "fix the fields marked above")
             return
+        # Off the UI thread: the Controller writes maps and the file, and may use netlink
+        # (pyroute2's sync API cannot run inside the app's event loop).
+        self.saving = True
         try:
-            self.apply(value)
+            await asyncio.to_thread(self.apply, value)
         except ValueError as e:      # refused by the control plane: nothing changed
             self.set_error(f"refused: {e}")
             return
         except (RuntimeError, OSError) as e:   # a map update failed and was rolled back
             self.set_error(f"map update failed, nothing changed: {e}")
             return
+        finally:
+            self.saving = False
         self.applied = value
         self.dismiss(True)
 
@@ -103,17 +112,17 @@ class FormScreen(ModalScreen[bool]):
         self.dismiss(False)
 
     @on(Button.Pressed, "#save")
-    def _save_pressed(self) -> None:
-        self.action_save()
+    async def _save_pressed(self) -> None:
+        await self.action_save()
 
     @on(Button.Pressed, "#cancel")
     def _cancel_pressed(self) -> None:
         self.action_cancel()
 
     @on(Input.Submitted)
-    def _submitted(self, event: Input.Submitted) -> None:
+    async def _submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        self.action_save()
+        await self.action_save()
 
 
 def field_value(inp: Input, error: Static, parse: Callable[[str], Any]) -> Any:

@@ -1,0 +1,439 @@
+"""The console against a real datapath: a namespace lab with backend servers, an Instance
+started from a config file (XDP in the lab's LB namespace), the console driven by Pilot.
+Every assertion is on the maps, the config file or real traffic, not on the UI alone."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+
+from lbtui import abi, bpfsys, netns
+from lbtui import maps as M
+from lbtui.console import conns as C
+from lbtui.console.app import ConsoleApp
+from lbtui.console.forms.base import FormScreen
+from lbtui.console.forms.dialogs import ConfirmScreen, QuitScreen
+from lbtui.console.forms.routes import SniRouteForm, WeightsForm
+from lbtui.console.session import build_app
+from lbtui.control.config import load_config
+from lbtui.control.instance import Instance, pin_dir_of, teardown
+from lbtui.datapath import loader
+from lbtui.lab import topology as T
+from lbtui.targets import TargetGroup
+
+pytestmark = [pytest.mark.datapath, pytest.mark.netns]
+SIZE = (150, 40)
+_count = 0
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[T.Topology]:
+    try:
+        loader.preflight()
+    except loader.DatapathError as e:
+        pytest.fail(f"console live tests need root and BPF: {e}", pytrace=False)
+    name = f"h3-{os.getpid() % 100000}"
+    T.teardown(name)
+    topo = T.build(name, 2, 3)
+    try:
+        T.start_backend_servers(topo)
+        yield topo
+    finally:
+        T.teardown(name)
+
+
+def config_text(topo: T.Topology, name: str, settings: str = "") -> str:
+    b = topo.backends
+    return f"""\
+# console test ({name})
+[datapath]
+instance = "{name}"
+netns = "{topo.lb_ns}"
+interfaces = ["c1", "c2"]
+reply_interfaces = ["b1", "b2", "b3"]
+
+[settings]
+sweep_interval = 1.0
+{settings}
+# web: the weights the tests edit
+[[listener]]
+port = 80
+protocol = "tcp"
+targets = [
+  {{ ip = "{b[0].ip}", port = 8080, weight = 50 }},
+  {{ ip = "{b[1].ip}", port = 8080, weight = 30 }},
+  {{ ip = "{b[2].ip}", port = 8080, weight = 20 }},
+]
+
+[[listener]]
+port = 7000
+protocol = "tcp"
+targets = [{{ ip = "{b[0].ip}", port = 7000 }}]
+"""
+
+
+@pytest.fixture
+def started(request: pytest.FixtureRequest, lab: T.Topology, state_dir: Path,
+            tmp_path: Path) -> Iterator[tuple[Instance, Path]]:
+    """An instance started from a config file, as `lbtui console --config` does; torn down
+    after the test whatever happened. Indirect parameter: (settings, extra) text."""
+    global _count
+    _count += 1
+    name = f"h3-{os.getpid() % 100000}-{_count}"
+    path = tmp_path / "lbtui.toml"
+    settings, extra = getattr(request, "param", ("", ""))
+    path.write_text(config_text(lab, name, settings) + extra.format(b=lab.backends))
+    inst = Instance.start(load_config(path), progress=lambda _m: None)
+    try:
+        yield inst, path
+    finally:
+        if inst.emit_fd >= 0:
+            inst.close()
+        teardown(name)
+
+
+async def app_for(inst: Instance) -> ConsoleApp:
+    """build_app reads XDP state with pyroute2's sync API, which refuses to run inside a
+    running event loop (these tests are async): build it on a thread, as the CLI builds it
+    before the app's loop starts."""
+    return await asyncio.to_thread(build_app, inst, refresh_interval=0.2)
+
+
+async def until(pilot: Pilot, cond, what: str, timeout: float = 10) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if cond():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def fresh(pilot: Pilot) -> None:
+    """Wait for a snapshot taken after now."""
+    app: ConsoleApp = pilot.app  # type: ignore[assignment]
+    n = app.refreshes
+    await until(pilot, lambda: app.refreshes >= n + 2, "two refreshes")
+
+
+async def save(pilot: Pilot, form: FormScreen) -> None:
+    """Press ctrl+s and wait until the form closed or shows why it did not."""
+    await pilot.press("ctrl+s")
+    await until(pilot, lambda: not form.saving and (
+        form not in pilot.app.screen_stack or form.error_text), "the form to save or refuse")
+
+
+async def type_into(pilot: Pilot, inp, text: str) -> None:
+    inp.focus()
+    inp.value = ""
+    await pilot.press(*text)
+
+
+def http_get(topo: T.Topology, client: int = 0) -> str:
+    with netns.inside(topo.clients[client].ns), socket.create_connection(
+            (topo.vip, 80), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    return data.split(b"\r\n\r\n", 1)[1].decode().strip()
+
+
+def listen_bytes(inst: Instance, port: int) -> dict[bytes, bytes]:
+    m = inst.maps.listen_map
+    return {bytes(k): bytes(bpfsys.lookup(m.fd, k, abi.Route))
+            for k in bpfsys.keys(m.fd, abi.ListenKey) if socket.ntohs(k.port) == port}
+
+
+def routes_view_to(pilot: Pilot, ref: str) -> None:
+    """Put the Routes cursor on the first row of group ``ref`` (e.g. "listener|80")."""
+    from textual.widgets import DataTable
+
+    t = pilot.app.query_one("#routes-table", DataTable)
+    for i in range(t.row_count):
+        key = t.coordinate_to_cell_key((i, 0)).row_key.value
+        if key.startswith(ref + "|"):
+            t.move_cursor(row=i)
+            return
+    raise AssertionError(f"{ref} not in the routes view")
+
+
+# --- edits ---------------------------------------------------------------------------------
+
+
+async def test_weights_form_changes_map_bytes_and_config_file(lab, started) -> None:
+    inst, path = started
+    app = await app_for(inst)
+    async with app.run_test(size=SIZE) as pilot:
+        await fresh(pilot)
+        await pilot.press("2")
+        routes_view_to(pilot, "listener|80")
+        await pilot.press("w")
+        form = app.screen
+        assert isinstance(form, WeightsForm)
+        rows = form.editor.rows
+        for row, w in zip(rows, ("70", "30", "0"), strict=True):
+            await type_into(pilot, row.weight_input, w)
+        await save(pilot, form)
+        assert not isinstance(app.screen, FormScreen), form.error_text
+        b = lab.backends
+        want = TargetGroup.of([(b[0].ip, 8080, 70), (b[1].ip, 8080, 30), (b[2].ip, 8080, 0)])
+        entries = listen_bytes(inst, 80)
+        assert len(entries) == 2   # c1 and c2
+        flags = abi.ROUTE_F_STATS | abi.ROUTE_F_TCP
+        assert set(entries.values()) == {bytes(want.to_route(flags))}
+        cfg = load_config(path)
+        assert [(t.ip, t.weight) for t in cfg.listener(80).targets] == [
+            (b[0].ip, 70), (b[1].ip, 30), (b[2].ip, 0)]
+        assert "# web: the weights the tests edit" in path.read_text()   # comments kept
+        # The drained backend gets no new connection.
+        assert "backend3" not in {http_get(lab) for _ in range(20)}
+        await pilot.press("q", "k")
+
+
+async def test_invalid_weight_sum_shows_reason_and_changes_nothing(lab, started) -> None:
+    inst, path = started
+    before_map = listen_bytes(inst, 80)
+    before_file = path.read_bytes()
+    app = await app_for(inst)
+    async with app.run_test(size=SIZE) as pilot:
+        await fresh(pilot)
+        await pilot.press("2")
+        routes_view_to(pilot, "listener|80")
+        await pilot.press("w")
+        form = app.screen
+        assert isinstance(form, WeightsForm)
+        await type_into(pilot, form.editor.rows[0].weight_input, "40")
+        assert "sum of weights: 90, must be 100" in str(
+            form.query_one("#t-sum").render())
+        await save(pilot, form)
+        assert app.screen is form, "the form must stay open"
+        assert "sum to 90, must sum to 100" in form.error_text
+        assert form.editor.rows[0].weight_input.value == "40"   # input intact
+        assert listen_bytes(inst, 80) == before_map
+        assert path.read_bytes() == before_file
+        await pilot.press("escape")
+        await pilot.press("q", "k")
+
+
+async def test_sni_route_added_through_the_form(lab, started) -> None:
+    inst, path = started
+    b = lab.backends
+    app = await app_for(inst)
+    async with app.run_test(size=SIZE) as pilot:
+        await fresh(pilot)
+        await pilot.press("2", "n")
+        form = app.screen
+        assert isinstance(form, SniRouteForm)
+        await type_into(pilot, form.query_one("#hostname"), "API.Example.test")
+        row = form.query_one("#targets").rows[0]
+        await type_into(pilot, row.ip_input, b[1].ip)
+        await type_into(pilot, row.port_input, "8443")
+        await save(pilot, form)
+        assert not isinstance(app.screen, FormScreen), form.error_text
+        rec = M.lookup_sni_route(inst.maps.sni_map, "api.example.test")
+        assert rec is not None
+        assert [(t.ip, t.port, t.weight) for t in rec.targets] == [(b[1].ip, 8443, 100)]
+        assert [r.hostname for r in load_config(path).sni_routes] == ["api.example.test"]
+        await fresh(pilot)
+        assert any(g.ref == "sni|api.example.test" for g in app.groups)   # shown by name
+        await pilot.press("q", "k")
+
+
+@pytest.mark.parametrize("started", [("max_sni_routes = 1\n", """
+[[sni_route]]
+hostname = "one.example.test"
+targets = [{{ ip = "{b[0].ip}", port = 8443 }}]
+""")], indirect=True)
+async def test_failed_map_update_keeps_the_form_and_its_input(lab, started) -> None:
+    """The SNI map was created with room for one route; the file is then edited to allow
+    eight, so validation passes and the kernel refuses the second entry (E2BIG)."""
+    inst, path = started
+    b = lab.backends
+    path.write_text(path.read_text().replace("max_sni_routes = 1", "max_sni_routes = 8"))
+    before_file = path.read_bytes()
+    app = await app_for(inst)
+    async with app.run_test(size=SIZE) as pilot:
+        await fresh(pilot)
+        await pilot.press("2", "n")
+        form = app.screen
+        assert isinstance(form, SniRouteForm)
+        await type_into(pilot, form.query_one("#hostname"), "two.example.test")
+        row = form.query_one("#targets").rows[0]
+        await type_into(pilot, row.ip_input, b[1].ip)
+        await type_into(pilot, row.port_input, "8443")
+        await save(pilot, form)
+        assert app.screen is form
+        assert "map update failed" in form.error_text, form.error_text
+        assert form.query_one("#hostname").value == "two.example.test"
+        assert row.ip_input.value == b[1].ip
+        assert M.lookup_sni_route(inst.maps.sni_map, "two.example.test") is None
+        assert M.lookup_sni_route(inst.maps.sni_map, "one.example.test") is not None
+        assert path.read_bytes() == before_file
+        await pilot.press("escape", "q", "k")
+
+
+async def test_palette_drains_a_target_from_live_data(lab, started) -> None:
+    inst, path = started
+    b3 = lab.backends[2].ip
+    app = await app_for(inst)
+    async with app.run_test(size=SIZE) as pilot:
+        await fresh(pilot)
+        await pilot.press("ctrl+p", *f"drain {b3}:8080")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        ifindex = inst.ifindexes(["c1"])[0]
+
+        def weight() -> int:
+            r = M.lookup_listen_port(inst.maps.listen_map, ifindex, 80)
+            return {t.ip: t.weight for t in r.targets}[b3]
+        await until(pilot, lambda: weight() == 0, "the drain to reach the map")
+        rec = M.lookup_listen_port(inst.maps.listen_map, inst.ifindexes(["c1"])[0], 80)
+        assert {t.ip: t.weight for t in rec.targets}[b3] == 0
+        assert sum(t.weight for t in rec.targets) == 100
+        assert {t.ip: t.weight for t in load_config(path).listener(80).targets}[b3] == 0
+        await pilot.press("q", "k")
+
+
+# --- connections -----------------------------------------------------------------------
+
+
+class Echo:
+    """A long-lived connection through VIP:7000."""
+
+    def __init__(self, topo: T.Topology) -> None:
+        with netns.inside(topo.clients[0].ns):
+            self.sock = socket.create_connection((topo.vip, 7000), timeout=5)
+        self.sock.sendall(b"hello\n")
+        assert self.sock.recv(100).endswith(b"hello\n")
+
+    @property
+    def port(self) -> int:
+        return self.sock.getsockname()[1]
+
+
+async def test_delete_connection_removes_it_from_the_map(lab, started) -> None:
+    inst, _path = started
+    echo = Echo(lab)
+    five = M.FiveTuple(lab.clients[0].ip, lab.vip, echo.port, 7000)
+    try:
+        assert M.lookup_connection(inst.maps.conntrack_map, five) is not None
+        app = await app_for(inst)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("slash", *f"{lab.clients[0].ip}:{echo.port}", "enter")
+            view = app.conns_view
+            await until(pilot, lambda: view.view is not None and len(view.view.rows) == 1,
+                        "the echo flow alone in the filtered table")
+            assert C.five_tuple(view.table.selected) == five
+            await pilot.press("d")
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("y")
+            await until(pilot, lambda: M.lookup_connection(inst.maps.conntrack_map, five)
+                        is None, "the flow to leave the conntrack map")
+            await until(pilot, lambda: view.view is not None and not view.view.rows,
+                        "the deleted flow to leave the table")
+            await pilot.press("q", "k")
+    finally:
+        echo.sock.close()
+
+
+async def test_sort_and_filter_over_real_flows(lab, started) -> None:
+    inst, _path = started
+    answers = [http_get(lab, client=i % 2) for i in range(24)]
+    flows = [c for c in M.list_connections(inst.maps.conntrack_map) if c.vip_port == 80]
+    assert len(flows) == 24
+    b2 = lab.backends[1].ip
+    app = await app_for(inst)
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.conns_view
+        await until(pilot, lambda: view.view is not None and len(view.view.rows) == 24,
+                    "24 flows")
+        # Sort by target (age -> state -> proto -> target), then reverse.
+        await pilot.press("less_than_sign", "less_than_sign", "less_than_sign")
+        await until(pilot, lambda: view.view.spec.sort == "target", "sorted by target")
+        got = [C.target_of(r) for r in view.view.rows]
+        key = [socket.inet_aton(t.split(":")[0]) for t in got]
+        assert key == sorted(key) and len(set(got)) > 1
+        await pilot.press("r")
+        await until(pilot, lambda: view.view.spec.reverse, "reversed")
+        key = [socket.inet_aton(C.target_of(r).split(":")[0]) for r in view.view.rows]
+        assert key == sorted(key, reverse=True)
+        # Filter on one backend's address: exactly its flows remain.
+        await pilot.press("slash", *b2, "enter")
+        await until(pilot, lambda: view.view.spec.filter == b2, "filtered")
+        await fresh(pilot)
+        shown = {C.target_of(r) for r in view.view.rows}
+        assert shown == {f"{b2}:8080"}
+        assert len(view.view.rows) == sum(c.target_ip == b2 for c in flows) == answers.count(
+            "backend2")
+        title = str(view.query_one("#conns-title").render())
+        assert f"{len(view.view.rows)} shown / 24 total" in title
+        # Events from the ring buffer reached the events view, with their targets.
+        events = app.query_one("EventsView").events
+        opened = {e.target for e in events if e.kind == "opened" and e.vip_port == 80}
+        assert opened == {c.target for c in flows}
+        await pilot.press("q", "k")
+
+
+# --- quitting --------------------------------------------------------------------------
+
+
+def _xdp_prog_id(topo: T.Topology, ifname: str) -> int:
+    with netns.inside(topo.lb_ns):
+        return loader.xdp_state(socket.if_nametoindex(ifname))[1]
+
+
+async def xdp_prog_id(topo: T.Topology, ifname: str) -> int:
+    return await asyncio.to_thread(_xdp_prog_id, topo, ifname)   # pyroute2: not in a loop
+
+
+async def test_quit_keep_leaves_the_instance_forwarding(lab, started) -> None:
+    inst, _path = started
+    prog = await xdp_prog_id(lab, "c1")
+    assert prog
+    app = await app_for(inst)
+    async with app.run_test(size=SIZE) as pilot:
+        await fresh(pilot)
+        await pilot.press("q")
+        assert isinstance(app.screen, QuitScreen)
+        await pilot.press("k")
+        await pilot.pause()
+    assert app.stopped == "keep" and app.return_value == "keep"
+    assert inst.emit_fd < 0           # this process let go of the instance
+    assert await xdp_prog_id(lab, "c1") == prog
+    # Still balancing, by XDP over the pinned maps: the new flow is in conntrack.
+    assert http_get(lab).startswith("backend")
+    ms = M.MapSet.open_pinned(pin_dir_of(inst.name))
+    try:
+        assert any(c.vip_port == 80 for c in M.list_connections(ms.conntrack_map))
+        counters = M.read_counters(ms.counters_map)
+        assert counters["flows_created"] >= 1
+    finally:
+        M.close_all_maps(ms)
+    # An attached console works on the kept instance and quits without asking.
+    attached = Instance.attach(inst.name)
+    app2 = await app_for(attached)
+    async with app2.run_test(size=SIZE) as pilot:
+        await fresh(pilot)
+        assert app2.snapshot is not None and app2.snapshot.conns.total >= 1
+        await pilot.press("q")
+        await pilot.pause()
+    assert app2.stopped is None
+    attached.close()
+    assert await xdp_prog_id(lab, "c1") == prog
+
+
+async def test_quit_stop_detaches(lab, started) -> None:
+    inst, _path = started
+    app = await app_for(inst)
+    async with app.run_test(size=SIZE) as pilot:
+        await fresh(pilot)
+        await pilot.press("q", "s")
+        await pilot.pause()
+    assert app.stopped == "stop"
+    assert await xdp_prog_id(lab, "c1") == 0
+    assert not pin_dir_of(inst.name).exists()

@@ -1,0 +1,178 @@
+"""Snapshot tests: every view and form, over real maps filled with fixed data and read by
+the real collector under a clock the test controls (console_data.py).
+
+Update after an intended change with ``pytest tests/console --snapshot-update`` and look
+at the report before committing the new SVGs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+
+import console_data as D
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from lbtui import maps as M
+from lbtui.console.app import ConsoleApp
+from lbtui.console.forms.dialogs import ConfirmScreen, QuitScreen
+from lbtui.console.forms.routes import (
+    ListenerForm,
+    SniRouteForm,
+    SourceRouteForm,
+    TimeoutForm,
+    WeightsForm,
+)
+from lbtui.console.groups import Group
+
+SIZE = (150, 36)
+
+
+@pytest.fixture(autouse=True)
+def utc() -> Iterator[None]:
+    """Event times are shown in local time; pin it."""
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    yield
+    if old is None:
+        os.environ.pop("TZ", None)
+    else:
+        os.environ["TZ"] = old
+    time.tzset()
+
+
+@pytest.fixture
+def app() -> Iterator[ConsoleApp]:
+    ms = D.make_maps()
+    col, _clock = D.warm_collector(ms)
+    yield ConsoleApp(col, feed=D.event_feed(), refresh_interval=None, poll_ringbuf=False)
+    M.close_all_maps(ms)
+
+
+async def loaded(pilot: Pilot) -> None:
+    app: ConsoleApp = pilot.app  # type: ignore[assignment]
+    for _ in range(200):
+        if app.refreshes:
+            break
+        await pilot.pause(0.02)
+    assert app.refreshes, "the first snapshot never arrived"
+    await pilot.pause()
+
+
+async def steady(pilot: Pilot) -> None:
+    """Input cursors blink every 0.5 s; on a busy machine the screenshot could land on
+    either phase. Hold them visible."""
+    for inp in pilot.app.screen.query(Input):
+        inp.cursor_blink = False
+    await pilot.pause()
+
+
+def keys_then_steady(*keys: str) -> Callable:
+    async def run(pilot: Pilot) -> None:
+        await loaded(pilot)
+        await pilot.press(*keys)
+        await pilot.pause()
+        await steady(pilot)
+    return run
+
+
+def group(app: ConsoleApp, ref: str) -> Group:
+    return next(g for g in app.groups if g.ref == ref)
+
+
+def with_screen(make: Callable[[ConsoleApp], object], *keys: str) -> Callable:
+    async def run(pilot: Pilot) -> None:
+        await loaded(pilot)
+        pilot.app.push_screen(make(pilot.app))  # type: ignore[arg-type]
+        await pilot.pause()
+        if keys:
+            await pilot.press(*keys)
+            await pilot.pause()
+        await steady(pilot)
+    return run
+
+
+@pytest.mark.parametrize("key,view", [("1", "connections"), ("2", "routes"),
+                                      ("3", "targets"), ("4", "events"),
+                                      ("5", "settings")])
+def test_view(snap_compare, app: ConsoleApp, key: str, view: str) -> None:
+    assert snap_compare(app, press=[key], terminal_size=SIZE, run_before=loaded)
+
+
+def test_connections_sorted_and_filtered(snap_compare, app: ConsoleApp) -> None:
+    """Sorted by target descending, filtered to one backend, frozen."""
+    assert snap_compare(app, press=["greater_than_sign", "greater_than_sign", "r", "slash",
+                                    *"103.2", "enter", "space"],
+                        terminal_size=SIZE, run_before=loaded)
+
+
+def test_events_paused_filtered(snap_compare, app: ConsoleApp) -> None:
+    assert snap_compare(app, press=["4", "slash", *"closed", "enter", "p"],
+                        terminal_size=SIZE, run_before=loaded)
+
+
+def test_weights_form(snap_compare, app: ConsoleApp) -> None:
+    assert snap_compare(app, terminal_size=SIZE, run_before=with_screen(
+        lambda a: WeightsForm("listener :80", group(a, "listener|80").group,
+                              lambda _g: None)))
+
+
+def test_weights_form_bad_sum(snap_compare, app: ConsoleApp) -> None:
+    """A weight edited to make the sum 90: live sum in red, save refused with reason."""
+    def make(a: ConsoleApp) -> WeightsForm:
+        return WeightsForm("listener :80", group(a, "listener|80").group, lambda _g: None)
+    assert snap_compare(app, terminal_size=SIZE, run_before=with_screen(
+        make, "tab", "tab", "ctrl+k", "4", "0", "ctrl+s"))
+
+
+def test_sni_form_new(snap_compare, app: ConsoleApp) -> None:
+    assert snap_compare(app, terminal_size=SIZE, run_before=with_screen(
+        lambda a: SniRouteForm(lambda _v: None)))
+
+
+def test_sni_form_bad_hostname(snap_compare, app: ConsoleApp) -> None:
+    assert snap_compare(app, terminal_size=SIZE, run_before=with_screen(
+        lambda a: SniRouteForm(lambda _v: None), *"bad_host..test", "tab",
+        *"198.18.101.2", "tab", *"8443", "ctrl+s"))
+
+
+def test_source_route_form(snap_compare, app: ConsoleApp) -> None:
+    assert snap_compare(app, terminal_size=SIZE, run_before=with_screen(
+        lambda a: SourceRouteForm(lambda _v: None, "198.18.2.0/24",
+                                  group(a, "source|198.18.2.0/24").group)))
+
+
+def test_listener_form(snap_compare, app: ConsoleApp) -> None:
+    assert snap_compare(app, terminal_size=SIZE, run_before=with_screen(
+        lambda a: ListenerForm(lambda _v: None, port=443, protocol="tcp", sni=True,
+                               group=group(a, "listener|443").group,
+                               default_interfaces=("c1", "c2"))))
+
+
+def test_timeout_form(snap_compare, app: ConsoleApp) -> None:
+    assert snap_compare(app, terminal_size=SIZE, run_before=with_screen(
+        lambda a: TimeoutForm(300, lambda _v: None)))
+
+
+def test_confirm_dialog(snap_compare, app: ConsoleApp) -> None:
+    assert snap_compare(app, terminal_size=SIZE, run_before=with_screen(
+        lambda a: ConfirmScreen("Delete the SNI route [b]api.example.test[/b]?")))
+
+
+def test_quit_dialog(snap_compare, app: ConsoleApp) -> None:
+    assert snap_compare(app, terminal_size=SIZE, run_before=with_screen(
+        lambda a: QuitScreen("demo")))
+
+
+def test_help(snap_compare, app: ConsoleApp) -> None:
+    assert snap_compare(app, press=["question_mark"], terminal_size=(150, 60),
+                        run_before=loaded)
+
+
+def test_palette_live_commands(snap_compare, app: ConsoleApp) -> None:
+    assert snap_compare(app, terminal_size=SIZE,
+                        run_before=keys_then_steady("ctrl+p", *"drain 102"))
