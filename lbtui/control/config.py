@@ -60,6 +60,7 @@ class ListenerCfg:
     interfaces: list[str] | None = None    # None: the [datapath] interfaces
     stats: bool = True
     sni: bool = False
+    address: str | None = None             # SNI listeners: the IP the splicer binds
 
 
 @dataclass
@@ -158,6 +159,8 @@ def _listener_dict(x: ListenerCfg) -> dict[str, Any]:
         d["interfaces"] = list(x.interfaces)
     d["stats"] = x.stats
     d["sni"] = x.sni
+    if x.address is not None:
+        d["address"] = x.address
     d["targets"] = targets_to_dicts(x.targets)
     return d
 
@@ -234,7 +237,7 @@ def validate(config: Config) -> list[str]:
 _SECTIONS = ("datapath", "settings", "listener", "source_route", "sni_route")
 _DATAPATH_KEYS = ("instance", "interfaces", "reply_interfaces", "netns", "xdp_mode", "keep")
 _SETTINGS_KEYS = tuple(vars(SettingsCfg()).keys())
-_LISTENER_KEYS = ("port", "protocol", "interfaces", "stats", "sni", "targets")
+_LISTENER_KEYS = ("port", "protocol", "interfaces", "stats", "sni", "address", "targets")
 _SOURCE_KEYS = ("cidr", "stats", "targets")
 _SNI_KEYS = ("hostname", "targets")
 _TARGET_KEYS = ("ip", "port", "weight")
@@ -525,14 +528,33 @@ class _Validator:
             sni = self.field(loc, t, "sni", self.boolean, default=False)
             if sni is True and proto == "udp":
                 self.bad(f"{loc}.sni", 'SNI routing needs TCP (protocol is "udp")')
+            address = None
+            if "address" in t:
+                address = self.address(f"{loc}.address", t["address"])
+                if sni is False:
+                    self.bad(f"{loc}.address", "is only used by SNI listeners (sni = true): "
+                                               "the address the splicer listens on")
             targets = self.field(loc, t, "targets", self.targets)
             entries += len(ifaces if ifaces is not None else dp.interfaces)
-            if _MISSING not in (port, proto, stats, sni, targets):
-                out.append(ListenerCfg(port, targets, proto, ifaces, stats, sni))
+            if _MISSING not in (port, proto, stats, sni, targets, address):
+                out.append(ListenerCfg(port, targets, proto, ifaces, stats, sni, address))
         if entries > MAX_LISTEN_ENTRIES:
             self.bad("listener", f"{entries} listen entries (listeners x interfaces), at most "
                                  f"{MAX_LISTEN_ENTRIES}")
         return out
+
+    def address(self, loc: str, value: Any) -> Any:
+        if self.string(loc, value) is _MISSING:
+            return _MISSING
+        try:
+            addr = ipaddress.IPv4Address(value.strip())
+        except ValueError:
+            self.bad(loc, f"{value!r} is not an IPv4 address (like 198.18.0.10)")
+            return _MISSING
+        if addr.is_multicast or str(addr) == "255.255.255.255":
+            self.bad(loc, f"{addr} cannot be listened on")
+            return _MISSING
+        return str(addr)
 
     def source_routes(self, raw: Any, st: SettingsCfg) -> list[SourceRouteCfg]:
         out: list[SourceRouteCfg] = []

@@ -30,7 +30,8 @@ from lbtui.control.config import (
 
 _MISSING = object()
 _DATAPATH_DEFAULTS = {k: v for k, v in vars(DatapathCfg()).items() if k != "interfaces"}
-_LISTENER_DEFAULTS = {"protocol": "both", "stats": True, "sni": False, "interfaces": None}
+_LISTENER_DEFAULTS = {"protocol": "both", "stats": True, "sni": False, "interfaces": None,
+                      "address": None}
 _SOURCE_DEFAULTS = {"stats": True}
 
 

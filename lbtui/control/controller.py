@@ -142,6 +142,8 @@ class Controller:
             new.path = self.config_path
             self.config = new
             self.instance.config = new
+        if self.instance.managed:          # a console that runs the datapath itself
+            self.instance.sync_splicers()
 
     @staticmethod
     def _targets_holder(c: Config, kind: str, key: Any) -> Any:

@@ -338,8 +338,10 @@ class _ConnOnly:
 def cmd_listeners_add(args: argparse.Namespace, inst: Instance) -> int:
     group = parse_group(args.targets)
     lst = ListenerCfg(parse_port(args.port, "port"), targets_of(group), args.protocol,
-                      args.interface or None, not args.no_stats, args.sni)
+                      args.interface or None, not args.no_stats, args.sni, args.address)
     controller(args, inst).add_listener(lst)
+    if lst.sni:
+        _signal_serve(inst.name, signal.SIGHUP)    # serve starts the listener's splicer
     emit(args, {"added": lst.port}, f"listener :{lst.port} added ({group})")
     return 0
 
@@ -347,6 +349,7 @@ def cmd_listeners_add(args: argparse.Namespace, inst: Instance) -> int:
 def cmd_listeners_remove(args: argparse.Namespace, inst: Instance) -> int:
     port = parse_port(args.port, "port")
     controller(args, inst).remove_listener(port)
+    _signal_serve(inst.name, signal.SIGHUP)        # serve stops a splicer it may run
     emit(args, {"removed": port}, f"listener :{port} removed")
     return 0
 
@@ -401,8 +404,10 @@ def cmd_weight(args: argparse.Namespace, inst: Instance) -> int:
 
 
 def _signal_serve(name: str, sig: signal.Signals) -> int | None:
-    pid = (read_state(name) or {}).get("pid")
-    if pid and pid_alive(pid):
+    """Signal the instance's ``serve`` (not a console manager, which may not expect it)."""
+    state = read_state(name) or {}
+    pid = state.get("pid")
+    if state.get("manager") == "serve" and pid and pid_alive(pid):
         os.kill(pid, sig)
         return pid
     return None

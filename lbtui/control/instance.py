@@ -91,6 +91,7 @@ class Instance:
         self.config_path = config_path
         self.adopted = adopted          # start() found pinned maps and kept them
         self.pin_dir = pin_dir_of(name)
+        self.splicers: dict[int, Any] = {}   # SNI listener port -> running Splicer
 
     @property
     def managed(self) -> bool:
@@ -170,6 +171,11 @@ class Instance:
                        netns_name=ns, config_path=config.path, adopted=adopted)
             txn = apply.sync(ms, config, inst.ifindexes)
             progress(f"config applied ({txn.changed} map entries changed)")
+            try:
+                inst.sync_splicers(progress)
+            except BaseException:
+                inst.stop_splicers()
+                raise
             inst.write_state()
             return inst
         except BaseException:
@@ -237,6 +243,7 @@ class Instance:
         attached and unpins everything; with ``keep`` XDP keeps forwarding on the pinned
         maps for a later ``serve`` to re-adopt. A non-manager only closes its fds."""
         try:
+            self.stop_splicers()
             if self.managed:
                 if keep:
                     self.write_state(pid=None, kept=True)
@@ -255,6 +262,37 @@ class Instance:
                 self.datapath.bpf.cleanup()  # type: ignore[attr-defined]
         if self.lock is not None:
             self.lock.release()
+
+    # --- SNI splicers -----------------------------------------------------------------
+
+    def sync_splicers(self, progress: Progress = _quiet) -> None:
+        """Run one SNI splicer per listener with ``sni = true`` (the listen entry passes
+        those connections to the stack); stop the ones whose listener is gone. Only the
+        manager runs them: they proxy in this process."""
+        if not self.managed or self.config is None:
+            return
+        want = {x.port: x.address or "0.0.0.0" for x in self.config.listeners if x.sni}
+        for port, sp in list(self.splicers.items()):
+            if want.get(port) != sp.listen_ip:
+                self.splicers.pop(port).stop()
+                progress(f"SNI splicer on port {port} stopped")
+        for port, ip in want.items():
+            if port in self.splicers:
+                continue
+            from lbtui.splicer import Splicer
+
+            sp = Splicer(self.maps, self.emit_fd, ip, port, netns=self.netns,
+                         max_connections=max(1, self.maps.conntrack_map.max_entries // 2))
+            sp.start()
+            self.splicers[port] = sp
+            where = f" in {self.netns}" if self.netns else ""
+            progress(f"SNI splicer listening on {ip}:{port}{where}")
+
+    def stop_splicers(self) -> None:
+        while self.splicers:
+            _port, sp = self.splicers.popitem()
+            with contextlib.suppress(Exception):
+                sp.stop()
 
     # --- run time ------------------------------------------------------------------
 

@@ -64,6 +64,7 @@ class Service:
         self.install_signals()                   # a signal during start stops right after
         inst = self.instance = Instance.start(config, progress=self.log)
         try:
+            inst.write_state(manager="serve")     # ctl may signal us (SIGHUP) to reload
             dp = config.datapath
             ifaces = ", ".join([*dp.interfaces, *dp.reply_interfaces])
             where = f" in netns {dp.netns}" if dp.netns else ""
@@ -128,6 +129,10 @@ class Service:
         new.datapath.keep = keep
         inst.config = new
         self.log(f"reloaded {self.config_path} ({txn.changed} map entries changed)")
+        try:
+            inst.sync_splicers(self.log)
+        except (OSError, RuntimeError, ValueError) as e:
+            log_error(f"SNI splicer: {e}")
 
 
 def serve(config_path: str | Path, keep: bool = False) -> int:

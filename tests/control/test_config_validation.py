@@ -148,6 +148,13 @@ CASES: list[tuple[Any, str]] = [
      "listener[0].targets[1]: 198.18.101.2:8080 is listed twice (also listener[0].targets[0])"),
     (edit(**{"listener.0.targets.1.weight": 40}),
      "listener[0].targets: weights sum to 90, must sum to 100"),
+    (edit(**{"listener.0.sni": True, "listener.0.address": "198.18.0"}),
+     "listener[0].address: '198.18.0' is not an IPv4 address (like 198.18.0.10)"),
+    (edit(**{"listener.0.sni": True, "listener.0.address": "239.1.1.1"}),
+     "listener[0].address: 239.1.1.1 cannot be listened on"),
+    (edit(**{"listener.0.address": "198.18.0.10"}),
+     "listener[0].address: is only used by SNI listeners (sni = true): the address the "
+     "splicer listens on"),
     (edit(**{"listener.0.stats": 1}), "listener[0].stats: must be true or false, not an "
                                       "integer"),
     (edit(**{"source_route.0.cidr": "198.18.1.0/33"}),

@@ -321,3 +321,83 @@ def test_invalid_config_starts_nothing(state_dir, tmp_path: Path) -> None:
     assert "datapath.keep: must be true or false, not a string" in r.stderr
     assert "2 problem(s)" in r.stderr
     assert not pin_dir_of(name).exists() and read_state(name) is None
+
+
+def tls_get(topo: T.Topology, ca: Path, hostname: str, verify: bool = True) -> str:
+    import socket
+    import ssl
+
+    from lbtui import netns
+
+    ctx = ssl.create_default_context(cafile=str(ca))
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    with netns.inside(topo.clients[0].ns), socket.create_connection(
+            (topo.vip, 443), timeout=5) as raw, ctx.wrap_socket(
+            raw, server_hostname=hostname) as s:
+        s.sendall(f"GET / HTTP/1.0\r\nHost: {hostname}\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    return data.split(b"\r\n\r\n", 1)[1].decode().strip()
+
+
+def listening(ns: str, port: int) -> set[str]:
+    """Inodes of TCP sockets listening on ``port`` in namespace ``ns``."""
+    text = subprocess.run(["ip", "netns", "exec", ns, "cat", "/proc/net/tcp"],
+                          capture_output=True, text=True, check=True).stdout
+    out = set()
+    for line in text.splitlines()[1:]:
+        cols = line.split()
+        if cols[1].endswith(f":{port:04X}") and cols[3] == "0A":     # 0A: LISTEN
+            out.add(cols[9])
+    return out
+
+
+def test_serve_runs_the_sni_splicer_for_sni_listeners(make_lab, state_dir, instance_cleanup,
+                                                      start_serve, tmp_path: Path) -> None:
+    from lbtui.lab.tlscerts import make_certs
+
+    topo = make_lab(1, 3, servers=False)
+    certs = make_certs(tmp_path / "tls", ["api.example.com", "www.example.com"])
+    T.start_backend_servers(topo, tls=8443, cert=certs.cert, key=certs.key)
+    b1, b2, b3 = (e.ip for e in topo.backends)
+    sni = f"""
+[[listener]]
+port = 443
+protocol = "tcp"
+sni = true
+address = "{topo.vip}"
+targets = [{{ ip = "{b1}", port = 8443 }}]
+
+[[sni_route]]
+hostname = "api.example.com"
+targets = [{{ ip = "{b2}", port = 8443 }}]
+"""
+    name, path = setup(topo, tmp_path, instance_cleanup, extra=sni)
+    serve = start_serve(path)
+    assert f"SNI splicer listening on {topo.vip}:443 in {topo.lb_ns}" in serve.output
+    assert listening(topo.lb_ns, 443) <= socket_inodes(serve.pid)   # serve's own socket
+    assert listening(topo.lb_ns, 443)
+
+    assert tls_get(topo, certs.ca, "api.example.com") == "backend2"
+    assert tls_get(topo, certs.ca, "www.example.com") == "backend1"    # no route: default
+    ctl_ok(name, "sni", "add", "www.example.com", f"{b3}:8443")        # next connection
+    assert tls_get(topo, certs.ca, "www.example.com") == "backend3"
+    assert http_get(topo) in ("backend1", "backend2")                  # XDP still balances
+
+    mark = serve.mark()
+    ctl_ok(name, "listeners", "remove", "443")
+    serve.wait_for("SNI splicer on port 443 stopped", since=mark)
+    assert not listening(topo.lb_ns, 443)
+    with pytest.raises(OSError):
+        tls_get(topo, certs.ca, "api.example.com")
+
+    mark = serve.mark()
+    ctl_ok(name, "listeners", "add", "443", f"{b1}:8443", "--protocol", "tcp", "--sni",
+           "--address", topo.vip)
+    serve.wait_for("SNI splicer listening", since=mark)
+    assert tls_get(topo, certs.ca, "api.example.com") == "backend2"
+    assert f'address = "{topo.vip}"' in path.read_text()
+    assert serve.stop() == 0 and not listening(topo.lb_ns, 443)
