@@ -130,9 +130,13 @@ def measure(topo: T.Topology, c: Contender, s: Settings, server_pids: list[int]
     url = f"http://{ip}:{port}/"
     r: dict[str, float | None] = {}
 
+    fwd = load.snmp(topo.lb_ns, "Ip")["ForwDatagrams"]
     w = load.wrk(topo, clients, url, s.conn_seconds, s.conn_connections)
     r["conns_per_s"] = w.rate
     r["conn_errors"] = w.errors
+    # packets the LB namespace's IP stack forwarded: ~0 when XDP redirects everything
+    r["kernel_fwd_per_conn"] = (load.snmp(topo.lb_ns, "Ip")["ForwDatagrams"] - fwd) / max(
+        w.requests, 1)
 
     if c.udp:
         u = load.udp_flood(topo, clients, *c.udp_target(), s.udp_seconds)
@@ -292,11 +296,13 @@ def render(res: dict) -> str:
     for n in names:
         m = summary[n]
         lbp = m.get("lb_proc_ms_per_1k")
-        extra.append([n, fmt(m.get("conn_errors")), fmt(m.get("udp_sent_pps")),
+        extra.append([n, fmt(m.get("conn_errors")), fmt(m.get("kernel_fwd_per_conn"), 1),
+                      fmt(m.get("udp_sent_pps")),
                       fmt(m.get("udp_bad_checksums")), fmt(m.get("cpu_rate")),
                       fmt(lbp, 1) if lbp is not None else "-",
                       fmt(m.get("machine_ms_per_1k"), 1)])
-    lines += [table(["contender", "conn errors", "UDP sent/s", "UDP bad csum",
+    lines += [table(["contender", "conn errors", "stack-fwd pkts/conn", "UDP sent/s",
+                     "UDP bad csum",
                      "paced req/s", "LB process ms/1k", "whole machine ms/1k"], extra), ""]
     for goal, measured, met in goals(summary):
         mark = {True: "met", False: "NOT met", None: "?"}[met]

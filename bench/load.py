@@ -84,11 +84,16 @@ def wrk(topo: Topology, nodes: Sequence[str], url: str, seconds: int, connection
 # --- UDP -------------------------------------------------------------------------------
 
 
+def snmp(ns: str, group: str) -> dict[str, int]:
+    """One group ("Ip", "Udp", ...) of the SNMP MIB of namespace ``ns``."""
+    with netns.inside(ns), open("/proc/thread-self/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith(f"{group}:")]
+    return dict(zip(rows[0][1:], map(int, rows[1][1:]), strict=True))
+
+
 def _udp_counters(ns: str) -> tuple[int, int]:
     """(datagrams that reached a UDP socket, datagrams with a bad checksum) in ``ns``."""
-    with netns.inside(ns), open("/proc/thread-self/net/snmp") as f:
-        rows = [line.split() for line in f if line.startswith("Udp:")]
-    u = dict(zip(rows[0][1:], map(int, rows[1][1:]), strict=True))
+    u = snmp(ns, "Udp")
     # The sink never reads: datagrams land in RcvbufErrors once its buffer is full.
     return u["InDatagrams"] + u["RcvbufErrors"], u["InCsumErrors"]
 

@@ -84,12 +84,14 @@ def md_compare(res: dict) -> str:
         vals = [r["conns_per_s"] for r in res["samples"][n]]
         per_round.append([n, ", ".join(fmt(v) for v in vals),
                           fmt(summary[n].get("conn_errors")),
+                          fmt(summary[n].get("kernel_fwd_per_conn"), 1),
                           fmt(summary[n].get("udp_sent_pps")),
                           fmt(summary[n].get("cpu_rate")),
                           fmt(summary[n].get("lb_proc_ms_per_1k"), 1)
                           if summary[n].get("lb_proc_ms_per_1k") is not None else "–"])
     out += ["Per round and side figures:", "",
             md_table(["contender", "conns/s in each round", "conn errors (median)",
+                      "packets forwarded by the LB's IP stack per connection",
                       "UDP sent/s", "paced req/s (CPU phase)", "LB process ms/1k"],
                      per_round), ""]
     goals = compare.goals(summary)

@@ -32,6 +32,14 @@ def test_every_contender_forwarded_connections_bulk_and_latency(compare_quick) -
         assert r["cpu_rate"] > 100 and r["cpu_ms_per_1k"] > 0, (name, r)
 
 
+def test_xdp_contenders_bypass_the_lb_stack_and_netfilter_uses_it(compare_quick) -> None:
+    samples = compare_quick.result["samples"]
+    for name in ("lbtui", "lbtui-generic", "haproxy"):  # XDP redirects; HAProxy proxies
+        assert samples[name][0]["kernel_fwd_per_conn"] < 0.5, name
+    for name in ("direct", "nftables"):  # SYN, ACK, request, FIN, ACK... both directions
+        assert samples[name][0]["kernel_fwd_per_conn"] > 4, name
+
+
 def test_udp_reaches_backends_intact_except_on_haproxy(compare_quick) -> None:
     samples = compare_quick.result["samples"]
     for name in ("lbtui", "lbtui-generic", "direct", "nftables"):
