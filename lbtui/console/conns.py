@@ -110,10 +110,9 @@ def read_rows(reader: bpfsys.BatchReader, max_rows: int | None = None) -> ConnDu
         kb = memoryview(keys).cast("B")[: n * 16]
         rows.extend([k + v for k, v in zip(ki(kb), vi(vb), strict=True)
                      if not v[0] & abi.CT_F_REPLY])
-    sampled = max_rows is not None and total > len(rows)
     if max_rows is not None and len(rows) > max_rows:
-        rows = rows[:max_rows]
-    return ConnDump(rows, total, entries, sampled)
+        del rows[max_rows:]
+    return ConnDump(rows, total, entries, total > len(rows))
 
 
 def open_reader(conntrack_map: BpfMap, chunk: int = 8192) -> bpfsys.BatchReader:
