@@ -189,13 +189,15 @@ def run(s: Settings, progress: Callable[[str], None] = _log) -> dict:
         ms = M.create_all_maps()
         dp = None
         try:
-            ms.pin_all(pin)
-            progress("compiling and loading the XDP datapath")
-            dp = Datapath.load(ms)
             made: dict[str, Contender] = {
-                "lbtui": Lbtui(topo, dp, stats=s.lbtui_stats), "direct": Direct(topo),
-                "lbtui-generic": Lbtui(topo, dp, stats=s.lbtui_stats, mode="generic"),
-                "nftables": Nftables(topo, wd), "haproxy": Haproxy(topo, wd, nproc())}
+                "direct": Direct(topo), "nftables": Nftables(topo, wd),
+                "haproxy": Haproxy(topo, wd, nproc())}
+            if set(LBTUI) & set(s.contenders):
+                ms.pin_all(pin)
+                progress("compiling and loading the XDP datapath")
+                dp = Datapath.load(ms)
+                made["lbtui"] = Lbtui(topo, dp, stats=s.lbtui_stats)
+                made["lbtui-generic"] = Lbtui(topo, dp, stats=s.lbtui_stats, mode="generic")
             for r in range(s.rounds):
                 for name in _round_order(s.contenders, r):
                     c = made[name]
