@@ -270,7 +270,7 @@ static __always_inline int lb_handle_reply(struct xdp_md *ctx, struct lb_pkt *p,
 
 /* First packet of a flow on a listen entry: choose a target, record both tuples. */
 static __always_inline int lb_handle_new(struct xdp_md *ctx, struct lb_pkt *p,
-                                         const struct lb_ct_key *key, __u64 now)
+                                         const struct lb_ct_key *key)
 {
     struct lb_listen_key lkey = {};
     lkey.ifindex = ctx->ingress_ifindex;
@@ -297,6 +297,7 @@ static __always_inline int lb_handle_new(struct xdp_md *ctx, struct lb_pkt *p,
         return XDP_PASS;                /* every target drained: the stack refuses it */
     }
 
+    __u64 now = bpf_ktime_get_ns();
     struct lb_ct_value v = {};
     v.orig_dst_ip = key->dst_ip;
     v.orig_dst_port = key->dst_port;
@@ -347,7 +348,6 @@ int lb_xdp(struct xdp_md *ctx)
     key.src_port = *p.sport;
     key.dst_port = *p.dport;
     key.proto = p.proto;
-    __u64 now = bpf_ktime_get_ns();
     int syn = p.tcp && p.tcp->syn && !p.tcp->ack;
 
     struct lb_ct_value *ct = conntrack.lookup(&key);
@@ -355,6 +355,9 @@ int lb_xdp(struct xdp_md *ctx)
         __u16 flags = ct->flags;
         if (flags & LB_CT_F_LOCAL)
             return XDP_PASS;            /* a userspace splicer terminates this flow */
+        /* Read the clock only for packets we own: it costs about as much as a map lookup,
+         * and most traffic on a listen interface is not ours. */
+        __u64 now = bpf_ktime_get_ns();
         if (flags & LB_CT_F_REPLY)
             return lb_handle_reply(ctx, &p, &key, ct, now);
         /* A new SYN on a finished or aged tuple, or a UDP datagram after the timeout,
@@ -379,7 +382,7 @@ int lb_xdp(struct xdp_md *ctx)
         old_rkey.proto = key.proto;
         conntrack.delete(&old_rkey);
     }
-    return lb_handle_new(ctx, &p, &key, now);
+    return lb_handle_new(ctx, &p, &key);
 }
 
 /* Userspace's way into the one event stream: run with BPF_PROG_TEST_RUN on a buffer that
