@@ -12,6 +12,8 @@ So the maps and the file never disagree, and a restart reproduces the maps exact
 from __future__ import annotations
 
 import copy
+import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,7 @@ from lbtui.control.config import (
 from lbtui.control.configfile import save_config
 from lbtui.control.instance import Instance
 from lbtui.control.lock import editing
+from lbtui.control.state import pid_alive, read_state
 from lbtui.sni import normalize_hostname
 from lbtui.targets import TOTAL_WEIGHT, TargetGroup
 
@@ -142,8 +145,11 @@ class Controller:
             new.path = self.config_path
             self.config = new
             self.instance.config = new
-        if self.instance.managed:          # a console that runs the datapath itself
-            self.instance.sync_splicers()
+        if _manager_relevant(old) != _manager_relevant(new):
+            if self.instance.managed:          # a console that runs the datapath itself
+                self.instance.sync_splicers()
+            else:
+                signal_serve(self.instance.name)
 
     @staticmethod
     def _targets_holder(c: Config, kind: str, key: Any) -> Any:
@@ -248,6 +254,24 @@ class Controller:
         if isinstance(seconds, bool) or not isinstance(seconds, int | float):
             raise ValueError(f"sweep_interval: {seconds!r} must be a number of seconds")
         self._edit(lambda c: setattr(c.settings, "sweep_interval", float(seconds)))
+
+
+def _manager_relevant(c: Config) -> tuple[Any, ...]:
+    """What the managing process itself acts on (the maps it leaves to whoever edits):
+    the SNI listeners it runs splicers for, its sweep interval."""
+    return (sorted((x.port, x.address) for x in c.listeners if x.sni),
+            c.settings.sweep_interval)
+
+
+def signal_serve(instance: str, sig: int = signal.SIGHUP) -> int | None:
+    """Ask the instance's ``serve`` to reload (never a console manager, which may not
+    expect signals). Returns the pid signalled, if any."""
+    state = read_state(instance) or {}
+    pid = state.get("pid")
+    if state.get("manager") == "serve" and pid != os.getpid() and pid_alive(pid):
+        os.kill(pid, sig)
+        return pid
+    return None
 
 
 def _port(key: Any) -> int:

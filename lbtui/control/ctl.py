@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import socket
 import sys
 import time
@@ -24,9 +22,8 @@ from lbtui import abi, netns
 from lbtui import maps as M
 from lbtui.addr import parse_ipv4, parse_port, proto_number
 from lbtui.control.config import ListenerCfg, targets_of
-from lbtui.control.controller import Controller
+from lbtui.control.controller import Controller, signal_serve
 from lbtui.control.instance import Instance
-from lbtui.control.state import pid_alive, read_state
 from lbtui.targets import TargetGroup
 
 SETTABLE = ("stats", "connection_timeout", "sweep_interval")
@@ -268,8 +265,7 @@ def cmd_settings_set(args: argparse.Namespace, inst: Instance) -> int:
             seconds = float(value)
         except ValueError:
             raise ValueError(f"sweep_interval {value!r}: a number of seconds") from None
-        ctl.set_sweep_interval(seconds)
-        _signal_serve(inst.name, signal.SIGHUP)
+        ctl.set_sweep_interval(seconds)            # the controller signals serve
     else:
         raise ValueError(f"setting {name!r} cannot be changed at run time; settable: "
                          f"{', '.join(SETTABLE)} (map sizes: edit the file, then "
@@ -340,8 +336,6 @@ def cmd_listeners_add(args: argparse.Namespace, inst: Instance) -> int:
     lst = ListenerCfg(parse_port(args.port, "port"), targets_of(group), args.protocol,
                       args.interface or None, not args.no_stats, args.sni, args.address)
     controller(args, inst).add_listener(lst)
-    if lst.sni:
-        _signal_serve(inst.name, signal.SIGHUP)    # serve starts the listener's splicer
     emit(args, {"added": lst.port}, f"listener :{lst.port} added ({group})")
     return 0
 
@@ -349,7 +343,6 @@ def cmd_listeners_add(args: argparse.Namespace, inst: Instance) -> int:
 def cmd_listeners_remove(args: argparse.Namespace, inst: Instance) -> int:
     port = parse_port(args.port, "port")
     controller(args, inst).remove_listener(port)
-    _signal_serve(inst.name, signal.SIGHUP)        # serve stops a splicer it may run
     emit(args, {"removed": port}, f"listener :{port} removed")
     return 0
 
@@ -403,18 +396,8 @@ def cmd_weight(args: argparse.Namespace, inst: Instance) -> int:
     return 0
 
 
-def _signal_serve(name: str, sig: signal.Signals) -> int | None:
-    """Signal the instance's ``serve`` (not a console manager, which may not expect it)."""
-    state = read_state(name) or {}
-    pid = state.get("pid")
-    if state.get("manager") == "serve" and pid and pid_alive(pid):
-        os.kill(pid, sig)
-        return pid
-    return None
-
-
 def cmd_reload(args: argparse.Namespace, inst: Instance) -> int:
-    pid = _signal_serve(inst.name, signal.SIGHUP)
+    pid = signal_serve(inst.name)
     if pid is None:
         raise RuntimeError(f"instance {inst.name!r} has no running serve to reload")
     emit(args, {"signalled": pid}, f"asked serve (pid {pid}) to reload its config file")
