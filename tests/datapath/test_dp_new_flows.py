@@ -139,3 +139,22 @@ def test_route_without_a_usable_target_passes_untouched_and_counts_no_target(
     assert (r.verdict, r.data) == (XDP_PASS, syn)
     assert dp.ct_entries() == {}
     assert dp.counters()["no_target"] == 1 and dp.counters()["flows_created"] == 0
+
+
+@pytest.mark.parametrize("heavy", [0, 7], ids=["first-slot", "last-slot"])
+def test_eight_target_group_reaches_its_first_and_last_slot(dp: Harness, heavy: int) -> None:
+    targets = [(f"198.18.101.{2 + i}", 8080 + i, 100 if i == heavy else 0) for i in range(8)]
+    dp.listen(80, TargetGroup.of(targets))
+    want = (targets[heavy][0], targets[heavy][1])
+    for port in range(41000, 41050):
+        out = decode(dp.run(fast_tcp(CLIENT, VIP, port, 80)).data)
+        assert (out["IP"].dst, out["TCP"].dport) == want
+
+
+def test_last_hop_ttl_is_dnated_but_left_to_the_stack(dp: Harness) -> None:
+    """TTL 1 cannot be forwarded: the stack must answer with ICMP time exceeded."""
+    dp.listen(80, G1)
+    r = dp.run(tcp(CLIENT, VIP, 40000, 80, ttl=1))
+    out = decode(r.data)
+    assert r.verdict == XDP_PASS and (out["IP"].dst, out["IP"].ttl) == (T1, 1)
+    assert_checksums_valid(r.data)

@@ -98,3 +98,19 @@ def test_reply_on_another_cpu_sees_the_flow(dp: Harness, restore_affinity: None)
         assert ack["IP"].dst == target, "the forward direction still sees its target"
         conn = dp.connection(CLIENT, port, 80)
         assert conn is not None and (conn.packets_fwd, conn.packets_rev) == (2, 1)
+
+
+def test_close_seen_from_two_cpus_is_reported_once(dp: Harness, restore_affinity: None
+                                                  ) -> None:
+    dp.listen(80, TargetGroup.single(T1, 8080), flags=abi.ROUTE_F_STATS)
+    os.sched_setaffinity(0, {0})
+    dp.run(fast_tcp(CLIENT, VIP, 40000, 80))
+    dp.run(fast_tcp(CLIENT, VIP, 40000, 80, 0x11))            # FIN from the client
+    os.sched_setaffinity(0, {1})
+    dp.run(fast_tcp(T1, CLIENT, 8080, 40000, 0x11), iface="b1")   # FIN from the target
+    dp.run(fast_tcp(T1, CLIENT, 8080, 40000, 0x14), iface="b1")   # and an RST after it
+    os.sched_setaffinity(0, {0})
+    dp.run(fast_tcp(CLIENT, VIP, 40000, 80, 0x10))
+    closed = [e for e in dp.events() if e.kind == "closed"]
+    assert [(e.reason, e.packets_fwd, e.packets_rev) for e in closed] == [("fin", 2, 1)]
+    assert dp.counters()["flows_closed"] == 1

@@ -7,8 +7,10 @@ from __future__ import annotations
 from dp_harness import CLIENT, T1, T2, T3, VIP, XDP_REDIRECT, Harness
 from dp_packets import ACK, RST, SYN, fast_tcp, parse
 
-from lbtui import abi
+from lbtui import abi, bpfsys
 from lbtui import maps as M
+from lbtui.datapath.loader import Datapath
+from lbtui.events import LbEvent, emit_event
 from lbtui.targets import TargetGroup
 
 SPREAD = TargetGroup.of([(T1, 8080, 50), (T2, 8080, 30), (T3, 8080, 20)])
@@ -89,3 +91,14 @@ def test_the_route_that_chose_the_target_decides_about_events(dp: Harness) -> No
     dp.run(fast_tcp("198.18.1.200", VIP, 40000, 80))    # source route without
     dp.run(fast_tcp("198.18.3.2", VIP, 40000, 80))      # listen entry without
     assert [(e.client_ip, e.target_ip) for e in dp.events()] == [("198.18.1.2", T2)]
+
+
+def test_userspace_events_share_the_ring_buffer(datapath: Datapath, dp: Harness) -> None:
+    """lb_emit_event puts an event made in userspace (an aged flow) into the same stream."""
+    ev = LbEvent(123, "closed", "udp", "aged", CLIENT, 40000, VIP, 53, T1, 9000, 100, 5, 4,
+                 500, 400)
+    assert emit_event(datapath.emit_fd, ev)
+    assert dp.events() == [ev]
+    assert dp.counters()["user_events"] == 1
+    short = bpfsys.prog_test_run(datapath.emit_fd, b"\0" * 40)
+    assert short.retval == 0 and dp.events() == [], "a short buffer is refused"
