@@ -105,6 +105,7 @@ protocol = "udp"
 port = {TLS_LISTEN_PORT}
 protocol = "tcp"
 sni = true
+address = "{topo.vip}"      # where the splicer listens (in the LB namespace)
 {_targets(topo, TLS_BACKEND_PORT, _all(EVEN_WEIGHTS))}
 """)
     parts.append(f"""

@@ -3,8 +3,8 @@
 ``LabRun`` is the owner side, shared by ``lbtui demo`` (console or headless) and the
 background manager of ``lbtui lab up``. ``start`` runs each step with its outcome and
 duration: prerequisites, the namespace network, TLS certificates, backend servers, the
-config file, the datapath (``Instance.start``: BCC compile, XDP attach, config applied),
-the SNI splicer (when it exists), a probe through the load balancer, traffic.
+config file, the datapath (``Instance.start``: BCC compile, XDP attach, config applied,
+an SNI splicer for the SNI listener), a probe through the load balancer, traffic.
 
 ``down`` is the one idempotent clean-up, used by the owner on exit, by its watchdog when
 the owner dies, and by ``lbtui lab down``: stop the owner, detach and unpin the instance,
@@ -15,7 +15,6 @@ lab's files. The root namespace is never touched.
 from __future__ import annotations
 
 import contextlib
-import errno
 import importlib
 import os
 import signal
@@ -80,36 +79,17 @@ class TrafficOptions:
         return ", ".join(parts) + f" for {self.duration:g} s"
 
 
-# --- SNI splicer hook ---------------------------------------------------------------------
+# --- SNI ----------------------------------------------------------------------------------
 
 
 def sni_available() -> bool:
-    """True once ``lbtui.splicer`` (the SNI splicer, built separately) provides Splicer:
-    the demo then adds its port-443 SNI listener and TLS traffic."""
+    """True when ``lbtui.splicer`` (the SNI splicer) provides Splicer: the demo then adds
+    its port-443 SNI listener (``Instance.start`` runs a splicer for it) and TLS traffic."""
     try:
         mod = importlib.import_module("lbtui.splicer")
     except ImportError:
         return False
     return hasattr(mod, "Splicer")
-
-
-def start_splicer(inst: Any, topo: T.Topology) -> Any:
-    """Serve the demo's SNI listener. When the control plane runs splicers itself
-    (``Instance.splicers``, or VIP:443 already bound in the LB namespace), there is
-    nothing to do; otherwise start one here, in the LB namespace, on VIP:443, over the
-    instance's maps. Returns what to stop, or None."""
-    if getattr(inst, "splicers", None):
-        return None
-    from lbtui.splicer import Splicer
-
-    sp = Splicer(inst.maps, inst.emit_fd, topo.vip, D.TLS_LISTEN_PORT, topo.lb_ns)
-    try:
-        sp.start()
-    except OSError as e:
-        if e.errno == errno.EADDRINUSE:
-            return None      # the instance already serves it
-        raise
-    return sp
 
 
 # --- probing ------------------------------------------------------------------------------
@@ -169,7 +149,6 @@ class LabRun:
         self.topo: T.Topology | None = None
         self.inst: Any = None
         self.instance_released = False
-        self.splicer: Any = None
         self.config_path: Path | None = None
         self.sni = False
         self.traffic_procs: list[Any] = []
@@ -229,9 +208,6 @@ class LabRun:
 
             self.inst = Instance.start(config, progress=s.note)
             self._meta()
-        if self.sni:
-            with s.step(f"starting the SNI splicer on {topo.vip}:{D.TLS_LISTEN_PORT}"):
-                self.splicer = start_splicer(self.inst, topo)
         with s.step("checking the path client -> VIP -> backend",
                     hint=f"see `lbtui lab status --lab {self.lab}`; `lbtui lab exec lb -- "
                          "ip -s link` shows the LB's interfaces"):
@@ -267,10 +243,6 @@ class LabRun:
     def close(self, keep: bool = False) -> None:
         """Tear everything down (or, with ``keep``, leave the lab running for a later
         ``lbtui lab down``). Safe after a partial start."""
-        if self.splicer is not None:
-            with contextlib.suppress(Exception):
-                self.splicer.stop()
-            self.splicer = None
         if keep and self.inst is not None:
             if not self.instance_released:
                 self.inst.stop(keep=True)
