@@ -8,7 +8,7 @@ What it sets up, on the demo topology (2 clients, 4 backends; see ``topology``):
 - port 80 (TCP): HTTP, weighted 40/30/20/10 over the four backends;
 - port 7000 (TCP): long-lived line-echo connections, 25 each;
 - port 9000 (UDP): datagrams, 25 each;
-- a source route: client2's subnet goes to backend3/backend4 50/50 (source routes beat
+- a source route: client2's subnet goes to backend3/backend4:8081 50/50 (source routes beat
   the listener's group, whatever the port (the SNI splicer honours them too), so
   client2 only sends HTTP);
 - SNI routes www.demo.test -> backend1/backend2, api.demo.test -> backend3/backend4;
@@ -24,6 +24,9 @@ from lbtui.lab.topology import ECHO_PORT, HTTP_PORT, UDP_PORT, Topology
 N_CLIENTS = 2
 N_BACKENDS = 4
 HTTP_LISTEN_PORT = 80
+# The source route sends to a second HTTP port of its backends, so the console's per-target
+# view tells its traffic apart from the port-80 listener's (a target is ip:port).
+SOURCE_ROUTE_PORT = 8081
 TLS_LISTEN_PORT = 443
 TLS_BACKEND_PORT = 8443
 HTTP_WEIGHTS = (40, 30, 20, 10)
@@ -109,11 +112,12 @@ address = "{topo.vip}"      # where the splicer listens (in the LB namespace)
 {_targets(topo, TLS_BACKEND_PORT, _all(EVEN_WEIGHTS))}
 """)
     parts.append(f"""
-# {routed.node}'s subnet is pinned to two backends, whatever the listener
-# (the SNI splicer honours source routes too; client2 sends only HTTP for that reason).
+# {routed.node}'s subnet is pinned to two backends (their second HTTP port, {SOURCE_ROUTE_PORT}),
+# whatever the listener: the SNI splicer honours source routes too, so client2 sends
+# only HTTP.
 [[source_route]]
 cidr = "{routed.subnet}"
-{_targets(topo, HTTP_PORT, SOURCE_ROUTE_BACKENDS)}
+{_targets(topo, SOURCE_ROUTE_PORT, SOURCE_ROUTE_BACKENDS)}
 """)
     for host, weights in SNI_ROUTES.items():
         parts.append(f"""

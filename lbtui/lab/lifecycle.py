@@ -187,10 +187,11 @@ class LabRun:
             from lbtui.lab.tlscerts import make_certs
 
             tls = make_certs(T.lab_dir(self.lab) / "tls", list(D.SNI_ROUTES))
-        with s.step("starting backend servers: HTTP :8080, echo :7000, UDP :9000, "
-                    f"TLS :{D.TLS_BACKEND_PORT} in each backend",
+        with s.step(f"starting backend servers: HTTP :8080 and :{D.SOURCE_ROUTE_PORT}, echo "
+                    f":7000, UDP :9000, TLS :{D.TLS_BACKEND_PORT} in each backend",
                     hint="another process may hold the ports; see `lbtui lab status`"):
-            T.start_backend_servers(topo, tls=D.TLS_BACKEND_PORT, cert=tls.cert, key=tls.key)
+            T.start_backend_servers(topo, tls=D.TLS_BACKEND_PORT, cert=tls.cert, key=tls.key,
+                                    also_http=[D.SOURCE_ROUTE_PORT])
         self.sni = sni_available()
         with s.step("writing the demo config" + ("" if self.sni else
                     " (no SNI listener: the SNI splicer is not available yet)")):

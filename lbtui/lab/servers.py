@@ -1,7 +1,7 @@
 """Backend servers for labs: every reply names the backend that produced it.
 
     python -m lbtui.lab.servers --name backend1 [--http 8080] [--echo 7000] [--udp 9000]
-        [--tls 8443 --cert CERT --key KEY]
+        [--tls 8443 --cert CERT --key KEY] [--also-http 8081 ...]
 
 HTTP: any path answers ``<name>\\n`` (header X-Backend too); ``/bytes/N`` answers N bytes
 (bulk transfers). Echo: each line is answered ``<name> <line>`` (long-lived connections).
@@ -82,11 +82,11 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
 
 async def serve(name: str, http: int | None, echo: int | None, udp: int | None,
                 host: str = "0.0.0.0", tls: int | None = None,
-                tls_ctx: ssl.SSLContext | None = None) -> None:
+                tls_ctx: ssl.SSLContext | None = None, also_http: tuple[int, ...] = ()) -> None:
     n = name.encode()
     servers = []
-    if http:
-        servers.append(await asyncio.start_server(lambda r, w: _http(n, r, w), host, http,
+    for port in ([http] if http else []) + list(also_http):
+        servers.append(await asyncio.start_server(lambda r, w: _http(n, r, w), host, port,
                                                   reuse_address=True, backlog=4096))
     if tls and tls_ctx:
         servers.append(await asyncio.start_server(
@@ -112,6 +112,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--name", required=True)
     ap.add_argument("--http", type=int)
+    ap.add_argument("--also-http", type=int, action="append", default=[], metavar="PORT",
+                    help="more HTTP ports (same answers)")
     ap.add_argument("--echo", type=int)
     ap.add_argument("--udp", type=int)
     ap.add_argument("--tls", type=int, help="HTTPS port (needs --cert and --key)")
@@ -121,7 +123,8 @@ def main() -> None:
     if a.tls and not (a.cert and a.key):
         ap.error("--tls needs --cert and --key")
     ctx = tls_context(a.cert, a.key) if a.tls else None
-    asyncio.run(serve(a.name, a.http, a.echo, a.udp, tls=a.tls, tls_ctx=ctx))
+    asyncio.run(serve(a.name, a.http, a.echo, a.udp, tls=a.tls, tls_ctx=ctx,
+                      also_http=tuple(a.also_http)))
 
 
 if __name__ == "__main__":

@@ -363,11 +363,13 @@ UDP_PORT = 9000
 def start_backend_servers(topo: Topology, http: int = HTTP_PORT, echo: int = ECHO_PORT,
                           udp: int = UDP_PORT, timeout: float = 20, tls: int | None = None,
                           cert: str | Path | None = None, key: str | Path | None = None,
-                          ) -> None:
+                          also_http: Sequence[int] = ()) -> None:
     """Start lbtui.lab.servers in every backend and wait until each has bound its ports.
-    With ``tls`` (and a certificate), each also serves HTTPS on that port."""
+    With ``tls`` (and a certificate), each also serves HTTPS on that port; ``also_http``:
+    more HTTP ports."""
     procs = []
     tls_args = ["--tls", str(tls), "--cert", str(cert), "--key", str(key)] if tls else []
+    tls_args += [a for p in also_http for a in ("--also-http", str(p))]
     for e in topo.backends:
         procs.append((e, topo.popen(e.node, python_argv(
             "lbtui.lab.servers", "--name", e.node, "--http", str(http), "--echo", str(echo),

@@ -116,6 +116,8 @@ def test_demo_config_is_valid_and_says_what_the_demo_promises(sni: bool) -> None
     if sni:
         assert ports[443].sni and {t.port for t in ports[443].targets} == {8443}
     assert [r.cidr for r in cfg.source_routes] == ["198.18.2.0/24"]
+    assert {(t.ip, t.port) for t in cfg.source_routes[0].targets} == {
+        ("198.18.103.2", 8081), ("198.18.104.2", 8081)}
     assert {r.hostname for r in cfg.sni_routes} == {"www.demo.test", "api.demo.test"}
 
 
