@@ -9,6 +9,7 @@ original, so a crash leaves either the old or the new file, never a torn one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Callable
@@ -59,45 +60,83 @@ def atomic_write(path: Path, text: str, mode: int = 0o600) -> None:
 
 def render_config(config: Config, base_text: str | None = None) -> str:
     """The TOML text of ``config``: ``base_text`` minimally edited, or a fresh document."""
-    doc = tomlkit.parse(base_text) if base_text else tomlkit.document()
-    merge(doc, config)
-    text = tomlkit.dumps(doc)
+    return _render(config, base_text)[0]
+
+
+def _render(config: Config, base_text: str | None, doc: tomlkit.TOMLDocument | None = None,
+            old: Config | None = None) -> tuple[str, tomlkit.TOMLDocument, bool]:
+    """(text, the edited document, whether the text is exactly the document's dump).
+    ``doc``: ``base_text`` already parsed (edited in place); ``old``: what it means."""
+    if base_text and old is None:
+        with contextlib.suppress(ValueError):
+            old = parse_config(base_text)    # fast (tomllib): tells which tables changed
+    if doc is None:
+        doc = tomlkit.parse(base_text) if base_text else tomlkit.document()
+    merge(doc, config, old)
+    raw = text = tomlkit.dumps(doc)
     if '"""' not in text and "'''" not in text:
         # Removing and appending tables can leave runs of blank lines; a file without
         # multi-line strings can safely have them collapsed.
         text = re.sub(r"\n{3,}", "\n\n", text).rstrip("\n") + "\n"
-    return text
+    return text, doc, text == raw
 
 
-def save_config(config: Config, path: str | Path | None = None) -> Path:
+# tomlkit parses slowly (about 1 s per 2000 tables): a process that edits the same file
+# repeatedly (the console) keeps the parsed document of what it last wrote, and reuses it
+# while the file on disk is still exactly that (same inode, size and mtime).
+_DocKey = tuple[int, int, int, int]
+_docs: dict[Path, tuple[_DocKey, str, tomlkit.TOMLDocument]] = {}
+
+
+def _stat_key(path: Path) -> _DocKey:
+    st = path.stat()
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def save_config(config: Config, path: str | Path | None = None,
+                old: Config | None = None) -> Path:
     """Write ``config`` to ``path`` (default ``config.path``), keeping the existing file's
-    comments and order. What is written is re-parsed first and must mean ``config``."""
+    comments and order. What is written is re-parsed first and must mean ``config``.
+    ``old``: what the file holds now, if the caller has just parsed it (saves a parse)."""
     target = Path(path) if path is not None else config.path
     if target is None:
         raise ValueError("save_config: no path given and the config has none")
+    target = target.absolute()
     base = target.read_text() if target.exists() else None
-    text = render_config(config, base)
+    cached = _docs.pop(target, None)        # dropped for good if anything below fails
+    doc = None
+    if cached is not None and base is not None and cached[1] == base and (
+            cached[0] == _stat_key(target)):
+        doc = cached[2]
+    text, doc, exact = _render(config, base, doc, old)
     check = parse_config(text, target)
     check.path = config.path
     if check.to_dict() != config.to_dict():
         raise RuntimeError(f"{target}: the edited document does not round-trip; not written")
     atomic_write(target, text)
+    if exact and len(_docs) < 8:
+        _docs[target] = (_stat_key(target), text, doc)
     return target
 
 
 # --- document edits --------------------------------------------------------------------
 
 
-def merge(doc: tomlkit.TOMLDocument, config: Config) -> None:
+def merge(doc: tomlkit.TOMLDocument, config: Config, old: Config | None = None) -> None:
+    """Edit ``doc`` to mean ``config``. ``old``: what ``doc`` means now (its tables in
+    order), so unchanged tables are skipped without being read."""
     new = config.to_dict()
+    was = old.to_dict() if old is not None else {}
     _sync_section(doc, "datapath", new["datapath"], _DATAPATH_DEFAULTS)
     _sync_section(doc, "settings", new["settings"], vars(SettingsCfg()))
     _sync_aot(doc, "listener", new.get("listener", []), lambda t: t.get("port"),
-              _LISTENER_DEFAULTS)
+              _LISTENER_DEFAULTS, was.get("listener") if old else None)
     _sync_aot(doc, "source_route", new.get("source_route", []),
-              lambda t: canonical_cidr(str(t.get("cidr", ""))), _SOURCE_DEFAULTS)
+              lambda t: canonical_cidr(str(t.get("cidr", ""))), _SOURCE_DEFAULTS,
+              was.get("source_route") if old else None)
     _sync_aot(doc, "sni_route", new.get("sni_route", []),
-              lambda t: canonical_hostname(str(t.get("hostname", ""))), {})
+              lambda t: canonical_hostname(str(t.get("hostname", ""))), {},
+              was.get("sni_route") if old else None)
 
 
 def _plain(item: Any) -> Any:
@@ -141,16 +180,19 @@ def _add_key(table: Table, key: str, value: Any) -> None:
 
 
 def _sync_aot(doc: tomlkit.TOMLDocument, name: str, new_items: list[dict[str, Any]],
-              key: Callable[[dict[str, Any]], Any], defaults: dict[str, Any]) -> None:
+              key: Callable[[dict[str, Any]], Any], defaults: dict[str, Any],
+              old_items: list[dict[str, Any]] | None = None) -> None:
     aot = doc.get(name)
     by_key = {key(item): item for item in new_items}
     kept: set[Any] = set()
     if isinstance(aot, AoT):
+        known = old_items if old_items is not None and len(old_items) == len(aot) else None
         for i in reversed(range(len(aot))):
-            k = key(_plain(aot[i]))
+            k = key(known[i] if known else _plain(aot[i]))
             if k in by_key and k not in kept:
                 kept.add(k)
-                _sync_table(aot[i], by_key[k], defaults)
+                if known is None or known[i] != by_key[k]:
+                    _sync_table(aot[i], by_key[k], defaults)
             else:
                 _remove_table(doc, name, aot, i)
     added = [item for item in new_items if key(item) not in kept]

@@ -138,7 +138,7 @@ class Controller:
             txn = apply.sync(self.instance.maps, new, self.instance.ifindexes)
             if self.config_path is not None:
                 try:
-                    save_config(new, self.config_path)
+                    save_config(new, self.config_path, old=old)
                 except BaseException:
                     txn.rollback()
                     raise

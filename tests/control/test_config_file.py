@@ -180,3 +180,22 @@ def test_invalid_config_is_never_written(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="weights sum to 120"):
         save_config(c)
     assert path.read_text() == TEXT
+
+
+def test_repeated_saves_follow_hand_edits_in_between(tmp_path: Path) -> None:
+    """The parsed document kept between saves is used only while the file is unchanged."""
+    path = tmp_path / "lbtui.toml"
+    path.write_text(TEXT)
+    c = load_config(path)
+    c.listeners[0].targets[0].weight, c.listeners[0].targets[1].weight = 40, 60
+    save_config(c)
+    c.listeners[0].targets[0].weight, c.listeners[0].targets[1].weight = 30, 70
+    save_config(c)
+    assert "weight = 30 },  # backend1" in path.read_text()
+    path.write_text(path.read_text().replace("# the web tier", "# the web tier, edited"))
+    c = load_config(path)
+    c.settings.connection_timeout = 5
+    save_config(c)
+    text = path.read_text()
+    assert "# the web tier, edited" in text and "connection_timeout = 5" in text
+    assert load_config(path).to_dict() == c.to_dict()
