@@ -112,6 +112,9 @@ class ConsoleApp(App[str | None]):
         self.refreshes = 0
         self.stopped: str | None = None     # "keep" | "stop" once the instance was released
         self._dump: C.ConnDump | None = None
+        # Row lists the UI has let go of. Freeing 100k rows costs tens of milliseconds,
+        # so the collection worker drops them, not the UI thread.
+        self._graveyard: list[object] = []
         self._collecting = False
         self._again = False
 
@@ -150,6 +153,8 @@ class ConsoleApp(App[str | None]):
     @work(thread=True, group="collect", exit_on_error=False)
     def _collect(self) -> None:
         worker = get_current_worker()
+        while self._graveyard:
+            self._graveyard.pop()
         try:
             events = self.feed.take() if self.feed else []
             snap = self.collector.collect(events)
@@ -177,11 +182,14 @@ class ConsoleApp(App[str | None]):
 
     def on_collected(self, msg: Collected) -> None:
         t0 = time.perf_counter()
+        self._graveyard.append(self.snapshot)
         s = self.snapshot = msg.snap
         self.groups = groups_of(s)
         self.query_one(StatusHeader).show(s)
         if msg.view is not None and not self.frozen:
+            self._graveyard.append(self._dump)
             self._dump = s.conns
+            self._graveyard.append(self.conns_view.view)
             self.conns_view.show(msg.view, s.now_ns)
         self.query_one(RoutesView).show(self.groups)
         self.query_one(TargetsView).show(s, self.groups)
@@ -212,6 +220,7 @@ class ConsoleApp(App[str | None]):
 
     def on_view_ready(self, msg: ViewReady) -> None:
         if self.snapshot is not None:
+            self._graveyard.append(self.conns_view.view)
             self.conns_view.show(msg.view, self.snapshot.now_ns)
 
     @on(ConnectionsView.FreezeToggled)

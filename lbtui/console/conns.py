@@ -11,6 +11,8 @@ import socket
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Any
 
 import humanize
 
@@ -146,29 +148,56 @@ class Column:
     name: str
     width: int
     text: Callable[[Row, int], str]           # (row, now_ns) -> cell text
-    sort_key: Callable[[Row], object]         # natural order of the displayed value
+    sort_key: Callable[[Row], Any]            # natural order of the displayed value...
+    flip: bool = False                        # ...or its reverse (age: newest first)
     right: bool = False
 
 
+_key_client = lambda r: r[KEY][0:4] + r[KEY][8:10]  # noqa: E731  (ip then port, bytes)
+_key_vip = lambda r: r[KEY][4:8] + r[KEY][10:12]  # noqa: E731
+_key_proto = lambda r: r[KEY][12]  # noqa: E731
+
 COLUMNS: tuple[Column, ...] = (
-    Column("client", 21, lambda r, _n: client_of(r), lambda r: r[KEY][0:4] + r[KEY][8:10]),
-    Column("vip", 21, lambda r, _n: vip_of(r), lambda r: r[KEY][4:8] + r[KEY][10:12]),
-    Column("target", 21, lambda r, _n: target_of(r), lambda r: r[TARGET]),
-    Column("proto", 5, lambda r, _n: proto_of(r), lambda r: r[KEY][12]),
+    Column("client", 21, lambda r, _n: client_of(r), _key_client),
+    Column("vip", 21, lambda r, _n: vip_of(r), _key_vip),
+    Column("target", 21, lambda r, _n: target_of(r), itemgetter(TARGET)),
+    Column("proto", 5, lambda r, _n: proto_of(r), _key_proto),
     Column("state", 11, lambda r, _n: state_of(r), state_of),
-    Column("age", 7, lambda r, n: _dur(n - r[CREATED]), lambda r: -r[CREATED], right=True),
-    Column("idle", 7, lambda r, n: _dur(n - r[LAST_SEEN]), lambda r: -r[LAST_SEEN],
+    # Sorting on the timestamps (C-level itemgetter) with the direction flipped is the
+    # same order as sorting on age/idle, and much cheaper.
+    Column("age", 7, lambda r, n: _dur(n - r[CREATED]), itemgetter(CREATED), flip=True,
            right=True),
-    Column("pkts→", 8, lambda r, _n: count(r[PKTS_FWD]), lambda r: r[PKTS_FWD], right=True),
-    Column("pkts←", 8, lambda r, _n: count(r[PKTS_REV]), lambda r: r[PKTS_REV], right=True),
-    Column("bytes→", 10, lambda r, _n: size(r[BYTES_FWD]), lambda r: r[BYTES_FWD], right=True),
-    Column("bytes←", 10, lambda r, _n: size(r[BYTES_REV]), lambda r: r[BYTES_REV], right=True),
+    Column("idle", 7, lambda r, n: _dur(n - r[LAST_SEEN]), itemgetter(LAST_SEEN),
+           flip=True, right=True),
+    Column("pkts→", 8, lambda r, _n: count(r[PKTS_FWD]), itemgetter(PKTS_FWD), right=True),
+    Column("pkts←", 8, lambda r, _n: count(r[PKTS_REV]), itemgetter(PKTS_REV), right=True),
+    Column("bytes→", 10, lambda r, _n: size(r[BYTES_FWD]), itemgetter(BYTES_FWD),
+           right=True),
+    Column("bytes←", 10, lambda r, _n: size(r[BYTES_REV]), itemgetter(BYTES_REV),
+           right=True),
 )
 COLUMN_NAMES = tuple(c.name for c in COLUMNS)
 
+# Flow -> (target, "client vip target proto"): a flow's addresses never change, so the
+# text a filter searches is made once per flow, not once per refresh.
+_texts: dict[bytes, tuple[bytes, str]] = {}
+_states: dict[int, str] = {}
+
 
 def search_text(r: Row) -> str:
-    return f"{client_of(r)} {vip_of(r)} {target_of(r)} {proto_of(r)} {state_of(r)}"
+    k = r[KEY]
+    hit = _texts.get(k)
+    if hit is None or hit[0] != r[TARGET]:
+        hit = _texts[k] = (r[TARGET], f"{client_of(r)} {vip_of(r)} {target_of(r)} "
+                                      f"{proto_of(r)}")
+    sk = r[FLAGS] << 8 | k[12]
+    st = _states.get(sk)
+    if st is None:
+        st = _states[sk] = ct_state(r[FLAGS], k[12])
+    return f"{hit[1]} {st}"
+
+
+TIEBREAK_MAX = 20_000
 
 
 @dataclass(frozen=True)
@@ -196,9 +225,14 @@ def apply_view(dump: ConnDump, spec: ViewSpec) -> ConnView:
     rows: Sequence[Row] = dump.rows
     terms = spec.filter.lower().split()
     if terms:
+        if len(_texts) > 2 * len(rows) + 10_000:   # forget flows long gone
+            _texts.clear()
         rows = [r for r in rows if all(t in search_text(r) for t in terms)]
     col = COLUMNS[COLUMN_NAMES.index(spec.sort)]
-    # Ties keep flow-key order, not the map's (seeded, per-map) hash order.
-    out = sorted(rows)
-    out.sort(key=col.sort_key, reverse=spec.reverse)
+    if len(rows) <= TIEBREAK_MAX:
+        # Ties in flow-key order rather than the map's hash order (seeded per map):
+        # the same data shows the same way. Above this size, a tuple sort costs more
+        # than it is worth and ties keep the (stable between refreshes) read order.
+        rows = sorted(rows)
+    out = sorted(rows, key=col.sort_key, reverse=spec.reverse != col.flip)
     return ConnView(out, dump.total, dump.sampled, spec)

@@ -16,7 +16,7 @@ from rich.segment import Segment
 from rich.style import Style
 from textual import events
 from textual.binding import Binding, BindingType
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
@@ -76,6 +76,7 @@ class LineTable(ScrollView, can_focus=True):
         self.sort_reverse = False
         self._selected: Hashable | None = None
         self._width = sum(c.width + GAP for c in self.columns)
+        self._styles: tuple[Style, Style, Style, Style] = (Style(),) * 4
         self.virtual_size = Size(self._width, 1)
 
     # --- data ----------------------------------------------------------------------------
@@ -135,17 +136,26 @@ class LineTable(ScrollView, can_focus=True):
 
     # --- rendering -----------------------------------------------------------------------
 
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # Resolving CSS styles is the costly part of a line; do it once per paint.
+        self._styles = (self.rich_style,
+                        self.get_component_rich_style("linetable--header"),
+                        self.get_component_rich_style("linetable--sorted"),
+                        self.rich_style + self.get_component_rich_style("linetable--cursor"))
+        return super().render_lines(crop)
+
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         width = self.size.width
+        base = self._styles[0]
         if y == 0:
             strip = self._header_strip()
         else:
             idx = scroll_y + y - 1
             if idx >= len(self.rows):
-                return Strip.blank(width, self.rich_style)
+                return Strip.blank(width, base)
             strip = self._row_strip(idx)
-        return strip.crop_extend(scroll_x, scroll_x + width, self.rich_style)
+        return strip.crop_extend(scroll_x, scroll_x + width, base)
 
     def _cells(self, texts: Sequence[str]) -> str:
         parts = []
@@ -155,8 +165,7 @@ class LineTable(ScrollView, can_focus=True):
         return (" " * GAP).join(parts) + " " * GAP
 
     def _header_strip(self) -> Strip:
-        base = self.get_component_rich_style("linetable--header")
-        sorted_style = self.get_component_rich_style("linetable--sorted")
+        _, base, sorted_style, _ = self._styles
         segs = []
         for c in self.columns:
             label = c.name
@@ -174,9 +183,7 @@ class LineTable(ScrollView, can_focus=True):
     def _row_strip(self, idx: int) -> Strip:
         row = self.rows[idx]
         text = self._cells([c.text(row, self.context) for c in self.columns])
-        style = self.rich_style
-        if idx == self.cursor:
-            style = style + self.get_component_rich_style("linetable--cursor")
+        style = self._styles[3] if idx == self.cursor else self._styles[0]
         return Strip([Segment(text, style)], self._width)
 
     # --- mouse ---------------------------------------------------------------------------

@@ -28,6 +28,8 @@ from lbtui.console.conns import (
 from lbtui.events import LbEvent
 
 WINDOW_NS = 60 * 1_000_000_000
+# The hot loop below indexes rows by number; this is the layout it relies on.
+assert (KEY, FLAGS, TARGET, PKTS_FWD, PKTS_REV, BYTES_FWD, BYTES_REV) == (0, 1, 2, 5, 6, 7, 8)
 
 
 def is_closed(flags: int) -> bool:
@@ -112,30 +114,43 @@ class TrafficTracker:
         primed = self._prev_ns is not None
         dt = (now_ns - self._prev_ns) / 1e9 if primed else 0.0
         prev = self._prev
+        get_prev = prev.get
         acc: dict[bytes, list[int]] = {}   # target -> [active, flows, new, pf, pr, bf, br]
+        get_acc = acc.get
         cur: dict[bytes, Row] = {}
+        rst, fins = abi.CT_F_RST, abi.CT_F_FIN_FWD | abi.CT_F_FIN_REV
+        # The hot loop of a refresh (once per flow): no function calls in it.
         for r in rows:
-            k = r[KEY]
+            k = r[0]
             cur[k] = r
-            a = acc.get(r[TARGET])
+            a = get_acc(r[2])
             if a is None:
-                a = acc[r[TARGET]] = [0, 0, 0, 0, 0, 0, 0]
+                a = acc[r[2]] = [0, 0, 0, 0, 0, 0, 0]
             a[1] += 1
-            if not is_closed(r[FLAGS]):
+            f = r[1]
+            if not (f & rst or f & fins == fins):
                 a[0] += 1
-            p = prev.get(k)
+            p = get_prev(k)
             if p is None:
                 if primed:
                     a[2] += 1
-                a[3] += r[PKTS_FWD]
-                a[4] += r[PKTS_REV]
-                a[5] += r[BYTES_FWD]
-                a[6] += r[BYTES_REV]
+                a[3] += r[5]
+                a[4] += r[6]
+                a[5] += r[7]
+                a[6] += r[8]
             else:
-                a[3] += max(0, r[PKTS_FWD] - p[PKTS_FWD])
-                a[4] += max(0, r[PKTS_REV] - p[PKTS_REV])
-                a[5] += max(0, r[BYTES_FWD] - p[BYTES_FWD])
-                a[6] += max(0, r[BYTES_REV] - p[BYTES_REV])
+                d = r[5] - p[5]
+                if d > 0:
+                    a[3] += d
+                d = r[6] - p[6]
+                if d > 0:
+                    a[4] += d
+                d = r[7] - p[7]
+                if d > 0:
+                    a[5] += d
+                d = r[8] - p[8]
+                if d > 0:
+                    a[6] += d
         finals = {event_key(e): e for e in closed if e.kind == "closed"}
         for k in prev.keys() - cur.keys():
             e = finals.get(k)
