@@ -52,6 +52,13 @@ def traffic_argv(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def require_root(what: str) -> None:
+    """The lab creates network namespaces and loads BPF programs: root only."""
+    if os.geteuid() != 0:
+        raise PermissionError(f"{what} needs root (it creates network namespaces and loads "
+                              "BPF programs): run it with sudo")
+
+
 def _lab_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lab", default=DEFAULT_LAB, metavar="NAME",
                    help="lab name: namespaces are lbt-NAME-* (default: %(default)s)")
@@ -112,6 +119,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from lbtui.lab.lifecycle import LabRun
     from lbtui.lab.topology import validate_lab_name
 
+    require_root("lbtui demo")
     validate_lab_name(args.lab)
     if args.duration is not None and args.duration <= 0:
         raise UsageError("--duration must be a positive number of seconds")
@@ -130,6 +138,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from lbtui.lab import topology as T
     from lbtui.lab.ownership import LabLock, pid_alive, read_meta
 
+    require_root("lbtui lab up")
     lab = T.validate_lab_name(args.lab)
     traffic_options(args)
     holder = LabLock(lab).holder()
@@ -193,6 +202,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     from lbtui.lab.lifecycle import down
     from lbtui.lab.topology import validate_lab_name
 
+    require_root("lbtui lab down")
     lab = validate_lab_name(args.lab)
     t0 = time.monotonic()
     done = down(lab, progress=lambda m: print(f"  {m}"))
@@ -208,6 +218,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from lbtui.lab.status_view import render_status
     from lbtui.lab.topology import list_labs, validate_lab_name
 
+    require_root("lbtui lab status")
     st = status(validate_lab_name(args.lab))
     if args.json:
         print(json.dumps(st, indent=1, default=str))
@@ -224,6 +235,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     from lbtui.cli import UsageError
     from lbtui.lab.topology import Topology, validate_lab_name
 
+    require_root("lbtui lab exec")
     lab = validate_lab_name(args.lab)
     cmd = list(args.cmd)
     if cmd[:1] == ["--"]:
