@@ -4,8 +4,9 @@
  * Both sockets of a spliced connection sit in `socks` (a SOCKHASH keyed by socket cookie)
  * and `peers` maps each socket's cookie to its partner's. This program is attached to
  * `socks` as the stream verdict (BPF_SK_SKB_STREAM_VERDICT, no parser): every skb a member
- * socket receives is redirected to the egress of its peer. A socket with no peer entry yet
- * keeps its data (SK_PASS): the splicer reads it with recv() while it sets a connection up.
+ * socket receives is redirected to the egress of its peer. Data that cannot be redirected
+ * (no peer entry, or the peer is not in the sockhash) stays on its socket (SK_PASS), where
+ * the splicer's set-up check finds it.
  *
  * BCC notes (DESIGN.md §6): use the table method socks.sk_redirect_hash (BCC does not
  * rewrite &socks passed to the raw helper); BCC 0.26's Python Table does not know SOCKHASH,
@@ -18,7 +19,7 @@
 
 #define SPLICE_CTR_BYTES    0   /* bytes redirected to a peer */
 #define SPLICE_CTR_SKBS     1   /* skbs redirected */
-#define SPLICE_CTR_NO_PEER  2   /* skbs whose peer had left the sockhash (dropped) */
+#define SPLICE_CTR_NO_PEER  2   /* skbs whose peer was not in the sockhash (kept) */
 #define SPLICE_CTR_PASSED   3   /* skbs kept for userspace (no peer entry yet) */
 #define SPLICE_CTR_EMPTY    4   /* zero-length skbs (a bare FIN) dropped */
 #define SPLICE_CTR_MAX      5
@@ -52,12 +53,13 @@ int splice_verdict(struct __sk_buff *skb)
     }
     __u64 key = *peer;
     __u32 len = skb->len;
-    int verdict = socks.sk_redirect_hash(skb, &key, 0);
-    if (verdict == SK_PASS) {
+    if (socks.sk_redirect_hash(skb, &key, 0) == SK_PASS) {
         splice_count(SPLICE_CTR_BYTES, len);
         splice_count(SPLICE_CTR_SKBS, 1);
-    } else {
-        splice_count(SPLICE_CTR_NO_PEER, 1);
+        return SK_PASS;
     }
-    return verdict;
+    /* The peer is not (or no longer) in the sockhash: keep the data on this socket, where
+     * the splicer can see it (recv) rather than losing it silently. */
+    splice_count(SPLICE_CTR_NO_PEER, 1);
+    return SK_PASS;
 }

@@ -1,8 +1,13 @@
 """The in-kernel relay: a SOCKHASH with an SK_SKB stream-verdict program (bpf/sk_splice.c).
 
-``SockmapRelay.join(a, b)`` makes every byte either socket receives leave through the other
-one, without passing through userspace. Set-up order matters (see ``Splicer``): a socket
-added with ``add`` but not yet ``link``-ed keeps its received data for ``recv``.
+Once two sockets are linked to each other (``link`` both ways) and both are in the sockhash
+(``add``), every byte either receives leaves through the other without passing through
+userspace. The set-up order that makes the hand-over lossless is the splicer's business
+(``lbtui.splicer.service``); ``kick`` finishes it.
+
+Kernel behaviour this relies on (Linux 6.x): a sockhash member's ``recv`` pushes skbs
+queued before it joined through the verdict, whole; skbs must therefore never be left
+half-read by userspace before a socket joins (the verdict would see the whole skb again).
 """
 
 from __future__ import annotations
@@ -55,15 +60,28 @@ class SockmapRelay:
         self.max_sockets = max_sockets
 
     def add(self, sock: socket.socket) -> int:
-        """Put a socket in the sockhash (no peer yet: its data stays readable). Returns its
-        cookie."""
+        """Put a socket in the sockhash; returns its cookie. Link its peer first: from now
+        on the verdict runs on everything it receives."""
         cookie = socket_cookie(sock)
         bpfsys.update(self.socks_fd, ct.c_uint64(cookie), ct.c_int(sock.fileno()))
         return cookie
 
     def link(self, src_cookie: int, dst_cookie: int) -> None:
-        """From now on, what ``src`` receives is sent out through ``dst``."""
+        """What ``src`` receives is sent out through ``dst`` (once both are in)."""
         bpfsys.update(self.peers_fd, ct.c_uint64(src_cookie), ct.c_uint64(dst_cookie))
+
+    @staticmethod
+    def kick(sock: socket.socket) -> bytes | None:
+        """Run the verdict over data that reached ``sock`` before it joined the sockhash.
+
+        A recv on a sockhash member first pushes its kernel receive queue through the
+        verdict (whole skbs, in order); peeking then shows what stayed on the socket.
+        Returns None when nothing stayed, b"" at end of stream, else the stray bytes
+        (data the relay could not redirect)."""
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) or b""
+        except (BlockingIOError, InterruptedError):
+            return None
 
     def forget(self, *cookies: int) -> None:
         """Drop peer entries and sockhash entries (closing a socket also drops the latter)."""

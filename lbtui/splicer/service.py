@@ -9,11 +9,12 @@ connection:
    oldest is evicted for a newcomer so stalled clients cannot lock good ones out).
 2. **connecting**: a target is chosen from the maps (``Router``), a non-blocking connect
    runs (deadline ``connect_timeout``).
-3. **spliced**: both sockets join the sockhash. Set-up order makes the hand-over lossless
-   and in order: the client socket joins without a peer (its data stays readable), the
-   backend socket joins linked to the client, the hello (and anything read after it) is
-   sent to the backend, the client's leftovers are read and forwarded, then the client is
-   linked to the backend. From then on the kernel relays both ways.
+3. **spliced**: the hello (and anything read after it) is sent to the backend; both
+   sockets are linked to each other and join the sockhash, client first; a ``kick`` on
+   each pushes what arrived meanwhile through the verdict, in order. From then on the
+   kernel relays both ways. Hellos are read without ever leaving an skb half-read (see
+   ``relay``), so nothing is sent twice; the only bytes Python copies are those read with
+   the hello (a TLS client sends nothing more before the server answers).
 4. **closing**: a FIN from one side is passed on (shutdown SHUT_WR on the other socket)
    only once every byte that side sent has been handed to the other socket (TCP_INFO
    counts), so the FIN never overtakes data. An error or RST on either side resets both.
@@ -44,7 +45,7 @@ from lbtui import abi
 from lbtui.maps import MapSet, get_connection_timeout
 from lbtui.splicer.flows import FlowEntry, FlowRecorder
 from lbtui.splicer.hello import DEFAULT_MAX_HELLO, ClientHello, HelloBuffer, HelloError
-from lbtui.splicer.relay import SockmapRelay
+from lbtui.splicer.relay import SockmapRelay, socket_cookie
 from lbtui.splicer.routing import Decision, Router
 from lbtui.splicer.tcpinfo import TcpCounts, tcp_counts
 
@@ -59,7 +60,7 @@ _EP_IN, _EP_OUT, _EP_ERR, _EP_HUP = select.EPOLLIN, select.EPOLLOUT, select.EPOL
 _EP_RDHUP = select.EPOLLRDHUP
 _DRAIN_TICK = 0.01
 _ACCEPT_BATCH = 64
-_RECV_CHUNK = 16384
+_READ_BUFFER = 256 * 1024
 _CLONE_NEWNET = 0x40000000
 
 
@@ -180,6 +181,8 @@ class Splicer:
         self._draining: set[_Flow] = set()
         self._n_flows = 0
         self._closed_fds: set[int] = set()
+        self._rbuf = bytearray(_READ_BUFFER)
+        self._rview = memoryview(self._rbuf)
 
     # --- public interface ------------------------------------------------------------
 
@@ -417,18 +420,30 @@ class Splicer:
                 self._reject_pending(oldest, "evicted")
 
     def _read_hello(self, p: _Pending) -> None:
+        """Read everything the client has sent so far. Reads continue until one comes back
+        short, so no skb is ever left half-read: the relay's verdict would later see such
+        an skb whole and send its first part twice."""
+        chunks = []
+        while True:
+            try:
+                n = p.sock.recv_into(self._rbuf)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self._reject_pending(p, "truncated")
+                return
+            if n == 0:
+                if not chunks:
+                    self._reject_pending(p, "truncated")
+                    return
+                break        # FIN after data: judge the data; the relay passes the FIN on
+            chunks.append(bytes(self._rview[:n]))
+            if n < len(self._rbuf):
+                break
+        if not chunks:
+            return
         try:
-            chunk = p.sock.recv(_RECV_CHUNK)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self._reject_pending(p, "truncated")
-            return
-        if not chunk:
-            self._reject_pending(p, "truncated")
-            return
-        try:
-            hello = p.hello.feed(chunk)
+            hello = p.hello.feed(b"".join(chunks))
         except HelloError as e:
             log.debug("splicer: %s:%s: %s", *p.client, e)
             self._reject_pending(p, e.reason)
@@ -516,24 +531,32 @@ class Splicer:
         client = p.sock
         relay = self._relay
         assert relay is not None
-        b0 = tcp_counts(backend)
         cc = cb = 0
         try:
-            # Order matters, see the module docstring (step 3).
-            cc = relay.add(client)                 # no peer yet: data stays readable
-            cb = relay.add(backend)
-            relay.link(cb, cc)                     # backend -> client, in the kernel
+            b0 = tcp_counts(backend)
+            # Order matters (module docstring, step 3). The hello goes out first, on the
+            # plain socket; whatever either side sends meanwhile waits, whole, in its
+            # kernel receive queue. The client joins first: a TLS client is silent until
+            # the server has answered, and the answer cannot reach it before both have
+            # joined. The kicks then push the waiting data through the verdict in order.
             backend.settimeout(self.connect_timeout)
-            client.settimeout(0)
-            backend.sendall(p.hello.data)          # the hello and anything after it
-            self._forward_leftovers(client, backend)
-            relay.link(cc, cb)                     # client -> backend, in the kernel
-            self._forward_leftovers(client, backend)
+            backend.sendall(p.hello.data)          # the hello and anything read after it
             backend.setblocking(False)
+            cc, cb = socket_cookie(client), socket_cookie(backend)
+            relay.link(cc, cb)
+            relay.link(cb, cc)
+            relay.add(client)
+            relay.add(backend)
+            stray = [x for x in (relay.kick(client), relay.kick(backend)) if x]
+            if stray:
+                # Data that arrived in the instant between the two joins could not be
+                # redirected; forwarding it now could reorder the stream. Refuse.
+                raise OSError(errno.EPROTO, "data arrived while the relay was joining")
         except OSError as e:
             log.debug("splicer: setting up %s:%s -> %s failed: %s", *p.client,
                       c.decision.target, e)
-            relay.forget(*(x for x in (cc, cb) if x))
+            if cc:
+                relay.forget(cc, cb)
             self._count("rejected.setup_failed")
             self._drop(backend)
             self._drop(client)
@@ -558,19 +581,6 @@ class Splicer:
             self._counts["spliced"] += 1
         self._ep.register(client.fileno(), _EP_RDHUP)
         self._ep.register(backend.fileno(), _EP_RDHUP)
-
-    @staticmethod
-    def _forward_leftovers(client: socket.socket, backend: socket.socket) -> None:
-        """Forward what the client sent while the relay was being set up (a TLS client
-        normally sends nothing until the server answers, so this is usually empty)."""
-        while True:
-            try:
-                data = client.recv(65536, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                return
-            if not data:
-                return          # FIN: the flow's event handler takes it from here
-            backend.sendall(data)
 
     # --- relaying and closing ---------------------------------------------------------
 

@@ -13,10 +13,11 @@ Servers (run in a backend namespace)::
   name the backend saw in the replayed hello) and the connection is closed. A first line
   ``ECHO`` instead makes a long-lived connection: ``<name> sni=<...> echo`` then every line
   is answered ``<name> <line>`` until the client closes.
-- Bulk on ``--bulk-port`` (plain TCP after a ClientHello-shaped first record, so it can be
-  spliced without TLS costs dominating): the client sends one TLS record (a hello), then
-  ``D`` + u64 N (the server sends N bytes and closes) or ``U`` + u64 N followed by N bytes
-  and a FIN (the server answers the u64 count it received).
+- Bulk on ``--bulk-port`` (plain TCP after a real ClientHello, so it can be spliced without
+  TLS costs dominating): the client sends one TLS record (a hello) and, like a TLS client,
+  waits for the server's answer (one byte ``S``); then ``D`` + u64 N (the server sends N
+  bytes and closes) or ``U`` + u64 N followed by N bytes and a FIN (the server answers the
+  u64 count it received).
 
 Prints ``ready`` once both are listening. Clients (run in a client namespace) print JSON::
 
@@ -180,6 +181,7 @@ class _BulkHandler(socketserver.BaseRequestHandler):
         try:
             header = _recv_exact(sock, 5)
             _recv_exact(sock, int.from_bytes(header[3:5], "big"))
+            sock.sendall(b"S")            # like a ServerHello: the client may go on
             op, n = struct.unpack("!cQ", _recv_exact(sock, 9))
             if op == b"D":
                 left = n
@@ -210,6 +212,31 @@ def serve(name: str, certs: Path, tls_port: int, bulk_port: int) -> None:
     threading.Event().wait()
 
 
+def start_tls_backends(topo: Any, certs: Path, timeout: float = 20) -> None:
+    """Run ``serve`` in every backend of a lab topology (``lbtui.lab.topology``), each
+    with its own certificate, and wait until all are listening. Teardown kills them."""
+    import subprocess
+
+    from lbtui.lab.topology import python_argv
+
+    procs = []
+    for e in topo.backends:
+        procs.append((e, topo.popen(e.node, python_argv(
+            "lbtui.splicer.testing_backends", "serve", "--name", e.node, "--certs",
+            str(certs), "--tls-port", str(TLS_PORT), "--bulk-port", str(BULK_PORT)),
+            stdout=subprocess.PIPE, text=True)))
+    deadline = time.monotonic() + timeout
+    for e, p in procs:
+        while time.monotonic() < deadline:
+            line = p.stdout.readline()
+            if line.strip() == "ready":
+                break
+            if not line and p.poll() is not None:
+                raise RuntimeError(f"TLS backend in {e.node} exited with {p.returncode}")
+        else:
+            raise RuntimeError(f"TLS backend in {e.node} not ready after {timeout}s")
+
+
 # --- clients -------------------------------------------------------------------------
 
 
@@ -230,8 +257,10 @@ def bulk(host: str, port: int, mode: str, nbytes: int, sni: str | None) -> dict[
     sock = socket.create_connection((host, port), timeout=60)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     t0 = time.perf_counter()
-    sock.sendall(fake_hello(sni) + struct.pack("!cQ", b"D" if mode == "down" else b"U",
-                                               nbytes))
+    sock.sendall(fake_hello(sni))
+    if _recv_exact(sock, 1) != b"S":
+        raise ConnectionError("bulk server did not answer the hello")
+    sock.sendall(struct.pack("!cQ", b"D" if mode == "down" else b"U", nbytes))
     got = 0
     if mode == "down":
         buf = bytearray(1 << 20)

@@ -16,7 +16,7 @@ from lbtui import abi, netns
 from lbtui import maps as M
 from lbtui.lab import topology as T
 from lbtui.splicer import Splicer
-from lbtui.splicer.testing_backends import BULK_PORT, TLS_PORT, make_certs
+from lbtui.splicer.testing_backends import TLS_PORT, make_certs, start_tls_backends
 from lbtui.targets import TargetGroup
 
 SNI_PORT = 443
@@ -76,26 +76,6 @@ def wait_for(cond: Callable[[], object], timeout: float = 10, what: str = "condi
         time.sleep(0.02)
 
 
-def _start_tls_backends(topo: T.Topology, certs: Path) -> None:
-    procs = []
-    for e in topo.backends:
-        procs.append((e, topo.popen(e.node, T.python_argv(
-            "lbtui.splicer.testing_backends", "serve", "--name", e.node, "--certs",
-            str(certs), "--tls-port", str(TLS_PORT), "--bulk-port", str(BULK_PORT)),
-            stdout=subprocess.PIPE, text=True)))
-    deadline = time.monotonic() + 20
-    for e, p in procs:
-        assert p.stdout is not None
-        while time.monotonic() < deadline:
-            line = p.stdout.readline()
-            if line.strip() == "ready":
-                break
-            if not line and p.poll() is not None:
-                raise RuntimeError(f"TLS backend in {e.node} exited with {p.returncode}")
-        else:
-            raise RuntimeError(f"TLS backend in {e.node} not ready")
-
-
 @pytest.fixture
 def sni_lab(datapath, tmp_path: Path) -> Iterator[Callable[..., SniLab]]:
     """Factory: build(n_clients, n_backends) -> SniLab with XDP attached and TLS backends
@@ -113,7 +93,7 @@ def sni_lab(datapath, tmp_path: Path) -> Iterator[Callable[..., SniLab]]:
         certs = make_certs(tmp_path / f"certs-{_labs}", [e.node for e in topo.backends],
                            [topo.vip] + [e.ip for e in topo.backends]).parent
         T.attach_datapath(topo, datapath)
-        _start_tls_backends(topo, certs)
+        start_tls_backends(topo, certs)
         lab = SniLab(topo, datapath.maps, datapath, certs)
         built.append(lab)
         return lab
