@@ -98,6 +98,31 @@ def bulk(topo, host: str, mode: str, mib: int) -> float:
     return out["gbit_s"]
 
 
+def _release(splicers: list[Splicer], dp: Datapath | None) -> None:
+    for sp in splicers:
+        sp.stop()
+    if dp is not None:
+        dp.detach_all()
+
+
+def _serve_sni(topo: T.Topology, ms: M.MapSet, dp: Datapath,
+               splicers: list[Splicer]) -> str:
+    """SNI listeners VIP:443 -> backend:8443 and VIP:9443 -> backend:9443, their SNI
+    routes, and a splicer for each (appended to ``splicers``). Returns the backend IP."""
+    backend = topo.backends[0].ip
+    flags = abi.ROUTE_F_SNI | abi.ROUTE_F_TCP | abi.ROUTE_F_STATS
+    ifindex = topo.lb_ifindex(topo.clients[0].lb_ifname)
+    for vport, bport in ((VIP_TLS_PORT, TLS_PORT), (BULK_PORT, BULK_PORT)):
+        M.add_listen_port_weighted(ms.listen_map, ifindex, vport,
+                                   TargetGroup.of([(backend, bport, 100)]), flags)
+        sp = Splicer(ms, dp.emit_fd, topo.vip, vport, netns=topo.lb_ns)
+        sp.start()
+        splicers.append(sp)
+    M.add_sni_route(ms.sni_map, SNI, TargetGroup.of([(backend, TLS_PORT, 100)]))
+    M.add_sni_route(ms.sni_map, BULK_SNI, TargetGroup.of([(backend, BULK_PORT, 100)]))
+    return backend
+
+
 def run(rounds: int, mib: int, n_handshakes: int, conc: int) -> dict[str, object]:
     results: dict[str, dict[str, list[float]]] = {}
 
@@ -116,41 +141,29 @@ def run(rounds: int, mib: int, n_handshakes: int, conc: int) -> dict[str, object
         ms.pin_all(PIN)
         dp = Datapath.load(ms)
         with T.lab(LAB, 1, 1) as topo:
-            certs = make_certs(Path(state) / "certs", [e.node for e in topo.backends],
-                               [topo.vip] + [e.ip for e in topo.backends]).parent
-            T.attach_datapath(topo, dp)
-            start_tls_backends(topo, certs)
-            backend = topo.backends[0].ip
-            flags = abi.ROUTE_F_SNI | abi.ROUTE_F_TCP | abi.ROUTE_F_STATS
-            for vport, bport in ((VIP_TLS_PORT, TLS_PORT), (BULK_PORT, BULK_PORT)):
-                group = TargetGroup.of([(backend, bport, 100)])
-                M.add_listen_port_weighted(ms.listen_map,
-                                           topo.lb_ifindex(topo.clients[0].lb_ifname),
-                                           vport, group, flags)
-                sp = Splicer(ms, dp.emit_fd, topo.vip, vport, netns=topo.lb_ns)
-                sp.start()
-                splicers.append(sp)
-            M.add_sni_route(ms.sni_map, SNI, TargetGroup.of([(backend, TLS_PORT, 100)]))
-            M.add_sni_route(ms.sni_map, BULK_SNI, TargetGroup.of([(backend, BULK_PORT, 100)]))
-            paths = (("direct", backend, TLS_PORT), ("spliced", topo.vip, VIP_TLS_PORT))
-            for r in range(rounds):
-                print(f"round {r + 1}/{rounds}", file=sys.stderr, flush=True)
-                for kind, host, port in paths:
-                    record("handshakes/s (python, "
-                           f"{conc} threads)", kind,
-                           handshakes_python(topo, certs, host, port, n_handshakes, conc))
-                    record("handshakes/s (openssl s_time, no SNI)", kind,
-                           handshakes_openssl(topo, certs, host, port))
-                for mode in ("down", "up"):
-                    for kind, host, _port in paths:
-                        record(f"bulk {mode} Gbit/s ({mib} MiB)", kind,
-                               bulk(topo, host, mode, mib))
-            stats = [sp.stats() for sp in splicers]
+            try:
+                certs = make_certs(Path(state) / "certs", [e.node for e in topo.backends],
+                                   [topo.vip] + [e.ip for e in topo.backends]).parent
+                T.attach_datapath(topo, dp)
+                start_tls_backends(topo, certs)
+                backend = _serve_sni(topo, ms, dp, splicers)
+                paths = (("direct", backend, TLS_PORT), ("spliced", topo.vip, VIP_TLS_PORT))
+                for r in range(rounds):
+                    print(f"round {r + 1}/{rounds}", file=sys.stderr, flush=True)
+                    for kind, host, port in paths:
+                        record(f"handshakes/s (python, {conc} threads)", kind,
+                               handshakes_python(topo, certs, host, port, n_handshakes, conc))
+                        record("handshakes/s (openssl s_time, no SNI)", kind,
+                               handshakes_openssl(topo, certs, host, port))
+                    for mode in ("down", "up"):
+                        for kind, host, _port in paths:
+                            record(f"bulk {mode} Gbit/s ({mib} MiB)", kind,
+                                   bulk(topo, host, mode, mib))
+                stats = [sp.stats() for sp in splicers]
+            finally:
+                _release(splicers, dp)   # before the lab goes: detaching enters its netns
     finally:
-        for sp in splicers:
-            sp.stop()
-        if dp is not None:
-            dp.detach_all()
+        _release(splicers, dp)
         M.close_all_maps(ms)
         shutil.rmtree(PIN, ignore_errors=True)
         shutil.rmtree(state, ignore_errors=True)
