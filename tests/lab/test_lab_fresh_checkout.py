@@ -40,8 +40,13 @@ def test_demo_script_from_a_fresh_clone(tmp_path: Path) -> None:
         out = p.stdout + p.stderr
         assert p.returncode == 0, out
         assert "apt packages present" in out and "Python packages present" in out
-        assert "✓ loading the datapath" in out and "✓ checking the path" in out, out
-        assert any(line.startswith("[") and "http" in line for line in out.splitlines()), out
+        for step in ("checking prerequisites", "building the lab network",
+                     "starting backend servers", "loading the datapath", "checking the path",
+                     "starting traffic"):
+            assert f"✓ {step}" in out, out
+        assert "compiling the XDP datapath (BCC)" in out      # the loader's own progress
+        reports = [line for line in out.splitlines() if line.startswith("[ ")]
+        assert len(reports) >= 3 and "backend" in reports[-1], out
         assert f"lab {lab} removed" in out
     finally:
         lbtui("lab", "down", "--lab", lab, check=False)
