@@ -117,7 +117,9 @@ def run_demo(run: LabRun, headless: bool, duration: float | None,
     run.close(keep=keep)
     if keep:
         print(f"lab {run.lab} keeps running: `lbtui console --attach {run.instance_name}` "
-              f"reopens the console, `lbtui lab down --lab {run.lab}` removes it", file=out)
+              f"reopens the console, `lbtui lab down --lab {run.lab}` removes it. Idle flows "
+              "are no longer aged out and the SNI listener (port 443) stopped with this "
+              "process.", file=out)
     else:
         print(f"lab {run.lab} removed ({time.monotonic() - t1:.1f} s)", file=out, flush=True)
     return rc

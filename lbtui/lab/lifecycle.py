@@ -327,18 +327,16 @@ def down(lab: str, progress: Progress = _quiet, held: LabLock | None = None,
         lock.acquire(lock_wait)
     try:
         name = D.instance_name(lab)
-        done += I.teardown(name)
+        for line in I.teardown(name):
+            progress(line)
+            done.append(line)
         if T.teardown(lab, progress):
             done.append(f"removed the namespaces and files of lab {lab}")
         for lk in (manager_lock(name), edit_lock(name)):
             if lk.path.exists() and lk.try_acquire():
                 lk.path.unlink(missing_ok=True)
                 lk.release()
-        for p in (T.STATE_DIR / f"{lab}.log",):
-            if p.exists():
-                p.unlink()
-        for line in done[len([d for d in done if d.startswith("stopped the lab")]):]:
-            progress(line)
+        (T.STATE_DIR / f"{lab}.log").unlink(missing_ok=True)
     finally:
         if held is None:
             lock.release(remove=True)
