@@ -33,7 +33,8 @@ Entry point (used by ``lbtui.control.Instance``, one per SNI listener)::
 Rejection reasons: not_tls, malformed, oversized, truncated (client closed or reset before
 the hello was complete), timeout (hello not complete in time: slowloris), evicted (pending
 cap reached, oldest pending dropped for a newcomer), busy, no_target (every target drained
-or no group), connect_failed, connect_timeout, setup_failed. Close reasons: fin, rst, aged
+or no group), connect_failed, connect_timeout, closed_early (a side sent its FIN before the
+relay joined: TLS peers never do), setup_failed. Close reasons: fin, rst, aged
 (idle longer than the connection timeout setting), deleted (an operator deleted its
 conntrack entry), stopped.
 

@@ -53,7 +53,8 @@ log = logging.getLogger(__name__)
 
 Addr = tuple[str, int]
 REJECT_REASONS = ("not_tls", "malformed", "oversized", "truncated", "timeout", "evicted",
-                  "busy", "no_target", "connect_failed", "connect_timeout", "setup_failed")
+                  "busy", "no_target", "connect_failed", "connect_timeout", "closed_early",
+                  "setup_failed")
 CLOSE_REASONS = ("fin", "rst", "aged", "deleted", "stopped")
 _EP_IN, _EP_OUT, _EP_ERR, _EP_HUP = select.EPOLLIN, select.EPOLLOUT, select.EPOLLERR, \
     select.EPOLLHUP
@@ -557,7 +558,11 @@ class Splicer:
                       c.decision.target, e)
             if cc:
                 relay.forget(cc, cb)
-            self._count("rejected.setup_failed")
+            # EOPNOTSUPP: a socket that has received a FIN cannot join a sockhash. A TLS
+            # client never closes before the server's answer, nor does a backend that
+            # accepted the hello; refusing such a connection loses nothing TLS needs.
+            reason = "closed_early" if e.errno == errno.EOPNOTSUPP else "setup_failed"
+            self._count(f"rejected.{reason}")
             self._drop(backend)
             self._drop(client)
             return

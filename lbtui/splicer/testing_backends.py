@@ -22,6 +22,7 @@ Servers (run in a backend namespace)::
 Prints ``ready`` once both are listening. Clients (run in a client namespace) print JSON::
 
     python -m lbtui.splicer.testing_backends bulk --host H --port P --mode down|up --bytes N
+        [--sni NAME] [--eager]
     python -m lbtui.splicer.testing_backends handshakes --host H --port P --certs DIR \
         [--sni NAME] --count N [--concurrency C]
 """
@@ -253,16 +254,25 @@ def fake_hello(server_name: str | None = None) -> bytes:
     return out.read()
 
 
-def bulk(host: str, port: int, mode: str, nbytes: int, sni: str | None) -> dict[str, float]:
+def bulk(host: str, port: int, mode: str, nbytes: int, sni: str | None,
+         eager: bool = False) -> dict[str, float]:
+    """One bulk transfer. ``eager``: do not wait for the server's answer to the hello
+    (like TLS early data, but unbounded): the request and an upload follow at once."""
     sock = socket.create_connection((host, port), timeout=60)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     t0 = time.perf_counter()
-    sock.sendall(fake_hello(sni))
-    if _recv_exact(sock, 1) != b"S":
-        raise ConnectionError("bulk server did not answer the hello")
-    sock.sendall(struct.pack("!cQ", b"D" if mode == "down" else b"U", nbytes))
+    request = struct.pack("!cQ", b"D" if mode == "down" else b"U", nbytes)
+    if eager:
+        sock.sendall(fake_hello(sni) + request)
+    else:
+        sock.sendall(fake_hello(sni))
+        if _recv_exact(sock, 1) != b"S":
+            raise ConnectionError("bulk server did not answer the hello")
+        sock.sendall(request)
     got = 0
     if mode == "down":
+        if eager and _recv_exact(sock, 1) != b"S":
+            raise ConnectionError("bulk server did not answer the hello")
         buf = bytearray(1 << 20)
         while True:
             r = sock.recv_into(buf)
@@ -273,6 +283,9 @@ def bulk(host: str, port: int, mode: str, nbytes: int, sni: str | None) -> dict[
         left = nbytes
         while left:
             left -= sock.send(_CHUNK[:min(left, len(_CHUNK))])
+        # Like TLS, never close before the server has answered (eager or not).
+        if eager and _recv_exact(sock, 1) != b"S":
+            raise ConnectionError("bulk server did not answer the hello")
         sock.shutdown(socket.SHUT_WR)
         got = struct.unpack("!Q", _recv_exact(sock, 8))[0]
     seconds = time.perf_counter() - t0
@@ -329,6 +342,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     b.add_argument("--mode", choices=("down", "up"), default="down")
     b.add_argument("--bytes", type=int, default=256 << 20)
     b.add_argument("--sni")
+    b.add_argument("--eager", action="store_true",
+                   help="send the request (and upload) without waiting for the server")
     h = sub.add_parser("handshakes")
     h.add_argument("--host", required=True)
     h.add_argument("--port", type=int, default=TLS_PORT)
@@ -340,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if a.cmd == "serve":
         serve(a.name, a.certs, a.tls_port, a.bulk_port)
     elif a.cmd == "bulk":
-        print(json.dumps(bulk(a.host, a.port, a.mode, a.bytes, a.sni)))
+        print(json.dumps(bulk(a.host, a.port, a.mode, a.bytes, a.sni, a.eager)))
     else:
         print(json.dumps(handshakes(a.host, a.port, a.certs, a.sni, a.count,
                                     a.concurrency)))

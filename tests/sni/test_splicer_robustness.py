@@ -14,7 +14,13 @@ import pytest
 
 from lbtui import maps as M
 from lbtui.lab.topology import python_argv
-from lbtui.splicer.testing_backends import cert_cn, client_context, fake_hello, https_get
+from lbtui.splicer.testing_backends import (
+    BULK_PORT,
+    cert_cn,
+    client_context,
+    fake_hello,
+    https_get,
+)
 
 from .conftest import wait_for
 
@@ -155,9 +161,11 @@ def test_bad_hellos_are_refused_by_reason(lab):
         with pytest.raises(ConnectionResetError):
             s.recv(100)
         assert HELLO_TIMEOUT * 0.9 < time.monotonic() - t0 < HELLO_TIMEOUT + 1
+    # A whole hello and at once a FIN: no TLS client does that; refused, not hung.
+    _refused_quickly(lab, hello, then_fin=True)
     r = lab.sp.stats()["rejected"]
-    assert (r["not_tls"], r["malformed"], r["oversized"], r["truncated"], r["timeout"]) == \
-        (1, 1, 1, 1, 1)
+    assert (r["not_tls"], r["malformed"], r["oversized"], r["truncated"], r["timeout"],
+            r["closed_early"]) == (1, 1, 1, 1, 1, 1)
     # And the splicer still serves.
     with lab.in_client():
         assert https_get(lab.vip, 443, client_context(lab.certs), "a.sni.test")[1] == \
@@ -218,3 +226,23 @@ def test_slowloris_does_not_lock_out_good_clients(lab):
     assert s["pending"] <= MAX_PENDING
     wait_for(lambda: lab.sp.stats()["pending"] == 0, timeout=HELLO_TIMEOUT + 3,
              what="pending hellos to drain after the attack")
+
+
+@pytest.mark.parametrize("nbytes", [4096, 1 << 20])
+def test_client_data_right_after_the_hello_arrives_once_in_order(sni_lab, nbytes):
+    """A client that does not wait for the server (TLS early data does this, with a
+    bound): bytes read with the hello, bytes queued while the backend connects, and bytes
+    relayed afterwards all arrive exactly once, in order (the server counts them)."""
+    lab = sni_lab(n_clients=1, n_backends=1)
+    lab.listen(BULK_PORT, lab.group(("backend1", 100), port=BULK_PORT))
+    sp = lab.splicer(BULK_PORT)
+    for mode in ("up", "down"):
+        for _ in range(5):
+            r = lab.client_run(python_argv(
+                "lbtui.splicer.testing_backends", "bulk", "--host", lab.vip, "--port",
+                str(BULK_PORT), "--mode", mode, "--bytes", str(nbytes), "--eager"))
+            assert r.returncode == 0, r.stderr
+            assert json.loads(r.stdout)["bytes"] == nbytes
+    s = sp.stats()
+    assert s["spliced"] == 10 and s["rejected"]["setup_failed"] == 0
+    assert s["relay"]["no_peer"] == 0
