@@ -98,6 +98,8 @@ struct lb_ct_value {
 /* settings map: ARRAY u32 -> u32. */
 #define LB_SETTING_STATS_ENABLED   0
 #define LB_SETTING_CONN_TIMEOUT_S  1
+#define LB_SETTING_NH_CACHE_MS     2  /* next-hop cache lifetime in ms; 0 disables it */
+#define LB_SETTING_NH_GENERATION   3  /* bump to invalidate every cached next hop */
 #define LB_SETTINGS_MAX            16
 
 /* counters map: ARRAY u32 -> u64, bumped with atomic adds. Slots written by the kernel

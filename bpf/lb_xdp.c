@@ -62,6 +62,21 @@ static __always_inline __u32 lb_setting(__u32 index)
 
 
 #define LB_NS_PER_S 1000000000ULL
+
+/* Timestamps use the coarse monotonic clock: the same epoch as CLOCK_MONOTONIC at tick
+ * resolution (a few ms, plenty for idle timeouts), and a cached read instead of a clock
+ * source access, which costs ~45 ns per packet in a VM. */
+#define lb_now() bpf_ktime_get_coarse_ns()
+
+/* Per-flow counters use plain adds: a direction of a flow is normally handled by one CPU
+ * (RSS), and forward and reply update different fields. A lost increment needs the same
+ * direction of one flow on two CPUs at the same instant; a locked add per packet costs
+ * more than that is worth. */
+static __always_inline void lb_ct_account(__u64 *packets, __u64 *bytes, __u32 len)
+{
+    *packets += 1;
+    *bytes += len;
+}
 #define LB_AF_INET 2
 
 /* Flag word: flags live in the top 16 bits of the aligned u64 at the start of the value
@@ -203,15 +218,55 @@ static __always_inline void lb_rewrite_src(struct lb_pkt *p, __be32 ip, __be16 p
     *p->sport = port;
 }
 
+/* Next-hop cache: bpf_fib_lookup is the most expensive step of a forwarded packet (~160 ns
+ * in a VM), and a balancer sends most packets to a handful of addresses. Each CPU keeps
+ * the last answer per (ingress interface, destination) slot for settings[NH_CACHE_MS]
+ * milliseconds; bumping settings[NH_GENERATION] drops them all at once. Internal to the
+ * program (not part of the map ABI), so not pinned. */
+#define LB_NH_SLOTS 256
+
+struct lb_nh {
+    __be32 dst;
+    __u32 ifindex_in;
+    __u32 ifindex_out;
+    __u32 generation;
+    __u8 smac[ETH_ALEN];
+    __u8 dmac[ETH_ALEN];
+    __u32 pad;
+    __u64 expires_ns;
+};
+
+BPF_PERCPU_ARRAY(nh_cache, struct lb_nh, LB_NH_SLOTS);
+
+static __always_inline int lb_redirect_to(struct lb_pkt *p, const __u8 *smac, const __u8 *dmac,
+                                          __u32 ifindex)
+{
+    lb_ip_decrease_ttl(p->iph);
+    __builtin_memcpy(p->eth->h_dest, dmac, ETH_ALEN);
+    __builtin_memcpy(p->eth->h_source, smac, ETH_ALEN);
+    return bpf_redirect(ifindex, 0);
+}
+
 /* Route the rewritten packet ourselves when the kernel knows the next hop; otherwise let
  * the stack forward it. */
-static __always_inline int lb_forward(struct xdp_md *ctx, struct lb_pkt *p)
+static __always_inline int lb_forward(struct xdp_md *ctx, struct lb_pkt *p, __u64 now)
 {
     struct bpf_fib_lookup fib = {};
     struct iphdr *iph = p->iph;
+    struct lb_nh *nh = NULL;
+    __u32 cache_ms, generation = 0;
 
     if (p->vlan || iph->ttl <= 1)
         return XDP_PASS;                /* VLAN egress / ICMP time exceeded: the stack's job */
+    cache_ms = lb_setting(LB_SETTING_NH_CACHE_MS);
+    if (cache_ms) {
+        __u32 slot = (bpf_ntohl(iph->daddr) ^ (ctx->ingress_ifindex << 5)) & (LB_NH_SLOTS - 1);
+        nh = nh_cache.lookup(&slot);
+        generation = lb_setting(LB_SETTING_NH_GENERATION);
+        if (nh && nh->dst == iph->daddr && nh->ifindex_in == ctx->ingress_ifindex &&
+            nh->generation == generation && now < nh->expires_ns)
+            return lb_redirect_to(p, nh->smac, nh->dmac, nh->ifindex_out);
+    }
     fib.family = LB_AF_INET;
     fib.tos = iph->tos;
     fib.l4_protocol = iph->protocol;
@@ -221,10 +276,16 @@ static __always_inline int lb_forward(struct xdp_md *ctx, struct lb_pkt *p)
     fib.ifindex = ctx->ingress_ifindex;
     if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
         return XDP_PASS;
-    lb_ip_decrease_ttl(iph);
-    __builtin_memcpy(p->eth->h_dest, fib.dmac, ETH_ALEN);
-    __builtin_memcpy(p->eth->h_source, fib.smac, ETH_ALEN);
-    return bpf_redirect(fib.ifindex, 0);
+    if (nh) {
+        nh->dst = iph->daddr;
+        nh->ifindex_in = ctx->ingress_ifindex;
+        nh->ifindex_out = fib.ifindex;
+        nh->generation = generation;
+        __builtin_memcpy(nh->smac, fib.smac, ETH_ALEN);
+        __builtin_memcpy(nh->dmac, fib.dmac, ETH_ALEN);
+        nh->expires_ns = now + (__u64)cache_ms * 1000000ULL;
+    }
+    return lb_redirect_to(p, fib.smac, fib.dmac, fib.ifindex);
 }
 
 static __always_inline int lb_is_expired(const struct lb_ct_value *v, __u64 now)
@@ -250,22 +311,23 @@ static __always_inline int lb_handle_reply(struct xdp_md *ctx, struct lb_pkt *p,
     fkey.src_port = key->dst_port;
     fkey.dst_port = rct->orig_dst_port;
     fkey.proto = key->proto;
-    rct->last_seen_ns = now;
+    if (rct->last_seen_ns != now)
+        rct->last_seen_ns = now;
 
     /* Count and track only on the forward entry this reply belongs to: after a tuple was
      * re-picked to another target, a straggler from the old target must not touch the new
      * flow (its counters, FIN/RST state or closed event). */
     struct lb_ct_value *fct = conntrack.lookup(&fkey);
     if (fct && fct->nat_dst_ip == key->src_ip && fct->nat_dst_port == key->src_port) {
-        fct->last_seen_ns = now;
-        __sync_fetch_and_add(&fct->packets_rev, 1);
-        __sync_fetch_and_add(&fct->bytes_rev, p->ip_len);
+        if (fct->last_seen_ns != now)
+            fct->last_seen_ns = now;
+        lb_ct_account(&fct->packets_rev, &fct->bytes_rev, p->ip_len);
         if (!(fct->flags & LB_CT_F_SEEN_REPLY))
             lb_ct_fetch_or_flags(fct, LB_CT_F_SEEN_REPLY);
         lb_track_tcp_close(p, &fkey, fct, 1, now);
     }
     lb_rewrite_src(p, rct->orig_dst_ip, rct->orig_dst_port);
-    return lb_forward(ctx, p);
+    return lb_forward(ctx, p, now);
 }
 
 /* First packet of a flow on a listen entry: choose a target, record both tuples. */
@@ -297,7 +359,7 @@ static __always_inline int lb_handle_new(struct xdp_md *ctx, struct lb_pkt *p,
         return XDP_PASS;                /* every target drained: the stack refuses it */
     }
 
-    __u64 now = bpf_ktime_get_ns();
+    __u64 now = lb_now();
     struct lb_ct_value v = {};
     v.orig_dst_ip = key->dst_ip;
     v.orig_dst_port = key->dst_port;
@@ -333,7 +395,7 @@ static __always_inline int lb_handle_new(struct xdp_md *ctx, struct lb_pkt *p,
         lb_emit(LB_EVENT_OPENED, 0, key, &v, now);
 
     lb_rewrite_dst(p, t.ip, t.port);
-    return lb_forward(ctx, p);
+    return lb_forward(ctx, p, now);
 }
 
 int lb_xdp(struct xdp_md *ctx)
@@ -357,7 +419,7 @@ int lb_xdp(struct xdp_md *ctx)
             return XDP_PASS;            /* a userspace splicer terminates this flow */
         /* Read the clock only for packets we own: it costs about as much as a map lookup,
          * and most traffic on a listen interface is not ours. */
-        __u64 now = bpf_ktime_get_ns();
+        __u64 now = lb_now();
         if (flags & LB_CT_F_REPLY)
             return lb_handle_reply(ctx, &p, &key, ct, now);
         /* A new SYN on a finished or aged tuple, or a UDP datagram after the timeout,
@@ -365,12 +427,12 @@ int lb_xdp(struct xdp_md *ctx)
         int reuse = (syn && (lb_is_closed(flags) || lb_is_expired(ct, now))) ||
                     (p.udp && lb_is_expired(ct, now));
         if (!reuse) {
-            ct->last_seen_ns = now;
-            __sync_fetch_and_add(&ct->packets_fwd, 1);
-            __sync_fetch_and_add(&ct->bytes_fwd, p.ip_len);
+            if (ct->last_seen_ns != now)
+                ct->last_seen_ns = now;     /* changes once a tick: fewer shared-line writes */
+            lb_ct_account(&ct->packets_fwd, &ct->bytes_fwd, p.ip_len);
             lb_track_tcp_close(&p, &key, ct, 0, now);
             lb_rewrite_dst(&p, ct->nat_dst_ip, ct->nat_dst_port);
-            return lb_forward(ctx, &p);
+            return lb_forward(ctx, &p, now);
         }
         /* The old incarnation's reply tuple must not outlive it (the new flow may go to
          * another target); handle_new writes a fresh one for the new target. */

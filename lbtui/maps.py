@@ -39,7 +39,8 @@ __all__ = [
     "add_source_route_weighted", "clear_stale_connections", "close_all_maps",
     "create_all_maps", "create_config_map", "create_conntrack_map", "create_counters_map",
     "create_listen_map", "create_settings_map", "create_sni_map", "create_stats_ringbuf",
-    "delete_connection", "disable_stats", "enable_stats", "get_connection_timeout",
+    "delete_connection", "disable_stats", "enable_stats", "flush_nexthop_cache",
+    "get_connection_timeout",
     "get_setting", "list_connections", "list_listen_ports", "list_sni_routes",
     "list_source_routes", "lookup_connection", "lookup_listen_port", "lookup_sni_route",
     "lookup_source_route", "map_fd", "read_counters", "remove_listen_port",
@@ -55,6 +56,7 @@ DEFAULT_CONFIG: dict[str, int] = {
     "settings_entries": abi.SETTINGS_MAX,
     "ringbuf_size": 256 * 1024,
     "connection_timeout": 300,
+    "nexthop_cache_ms": 100,
 }
 
 # Map file names under a pin directory; also the BCC table names in bpf/lb_maps.h.
@@ -267,7 +269,12 @@ def create_all_maps(opts: Mapping[str, Any] | None = None) -> MapSet:
         raise ValueError(f"unknown map option(s): {', '.join(sorted(unknown))}")
     # Validate everything before creating anything.
     for key in DEFAULT_CONFIG:
-        _positive(o, key)
+        if key in ("connection_timeout", "nexthop_cache_ms"):  # 0 = off
+            v = o[key]
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{key}: {v!r} must be an integer >= 0")
+        else:
+            _positive(o, key)
     created: dict[str, BpfMap] = {}
     try:
         created["config"] = create_config_map(o["max_routes"])
@@ -284,6 +291,7 @@ def create_all_maps(opts: Mapping[str, Any] | None = None) -> MapSet:
     ms = _assemble(created)
     enable_stats(ms.settings_map)
     set_connection_timeout(ms.settings_map, o["connection_timeout"])
+    set_setting(ms.settings_map, abi.SETTING_NH_CACHE_MS, o["nexthop_cache_ms"])
     return ms
 
 
@@ -635,8 +643,10 @@ def delete_connection(conntrack_map: BpfMap, five_tuple: Any) -> bool:
 
 def clear_stale_connections(conntrack_map: BpfMap, current_time_ns: int,
                             timeout_ns: int) -> list[Connection]:
-    """Remove flows idle for longer than ``timeout_ns`` (CLOCK_MONOTONIC, as the kernel's
-    bpf_ktime_get_ns), and orphaned reply entries. Returns the removed flows."""
+    """Remove flows idle for longer than ``timeout_ns``, and orphaned reply entries.
+
+    Times are CLOCK_MONOTONIC ns (``time.monotonic_ns()``); the kernel stamps flows with
+    the coarse form of that clock (bpf_ktime_get_coarse_ns). Returns the removed flows."""
     if timeout_ns < 0:
         raise ValueError("timeout_ns must be >= 0")
     fd = conntrack_map._require_open()
@@ -703,6 +713,13 @@ def set_connection_timeout(settings_map: BpfMap, timeout_seconds: int) -> None:
             0 <= timeout_seconds <= 7 * 24 * 3600):
         raise ValueError(f"connection timeout {timeout_seconds!r} must be 0..604800 seconds")
     set_setting(settings_map, abi.SETTING_CONN_TIMEOUT_S, timeout_seconds)
+
+
+def flush_nexthop_cache(settings_map: BpfMap) -> None:
+    """Make the datapath forget every cached next hop (after a route or neighbour change
+    that should apply at once rather than within settings[NH_CACHE_MS])."""
+    gen = get_setting(settings_map, abi.SETTING_NH_GENERATION)
+    set_setting(settings_map, abi.SETTING_NH_GENERATION, (gen + 1) & 0xFFFFFFFF)
 
 
 COUNTER_NAMES = {

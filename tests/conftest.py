@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lbtui import bpfsys
+from lbtui import abi, bpfsys
 from lbtui import maps as M
 from lbtui.datapath.loader import Datapath, DatapathError, preflight
 from lbtui.events import EventReader
@@ -41,6 +41,8 @@ def clear_maps(ms: M.MapSet) -> None:
     reader.close()
     M.enable_stats(ms.settings_map)
     M.set_connection_timeout(ms.settings_map, M.DEFAULT_CONFIG["connection_timeout"])
+    M.set_setting(ms.settings_map, abi.SETTING_NH_CACHE_MS, M.DEFAULT_CONFIG["nexthop_cache_ms"])
+    M.flush_nexthop_cache(ms.settings_map)
     if ms.sni_map.sni_names:
         ms.sni_map.sni_names.names.clear()
 
