@@ -157,6 +157,8 @@ def measure(topo: T.Topology, c: Contender, s: Settings, server_pids: list[int]
     r["cpu_ms_per_1k"] = use.lab_ns * per_1k
     r["lb_proc_ms_per_1k"] = use.groups["lb"] * per_1k if c.lb_pids() else None
     r["machine_ms_per_1k"] = use.machine_ns * per_1k
+    for part in ("servers", "ksoftirqd", "children"):  # where the lab's CPU time went
+        r[f"cpu_{part}_ms_per_1k"] = use.groups[part] * per_1k
 
     lat = sorted(load.latency(topo, clients[0], ip, port, s.latency_count, 30))
     r["lat_p50_us"] = lat[len(lat) // 2] if lat else None

@@ -70,7 +70,7 @@ class CpuSnapshot:
 @dataclass
 class CpuUsage:
     lab_ns: int            # lab processes + ksoftirqd + waited-for load generators
-    groups: dict[str, int]  # named subsets of the long-running processes (e.g. "lb")
+    groups: dict[str, int]  # named subsets (e.g. "lb"), "ksoftirqd" and "children"
     machine_ns: int        # whole machine, for reference
 
 
@@ -80,7 +80,8 @@ class CpuMeter:
 
     def __init__(self, groups: dict[str, Iterable[int]]) -> None:
         self.groups = {k: list(v) for k, v in groups.items()}
-        self.pids = sorted({p for v in self.groups.values() for p in v} | set(ksoftirqd_pids()))
+        self.groups["ksoftirqd"] = ksoftirqd_pids()
+        self.pids = sorted({p for v in self.groups.values() for p in v})
 
     def snapshot(self) -> CpuSnapshot:
         return CpuSnapshot({p: task_runtime_ns(p) for p in self.pids}, children_cpu_ns(),
@@ -90,5 +91,6 @@ class CpuMeter:
         delta = {p: max(0, after.per_pid.get(p, 0) - before.per_pid.get(p, 0))
                  for p in self.pids}
         groups = {k: sum(delta[p] for p in v) for k, v in self.groups.items()}
-        lab = sum(delta.values()) + (after.children - before.children)
+        groups["children"] = after.children - before.children
+        lab = sum(delta.values()) + groups["children"]
         return CpuUsage(lab, groups, after.machine - before.machine)

@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="short runs of every part")
     ap.add_argument("--lab", default="h6-report", help="lab name for the comparison")
+    ap.add_argument("--rounds", type=int, help="comparison rounds (bench.compare --rounds)")
     ap.add_argument("--compare-json", type=Path, help="use this bench.compare --json output")
     ap.add_argument("--maps-json", type=Path, help="use this bench.maps --json output")
     ap.add_argument("--datapath-text", type=Path, help="use this saved bench.datapath output")
@@ -207,9 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.compare_json:
         cmp = json.loads(a.compare_json.read_text())
     else:
-        settings, _ = compare.parse_args(["--lab", a.lab] + (["--quick"] if a.quick else []))
+        extra = (["--quick"] if a.quick else []) + (
+            ["--rounds", str(a.rounds)] if a.rounds else [])
+        settings, _ = compare.parse_args(["--lab", a.lab, *extra])
         cmp = compare.run(settings)
-        cmp["command"] = "python -m bench.compare" + (" --quick" if a.quick else "")
+        cmp["command"] = " ".join(["python -m bench.compare", *extra])
     cmp["summary"] = compare.summarize(cmp)
     datapath = (a.datapath_text.read_text().rstrip() if a.datapath_text
                 else run_datapath(a.quick))
