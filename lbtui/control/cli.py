@@ -46,7 +46,7 @@ def cmd_down(args: argparse.Namespace) -> int:
                            f"{lock.holder() or '?'}; stop that process first (SIGTERM "
                            "stops serve cleanly)")
     try:
-        done = teardown(args.instance)
+        done = teardown(args.instance, held=lock)
     finally:
         lock.release()
     print("\n".join(done) if done else f"instance {args.instance!r}: nothing to remove")

@@ -248,7 +248,7 @@ class Instance:
                 if keep:
                     self.write_state(pid=None, kept=True)
                 else:
-                    teardown(self.name, self.attachments())
+                    teardown(self.name, self.attachments(), held=self.lock)
         finally:
             self.close()
 
@@ -460,9 +460,11 @@ def _warn_sizes(ms: M.MapSet, config: Config, progress: Progress) -> None:
                  "`lbtui down` and start again to resize (drops established connections)")
 
 
-def teardown(name: str, attachments: Sequence[dict[str, Any]] | None = None) -> list[str]:
-    """Detach this instance's XDP programs (only ours) and remove its pins, state and
-    SNI names. Idempotent; returns what was done, one line per step."""
+def teardown(name: str, attachments: Sequence[dict[str, Any]] | None = None,
+             held: FileLock | None = None) -> list[str]:
+    """Detach this instance's XDP programs (only ours) and remove its pins, state, SNI
+    names and lock files (those nobody else holds; ``held``: the caller's manager lock).
+    Idempotent; returns what was done, one line per step."""
     done = []
     pin_dir = pin_dir_of(name)
     prog_id = _pinned_prog_id(pin_dir)
@@ -487,7 +489,22 @@ def teardown(name: str, attachments: Sequence[dict[str, Any]] | None = None) -> 
     if state:
         remove_state(name)
         done.append("removed state file")
+    _remove_lock_files(name, held)
     return done
+
+
+def _remove_lock_files(name: str, held: FileLock | None) -> None:
+    """Unlink lock files while holding them, so nobody is mid-way through using them."""
+    from lbtui.control.lock import edit_lock
+
+    for lock in (edit_lock(name), manager_lock(name)):
+        if held is not None and lock.path == held.path:
+            if held.held:
+                lock.path.unlink(missing_ok=True)
+            continue
+        if lock.path.exists() and lock.try_acquire():
+            lock.path.unlink(missing_ok=True)
+            lock.release()
 
 
 __all__ = ["PIN_ROOT", "DatapathError", "Instance", "InstanceError", "teardown"]

@@ -214,6 +214,8 @@ def test_ctl_end_to_end_against_serve(make_lab, state_dir, instance_cleanup, sta
     assert serve.stop(signal.SIGTERM) == 0
     assert "XDP detached and pins removed" in serve.output
     assert not pin_dir_of(name).exists() and read_state(name) is None
+    assert not (run_dir() / f"{name}.lock").exists()
+    assert not (run_dir() / f"{name}.edit.lock").exists()
     assert all(_xdp_state(i, topo.lb_ns) == (None, 0) for i in ALL_LINKS)
     for _ in range(2):
         r = lbtui("down", "--instance", name)
@@ -310,7 +312,7 @@ def test_kill9_with_keep_keeps_established_connections(make_lab, state_dir, inst
         # ... until `down`, which detaches and unpins (idempotently).
         r = lbtui("down", "--instance", name)
         assert r.returncode == 0 and "detached XDP" in r.stdout and "removed pins" in r.stdout
-        assert not pin_dir_of(name).exists()
+        assert not pin_dir_of(name).exists() and not (run_dir() / f"{name}.lock").exists()
         assert all(_xdp_state(i, topo.lb_ns) == (None, 0) for i in ALL_LINKS)
         with pytest.raises((OSError, AssertionError)):
             echo.roundtrip()                                 # the LB host itself resets it
