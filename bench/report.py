@@ -148,8 +148,9 @@ def update_docs(path: Path, section: str) -> None:
 
 
 def chart(cmp: dict, path: Path) -> None:
-    """Four panels (conns/s, UDP pps, bulk, LB CPU per 1k requests), one bar per
-    contender, with each round's value as a dot so the spread is visible."""
+    """Four panels (conns/s, UDP pps, bulk, CPU per 1k requests), one bar per contender
+    (median), each round's value as a dot so the spread is visible, and a dashed line at
+    the direct (no load balancer) median."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -170,17 +171,23 @@ def chart(cmp: dict, path: Path) -> None:
             heights.append((v or 0) * scale)
             dots = [r[key] * scale for r in cmp["samples"][n] if r.get(key) is not None]
             ax.scatter([i] * len(dots), dots, color="black", s=8, zorder=3)
-            label = "n/a" if v is None else f"{v * scale:,.{2 if v * scale < 10 else 0}f}"
-            ax.annotate(label, (i, (v or 0) * scale), ha="center", va="bottom", fontsize=8,
-                        xytext=(0, 2), textcoords="offset points")
         ax.bar(xs, heights, color=[COLORS.get(n, "#999") for n in names])
-        ax.set_xticks(xs, names, rotation=20)
+        top = max([*heights, 1e-9])
+        for i, n in enumerate(names):  # the median, written inside the foot of each bar
+            v = summary[n].get(key)
+            label = "n/a" if v is None else f"{v * scale:,.{2 if v * scale < 10 else 0}f}"
+            ax.text(i, top * 0.03, label, ha="center", va="bottom", fontsize=8,
+                    color="black" if v is None else "white", fontweight="bold")
+        d = summary.get("direct", {}).get(key)
+        if d is not None:
+            ax.axhline(d * scale, color="#4a5568", linestyle="--", linewidth=0.8)
+        ax.set_xticks(xs, names, rotation=30, ha="right")
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     m = cmp["machine"]
     fig.suptitle(f"lbtui vs nftables DNAT vs HAProxy (TCP) vs direct — {m['nproc']} CPUs, "
                  f"kernel {m['kernel']}, veth namespaces, medians of "
-                 f"{cmp['settings']['rounds']} rounds (dots: rounds)", fontsize=10)
+                 f"{cmp['settings']['rounds']} rounds (dots: rounds; dashed: direct)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
