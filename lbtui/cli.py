@@ -57,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except (RuntimeError, OSError) as e:  # expected failures carry what to do next
+        if getattr(args, "debug", False):
+            raise
+        print(f"lbtui: {e}", file=sys.stderr)
+        return 1
     except Exception as e:  # last resort: one line, what to do next is in the message
         if getattr(args, "debug", False):
             raise

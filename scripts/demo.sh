@@ -8,6 +8,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 echo "[demo] lbtui demo $*"
-# Run this checkout's lbtui (the current directory comes first on sys.path), also when
-# the venv is shared with another checkout.
-exec .venv/bin/python -c 'import sys; from lbtui.cli import main; sys.exit(main(sys.argv[1:]))' demo "$@"
+# `python -m` runs this checkout's lbtui (the current directory comes first on sys.path),
+# also when the venv is shared with another checkout.
+exec .venv/bin/python -m lbtui demo "$@"
