@@ -70,7 +70,7 @@ class ViewReady(Message):
         super().__init__()
 
 
-class ConsoleApp(App[str | None]):
+class ConsoleApp(App[str | None], inherit_bindings=False):
     """``collector`` reads the maps; ``controller`` applies edits (None: read-only);
     ``instance`` is stopped (or kept) on quit when ``owned`` (this console loaded it)."""
 
@@ -90,6 +90,13 @@ class ConsoleApp(App[str | None]):
         Binding("5", "view('settings')", "Settings", id="view.settings", group=_VIEW_GROUP),
         Binding("question_mark", "help", "Help", key_display="?", id="app.help"),
         Binding("q", "quit", "Quit", id="app.quit"),
+        # Textual's own app bindings, re-declared with ids (the footer shows the palette
+        # key on its right).
+        Binding("ctrl+p", "command_palette", "Palette", show=False, priority=True,
+                id="app.palette"),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True, id="app.quit_ctrl_q"),
+        Binding("ctrl+c", "help_quit", "How to quit", show=False, system=True,
+                id="app.help_quit"),
     ]
 
     def __init__(self, collector: Collector, *, controller: Any = None,

@@ -34,7 +34,7 @@ class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
     HelpScreen > VerticalScroll {
-        width: 100; max-width: 100%; height: 90%; border: thick $accent;
+        width: 100; max-width: 100%; height: 90%; border: heavy $accent;
         background: $surface; padding: 0 1;
     }
     """

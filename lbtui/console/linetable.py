@@ -3,7 +3,7 @@
 Textual's DataTable builds every row up front (about 13 s for 100k rows); this widget
 holds a list of rows and formats the visible ones in ``render_line``. The selection is kept
 by row key across updates, not by index, so a refresh that reorders rows keeps the cursor
-on the same flow.
+on the same flow (except on the first row, which stays the first row).
 """
 
 from __future__ import annotations
@@ -75,6 +75,9 @@ class LineTable(ScrollView, can_focus=True):
         self.sorted_column: str | None = None
         self.sort_reverse = False
         self._selected: Hashable | None = None
+        # On the first row the cursor stays on the first row (a live view keeps showing
+        # its top, like top(1)); moved down, it follows its row through updates.
+        self._follow_top = True
         self._width = sum(c.width + GAP for c in self.columns)
         self._styles: tuple[Style, Style, Style, Style] = (Style(),) * 4
         self.virtual_size = Size(self._width, 1)
@@ -86,7 +89,9 @@ class LineTable(ScrollView, can_focus=True):
         there. O(visible) rendering plus one scan for the selected key."""
         self.rows = rows
         self.context = context
-        if self._selected is not None:
+        if self._follow_top:
+            self.cursor = 0
+        elif self._selected is not None:
             idx = self._index_of(self._selected)
             if idx is not None:
                 self.cursor = idx
@@ -113,6 +118,7 @@ class LineTable(ScrollView, can_focus=True):
         if not self.rows:
             return
         self.cursor = max(0, min(index, len(self.rows) - 1))
+        self._follow_top = self.cursor == 0
         self._selected = self.key(self.rows[self.cursor])
         self._scroll_cursor_into_view()
         self.refresh()

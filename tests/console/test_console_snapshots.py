@@ -104,7 +104,7 @@ def test_view(snap_compare, app: ConsoleApp, key: str, view: str) -> None:
 
 
 def test_connections_sorted_and_filtered(snap_compare, app: ConsoleApp) -> None:
-    """Sorted by target descending, filtered to one backend, frozen."""
+    """Sorted by packets → descending, filtered to one backend, frozen."""
     assert snap_compare(app, press=["greater_than_sign", "greater_than_sign", "r", "slash",
                                     *"103.2", "enter", "space"],
                         terminal_size=SIZE, run_before=loaded)

@@ -23,7 +23,7 @@ FORM_CSS = """
 FormScreen { align: center middle; }
 FormScreen > #dialog {
     width: 96; max-width: 100%; height: auto; max-height: 100%;
-    border: thick $accent; background: $surface; padding: 0 1;
+    border: heavy $accent; background: $surface; padding: 0 1;
 }
 FormScreen #form-title { text-style: bold; height: 1; margin-bottom: 1; }
 FormScreen .field { height: auto; }

@@ -14,7 +14,7 @@ from textual.widgets import Button, Footer, Static
 DIALOG_CSS = """
 {name} {{ align: center middle; }}
 {name} > #dialog {{
-    width: 72; height: auto; border: thick $warning; background: $surface; padding: 1 2;
+    width: 72; height: auto; border: heavy $warning; background: $surface; padding: 1 2;
 }}
 {name} #question {{ height: auto; margin-bottom: 1; }}
 {name} #buttons {{ height: 1; align-horizontal: right; }}

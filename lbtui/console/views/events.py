@@ -26,7 +26,10 @@ def _clock(e: LbEvent, ctx: tuple[int, float]) -> str:
 
 
 def _lifetime(e: LbEvent, _ctx: object) -> str:
-    return fmt.duration((e.ts_ns - e.created_ns) / 1e9) if e.kind == "closed" else ""
+    if e.kind != "closed":
+        return ""
+    ns = max(0, e.ts_ns - e.created_ns)
+    return f"{ns // 1_000_000}ms" if ns < 1_000_000_000 else fmt.duration(ns / 1e9)
 
 
 EVENT_COLUMNS = [

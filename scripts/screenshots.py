@@ -1,0 +1,145 @@
+"""Screenshots of the console over a live lab: every view and the main forms, SVG and PNG.
+
+    sudo .venv/bin/python scripts/screenshots.py [--out screenshots] [--warmup 30]
+
+Builds a namespace lab shaped like the demo (2 clients, 4 backends, lab name ``h3shot``),
+starts the backend servers and an Instance from the demo's config (``lbtui.lab.
+demo_config``), runs the lab's traffic generator (HTTP, long-lived echo connections, UDP;
+bounded in rate and duration), drives the console headless (``App.run_test``), and saves
+each view as SVG, converted to PNG with ``rsvg-convert`` (Debian librsvg2-bin). At the end
+the console quits with "stop" and the lab is torn down, also on failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from lbtui.console.app import ConsoleApp  # noqa: E402
+from lbtui.console.session import build_app  # noqa: E402
+from lbtui.control.config import load_config  # noqa: E402
+from lbtui.control.instance import Instance, teardown  # noqa: E402
+from lbtui.lab import demo_config  # noqa: E402
+from lbtui.lab import topology as T  # noqa: E402
+from lbtui.lab.traffic import TrafficSpec, start_traffic  # noqa: E402
+
+LAB = "h3shot"
+SIZE = (160, 44)
+
+
+def png_ready_svg(svg: str) -> str:
+    """Textual writes runs of spaces as &#160; at the start of text spans; rsvg-convert
+    drops them unless the document preserves white space, which shifts right-aligned
+    columns and glues labels to the text before them."""
+    return re.sub(r"<svg ", '<svg xml:space="preserve" ', svg, count=1)
+
+
+def save(app: ConsoleApp, out: Path, name: str, title: str) -> None:
+    svg = png_ready_svg(app.export_screenshot(title=title))
+    (out / f"{name}.svg").write_text(svg)
+    subprocess.run(["rsvg-convert", "-o", str(out / f"{name}.png"), str(out / f"{name}.svg")],
+                   check=True)
+    print(f"[screenshots] {out / name}.svg / .png", flush=True)
+
+
+async def drive(app: ConsoleApp, out: Path, warmup: float) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        t_end = time.monotonic() + warmup
+        while time.monotonic() < t_end:
+            await pilot.pause(0.5)
+        assert app.snapshot is not None and app.snapshot.conns.total, "no flows seen"
+
+        async def shot(keys: list[str], name: str, title: str,
+                       before: Callable[[], Awaitable[None]] | None = None) -> None:
+            if before:
+                await before()
+            await pilot.press(*keys)
+            await pilot.pause(1.2)        # one more refresh with this view on screen
+            save(app, out, name, title)
+
+        await shot(["1"], "1-connections", "lbtui console: connections")
+        await shot(["2"], "2-routes", "lbtui console: routes")
+        await shot(["3"], "3-targets", "lbtui console: targets")
+        await shot(["4"], "4-events", "lbtui console: events")
+        await shot(["5"], "5-settings", "lbtui console: settings")
+        # Forms: the weights of the HTTP listener, and an SNI route.
+        await pilot.press("2")
+        g80 = next(g for g in app.groups if g.ref == "listener|80")
+        app.edit_weights(g80)
+        await pilot.pause(0.5)
+        save(app, out, "6-weights-form", "lbtui console: editing weights")
+        await pilot.press("escape")
+        sni = next(g for g in app.groups if g.kind == "sni")
+        app.edit_route("sni", sni)
+        await pilot.pause(0.5)
+        save(app, out, "7-sni-form", "lbtui console: an SNI route")
+        await pilot.press("escape", "ctrl+p", *"drain")
+        await pilot.pause(1.0)
+        save(app, out, "8-palette", "lbtui console: command palette")
+        await pilot.press("escape", "?")
+        await pilot.pause(0.5)
+        save(app, out, "9-help", "lbtui console: help")
+        await pilot.press("escape", "q")
+        await pilot.pause(0.3)
+        save(app, out, "10-quit", "lbtui console: quitting")
+        await pilot.press("s")          # stop: detach and unpin
+        for _ in range(100):
+            if app.stopped:
+                break
+            await pilot.pause(0.1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default=str(REPO / "screenshots"), help="output directory")
+    p.add_argument("--warmup", type=float, default=30.0,
+                   help="seconds of traffic before the first screenshot (default 30)")
+    a = p.parse_args(argv)
+    if not shutil.which("rsvg-convert"):
+        print("rsvg-convert missing: apt-get install librsvg2-bin", file=sys.stderr)
+        return 1
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    T.teardown(LAB)
+    name = demo_config.instance_name(LAB)
+    inst = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="lbtui-shots-") as tmp:
+            work = Path(tmp)
+            print(f"[screenshots] building lab {LAB}", flush=True)
+            topo = T.build(LAB, demo_config.N_CLIENTS, demo_config.N_BACKENDS)
+            T.start_backend_servers(topo, also_http=[demo_config.SOURCE_ROUTE_PORT])
+            cfg = work / "lbtui.toml"
+            cfg.write_text(demo_config.render(topo, sni_listener=False))
+            inst = Instance.start(load_config(cfg), progress=lambda m: print(
+                f"[screenshots] {m}", flush=True))
+            duration = a.warmup + 90
+            start_traffic(topo, {
+                "client1": TrafficSpec(http_rate=40, echo_conns=8, udp_rate=20,
+                                       duration=duration),
+                "client2": TrafficSpec(http_rate=10, echo_conns=0, udp_rate=0,
+                                       duration=duration),
+            }, work)
+            app = build_app(inst, refresh_interval=1.0)
+            asyncio.run(drive(app, out, a.warmup))
+    finally:
+        if inst is not None and inst.emit_fd >= 0:
+            inst.stop(keep=False)
+        teardown(name)
+        T.teardown(LAB)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
