@@ -5,8 +5,16 @@ Every assertion is on the maps, the config file or real traffic, not on the UI a
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import pty
+import select
 import socket
+import struct
+import subprocess
+import sys
+import termios
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -437,3 +445,99 @@ async def test_quit_stop_detaches(lab, started) -> None:
     assert app.stopped == "stop"
     assert await xdp_prog_id(lab, "c1") == 0
     assert not pin_dir_of(inst.name).exists()
+
+
+# --- the command line ------------------------------------------------------------------
+
+LBTUI = [sys.executable, "-m", "lbtui.cli"]
+
+
+class PtyRun:
+    """``lbtui ...`` in a pseudo-terminal (Textual needs one), output collected."""
+
+    def __init__(self, *args: str, size: tuple[int, int] = (140, 40)) -> None:
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
+        self.proc = subprocess.Popen([*LBTUI, *args], stdin=slave, stdout=slave,
+                                     stderr=slave, start_new_session=True,
+                                     env=dict(os.environ, TERM="xterm-256color"))
+        os.close(slave)
+        self.master = master
+        self.out = b""
+
+    def read(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            ready, _, _ = select.select([self.master], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(self.master, 65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                self.out += data
+
+    def wait_for(self, text: bytes, timeout: float = 60) -> None:
+        end = time.monotonic() + timeout
+        while text not in self.out:
+            assert self.proc.poll() is None, self.out[-2000:]
+            assert time.monotonic() < end, f"{text!r} not shown: {self.out[-2000:]!r}"
+            self.read(0.2)
+
+    def send(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def finish(self, timeout: float = 30) -> int:
+        end = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < end:
+            self.read(0.2)
+        self.read(0.3)
+        if self.proc.poll() is None:
+            self.proc.kill()
+        rc = self.proc.wait(10)
+        os.close(self.master)
+        return rc
+
+
+def test_cli_console_config_then_quit_keep(lab, state_dir, tmp_path) -> None:
+    """`lbtui console --config` loads the datapath, shows it, and on q + k exits leaving
+    XDP forwarding; `lbtui down` then removes it."""
+    name = f"h3-{os.getpid() % 100000}-cli"
+    path = tmp_path / "cli.toml"
+    path.write_text(config_text(lab, name))
+    run = PtyRun("console", "--config", str(path), "--refresh", "0.3")
+    try:
+        run.wait_for(b"Connections")
+        run.wait_for(b"conntrack")
+        assert _xdp_prog_id(lab, "c1") != 0
+        run.send(b"q")
+        run.wait_for(b"Keep running")
+        run.send(b"k")
+        assert run.finish() == 0, run.out[-2000:]
+        assert b"keeps forwarding" in run.out
+        assert _xdp_prog_id(lab, "c1") != 0
+        assert http_get(lab).startswith("backend")
+        down = subprocess.run([*LBTUI, "down", "--instance", name], capture_output=True,
+                              text=True, timeout=60)
+        assert down.returncode == 0, down.stderr
+        assert _xdp_prog_id(lab, "c1") == 0
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
+        teardown(name)
+
+
+def test_cli_refuses_bad_input_and_starts_nothing(lab, state_dir, tmp_path) -> None:
+    name = f"h3-{os.getpid() % 100000}-bad"
+    path = tmp_path / "bad.toml"
+    path.write_text(config_text(lab, name).replace("weight = 20", "weight = 25"))
+    r = subprocess.run([*LBTUI, "console", "--config", str(path)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "sum" in r.stderr, r.stderr
+    assert not pin_dir_of(name).exists()
+    r = subprocess.run([*LBTUI, "console"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--config" in r.stderr
+    r = subprocess.run([*LBTUI, "console", "--attach", f"{name}-none"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "is not running" in r.stderr

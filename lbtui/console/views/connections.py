@@ -28,7 +28,7 @@ class ConnectionsView(Vertical):
         Binding("less_than_sign", "sort(-1)", "Sort ←", key_display="<", id="conns.sort_prev"),
         Binding("r", "reverse", "Reverse", id="conns.reverse"),
         Binding("d,delete", "delete", "Delete conn", id="conns.delete"),
-        Binding("escape", "clear_filter", "Clear filter", show=False, id="conns.clear_filter"),
+        Binding("escape", "clear_filter", "Clear filter", id="conns.clear_filter"),
     ]
     DEFAULT_CSS = """
     ConnectionsView #conns-title { height: 1; padding: 0 1; background: $boost; }
@@ -104,12 +104,14 @@ class ConnectionsView(Vertical):
         self.table.sort_reverse = spec.reverse
         self.table.refresh()
         self._update_title()
+        self.refresh_bindings()
         self.post_message(self.SpecChanged(spec))
 
     # --- actions -------------------------------------------------------------------------
 
     def action_filter(self) -> None:
         self.add_class("filtering")
+        self.refresh_bindings()
         inp = self.query_one("#conns-filter", Input)
         inp.value = self.spec.filter
         inp.focus()
@@ -121,7 +123,13 @@ class ConnectionsView(Vertical):
     @on(Input.Submitted, "#conns-filter")
     def _filter_done(self, _event: Input.Submitted) -> None:
         self.remove_class("filtering")
+        self.refresh_bindings()
         self.table.focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "clear_filter":   # in the footer only while there is one
+            return bool(self.spec.filter) or self.has_class("filtering")
+        return True
 
     def action_clear_filter(self) -> None:
         self.remove_class("filtering")

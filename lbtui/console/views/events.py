@@ -58,8 +58,7 @@ class EventsView(Vertical):
         Binding("slash", "filter", "Filter", id="events.filter"),
         Binding("p,space", "pause", "Pause", id="events.pause"),
         Binding("c", "clear", "Clear", id="events.clear"),
-        Binding("escape", "clear_filter", "Clear filter", show=False,
-                id="events.clear_filter"),
+        Binding("escape", "clear_filter", "Clear filter", id="events.clear_filter"),
     ]
     DEFAULT_CSS = """
     EventsView > #events-title { height: 1; padding: 0 1; background: $boost; }
@@ -122,6 +121,7 @@ class EventsView(Vertical):
 
     def action_filter(self) -> None:
         self.add_class("filtering")
+        self.refresh_bindings()
         inp = self.query_one("#events-filter", Input)
         inp.value = self.filter
         inp.focus()
@@ -134,10 +134,17 @@ class EventsView(Vertical):
     @on(Input.Submitted, "#events-filter")
     def _filter_done(self, _event: Input.Submitted) -> None:
         self.remove_class("filtering")
+        self.refresh_bindings()
         self.table.focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "clear_filter":   # in the footer only while there is one
+            return bool(self.filter) or self.has_class("filtering")
+        return True
 
     def action_clear_filter(self) -> None:
         self.remove_class("filtering")
+        self.refresh_bindings()
         self.filter = ""
         self._render_rows()
         self.table.focus()
