@@ -642,18 +642,24 @@ def delete_connection(conntrack_map: BpfMap, five_tuple: Any) -> bool:
 
 
 def clear_stale_connections(conntrack_map: BpfMap, current_time_ns: int,
-                            timeout_ns: int) -> list[Connection]:
+                            timeout_ns: int, closed_timeout_ns: int | None = None
+                            ) -> list[Connection]:
     """Remove flows idle for longer than ``timeout_ns``, and orphaned reply entries.
 
     Times are CLOCK_MONOTONIC ns (``time.monotonic_ns()``); the kernel stamps flows with
-    the coarse form of that clock (bpf_ktime_get_coarse_ns). Returns the removed flows."""
-    if timeout_ns < 0:
-        raise ValueError("timeout_ns must be >= 0")
+    the coarse form of that clock (bpf_ktime_get_coarse_ns). With ``closed_timeout_ns``,
+    flows that finished (FIN both ways, or RST) go once idle that long, so closed flows
+    linger only briefly (for the last ACK and retransmissions). Returns the removed flows."""
+    if timeout_ns < 0 or (closed_timeout_ns is not None and closed_timeout_ns < 0):
+        raise ValueError("timeouts must be >= 0")
     fd = conntrack_map._require_open()
     stale_fwd: list[tuple[abi.CtKey, abi.CtValue]] = []
     stale_rev: list[abi.CtKey] = []
     for k, v in conntrack_reader(conntrack_map).items():
-        if current_time_ns - v.last_seen_ns <= timeout_ns:
+        idle = current_time_ns - v.last_seen_ns
+        finished = closed_timeout_ns is not None and not v.flags & abi.CT_F_REPLY and (
+            v.flags & abi.CT_F_RST or (v.flags & abi.CT_F_FIN_FWD and v.flags & abi.CT_F_FIN_REV))
+        if idle <= timeout_ns and not (finished and idle > closed_timeout_ns):  # type: ignore[operator]
             continue
         (stale_rev.append(k) if v.flags & abi.CT_F_REPLY else stale_fwd.append((k, v)))
     removed = []

@@ -28,12 +28,16 @@ from lbtui.control.config import Config, ConfigError, load_config
 from lbtui.control.lock import FileLock, LockHeld, manager_lock
 from lbtui.control.state import read_state, remove_state, write_state
 from lbtui.datapath import loader
-from lbtui.datapath.loader import Datapath, DatapathError
+from lbtui.datapath.loader import Datapath, DatapathError, xdp_state
 from lbtui.events import aged_event, emit_event
 
 PIN_ROOT = Path(os.environ.get("LBTUI_PIN_ROOT", "/sys/fs/bpf/lbtui"))
 PROG_PIN = "prog_xdp"
 EMIT_PIN = "prog_emit"
+# Finished flows (FIN both ways, or RST) stay this long after their last packet, for the
+# final ACK and retransmissions, then the sweep removes them without waiting for the
+# connection timeout.
+CLOSED_LINGER_S = 10
 
 Progress = Callable[[str], None]
 
@@ -297,14 +301,16 @@ class Instance:
     # --- run time ------------------------------------------------------------------
 
     def sweep(self, now_ns: int | None = None) -> list[M.Connection]:
-        """Remove flows idle longer than the connection timeout and emit their closed
-        ("aged") events into the ring buffer, so consumers see one stream."""
+        """Remove flows idle longer than the connection timeout (finished ones after
+        CLOSED_LINGER_S) and emit closed ("aged") events for flows that had not reported
+        their close, into the ring buffer, so consumers see one stream."""
         timeout_s = M.get_connection_timeout(self.maps.settings_map)
         if timeout_s == 0:
             return []
         now = time.monotonic_ns() if now_ns is None else now_ns  # bpf_ktime_get_ns clock
-        removed = M.clear_stale_connections(self.maps.conntrack_map, now,
-                                            timeout_s * 1_000_000_000)
+        removed = M.clear_stale_connections(
+            self.maps.conntrack_map, now, timeout_s * 1_000_000_000,
+            closed_timeout_ns=min(timeout_s, CLOSED_LINGER_S) * 1_000_000_000)
         if removed and M.stats_enabled(self.maps.settings_map):
             for conn in removed:
                 if conn.flags & abi.CT_F_STATS and not conn.flags & abi.CT_F_CLOSE_SENT:
@@ -382,28 +388,10 @@ def _ifindexes(names: Sequence[str], ns: str | None) -> list[int]:
     return out
 
 
-# pyroute2 reports IFLA_XDP_ATTACHED as a name; older code paths as the number.
-_XDP_MODES = {"xdp": "native", "xdpgeneric": "generic", "xdpoffload": "offload",
-              "xdpmulti": "multi", 1: "native", 2: "generic", 3: "offload", 4: "multi"}
-
-
-def _xdp_state_here(ifindex: int) -> tuple[str | None, int]:
-    """(mode, prog id) of the XDP program on ``ifindex`` in the current namespace."""
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        link = ipr.get_links(ifindex)[0]
-    xdp = link.get_attr("IFLA_XDP")
-    if not xdp:
-        return None, 0
-    prog_id = xdp.get_attr("IFLA_XDP_PROG_ID") or 0
-    return (_XDP_MODES.get(xdp.get_attr("IFLA_XDP_ATTACHED")) if prog_id else None), prog_id
-
-
 def _xdp_state(ifname: str, ns: str | None) -> tuple[str | None, int]:
     try:
         with netns.inside(ns):
-            return _xdp_state_here(socket.if_nametoindex(ifname))
+            return xdp_state(socket.if_nametoindex(ifname))
     except OSError:
         return None, 0
 
@@ -416,7 +404,7 @@ def _check_interfaces(names: Sequence[str], ifindex: dict[str, int], ns: str | N
     foreign = []
     with netns.inside(ns):
         for n in names:
-            mode, prog_id = _xdp_state_here(ifindex[n])
+            mode, prog_id = xdp_state(ifindex[n])
             if prog_id and prog_id not in ours:
                 foreign.append(f"{n} (prog id {prog_id}, {mode})")
             modes[n] = mode if prog_id else None
