@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from lbtui import netns
 from lbtui.control.instance import _xdp_state, pin_dir_of
 from lbtui.control.lock import run_dir
 from lbtui.control.state import read_state
@@ -165,13 +167,17 @@ def test_ctl_end_to_end_against_serve(make_lab, state_dir, instance_cleanup, sta
     assert len(ctl_json(name, "connections", "--limit", "2")) == 2
     assert all(c["target_ip"] == b3 for c in ctl_json(name, "connections", "list",
                                                       "--target", f"{b3}:8080"))
-    c = conns[0]
-    flow = (f"{c['client_ip']}:{c['client_port']}", f"{c['vip_ip']}:{c['vip_port']}")
-    assert ctl_json(name, "connections", "lookup", *flow)["target_ip"] == c["target_ip"]
-    ctl_ok(name, "connections", "delete", *flow)
-    for action in ("lookup", "delete"):
-        r = ctl(name, "connections", action, *flow)
-        assert r.returncode == 1 and "no tracked connection" in r.stderr
+    # Look up and delete a flow that is still open: finished ones may be swept any time.
+    with netns.inside(topo.clients[0].ns), socket.create_connection(
+            (topo.vip, 7000), timeout=5) as held:
+        held.sendall(b"hi\n")
+        assert held.recv(100) == b"backend1 hi\n"
+        flow = (f"{topo.clients[0].ip}:{held.getsockname()[1]}", f"{topo.vip}:7000")
+        assert ctl_json(name, "connections", "lookup", *flow)["target_ip"] == b1
+        ctl_ok(name, "connections", "delete", *flow)
+        for action in ("lookup", "delete"):
+            r = ctl(name, "connections", action, *flow)
+            assert r.returncode == 1 and "no tracked connection" in r.stderr
 
     # Settings.
     ctl_ok(name, "settings", "set", "connection_timeout", "77")
