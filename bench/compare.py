@@ -242,28 +242,51 @@ def summarize(res: dict) -> dict[str, dict[str, float | None]]:
     return out
 
 
-def goals(summary: dict[str, dict[str, float | None]]
+def paired_ratios(samples: dict[str, list[dict]], a: str, b: str, key: str) -> list[float]:
+    """a/b of ``key`` within each round (same drift), for the spread behind a ratio."""
+    return [x[key] / y[key] for x, y in zip(samples.get(a, []), samples.get(b, []),
+                                            strict=False)
+            if x.get(key) is not None and y.get(key)]
+
+
+def goals(summary: dict[str, dict[str, float | None]],
+          samples: dict[str, list[dict]] | None = None
           ) -> list[tuple[str, str, bool | None]]:
-    """(goal, measured, met) for the goals of issue 7, for each lbtui XDP mode measured."""
+    """(goal, measured, met) for the goals of issue 7, for each lbtui XDP mode measured.
+    With ``samples``, ratio goals also show the range of the per-round ratios."""
     out: list[tuple[str, str, bool | None]] = []
 
     def get(name: str, key: str) -> float | None:
         return summary.get(name, {}).get(key)
 
+    def spread(a: str, b: str, key: str, pct: bool) -> str:
+        rs = paired_ratios(samples or {}, a, b, key)
+        if len(rs) < 2:
+            return ""
+        lo, hi = min(rs), max(rs)
+        return (f" (rounds {100 * lo:.0f}-{100 * hi:.0f}%)" if pct
+                else f" (rounds {lo:.2f}-{hi:.2f}x)")
+
     for me in (n for n in LBTUI if n in summary):
         d, x = get("direct", "conns_per_s"), get(me, "conns_per_s")
         if d and x is not None:
-            out.append((f"{me} conns/s >= 90% of direct", f"{100 * x / d:.0f}%",
+            out.append((f"{me} conns/s >= 90% of direct",
+                        f"{100 * x / d:.0f}%{spread(me, 'direct', 'conns_per_s', True)}",
                         x >= 0.9 * d))
         for other in ("nftables", "haproxy"):
             for key, label in (("conns_per_s", "conns/s"), ("udp_pps", "UDP pps")):
                 o, v = get(other, key), get(me, key)
                 if o and v is not None:
-                    out.append((f"{me} {label} above {other}", f"{v / o:.2f}x", v > o))
+                    out.append((f"{me} {label} above {other}",
+                                f"{v / o:.2f}x{spread(me, other, key, False)}", v > o))
             o, v = get(other, "lb_cpu_ms_per_1k"), get(me, "lb_cpu_ms_per_1k")
             if o is not None and v is not None:
+                wins = [x["cpu_ms_per_1k"] < y["cpu_ms_per_1k"] for x, y in zip(
+                    (samples or {}).get(me, []), (samples or {}).get(other, []),
+                    strict=False)]
+                won = f" (lower in {sum(wins)} of {len(wins)} rounds)" if wins else ""
                 out.append((f"{me} LB CPU per 1k requests below {other}",
-                            f"{v:.1f} vs {o:.1f} ms", v < o))
+                            f"{v:.0f} vs {o:.0f} ms{won}", v < o))
     return out
 
 
@@ -308,9 +331,9 @@ def render(res: dict) -> str:
     lines += [table(["contender", "conn errors", "stack-fwd pkts/conn", "UDP sent/s",
                      "UDP bad csum",
                      "paced req/s", "LB process ms/1k", "whole machine ms/1k"], extra), ""]
-    for goal, measured, met in goals(summary):
+    for goal, measured, met in goals(summary, res["samples"]):
         mark = {True: "met", False: "NOT met", None: "?"}[met]
-        lines.append(f"goal: {goal:<54} {measured:>16}  {mark}")
+        lines.append(f"goal: {goal:<54} {measured:>30}  {mark}")
     return "\n".join(lines)
 
 

@@ -94,7 +94,7 @@ def md_compare(res: dict) -> str:
                       "packets forwarded by the LB's IP stack per connection",
                       "UDP sent/s", "paced req/s (CPU phase)", "LB process ms/1k"],
                      per_round), ""]
-    goals = compare.goals(summary)
+    goals = compare.goals(summary, res["samples"])
     if goals:
         out += ["Goals:", ""]
         out += [f"- {'met' if met else '**not met**'}: {goal} — measured {measured}"
@@ -118,7 +118,7 @@ def md_maps(res: dict) -> str:
 def results_markdown(cmp: dict, mp: dict, datapath: str | None, png: str | None) -> str:
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = [BEGIN, "",
-             f"Measured {when}. {machine_line(cmp['machine']).capitalize()}.", "",
+             f"Measured {when}. M{machine_line(cmp['machine'])[1:]}.", "",
              f"### End to end: `{cmp['command']}`", "",
              f"{cmp['settings']['rounds']} rounds, medians; ratios are to lbtui. "
              f"The run took {cmp['elapsed_s']:.0f} s.", ""]
