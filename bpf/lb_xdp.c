@@ -318,7 +318,19 @@ static __always_inline int lb_handle_reply(struct xdp_md *ctx, struct lb_pkt *p,
      * re-picked to another target, a straggler from the old target must not touch the new
      * flow (its counters, FIN/RST state or closed event). */
     struct lb_ct_value *fct = conntrack.lookup(&fkey);
-    if (fct && fct->nat_dst_ip == key->src_ip && fct->nat_dst_port == key->src_port) {
+    int ours = fct && fct->nat_dst_ip == key->src_ip && fct->nat_dst_port == key->src_port;
+    /* A reply tuple outlives its flow until the sweep. If the client then reuses its port
+     * to talk to the target directly, the target's SYN-ACK (or UDP answer) must not be
+     * dressed up as the VIP: a handshake answer needs a live flow of ours, a UDP answer
+     * any flow of ours. Other TCP segments are rewritten even without the forward entry,
+     * so a flow survives the LRU evicting that entry. */
+    int handshake = p->tcp && p->tcp->syn;
+    if ((!ours && (p->udp || handshake)) ||
+        (ours && handshake && lb_is_closed(fct->flags))) {
+        conntrack.delete((struct lb_ct_key *)key);
+        return XDP_PASS;
+    }
+    if (ours) {
         if (fct->last_seen_ns != now)
             fct->last_seen_ns = now;
         lb_ct_account(&fct->packets_rev, &fct->bytes_rev, p->ip_len);

@@ -99,6 +99,19 @@ class Oracle:
     def __init__(self, h: Harness) -> None:
         self.h = h
 
+    def _stale_reply(self, key: abi.CtKey, rct: abi.CtValue, p: Parsed) -> bool:
+        """A reply tuple whose flow is gone (or finished, for a new handshake) no longer
+        rewrites SYN-ACKs or UDP answers: they are someone else's connection."""
+        fkey = abi.CtKey(key.dst_ip, rct.orig_dst_ip, key.dst_port, rct.orig_dst_port,
+                         key.proto)
+        fct = bpfsys.lookup(self.h.maps.conntrack_map.fd, fkey, abi.CtValue)
+        ours = fct is not None and (fct.nat_dst_ip, fct.nat_dst_port) == (key.src_ip,
+                                                                          key.src_port)
+        handshake = p.tcp_flags is not None and bool(p.tcp_flags & SYN)
+        if not ours:
+            return p.proto == 17 or handshake
+        return handshake and _closed(fct.flags)  # type: ignore[union-attr]
+
     def expect(self, frame: bytes, iface: str) -> tuple[Expect, Parsed | None]:
         p = parse(frame)
         if p is None:
@@ -112,6 +125,8 @@ class Oracle:
             if ct.flags & abi.CT_F_LOCAL:
                 return Expect(False), p
             if ct.flags & abi.CT_F_REPLY:
+                if self._stale_reply(key, ct, p):
+                    return Expect(False), p
                 return Expect(True, "reply", src=(be_to_ip(ct.orig_dst_ip),
                                                   be_to_port(ct.orig_dst_port))), p
             if not (p.syn_only and _closed(ct.flags)):

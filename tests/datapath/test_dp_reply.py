@@ -42,10 +42,41 @@ def test_reply_is_rewritten_even_when_the_forward_entry_was_evicted(dp: Harness)
     dp.run(fast_tcp(CLIENT, VIP, 40000, 80))
     fwd = M.FiveTuple(CLIENT, VIP, 40000, 80).key()
     assert bpfsys.delete(dp.maps.conntrack_map.fd, fwd)
-    r = dp.run(fast_tcp(T1, CLIENT, 8080, 40000, 0x12), iface="b1")
+    r = dp.run(fast_tcp(T1, CLIENT, 8080, 40000, 0x10), iface="b1")   # mid-flow ACK
     out = decode(r.data)
     assert (out["IP"].src, out["TCP"].sport) == (VIP, 80)
     assert_checksums_valid(r.data)
+
+
+def test_stale_reply_tuple_does_not_hijack_a_direct_connection_on_the_same_port(
+        dp: Harness) -> None:
+    """A finished flow's reply tuple lingers until the sweep. When the client reuses its
+    port to reach the target directly, the target's SYN-ACK must pass untouched (not come
+    back as VIP:80), and the stale tuple is dropped."""
+    dp.listen(80, TargetGroup.single(T1, 8080))
+    dp.run(fast_tcp(CLIENT, VIP, 40000, 80))
+    dp.run(fast_tcp(CLIENT, VIP, 40000, 80, 0x11))                 # FIN|ACK
+    dp.run(fast_tcp(T1, CLIENT, 8080, 40000, 0x11), iface="b1")
+    assert dp.connection(CLIENT, 40000, 80).state == "closed"
+    synack = fast_tcp(T1, CLIENT, 8080, 40000, 0x12)
+    r = dp.run(synack, iface="b1")
+    assert (r.verdict, r.data) == (XDP_PASS, synack)
+    assert not any(v.flags & abi.CT_F_REPLY for v in dp.ct_entries().values())
+    ack = fast_tcp(T1, CLIENT, 8080, 40000, 0x10)
+    assert dp.run(ack, iface="b1").data == ack                     # and stays untouched
+
+
+def test_udp_answer_without_its_flow_passes_untouched(dp: Harness) -> None:
+    dp.listen(53, TargetGroup.single(T1, 9000))
+    dp.run(udp(CLIENT, VIP, 40000, 53, b"query"))
+    assert M.delete_connection(dp.maps.conntrack_map, (CLIENT, VIP, 40000, 53, "udp"))
+    # delete_connection removes both tuples; plant a lone reply tuple as a sweep race would.
+    dp.run(udp(CLIENT, VIP, 40000, 53, b"query"))
+    assert bpfsys.delete(dp.maps.conntrack_map.fd,
+                         M.FiveTuple(CLIENT, VIP, 40000, 53, abi.IPPROTO_UDP).key())
+    answer = udp(T1, CLIENT, 9000, 40000, b"answer")
+    r = dp.run(answer, iface="b1")
+    assert (r.verdict, r.data) == (XDP_PASS, answer)
 
 
 def test_udp_reply_is_rewritten(dp: Harness) -> None:
