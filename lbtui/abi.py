@@ -1,8 +1,7 @@
 """ctypes mirror of ``bpf/lb_abi.h``: the map keys, values and the event struct.
 
 The C header is the one definition; ``tests/datapath/test_dp_abi.py`` compiles it with BCC
-and checks
-that every size and field offset here equals what BCC reports for the loaded tables.
+and checks that every size and field offset here equals what BCC reports.
 Fields typed ``*_be`` hold network-order bytes as they sit in the map.
 """
 
