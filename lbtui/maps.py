@@ -30,6 +30,7 @@ from lbtui.addr import (
     proto_name,
     proto_number,
 )
+from lbtui.files import atomic_write
 from lbtui.sni import hostname_hash, normalize_hostname
 from lbtui.targets import RouteRecord, TargetGroup, decode_route
 
@@ -110,13 +111,9 @@ class SniNames:
             self._save()
 
     def _save(self) -> None:
-        if not self.path:
-            return
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({str(k): v for k, v in sorted(self.names.items())}, f, indent=1)
-        os.replace(tmp, self.path)
+        if self.path:
+            atomic_write(self.path, json.dumps({str(k): v for k, v in sorted(
+                self.names.items())}, indent=1))
 
 
 @dataclass(eq=False)

@@ -10,7 +10,6 @@ original, so a crash leaves either the old or the new file, never a torn one.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -28,34 +27,13 @@ from lbtui.control.config import (
     canonical_hostname,
     parse_config,
 )
+from lbtui.files import atomic_write  # re-exported: callers import it from here
 
 _MISSING = object()
 _DATAPATH_DEFAULTS = {k: v for k, v in vars(DatapathCfg()).items() if k != "interfaces"}
 _LISTENER_DEFAULTS = {"protocol": "both", "stats": True, "sni": False, "interfaces": None,
                       "address": None}
 _SOURCE_DEFAULTS = {"stats": True}
-
-
-def atomic_write(path: Path, text: str, mode: int = 0o600) -> None:
-    """Write ``text`` to ``path`` via temp file + fsync + rename; the result is ``mode``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        with os.fdopen(fd, "w") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def render_config(config: Config, base_text: str | None = None) -> str:

@@ -38,7 +38,8 @@ from lbtui.control.config import (
 from lbtui.control.configfile import save_config
 from lbtui.control.instance import Instance
 from lbtui.control.lock import editing
-from lbtui.control.state import pid_alive, read_state
+from lbtui.control.state import read_state
+from lbtui.files import pid_alive
 from lbtui.sni import normalize_hostname
 from lbtui.targets import TOTAL_WEIGHT, TargetGroup
 

@@ -14,11 +14,13 @@ flock locks die with their process, so a ``kill -9`` never leaves a stale lock.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from lbtui.files import FileLock, LockHeld
+
+__all__ = ["FileLock", "LockHeld", "edit_lock", "manager_lock", "run_dir"]
 
 
 def run_dir() -> Path:
@@ -28,82 +30,6 @@ def run_dir() -> Path:
     if d.stat().st_mode & 0o777 != 0o700:
         os.chmod(d, 0o700)
     return d
-
-
-class LockHeld(RuntimeError):
-    """Another process holds the lock; ``pid`` is its recorded pid (None if unknown)."""
-
-    def __init__(self, message: str, pid: int | None) -> None:
-        super().__init__(message)
-        self.pid = pid
-
-
-class FileLock:
-    """An exclusive flock on ``path``; the holder's pid is written into the file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd: int | None = None
-
-    @property
-    def held(self) -> bool:
-        return self.fd is not None
-
-    def try_acquire(self) -> bool:
-        if self.fd is not None:
-            return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        os.fchmod(fd, 0o600)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self.fd = fd
-        return True
-
-    def acquire(self, timeout: float = 0.0) -> None:
-        """Take the lock, waiting up to ``timeout`` seconds; LockHeld names the holder."""
-        deadline = time.monotonic() + timeout
-        while not self.try_acquire():
-            if time.monotonic() >= deadline:
-                pid = self.holder()
-                raise LockHeld(f"{self.path} is held by pid {pid or '?'}", pid)
-            time.sleep(0.02)
-
-    def release(self) -> None:
-        if self.fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, 0)
-            os.close(self.fd)  # closing drops the flock
-            self.fd = None
-
-    def holder(self) -> int | None:
-        """The pid of the process holding the lock, or None if nobody holds it."""
-        if self.fd is not None:
-            return os.getpid()
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-                return int(text) if text.isdigit() else -1
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return None
-        finally:
-            os.close(fd)
-
-    def __enter__(self) -> FileLock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 def manager_lock(instance: str) -> FileLock:

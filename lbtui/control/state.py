@@ -7,12 +7,11 @@ console and ``down`` can find them without being told.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from lbtui.control.configfile import atomic_write
 from lbtui.control.lock import run_dir
+from lbtui.files import atomic_write
 
 
 def state_path(instance: str) -> Path:
@@ -34,15 +33,3 @@ def write_state(instance: str, state: dict[str, Any]) -> None:
 
 def remove_state(instance: str) -> None:
     state_path(instance).unlink(missing_ok=True)
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

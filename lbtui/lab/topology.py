@@ -30,6 +30,8 @@ from pathlib import Path
 from pyroute2 import NetNS
 from pyroute2 import netns as pr_netns
 
+from lbtui.files import atomic_write
+
 STATE_DIR = Path(os.environ.get("LBTUI_RUN_DIR", "/run/lbtui")) / "labs"
 VIP = "198.18.0.10"
 NS_PREFIX = "lbt-"
@@ -119,11 +121,7 @@ class Topology:
 
     def save(self) -> None:
         STATE_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = STATE_DIR / f"{self.lab}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1))
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        atomic_write(STATE_DIR / f"{self.lab}.json", json.dumps(asdict(self), indent=1))
 
     @classmethod
     def load(cls, lab: str) -> Topology | None:

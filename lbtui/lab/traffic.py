@@ -44,6 +44,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from lbtui.files import atomic_write
+
 KINDS = ("http", "echo", "udp", "tls")
 UDP_FLOW_LEN = 5          # datagrams per UDP flow (one source port each)
 TIMEOUT = 2.0             # per connect / reply
@@ -150,9 +152,7 @@ class Stats:
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=1))
 
 
 def backend_from_http(resp: bytes) -> str:
