@@ -4,17 +4,17 @@ One ``Splicer`` serves one SNI listener (see the package docstring for the inter
 runs an epoll loop on its own thread, inside the listener's network namespace. Life of a
 connection:
 
-1. **pending**: accepted; its first bytes are read into a ``HelloBuffer`` until the whole
-   ClientHello is in (deadline ``hello_timeout``; at most ``max_pending`` at once, the
-   oldest is evicted for a newcomer so stalled clients cannot lock good ones out).
+1. **pending**: accepted; its first bytes are peeked (MSG_PEEK: nothing is consumed)
+   into a ``HelloBuffer`` until the whole ClientHello is in (deadline ``hello_timeout``;
+   at most ``max_pending`` at once, the oldest is evicted for a newcomer so stalled
+   clients cannot lock good ones out).
 2. **connecting**: a target is chosen from the maps (``Router``), a non-blocking connect
    runs (deadline ``connect_timeout``).
-3. **spliced**: the hello (and anything read after it) is sent to the backend; both
-   sockets are linked to each other and join the sockhash, client first; a ``kick`` on
-   each pushes what arrived meanwhile through the verdict, in order. From then on the
-   kernel relays both ways. Hellos are read without ever leaving an skb half-read (see
-   ``relay``), so nothing is sent twice; the only bytes Python copies are those read with
-   the hello (a TLS client sends nothing more before the server answers).
+3. **spliced**: the two sockets are linked to each other, then join the sockhash, the
+   backend first (it is silent: it has not seen the hello), then the client; a ``kick``
+   pushes the client's queued bytes, the hello first, through the verdict to the backend.
+   From then on the kernel relays both ways, and Python never reads or writes a byte of
+   the stream, the hello included: it only peeked at it.
 4. **closing**: a FIN from one side is passed on (shutdown SHUT_WR on the other socket)
    only once every byte that side sent has been handed to the other socket (TCP_INFO
    counts), so the FIN never overtakes data. An error or RST on either side resets both.
@@ -44,7 +44,14 @@ from typing import Any
 from lbtui import abi
 from lbtui.maps import MapSet, get_connection_timeout
 from lbtui.splicer.flows import FlowEntry, FlowRecorder
-from lbtui.splicer.hello import DEFAULT_MAX_HELLO, ClientHello, HelloBuffer, HelloError
+from lbtui.splicer.hello import (
+    DEFAULT_MAX_HELLO,
+    MAX_RECORDS,
+    RECORD_HEADER,
+    ClientHello,
+    HelloBuffer,
+    HelloError,
+)
 from lbtui.splicer.relay import SockmapRelay, socket_cookie
 from lbtui.splicer.routing import Decision, Router
 from lbtui.splicer.tcpinfo import TcpCounts, tcp_counts
@@ -58,10 +65,9 @@ REJECT_REASONS = ("not_tls", "malformed", "oversized", "truncated", "timeout", "
 CLOSE_REASONS = ("fin", "rst", "aged", "deleted", "stopped")
 _EP_IN, _EP_OUT, _EP_ERR, _EP_HUP = select.EPOLLIN, select.EPOLLOUT, select.EPOLLERR, \
     select.EPOLLHUP
-_EP_RDHUP = select.EPOLLRDHUP
+_EP_RDHUP, _EP_ET = select.EPOLLRDHUP, select.EPOLLET
 _DRAIN_TICK = 0.01
 _ACCEPT_BATCH = 64
-_READ_BUFFER = 256 * 1024
 _CLONE_NEWNET = 0x40000000
 
 
@@ -182,7 +188,10 @@ class Splicer:
         self._draining: set[_Flow] = set()
         self._n_flows = 0
         self._closed_fds: set[int] = set()
-        self._rbuf = bytearray(_READ_BUFFER)
+        # A hello of max_hello bytes fits in this many bytes of records; a peek that fills
+        # it without a complete hello means an oversized one.
+        self._peek_limit = max_hello + RECORD_HEADER * (MAX_RECORDS + 1) + 1
+        self._rbuf = bytearray(self._peek_limit)
         self._rview = memoryview(self._rbuf)
 
     # --- public interface ------------------------------------------------------------
@@ -362,7 +371,7 @@ class Splicer:
         if fd in self._pending:
             p = self._pending[fd]
             try:
-                self._read_hello(p)
+                self._read_hello(p, events)
             except Exception:
                 log.exception("splicer: hello from %s:%s", *p.client)
                 self._reject_pending(p, "malformed")
@@ -407,7 +416,7 @@ class Splicer:
                          HelloBuffer(self.max_hello), counts.bytes_received - counts.inq,
                          counts.written)
             self._pending[sock.fileno()] = p
-            self._ep.register(sock.fileno(), _EP_IN | _EP_RDHUP)
+            self._ep.register(sock.fileno(), _EP_IN | _EP_RDHUP | _EP_ET)
 
     def _make_room(self) -> None:
         """At the pending cap, drop the oldest pending hello for the newcomer; but first
@@ -420,37 +429,34 @@ class Splicer:
             if self._pending.get(oldest.sock.fileno()) is oldest:
                 self._reject_pending(oldest, "evicted")
 
-    def _read_hello(self, p: _Pending) -> None:
-        """Read everything the client has sent so far. Reads continue until one comes back
-        short, so no skb is ever left half-read: the relay's verdict would later see such
-        an skb whole and send its first part twice."""
-        chunks = []
-        while True:
-            try:
-                n = p.sock.recv_into(self._rbuf)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                self._reject_pending(p, "truncated")
-                return
-            if n == 0:
-                if not chunks:
-                    self._reject_pending(p, "truncated")
-                    return
-                break        # FIN after data: judge the data; the relay passes the FIN on
-            chunks.append(bytes(self._rview[:n]))
-            if n < len(self._rbuf):
-                break
-        if not chunks:
-            return
+    def _read_hello(self, p: _Pending, events: int = 0) -> None:
+        """Look at what the client has sent so far, without consuming it (MSG_PEEK): the
+        hello stays in the kernel's receive queue and later reaches the backend through
+        the relay itself, in order with whatever follows it. The socket is watched
+        edge-triggered, so unread data does not wake the loop again."""
         try:
-            hello = p.hello.feed(b"".join(chunks))
-        except HelloError as e:
-            log.debug("splicer: %s:%s: %s", *p.client, e)
-            self._reject_pending(p, e.reason)
+            n = p.sock.recv_into(self._rbuf, self._peek_limit,
+                                 socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            n = len(p.hello.data)
+        except OSError:
+            self._reject_pending(p, "truncated")
             return
+        seen = len(p.hello.data)
+        hello = None
+        if n > seen:
+            try:
+                hello = p.hello.feed(bytes(self._rview[seen:n]))
+            except HelloError as e:
+                log.debug("splicer: %s:%s: %s", *p.client, e)
+                self._reject_pending(p, e.reason)
+                return
         if hello is not None:
             self._route(p, hello)
+        elif n >= self._peek_limit:
+            self._reject_pending(p, "oversized")
+        elif n == 0 or events & (_EP_RDHUP | _EP_HUP | _EP_ERR):
+            self._reject_pending(p, "truncated")   # closed before the hello was complete
 
     def _reject_pending(self, p: _Pending, reason: str) -> None:
         self._count(f"rejected.{reason}")
@@ -535,32 +541,25 @@ class Splicer:
         cc = cb = 0
         try:
             b0 = tcp_counts(backend)
-            # Order matters (module docstring, step 3). The hello goes out first, on the
-            # plain socket; whatever either side sends meanwhile waits, whole, in its
-            # kernel receive queue. The client joins first: a TLS client is silent until
-            # the server has answered, and the answer cannot reach it before both have
-            # joined. The kicks then push the waiting data through the verdict in order.
-            backend.settimeout(self.connect_timeout)
-            backend.sendall(p.hello.data)          # the hello and anything read after it
-            backend.setblocking(False)
             cc, cb = socket_cookie(client), socket_cookie(backend)
+            # Order matters (module docstring, step 3): links first, then the backend
+            # (silent: it has not seen the hello), then the client, whose queued bytes,
+            # hello first, the kick sends through the verdict to the backend.
             relay.link(cc, cb)
             relay.link(cb, cc)
-            relay.add(client)
             relay.add(backend)
-            stray = [x for x in (relay.kick(client), relay.kick(backend)) if x]
-            if stray:
-                # Data that arrived in the instant between the two joins could not be
-                # redirected; forwarding it now could reorder the stream. Refuse.
-                raise OSError(errno.EPROTO, "data arrived while the relay was joining")
+            relay.add(client)
+            if relay.kick(client) or relay.kick(backend):
+                # Cannot happen while both are in the sockhash; refuse rather than guess.
+                raise OSError(errno.EPROTO, "data stayed on a socket after joining")
         except OSError as e:
             log.debug("splicer: setting up %s:%s -> %s failed: %s", *p.client,
                       c.decision.target, e)
             if cc:
                 relay.forget(cc, cb)
             # EOPNOTSUPP: a socket that has received a FIN cannot join a sockhash. A TLS
-            # client never closes before the server's answer, nor does a backend that
-            # accepted the hello; refusing such a connection loses nothing TLS needs.
+            # client never closes before the server's answer (and a backend that closes
+            # on accept is down); refusing such a connection loses nothing TLS needs.
             reason = "closed_early" if e.errno == errno.EOPNOTSUPP else "setup_failed"
             self._count(f"rejected.{reason}")
             self._drop(backend)

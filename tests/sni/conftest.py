@@ -76,6 +76,27 @@ def wait_for(cond: Callable[[], object], timeout: float = 10, what: str = "condi
         time.sleep(0.02)
 
 
+def splicer_diagnostics(lab: SniLab, sp: Splicer) -> str:
+    """What a hung test needs to be understood: the splicer's counters, each open flow's
+    TCP counts, and the LB namespace's sockets."""
+    from lbtui.splicer.tcpinfo import tcp_counts
+
+    lines = [f"stats: {sp.stats()}"]
+    for f in {id(f): f for f in sp._flows.values()}.values():
+        lines.append(f"flow {f.entry.client}: fin_c={f.fin_c} fin_b={f.fin_b} "
+                     f"shut_b={f.shut_b} shut_c={f.shut_c} base={f.base_c_rcv},"
+                     f"{f.base_c_wr},{f.base_b_rcv},{f.base_b_wr}")
+        for name, s in (("client", f.client), ("backend", f.backend)):
+            try:
+                lines.append(f"  {name}: {tcp_counts(s)}")
+            except OSError as e:
+                lines.append(f"  {name}: {e}")
+    lines.append(f"pending: {[(p.client, len(p.hello.data)) for p in sp._pending.values()]}")
+    lines.append(subprocess.run(["ip", "netns", "exec", lab.topo.lb_ns, "ss", "-tnoie"],
+                                capture_output=True, text=True).stdout[-4000:])
+    return "\n".join(lines)
+
+
 @pytest.fixture
 def sni_lab(datapath, tmp_path: Path) -> Iterator[Callable[..., SniLab]]:
     """Factory: build(n_clients, n_backends) -> SniLab with XDP attached and TLS backends

@@ -22,7 +22,7 @@ from lbtui.splicer.testing_backends import (
     https_get,
 )
 
-from .conftest import wait_for
+from .conftest import splicer_diagnostics, wait_for
 
 pytestmark = [pytest.mark.datapath, pytest.mark.netns, pytest.mark.timeout(300)]
 
@@ -250,9 +250,13 @@ def test_client_data_right_after_the_hello_arrives_once_in_order(sni_lab, nbytes
     sp = lab.splicer(BULK_PORT)
     for mode in ("up", "down"):
         for _ in range(5):
-            r = lab.client_run(python_argv(
-                "lbtui.splicer.testing_backends", "bulk", "--host", lab.vip, "--port",
-                str(BULK_PORT), "--mode", mode, "--bytes", str(nbytes), "--eager"))
+            argv = python_argv("lbtui.splicer.testing_backends", "bulk", "--host", lab.vip,
+                               "--port", str(BULK_PORT), "--mode", mode, "--bytes",
+                               str(nbytes), "--eager")
+            try:
+                r = lab.client_run(argv, timeout=30)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"eager {mode} transfer hung:\n{splicer_diagnostics(lab, sp)}")
             assert r.returncode == 0, r.stderr
             assert json.loads(r.stdout)["bytes"] == nbytes
     s = sp.stats()
