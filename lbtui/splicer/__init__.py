@@ -1,13 +1,15 @@
 """SNI routing for real TLS clients: the userspace splicer (issue 6, DESIGN.md §6).
 
 A listener flagged SNI (``LB_ROUTE_F_SNI`` on its listen entries) is passed by XDP to the
-stack, where a ``Splicer`` accepts its connections, reads the whole ClientHello (bounded in
-size and time; it may span several segments and records), hashes server_name (FNV-1a of the
-ASCII-lower-cased name), looks it up in the BPF sni map, picks a weighted target (no SNI or
-an unknown name: source route, else the listener's own group), connects, replays the hello
-and then relays both directions in the kernel with a sockmap (``bpf/sk_splice.c``): Python
-never copies the stream. Spliced flows appear in conntrack (flag ``LB_CT_F_LOCAL``) with
-live counters and produce opened/closed events like datapath flows.
+stack, where a ``Splicer`` accepts its connections, peeks at the whole ClientHello without
+consuming it (bounded in size and time; it may span several segments and records), hashes
+server_name (FNV-1a of the ASCII-lower-cased name), looks it up in the BPF sni map, picks a
+weighted target (no SNI or an unknown name: source route, else the listener's own group),
+connects, and joins both sockets to a sockmap relay (``bpf/sk_splice.c``): the kernel
+delivers the hello to the backend and relays both directions from then on. Python never
+consumes or writes a byte of the stream (it only peeks at the hello). Spliced flows appear
+in conntrack (flag ``LB_CT_F_LOCAL``) with live counters and produce opened/closed events
+like datapath flows.
 
 Entry point (used by ``lbtui.control.Instance``, one per SNI listener)::
 
@@ -40,6 +42,12 @@ conntrack entry), stopped.
 
 Edits made to the maps (SNI routes, weights, the listener group) apply to the next
 connection; established connections keep their target.
+
+Performance (``python -m bench.sni``; veth lab, 2 shared CPUs): handshakes through the
+splicer run at 0.7-0.9 of direct; bulk throughput at about 0.5 of a direct (routed)
+connection. The bulk cost is TCP termination in the LB namespace (a receive and a send per
+byte, in software on veth with tx offloads off), not Python: a splice(2) relay measured the
+same within noise, and Python does no per-byte work.
 """
 
 from lbtui.splicer.hello import ClientHello, HelloBuffer, HelloError, parse_client_hello

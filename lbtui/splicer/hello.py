@@ -133,9 +133,9 @@ def _server_name(data: memoryview) -> bytes | None:
 class HelloBuffer:
     """Accumulates a client's first bytes until a whole ClientHello is in.
 
-    ``data`` keeps every byte received (the hello and anything after it), which the
-    splicer replays to the chosen backend unchanged. Parsing is incremental: each complete
-    record is examined once, so a client dribbling bytes costs little per byte."""
+    ``data`` holds every byte fed (the splicer feeds what it peeked: the bytes themselves
+    stay in the kernel and reach the backend through the relay). Parsing is incremental:
+    each complete record is examined once, so a client dribbling bytes costs little."""
 
     max_hello: int = DEFAULT_MAX_HELLO
     data: bytearray = field(default_factory=bytearray)

@@ -5,9 +5,12 @@ Once two sockets are linked to each other (``link`` both ways) and both are in t
 userspace. The set-up order that makes the hand-over lossless is the splicer's business
 (``lbtui.splicer.service``); ``kick`` finishes it.
 
-Kernel behaviour this relies on (Linux 6.x): a sockhash member's ``recv`` pushes skbs
-queued before it joined through the verdict, whole; skbs must therefore never be left
-half-read by userspace before a socket joins (the verdict would see the whole skb again).
+Kernel behaviour this relies on (Linux 6.x): a sockhash member's ``recv`` first pushes the
+skbs queued before it joined through the verdict, whole (``kick`` uses this). A socket must
+therefore join with nothing consumed from a partly read skb (the verdict would send the
+whole skb, so its first part twice); the splicer only ever peeks before joining. Two
+quirks worked around in the verdict: a bare FIN arrives as a zero-length skb (dropped), and
+a redirect to a missing peer keeps the data on the socket rather than losing it.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ connection:
 3. **spliced**: the two sockets are linked to each other, then join the sockhash, the
    backend first (it is silent: it has not seen the hello), then the client; a ``kick``
    pushes the client's queued bytes, the hello first, through the verdict to the backend.
-   From then on the kernel relays both ways, and Python never reads or writes a byte of
+   From then on the kernel relays both ways; Python never consumes or writes a byte of
    the stream, the hello included: it only peeked at it.
 4. **closing**: a FIN from one side is passed on (shutdown SHUT_WR on the other socket)
    only once every byte that side sent has been handed to the other socket (TCP_INFO
