@@ -28,7 +28,8 @@ Entry point (used by ``lbtui.control.Instance``, one per SNI listener)::
     sp.stats()      # {"listen", "running", "accepted", "spliced", "active", "pending",
                     #  "connecting", "routed": {sni, source, listener},
                     #  "hellos": {sni, no_sni}, "rejected": {reason: n},
-                    #  "closed": {reason: n}, "events_lost", "relay": {bytes, skbs, ...}}
+                    #  "closed": {reason: n}, "events_lost", "loop_errors",
+                    #  "relay": {bytes, skbs, no_peer, passed, empty}}
     sp.stop()       # resets open connections (closed events), removes their conntrack
                     # entries, frees the relay; idempotent
 

@@ -239,14 +239,16 @@ class Splicer:
     def stats(self) -> dict[str, Any]:
         """Counters and gauges: accepted, spliced, active, pending, connecting,
         routed{sni,source,listener}, hellos{sni,no_sni}, rejected{reason},
-        closed{reason}, events_lost, relay{bytes,skbs,no_peer,passed,empty}."""
+        closed{reason}, events_lost, loop_errors, relay{bytes,skbs,no_peer,passed,
+        empty}."""
         with self._lock:
             c = dict(self._counts)
             active, pending, connecting = self._n_flows, len(self._pending), len(
                 self._connecting)
         out: dict[str, Any] = {
             "listen": f"{self.address[0]}:{self.address[1]}" if self.address else None,
-            "running": self._thread is not None and not self._stopping,
+            "running": self._thread is not None and self._thread.is_alive()
+            and not self._stopping,
             "accepted": c.get("accepted", 0), "spliced": c.get("spliced", 0),
             "active": active, "pending": pending, "connecting": connecting,
             "routed": {k: c.get(f"routed.{k}", 0) for k in ("sni", "source", "listener")},
@@ -254,6 +256,7 @@ class Splicer:
             "rejected": {k: c.get(f"rejected.{k}", 0) for k in REJECT_REASONS},
             "closed": {k: c.get(f"closed.{k}", 0) for k in CLOSE_REASONS},
             "events_lost": c.get("events_lost", 0),
+            "loop_errors": c.get("loop_errors", 0),
         }
         relay = self._relay
         try:
@@ -319,33 +322,40 @@ class Splicer:
             self._shutdown()
 
     def _loop(self) -> None:
-        next_stats = time.monotonic() + self.stats_interval
-        lfd = self._lsock.fileno()
+        self._next_stats = time.monotonic() + self.stats_interval
         while not self._stopping:
-            now = time.monotonic()
-            timeout = next_stats - now
-            if self._pending:
-                timeout = min(timeout, next(iter(self._pending.values())).deadline - now)
-            if self._connecting:
-                timeout = min(timeout, next(iter(self._connecting.values())).deadline - now)
-            if self._draining:
-                timeout = min(timeout, _DRAIN_TICK)
-            self._closed_fds.clear()
-            for fd, events in self._ep.poll(max(timeout, 0.0)):
-                if fd == lfd:
-                    self._accept()
-                elif fd == self._wake:
-                    continue
-                else:
-                    self._dispatch(fd, events)
-            now = time.monotonic()
-            self._expire(now)
-            if self._draining:
-                for flow in list(self._draining):
-                    self._guard(flow, self._advance_close)
-            if now >= next_stats:
-                self._refresh_all()
-                next_stats = now + self.stats_interval
+            try:
+                self._iterate()
+            except Exception:
+                # Whatever went wrong concerned some connection; the others and the
+                # listener must go on. Pause briefly so a persistent fault cannot spin.
+                log.exception("splicer on port %s: loop error", self.port)
+                self._count("loop_errors")
+                time.sleep(0.1)
+
+    def _iterate(self) -> None:
+        now = time.monotonic()
+        timeout = self._next_stats - now
+        if self._pending:
+            timeout = min(timeout, next(iter(self._pending.values())).deadline - now)
+        if self._connecting:
+            timeout = min(timeout, next(iter(self._connecting.values())).deadline - now)
+        if self._draining:
+            timeout = min(timeout, _DRAIN_TICK)
+        self._closed_fds.clear()
+        lfd = self._lsock.fileno()
+        for fd, events in self._ep.poll(max(timeout, 0.0)):
+            if fd == lfd:
+                self._accept()
+            elif fd != self._wake:
+                self._dispatch(fd, events)
+        now = time.monotonic()
+        self._expire(now)
+        for flow in list(self._draining):
+            self._guard(flow, self._advance_close)
+        if now >= self._next_stats:
+            self._next_stats = now + self.stats_interval
+            self._refresh_all()
 
     def _guard(self, flow: _Flow, step: Any) -> None:
         """Run a step for one flow; a failure resets that flow, never the loop."""

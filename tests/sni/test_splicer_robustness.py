@@ -235,7 +235,7 @@ def test_slowloris_does_not_lock_out_good_clients(lab):
           f"at {res['per_s']:.0f}/s; rejected {s['rejected']}")
     assert s["rejected"]["evicted"] + s["rejected"]["timeout"] >= bad_rounds * 4 * MAX_PENDING \
         - MAX_PENDING - 1
-    assert s["pending"] <= MAX_PENDING
+    assert s["pending"] <= MAX_PENDING and s["loop_errors"] == 0
     wait_for(lambda: lab.sp.stats()["pending"] == 0, timeout=HELLO_TIMEOUT + 3,
              what="pending hellos to drain after the attack")
 
@@ -261,4 +261,5 @@ def test_client_data_right_after_the_hello_arrives_once_in_order(sni_lab, nbytes
             assert json.loads(r.stdout)["bytes"] == nbytes
     s = sp.stats()
     assert s["spliced"] == 10 and s["rejected"]["setup_failed"] == 0
-    assert s["relay"]["no_peer"] == 0
+    assert s["relay"]["no_peer"] == 0 and s["relay"]["passed"] == 0
+    assert s["loop_errors"] == 0

@@ -61,6 +61,7 @@ def test_python_ssl_reaches_each_group(lab):
     assert s["closed"]["fin"] == 5 and sum(s["rejected"].values()) == 0
     assert s["active"] == 0 and s["pending"] == 0
     assert s["relay"]["bytes"] > 0 and s["relay"]["no_peer"] == 0
+    assert s["loop_errors"] == 0 and s["running"]
 
 
 def test_openssl_s_client(lab):

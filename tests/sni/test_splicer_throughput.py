@@ -67,6 +67,7 @@ def test_bulk_throughput_spliced_vs_direct(sni_lab, mode):
     assert s["spliced"] == ROUNDS and s["rejected"] == dict.fromkeys(s["rejected"], 0)
     wait_for(lambda: sp.stats()["closed"]["fin"] == ROUNDS, what="spliced flows to close")
     assert s["relay"]["bytes"] >= ROUNDS * NBYTES
+    assert s["loop_errors"] == 0
     # The closed events carry the byte counts of the whole transfer.
     reader.poll(100)
     closed = [e for e in events if e.kind == "closed"]
