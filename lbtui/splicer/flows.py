@@ -10,6 +10,7 @@ datapath counts). Opened/closed events go through lb_emit_event into the one rin
 from __future__ import annotations
 
 import errno
+import functools
 import time
 from dataclasses import dataclass
 
@@ -20,6 +21,9 @@ from lbtui.maps import MapSet, stats_enabled
 
 Addr = tuple[str, int]
 BPF_EXIST = 2
+# ip_to_be validates through ipaddress (~10 us); a splicer converts the same few VIPs and
+# targets, and each client a few times, per connection.
+ip_be_cached = functools.lru_cache(maxsize=4096)(ip_to_be)
 
 
 @dataclass(eq=False)
@@ -37,7 +41,7 @@ class FlowEntry:
 
 
 def _key(client: Addr, vip: Addr) -> abi.CtKey:
-    return abi.CtKey(ip_to_be(client[0]), ip_to_be(vip[0]), port_to_be(client[1]),
+    return abi.CtKey(ip_be_cached(client[0]), ip_be_cached(vip[0]), port_to_be(client[1]),
                      port_to_be(vip[1]), abi.IPPROTO_TCP)
 
 
@@ -52,8 +56,8 @@ class FlowRecorder:
     def open(self, client: Addr, vip: Addr, target: Addr, stats: bool) -> FlowEntry:
         now = time.monotonic_ns()     # CLOCK_MONOTONIC, as bpf_ktime_get_ns()
         flags = abi.CT_F_LOCAL | abi.CT_F_SEEN_REPLY | (abi.CT_F_STATS if stats else 0)
-        value = abi.CtValue(orig_dst_ip=ip_to_be(vip[0]), orig_dst_port=port_to_be(vip[1]),
-                            flags=flags, nat_dst_ip=ip_to_be(target[0]),
+        value = abi.CtValue(orig_dst_ip=ip_be_cached(vip[0]), orig_dst_port=port_to_be(vip[1]),
+                            flags=flags, nat_dst_ip=ip_be_cached(target[0]),
                             nat_dst_port=port_to_be(target[1]), created_ns=now,
                             last_seen_ns=now)
         entry = FlowEntry(client, vip, target, stats, _key(client, vip), value)

@@ -17,9 +17,10 @@ import random
 from dataclasses import dataclass
 
 from lbtui import abi, bpfsys
-from lbtui.addr import ip_to_be, port_to_be
+from lbtui.addr import port_to_be
 from lbtui.maps import MapSet
 from lbtui.sni import hostname_hash
+from lbtui.splicer.flows import ip_be_cached
 from lbtui.targets import RouteRecord, TargetSpec, decode_route
 
 
@@ -89,7 +90,7 @@ class Router:
             v = bpfsys.lookup(self.maps.sni_map.fd, ct.c_uint64(h), abi.Route)
             if v is not None:
                 return self._decide(v, "sni"), "sni"
-        v = bpfsys.lookup(self.maps.config_map.fd, abi.LpmKey(32, ip_to_be(client_ip)),
+        v = bpfsys.lookup(self.maps.config_map.fd, abi.LpmKey(32, ip_be_cached(client_ip)),
                           abi.Route)
         if v is not None:
             return self._decide(v, "source"), "source"
