@@ -28,6 +28,7 @@ from lbtui.console.conns import (
 from lbtui.events import LbEvent
 
 WINDOW_NS = 60 * 1_000_000_000
+GONE_WAIT_NS = 10 * 1_000_000_000
 # The hot loop below indexes rows by number; this is the layout it relies on.
 assert (KEY, FLAGS, TARGET, PKTS_FWD, PKTS_REV, BYTES_FWD, BYTES_REV) == (0, 1, 2, 5, 6, 7, 8)
 
@@ -103,6 +104,8 @@ class TrafficTracker:
     def __init__(self) -> None:
         self._prev: dict[bytes, Row] = {}
         self._prev_ns: int | None = None
+        # Flows that left the map before their closed event arrived: last row, when.
+        self._gone: dict[bytes, tuple[Row, int]] = {}
         self.targets: dict[str, TargetTraffic] = {}
 
     def update(self, rows: list[Row], now_ns: int, closed: Iterable[LbEvent] = ()
@@ -152,19 +155,42 @@ class TrafficTracker:
                 if d > 0:
                     a[6] += d
         finals = {event_key(e): e for e in closed if e.kind == "closed"}
+        gone = self._gone
         for k in prev.keys() - cur.keys():
-            e = finals.get(k)
-            if e is None:
+            e = finals.pop(k, None)
+            if e is None:   # its closed event may come with a later batch
+                gone[k] = (prev[k], now_ns)
                 continue
-            p = prev[k]
-            a = acc.setdefault(p[TARGET], [0, 0, 0, 0, 0, 0, 0])
-            a[3] += max(0, e.packets_fwd - p[PKTS_FWD])
-            a[4] += max(0, e.packets_rev - p[PKTS_REV])
-            a[5] += max(0, e.bytes_fwd - p[BYTES_FWD])
-            a[6] += max(0, e.bytes_rev - p[BYTES_REV])
+            self._add_final(acc, prev[k], e)
+        for k, e in finals.items():
+            if k in cur:
+                continue    # still listed (finished, lingering): counted by the deltas
+            g = gone.pop(k, None)
+            if g is not None:
+                self._add_final(acc, g[0], e)
+                continue
+            # Opened and closed between two snapshots, never listed (e.g. a spliced TLS
+            # flow, deleted at its close): all of it happened in this interval.
+            a = acc.setdefault(event_target(e), [0, 0, 0, 0, 0, 0, 0])
+            a[2] += primed
+            a[3] += e.packets_fwd
+            a[4] += e.packets_rev
+            a[5] += e.bytes_fwd
+            a[6] += e.bytes_rev
+        for k in [k for k, (_, t) in gone.items() if now_ns - t > GONE_WAIT_NS]:
+            del gone[k]
         self._prev, self._prev_ns = cur, now_ns
         self._account(acc, now_ns, dt)
         return self.targets
+
+    @staticmethod
+    def _add_final(acc: dict[bytes, list[int]], last: Row, e: LbEvent) -> None:
+        """A flow gone from the map: what its final counters add to its last row."""
+        a = acc.setdefault(last[TARGET], [0, 0, 0, 0, 0, 0, 0])
+        a[3] += max(0, e.packets_fwd - last[PKTS_FWD])
+        a[4] += max(0, e.packets_rev - last[PKTS_REV])
+        a[5] += max(0, e.bytes_fwd - last[BYTES_FWD])
+        a[6] += max(0, e.bytes_rev - last[BYTES_REV])
 
     def _account(self, acc: dict[bytes, list[int]], now_ns: int, dt: float) -> None:
         for t in self.targets.values():

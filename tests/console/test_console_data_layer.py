@@ -103,6 +103,25 @@ def test_traffic_counts_growth_new_flows_and_closed_remainders() -> None:
     assert event_key(closed) == bytes(M.FiveTuple("198.18.1.2", D.VIP, 2, 80).key())
 
 
+def test_flows_never_listed_count_from_their_closed_event_once() -> None:
+    """A spliced TLS flow opens and closes between two snapshots (the splicer deletes its
+    entry): it counts as new with all its bytes. A flow whose closed event comes a
+    refresh after it left the map adds only its remainder, and is not new again."""
+    tr = TrafficTracker()
+    s = 1_000_000_000
+    tr.update([_row(1, 1, 10, 1000)], 10 * s)
+    tls = LbEvent(11 * s, "closed", "tcp", "fin", "198.18.1.2", 7, D.VIP, 443,
+                  "198.18.103.2", 8443, 0, 9, 7, 700, 1400)
+    t = tr.update([_row(1, 1, 10, 1000)], 12 * s, [tls])["198.18.103.2:8443"]
+    assert (t.new_per_s, t.bps_fwd, t.bps_rev, t.active) == (0.5, 350, 700, 0)
+    assert t.total_bytes == 2100
+    tr.update([], 14 * s)                         # flow 1 left; its event comes later
+    late = LbEvent(15 * s, "closed", "tcp", "fin", "198.18.1.2", 1, D.VIP, 80,
+                   "198.18.101.2", 8080, 0, 12, 12, 1200, 2400)
+    t1 = tr.update([], 16 * s, [late])["198.18.101.2:8080"]
+    assert (t1.new_per_s, t1.bps_fwd, t1.bps_rev) == (0, 100, 200)
+
+
 def test_closed_flows_are_not_active() -> None:
     tr = TrafficTracker()
     rows = [_row(1, 1, 1, 1, abi.CT_F_SEEN_REPLY | abi.CT_F_RST),
