@@ -109,7 +109,6 @@ class _Connecting:
     pending: _Pending
     backend: socket.socket
     decision: Decision
-    hello: ClientHello
     deadline: float
 
 
@@ -156,8 +155,8 @@ class Splicer:
                         ("max_connections", max_connections), ("backlog", backlog)):
             if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
                 raise ValueError(f"{name}: {n!r} must be a positive integer")
-        if not 0 <= port <= 65535:
-            raise ValueError(f"port: {port} is out of range (0..65535)")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port: {port!r} must be an integer 0..65535 (0: any free port)")
         self.maps = maps
         self.emit_prog_fd = emit_prog_fd
         self.listen_ip = listen_ip
@@ -301,10 +300,14 @@ class Splicer:
                 where = f" in network namespace {self.netns}" if self.netns else ""
                 raise OSError(e.errno, f"splicer cannot listen on {self.listen_ip}:"
                                        f"{self.port}{where}: {e.strerror}") from None
-            self.address = lsock.getsockname()
-            self._router = Router(self.maps, self.address[1], self._rng)
-            self._recorder = FlowRecorder(self.maps, self.emit_prog_fd)
-            ep = select.epoll()
+            try:
+                self.address = lsock.getsockname()
+                self._router = Router(self.maps, self.address[1], self._rng)
+                self._recorder = FlowRecorder(self.maps, self.emit_prog_fd)
+                ep = select.epoll()
+            except BaseException:
+                lsock.close()
+                raise
         except BaseException as e:
             self._start_error = e
             self._ready.set()
@@ -444,15 +447,16 @@ class Splicer:
         hello stays in the kernel's receive queue and later reaches the backend through
         the relay itself, in order with whatever follows it. The socket is watched
         edge-triggered, so unread data does not wake the loop again."""
+        seen = len(p.hello.data)
         try:
             n = p.sock.recv_into(self._rbuf, self._peek_limit,
                                  socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            eof = n == 0                # a peek returns 0 only at end of stream
         except (BlockingIOError, InterruptedError):
-            n = len(p.hello.data)
+            n, eof = seen, False
         except OSError:
             self._reject_pending(p, "truncated")
             return
-        seen = len(p.hello.data)
         hello = None
         if n > seen:
             try:
@@ -465,7 +469,7 @@ class Splicer:
             self._route(p, hello)
         elif n >= self._peek_limit:
             self._reject_pending(p, "oversized")
-        elif n == 0 or events & (_EP_RDHUP | _EP_HUP | _EP_ERR):
+        elif eof or events & (_EP_RDHUP | _EP_HUP | _EP_ERR):
             self._reject_pending(p, "truncated")   # closed before the hello was complete
 
     def _reject_pending(self, p: _Pending, reason: str) -> None:
@@ -515,7 +519,7 @@ class Splicer:
             self._drop(backend)
             self._drop(p.sock)
             return
-        c = _Connecting(p, backend, decision, hello, time.monotonic() + self.connect_timeout)
+        c = _Connecting(p, backend, decision, time.monotonic() + self.connect_timeout)
         self._connecting[backend.fileno()] = c
         self._ep.register(backend.fileno(), _EP_OUT)
 

@@ -189,7 +189,8 @@ def _stalled(lab, n: int, nbytes: int = 3) -> list[socket.socket]:
     with lab.in_client():
         for _ in range(n):
             s = socket.create_connection((lab.vip, 443), timeout=5)
-            s.sendall(fake_hello("a.sni.test")[:nbytes])
+            if nbytes:
+                s.sendall(fake_hello("a.sni.test")[:nbytes])
             socks.append(s)
     return socks
 
@@ -263,3 +264,20 @@ def test_client_data_right_after_the_hello_arrives_once_in_order(sni_lab, nbytes
     assert s["spliced"] == 10 and s["rejected"]["setup_failed"] == 0
     assert s["relay"]["no_peer"] == 0 and s["relay"]["passed"] == 0
     assert s["loop_errors"] == 0
+
+
+def test_silent_clients_are_evicted_then_time_out(lab):
+    """Clients that connect and send nothing hold a pending slot until evicted by a
+    newcomer or timed out; each is counted once, under its own reason."""
+    n = MAX_PENDING + 3
+    silent = _stalled(lab, n, nbytes=0)
+    wait_for(lambda: lab.sp.stats()["accepted"] == n, what="all accepted")
+    assert lab.sp.stats()["pending"] <= MAX_PENDING
+    wait_for(lambda: lab.sp.stats()["pending"] == 0, timeout=HELLO_TIMEOUT + 3,
+             what="the rest to time out")
+    r = lab.sp.stats()["rejected"]
+    # At least 3 had to make room (some may have timed out first on a slow machine).
+    assert r["evicted"] >= 3 and r["evicted"] + r["timeout"] == n, r
+    assert sum(r.values()) == n, r
+    for s in silent:
+        s.close()
