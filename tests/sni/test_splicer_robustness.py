@@ -128,6 +128,32 @@ def test_hello_over_many_small_segments(lab):
         assert cert_cn(tls) == "backend1"
 
 
+def _alpn_context(lab, n: int) -> tuple[ssl.SSLContext, int]:
+    """A client context whose ClientHello carries ``n`` ALPN names; and its hello size."""
+    ctx = client_context(lab.certs)
+    ctx.set_alpn_protocols([f"x-lbtui-test-protocol-{i:04d}" for i in range(n)])
+    probe = ctx.wrap_bio(ssl.MemoryBIO(), out := ssl.MemoryBIO(), server_hostname="a.sni.test")
+    with pytest.raises(ssl.SSLWantReadError):
+        probe.do_handshake()
+    return ctx, len(out.read())
+
+
+def test_large_hello_spanning_segments(lab):
+    """A ClientHello of several KB (a long ALPN list; post-quantum key shares make real
+    ones this large) arrives in several full-size segments: routed and handshaken."""
+    ctx, size = _alpn_context(lab, 100)
+    assert 2 * 1448 < size <= 4096                 # three segments, within max_hello
+    with lab.in_client():
+        assert https_get(lab.vip, 443, ctx, "a.sni.test") == ("backend1 sni=a.sni.test",
+                                                               "backend1")
+    # Past this splicer's max_hello (4096): refused as oversized, counted.
+    ctx, size = _alpn_context(lab, 150)
+    assert size > 4096
+    with lab.in_client(), pytest.raises((OSError, ssl.SSLError)):
+        https_get(lab.vip, 443, ctx, "a.sni.test")
+    assert lab.sp.stats()["rejected"]["oversized"] == 1
+
+
 def _refused_quickly(lab, payload: bytes, *, then_fin: bool = False,
                      within: float = HELLO_TIMEOUT / 2) -> None:
     """Send ``payload``; the splicer must close the connection well before the hello
