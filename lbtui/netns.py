@@ -22,6 +22,23 @@ def _setns(fd: int, what: str) -> None:
         raise OSError(err, f"entering network namespace {what}: {os.strerror(err)}")
 
 
+def _open(name: str) -> int:
+    try:
+        return os.open(os.path.join(NETNS_RUN_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise OSError(f"network namespace {name!r} does not exist (see `ip netns`)") from None
+
+
+def enter(name: str) -> None:
+    """Move the calling thread into network namespace ``name`` for good (a worker thread
+    that lives there); sockets it makes stay there whichever thread later uses them."""
+    fd = _open(name)
+    try:
+        _setns(fd, name)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def inside(name: str | None) -> Iterator[None]:
     """Run the block in network namespace ``name`` (None: stay where we are). Only this
@@ -29,10 +46,7 @@ def inside(name: str | None) -> Iterator[None]:
     if not name:
         yield
         return
-    try:
-        target = os.open(os.path.join(NETNS_RUN_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise OSError(f"network namespace {name!r} does not exist (see `ip netns`)") from None
+    target = _open(name)
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         _setns(target, name)

@@ -27,7 +27,6 @@ operator (ctl or console) is reset too ("deleted").
 
 from __future__ import annotations
 
-import ctypes as ct
 import errno
 import logging
 import os
@@ -41,7 +40,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from lbtui import abi
+from lbtui import abi, netns
 from lbtui.maps import MapSet, get_connection_timeout
 from lbtui.splicer.flows import FlowEntry, FlowRecorder
 from lbtui.splicer.hello import (
@@ -68,20 +67,6 @@ _EP_IN, _EP_OUT, _EP_ERR, _EP_HUP = select.EPOLLIN, select.EPOLLOUT, select.EPOL
 _EP_RDHUP, _EP_ET = select.EPOLLRDHUP, select.EPOLLET
 _DRAIN_TICK = 0.01
 _ACCEPT_BATCH = 64
-_CLONE_NEWNET = 0x40000000
-
-
-def _enter_netns(name: str) -> None:
-    """Move the calling thread (only) into a named network namespace for good. Sockets
-    made afterwards live there whichever thread later uses them."""
-    libc = ct.CDLL(None, use_errno=True)
-    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if libc.setns(fd, _CLONE_NEWNET) != 0:
-            err = ct.get_errno()
-            raise OSError(err, f"entering network namespace {name}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
 
 
 def _reset_close(sock: socket.socket) -> None:
@@ -288,7 +273,7 @@ class Splicer:
     def _run(self) -> None:
         try:
             if self.netns:
-                _enter_netns(self.netns)
+                netns.enter(self.netns)
             lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
                 lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
