@@ -9,6 +9,7 @@ entry to another never meets a gap. Conntrack is never touched here.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes as ct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -131,8 +132,11 @@ class Transaction:
     def apply(self, changes: Sequence[Change]) -> None:
         """Apply all, or (on the first failure) undo what was applied and re-raise."""
         try:
-            for c in changes:
-                self._apply_one(c)
+            with contextlib.ExitStack() as stack:
+                for names in {id(n): n for c in changes if (n := c.map.sni_names)}.values():
+                    stack.enter_context(names.deferred())
+                for c in changes:
+                    self._apply_one(c)
         except BaseException as e:
             try:
                 self.rollback()
