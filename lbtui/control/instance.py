@@ -468,6 +468,8 @@ def teardown(name: str, attachments: Sequence[dict[str, Any]] | None = None,
     if pin_dir.exists():
         loader.remove_pins(pin_dir)
         done.append(f"removed pins {pin_dir}")
+    with contextlib.suppress(OSError):
+        pin_dir.parent.rmdir()  # the last instance leaves no empty /sys/fs/bpf/lbtui
     sd = state_dir_of(name)
     if sd.exists():
         for p in sd.iterdir():
