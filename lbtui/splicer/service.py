@@ -537,6 +537,18 @@ class Splicer:
         client = p.sock
         relay = self._relay
         assert relay is not None
+        # The flow is listed (and its opened event sent) before the relay starts, so no
+        # listing can miss a flow whose bytes are already moving.
+        t = c.decision.target
+        try:
+            entry = self._recorder.open(p.client, p.vip, (t.ip, t.port),
+                                        bool(c.decision.flags & abi.ROUTE_F_STATS))
+        except OSError as e:
+            log.warning("splicer: conntrack insert for %s:%s failed: %s", *p.client, e)
+            self._count("rejected.setup_failed")
+            self._drop(backend)
+            self._drop(client)
+            return
         cc = cb = 0
         try:
             b0 = tcp_counts(backend)
@@ -556,22 +568,12 @@ class Splicer:
                       c.decision.target, e)
             if cc:
                 relay.forget(cc, cb)
+            self._recorder.close(entry, "rst")
             # EOPNOTSUPP: a socket that has received a FIN cannot join a sockhash. A TLS
             # client never closes before the server's answer (and a backend that closes
             # on accept is down); refusing such a connection loses nothing TLS needs.
             reason = "closed_early" if e.errno == errno.EOPNOTSUPP else "setup_failed"
             self._count(f"rejected.{reason}")
-            self._drop(backend)
-            self._drop(client)
-            return
-        t = c.decision.target
-        try:
-            entry = self._recorder.open(p.client, p.vip, (t.ip, t.port),
-                                        bool(c.decision.flags & abi.ROUTE_F_STATS))
-        except OSError as e:
-            log.warning("splicer: conntrack insert for %s:%s failed: %s", *p.client, e)
-            relay.forget(cc, cb)
-            self._count("rejected.setup_failed")
             self._drop(backend)
             self._drop(client)
             return

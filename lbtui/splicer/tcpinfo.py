@@ -45,13 +45,28 @@ def _ioctl_int(fd: int, request: int) -> int:
     return buf[0]
 
 
-def tcp_counts(sock: socket.socket) -> TcpCounts:
-    """Counters of a connected TCP socket. Raises OSError if the socket is gone."""
+def _info(sock: socket.socket) -> bytes:
     info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _INFO_LEN)
     if len(info) < _INFO_LEN:
         raise OSError("TCP_INFO is too short on this kernel (needs Linux 4.2+)")
+    return info
+
+
+def tcp_counts(sock: socket.socket) -> TcpCounts:
+    """Counters of a connected TCP socket. Raises OSError if the socket is gone.
+
+    TCP_INFO and the queue ioctls are separate calls: a segment landing between them
+    would pair a byte count from before it with a queue length from after it (seen: a
+    ClientHello counted in the queue but not yet as received). So the queues are read
+    between two TCP_INFO reads, and again until both agree."""
+    fd = sock.fileno()
+    info = _info(sock)
+    for _ in range(100):
+        outq, inq = _ioctl_int(fd, SIOCOUTQ), _ioctl_int(fd, SIOCINQ)
+        again = _info(sock)
+        if again[_BYTES_ACKED:_BYTES_RECEIVED + 8] == info[_BYTES_ACKED:_BYTES_RECEIVED + 8]:
+            break
+        info = again
     acked, received = struct.unpack_from("=QQ", info, _BYTES_ACKED)
     segs_out, segs_in = struct.unpack_from("=II", info, _SEGS_OUT)
-    fd = sock.fileno()
-    return TcpCounts(acked, received, segs_out, segs_in, _ioctl_int(fd, SIOCOUTQ),
-                     _ioctl_int(fd, SIOCINQ))
+    return TcpCounts(acked, received, segs_out, segs_in, outq, inq)
