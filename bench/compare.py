@@ -294,6 +294,17 @@ def ordered(summary: dict) -> list[str]:
     return [n for n in CONTENDERS if n in summary]
 
 
+def ratio_cell(key: str, name: str, v: float | None, base: float | None, digits: int,
+               times: str = "x") -> str:
+    """A metric's value, with its ratio to lbtui's. A ratio needs a positive base, and
+    direct's LB CPU is zero by definition."""
+    cell = fmt(v, digits)
+    if name != "lbtui" and v is not None and base is not None and base > 0 and not (
+            key == "lb_cpu_ms_per_1k" and name == "direct"):
+        cell += f" ({v / base:.2f}{times})"
+    return cell
+
+
 def render(res: dict) -> str:
     summary = summarize(res)
     names = ordered(summary)
@@ -302,14 +313,7 @@ def render(res: dict) -> str:
     for key, label, _higher, digits in METRICS:
         row = [label]
         for n in names:
-            v = summary[n].get(key)
-            b = base.get(key)
-            cell = fmt(v, digits)
-            # a ratio needs a positive base; direct's LB CPU is zero by definition
-            if n != "lbtui" and v is not None and b is not None and b > 0 and not (
-                    key == "lb_cpu_ms_per_1k" and n == "direct"):
-                cell += f" ({v / b:.2f}x)"
-            row.append(cell)
+            row.append(ratio_cell(key, n, summary[n].get(key), base.get(key), digits))
         rows.append(row)
     s = res["settings"]
     lines = [

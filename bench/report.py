@@ -71,12 +71,8 @@ def md_compare(res: dict) -> str:
     for key, label, higher, digits in compare.METRICS:
         row = [f"{label} ({'higher' if higher else 'lower'} is better)"]
         for n in names:
-            v, b = summary[n].get(key), base.get(key)
-            cell = fmt(v, digits)
-            if n != "lbtui" and v is not None and b is not None and b > 0 and not (
-                    key == "lb_cpu_ms_per_1k" and n == "direct"):
-                cell += f" ({v / b:.2f}×)"
-            row.append(cell)
+            row.append(compare.ratio_cell(key, n, summary[n].get(key), base.get(key), digits,
+                                          "×"))
         rows.append(row)
     out = [md_table(["metric", *names], rows), ""]
     per_round = []

@@ -125,7 +125,11 @@ def open_reader(conntrack_map: BpfMap, chunk: int = 8192) -> bpfsys.BatchReader:
 
 
 def _dur(ns: int) -> str:
-    s = max(0, ns) // 1_000_000_000
+    return span(max(0, ns) // 1_000_000_000)
+
+
+def span(s: int) -> str:
+    """Seconds as a compact age: 42s, 3m05s, 2h07m, 1d04h."""
     if s < 60:
         return f"{s}s"
     if s < 3600:

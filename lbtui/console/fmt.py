@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import humanize
 
-from lbtui.console.conns import count, size
+from lbtui.console.conns import count, size, span
 
 __all__ = ["count", "duration", "pct", "rate", "rate_bytes", "size"]
 
@@ -27,14 +27,7 @@ def rate_bytes(per_s: float) -> str:
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "?"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+    return span(int(seconds))
 
 
 def pct(part: float, whole: float) -> str:
