@@ -1,4 +1,4 @@
-"""ctypes mirror of ``bpf/lb_abi.h``: the map keys, values and the event struct.
+"""ctypes mirror of ``lbtui/datapath/bpf/lb_abi.h``: the map keys, values and the event struct.
 
 The C header is the one definition; ``tests/datapath/test_dp_abi.py`` compiles it with BCC
 and checks that every size and field offset here equals what BCC reports.

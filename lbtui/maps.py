@@ -1,9 +1,9 @@
-"""Map management: the Python form of the seed API (``shared/seed/lb-maps-api.txt``).
+"""Map management: the Python form of the seed map-management API.
 
 Every seed function has a snake_case counterpart here with the same meaning. Maps are
-created with the layouts of ``bpf/lb_abi.h`` (mirrored in :mod:`lbtui.abi`); list functions
-return decoded records (dotted IPs, host-order ints), and bad input raises ``ValueError``
-before anything is written.
+created with the layouts of ``lbtui/datapath/bpf/lb_abi.h`` (mirrored in
+:mod:`lbtui.abi`); list functions return decoded records (dotted IPs, host-order ints),
+and bad input raises ``ValueError`` before anything is written.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ DEFAULT_CONFIG: dict[str, int] = {
     "nexthop_cache_ms": 100,
 }
 
-# Map file names under a pin directory; also the BCC table names in bpf/lb_maps.h.
+# Map file names under a pin directory; also the BCC table names in lbtui/datapath/bpf/lb_xdp.c.
 PIN_NAMES = ("listen", "config", "sni", "conntrack", "settings", "counters", "stats")
 
 
@@ -253,7 +253,8 @@ def create_sni_map(max_sni_routes: int = DEFAULT_CONFIG["max_sni_routes"]) -> Bp
 
 
 def create_conntrack_map(max_connections: int = DEFAULT_CONFIG["max_connections"]) -> BpfMap:
-    """Shared LRU hash (not per-CPU, see DESIGN.md §4). Each flow takes two entries."""
+    """Shared LRU hash, never per-CPU: a reply handled on another CPU than its flow's first
+    packet must see the NAT state. Each flow takes two entries."""
     n = _positive({"max_connections": max_connections}, "max_connections")
     return _create("conntrack", bpfsys.MAP_TYPE_LRU_HASH, n)
 

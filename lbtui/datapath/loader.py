@@ -11,12 +11,21 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from lbtui import bpfsys, netns
 from lbtui.maps import MapSet
 
-BPF_DIR = Path(os.environ.get("LBTUI_BPF_DIR", Path(__file__).resolve().parents[2] / "bpf"))
+
+def _bpf_dir() -> Path:
+    """The C sources, shipped inside the package (``lbtui/datapath/bpf``); BCC compiles
+    them from real files, so an installed lbtui carries its datapath with it."""
+    override = os.environ.get("LBTUI_BPF_DIR")
+    return Path(override) if override else Path(str(resources.files("lbtui.datapath") / "bpf"))
+
+
+BPF_DIR = _bpf_dir()
 PROG_NAME = "lb_xdp"
 PASS_PROG_NAME = "lb_xdp_pass"
 EMIT_PROG_NAME = "lb_emit_event"
@@ -81,7 +90,7 @@ class Datapath:
 
     @classmethod
     def load(cls, maps: MapSet) -> Datapath:
-        """Compile bpf/lb_xdp.c for ``maps`` (which must be pinned) and load it."""
+        """Compile lb_xdp.c for ``maps`` (which must be pinned) and load it."""
         preflight()
         if maps.pin_dir is None:
             raise DatapathError("maps must be pinned (MapSet.pin_all) before loading")

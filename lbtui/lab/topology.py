@@ -165,7 +165,7 @@ def _link_up(ns: NetNS, ifname: str) -> int:
 
 def _ethtool_tx_off(ns: str, ifname: str) -> None:
     # veth checksum offload leaves CHECKSUM_PARTIAL packets whose L4 checksum a NAT in XDP
-    # cannot fix up; the lab computes full checksums instead (DESIGN.md §7).
+    # cannot fix up; the lab computes full checksums instead.
     subprocess.run(["ip", "netns", "exec", ns, "ethtool", "-K", ifname, "tx", "off"],
                    check=True, capture_output=True)
 

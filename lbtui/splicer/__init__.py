@@ -1,11 +1,11 @@
-"""SNI routing for real TLS clients: the userspace splicer (issue 6, DESIGN.md §6).
+"""SNI routing for real TLS clients: the userspace splicer.
 
 A listener flagged SNI (``LB_ROUTE_F_SNI`` on its listen entries) is passed by XDP to the
 stack, where a ``Splicer`` accepts its connections, peeks at the whole ClientHello without
 consuming it (bounded in size and time; it may span several segments and records), hashes
 server_name (FNV-1a of the ASCII-lower-cased name), looks it up in the BPF sni map, picks a
 weighted target (no SNI or an unknown name: source route, else the listener's own group),
-connects, and joins both sockets to a sockmap relay (``bpf/sk_splice.c``): the kernel
+connects, and joins both sockets to a sockmap relay (``lbtui/datapath/bpf/sk_splice.c``): the kernel
 delivers the hello to the backend and relays both directions from then on. Python never
 consumes or writes a byte of the stream (it only peeks at the hello). Spliced flows appear
 in conntrack (flag ``LB_CT_F_LOCAL``) with live counters and produce opened/closed events

@@ -1,4 +1,5 @@
-"""The in-kernel relay: a SOCKHASH with an SK_SKB stream-verdict program (bpf/sk_splice.c).
+"""The in-kernel relay: a SOCKHASH with an SK_SKB stream-verdict program
+(``lbtui/datapath/bpf/sk_splice.c``).
 
 Once two sockets are linked to each other (``link`` both ways) and both are in the sockhash
 (``add``), every byte either receives leaves through the other without passing through

@@ -206,7 +206,7 @@ class Parsed:
 
 
 def parse(frame: bytes) -> Parsed | None:
-    """The acceptance rules of DESIGN.md §3, written independently of bpf/lb_parse.h: one
+    """The acceptance rules of the packet parser, written independently of lb_parse.h: one
     optional 802.1Q/802.1ad tag, IPv4 with IHL >= 5 whose total length fits the frame, not a
     fragment, TCP with a data offset >= 5 inside the total length, or UDP. None: not a
     packet the datapath may touch."""

@@ -1,6 +1,6 @@
-"""bpf/lb_abi.h and lbtui/abi.py describe the same bytes: BCC compiles the header, and every
-size and field offset of the tables' key and value types (as clang laid them out) equals
-the ctypes mirror; every #define has the same value on both sides."""
+"""lb_abi.h (the C header) and lbtui/abi.py describe the same bytes: BCC compiles the header,
+and every size and field offset of the tables' key and value types (as clang laid them out)
+equals the ctypes mirror; every #define has the same value on both sides."""
 
 from __future__ import annotations
 

@@ -110,7 +110,7 @@ def restore_affinity() -> Iterator[None]:
 
 
 def test_reply_on_another_cpu_sees_the_flow(dp: Harness, restore_affinity: None) -> None:
-    """DESIGN.md §4: with a per-CPU conntrack the reply's CPU would read a zeroed entry and
+    """With a per-CPU conntrack the reply's CPU would read a zeroed entry and
     rewrite the source to 0.0.0.0:0. BPF_PROG_TEST_RUN runs on the calling thread's CPU."""
     assert {0, 1} <= os.sched_getaffinity(0), "needs CPUs 0 and 1"
     dp.listen(80, TargetGroup.of([(T1, 8080, 50), ("198.18.101.3", 8080, 50)]))

@@ -8,7 +8,7 @@
  * (no peer entry, or the peer is not in the sockhash) stays on its socket (SK_PASS), where
  * the splicer's set-up check finds it.
  *
- * BCC notes (DESIGN.md §6): use the table method socks.sk_redirect_hash (BCC does not
+ * BCC notes: use the table method socks.sk_redirect_hash (BCC does not
  * rewrite &socks passed to the raw helper); BCC 0.26's Python Table does not know SOCKHASH,
  * so userspace updates it through the map fd. The loader defines SPLICE_MAX_SOCKS. */
 #include <uapi/linux/bpf.h>

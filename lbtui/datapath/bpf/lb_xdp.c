@@ -1,6 +1,6 @@
 /* lbtui XDP datapath: layer-4 DNAT load balancing with shared conntrack.
  *
- * Packet path (DESIGN.md §3): parse -> conntrack lookup -> (reply: restore VIP) |
+ * Packet path: parse -> conntrack lookup -> (reply: restore VIP) |
  * (established: keep target) | (new: source route, else listen entry; weighted pick) ->
  * DNAT with incremental checksums -> bpf_fib_lookup + redirect, else XDP_PASS.
  * Traffic that matches nothing of ours is passed byte-identical. */

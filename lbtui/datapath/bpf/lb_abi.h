@@ -1,6 +1,6 @@
 /* lbtui map ABI: the one definition of every map key, value and event.
  *
- * Shared by the XDP datapath (bpf/lb_xdp.c) and, through tests/datapath/test_dp_abi.py,
+ * Shared by the XDP datapath (lb_xdp.c) and, through tests/datapath/test_dp_abi.py,
  * proven equal to
  * the ctypes layouts in lbtui/abi.py (BCC compiles this header and the test compares sizes
  * and field offsets with what BCC reports).
