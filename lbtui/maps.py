@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes as ct
+import functools
 import json
 import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,12 @@ DEFAULT_CONFIG: dict[str, int] = {
 }
 
 # Map file names under a pin directory; also the BCC table names in lbtui/datapath/bpf/lb_xdp.c.
-PIN_NAMES = ("listen", "config", "sni", "conntrack", "settings", "counters", "stats")
+PIN_NAMES = ("listen", "config", "sni", "conntrack", "settings", "counters", "stats", "ports",
+             "local_addrs", "vips", "reasons", "tx_ports")
+
+
+class AbiMismatch(RuntimeError):
+    """Pinned maps were made by an lbtui with another map layout: refuse to read them."""
 
 
 @dataclass(eq=False)
@@ -79,6 +85,8 @@ class BpfMap:
     sni_names: SniNames | None = None
     # Conntrack map only: the counters map, to count deletions made by userspace.
     counters: BpfMap | None = None
+    # Listen and config maps: the port prefilter, marked for every route written.
+    ports: BpfMap | None = None
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -138,7 +146,9 @@ class SniNames:
 
 @dataclass(eq=False)
 class MapSet:
-    """The maps of one datapath: the seed's six plus the kernel counters."""
+    """The maps of one datapath: the seed's six, the kernel counters, and the maps the
+    packet path needs on networks lbtui did not build (port prefilter, addresses served,
+    per-interface reasons, the egress devmap)."""
 
     config_map: BpfMap
     listen_map: BpfMap
@@ -147,12 +157,20 @@ class MapSet:
     settings_map: BpfMap
     stats_ringbuf: BpfMap
     counters_map: BpfMap
+    ports_map: BpfMap
+    local_addrs_map: BpfMap
+    vips_map: BpfMap
+    reasons_map: BpfMap
+    tx_ports_map: BpfMap
     pin_dir: Path | None = None
 
     def by_pin_name(self) -> dict[str, BpfMap]:
         return {"listen": self.listen_map, "config": self.config_map, "sni": self.sni_map,
                 "conntrack": self.conntrack_map, "settings": self.settings_map,
-                "counters": self.counters_map, "stats": self.stats_ringbuf}
+                "counters": self.counters_map, "stats": self.stats_ringbuf,
+                "ports": self.ports_map, "local_addrs": self.local_addrs_map,
+                "vips": self.vips_map, "reasons": self.reasons_map,
+                "tx_ports": self.tx_ports_map}
 
     def __iter__(self) -> Iterator[BpfMap]:
         return iter(self.by_pin_name().values())
@@ -173,16 +191,26 @@ class MapSet:
 
     @classmethod
     def open_pinned(cls, pin_dir: str | Path) -> MapSet:
-        """Open maps pinned by an earlier ``pin_all`` (another process, or a restart)."""
+        """Open maps pinned by an earlier ``pin_all`` (another process, or a restart).
+
+        Raises AbiMismatch, naming both layouts, when the pins were made by an lbtui whose
+        maps have another layout (version, set of maps, map types or key/value sizes)."""
         d = Path(pin_dir)
         opened: dict[str, BpfMap] = {}
         try:
             for name in PIN_NAMES:
-                fd = bpfsys.obj_get(str(d / name))
+                try:
+                    fd = bpfsys.obj_get(str(d / name))
+                except FileNotFoundError:
+                    raise _abi_mismatch(d, f"map {name!r} is missing") from None
                 info = bpfsys.map_info(fd)
                 key_t, val_t = _TYPES[name]
                 opened[name] = BpfMap(name, fd, info.type, key_t, val_t, info.max_entries)
-        except OSError:
+                _check_layout(d, name, info)
+            version = get_setting(opened["settings"], abi.SETTING_ABI_VERSION)
+            if version != abi.ABI_VERSION:
+                raise _abi_mismatch(d, f"they have map layout version {version or 1}")
+        except (OSError, AbiMismatch):
             for m in opened.values():
                 m.close()
             raise
@@ -190,6 +218,24 @@ class MapSet:
         ms.pin_dir = d
         ms.sni_map.sni_names = SniNames(_sni_names_path(d))
         return ms
+
+
+def _abi_mismatch(pin_dir: Path, what: str) -> AbiMismatch:
+    return AbiMismatch(
+        f"the maps pinned under {pin_dir} were made by another lbtui version ({what}; this "
+        f"lbtui uses map layout version {abi.ABI_VERSION}) and cannot be read safely. "
+        f"Run `lbtui down --instance {pin_dir.name}` with the lbtui that created them (or "
+        "this one: it only detaches and unpins), then start again; established connections "
+        "through that instance are dropped.")
+
+
+def _check_layout(pin_dir: Path, name: str, info: bpfsys.MapInfo) -> None:
+    key_t = _TYPES[name][0]
+    want = (_MAP_TYPES[name], ct.sizeof(key_t) if key_t else 0, _value_size(name))
+    have = (info.type, info.key_size, info.value_size)
+    if want != have:
+        raise _abi_mismatch(pin_dir, f"map {name!r} has type/key/value sizes {have}, "
+                                     f"expected {want}")
 
 
 def _sni_names_path(pin_dir: Path) -> Path:
@@ -206,14 +252,36 @@ _TYPES: dict[str, tuple[Any, Any]] = {
     "settings": (ct.c_uint32, ct.c_uint32),
     "counters": (ct.c_uint32, ct.c_uint64),
     "stats": (None, None),
+    "ports": (ct.c_uint32, ct.c_uint64),
+    "local_addrs": (ct.c_uint32, ct.c_uint32),
+    "vips": (abi.VipKey, ct.c_uint32),
+    "reasons": (abi.ReasonKey, ct.c_uint64),   # per CPU: one value per possible CPU
+    "tx_ports": (ct.c_uint32, ct.c_uint32),
 }
+
+_MAP_TYPES: dict[str, int] = {
+    "listen": bpfsys.MAP_TYPE_HASH, "config": bpfsys.MAP_TYPE_LPM_TRIE,
+    "sni": bpfsys.MAP_TYPE_HASH, "conntrack": bpfsys.MAP_TYPE_LRU_HASH,
+    "settings": bpfsys.MAP_TYPE_ARRAY, "counters": bpfsys.MAP_TYPE_ARRAY,
+    "stats": bpfsys.MAP_TYPE_RINGBUF, "ports": bpfsys.MAP_TYPE_ARRAY,
+    "local_addrs": bpfsys.MAP_TYPE_HASH, "vips": bpfsys.MAP_TYPE_HASH,
+    "reasons": bpfsys.MAP_TYPE_PERCPU_HASH, "tx_ports": bpfsys.MAP_TYPE_DEVMAP_HASH,
+}
+
+
+def _value_size(name: str) -> int:
+    val_t = _TYPES[name][1]
+    return ct.sizeof(val_t) if val_t else 0
 
 
 def _assemble(m: Mapping[str, BpfMap]) -> MapSet:
     m["conntrack"].counters = m["counters"]
+    m["listen"].ports = m["config"].ports = m["ports"]
     return MapSet(config_map=m["config"], listen_map=m["listen"], sni_map=m["sni"],
                   conntrack_map=m["conntrack"], settings_map=m["settings"],
-                  stats_ringbuf=m["stats"], counters_map=m["counters"])
+                  stats_ringbuf=m["stats"], counters_map=m["counters"],
+                  ports_map=m["ports"], local_addrs_map=m["local_addrs"],
+                  vips_map=m["vips"], reasons_map=m["reasons"], tx_ports_map=m["tx_ports"])
 
 
 def _positive(opts: Mapping[str, Any], key: str) -> int:
@@ -223,11 +291,11 @@ def _positive(opts: Mapping[str, Any], key: str) -> int:
     return v
 
 
-def _create(name: str, map_type: int, max_entries: int, flags: int = 0) -> BpfMap:
+def _create(name: str, max_entries: int, flags: int = 0) -> BpfMap:
     key_t, val_t = _TYPES[name]
     ks = ct.sizeof(key_t) if key_t else 0
-    vs = ct.sizeof(val_t) if val_t else 0
-    fd = bpfsys.create_map(map_type, f"lb_{name}", ks, vs, max_entries, flags)
+    map_type = _MAP_TYPES[name]
+    fd = bpfsys.create_map(map_type, f"lb_{name}", ks, _value_size(name), max_entries, flags)
     return BpfMap(name, fd, map_type, key_t, val_t, max_entries)
 
 
@@ -237,17 +305,17 @@ def _create(name: str, map_type: int, max_entries: int, flags: int = 0) -> BpfMa
 def create_config_map(max_routes: int = DEFAULT_CONFIG["max_routes"]) -> BpfMap:
     """LPM trie: source prefix -> weighted route (BPF_F_NO_PREALLOC, as LPM requires)."""
     n = _positive({"max_routes": max_routes}, "max_routes")
-    return _create("config", bpfsys.MAP_TYPE_LPM_TRIE, n, bpfsys.BPF_F_NO_PREALLOC)
+    return _create("config", n, bpfsys.BPF_F_NO_PREALLOC)
 
 
 def create_listen_map(max_listen_ports: int = DEFAULT_CONFIG["max_listen_ports"]) -> BpfMap:
     n = _positive({"max_listen_ports": max_listen_ports}, "max_listen_ports")
-    return _create("listen", bpfsys.MAP_TYPE_HASH, n)
+    return _create("listen", n)
 
 
 def create_sni_map(max_sni_routes: int = DEFAULT_CONFIG["max_sni_routes"]) -> BpfMap:
     n = _positive({"max_sni_routes": max_sni_routes}, "max_sni_routes")
-    m = _create("sni", bpfsys.MAP_TYPE_HASH, n)
+    m = _create("sni", n)
     m.sni_names = SniNames()
     return m
 
@@ -256,25 +324,47 @@ def create_conntrack_map(max_connections: int = DEFAULT_CONFIG["max_connections"
     """Shared LRU hash, never per-CPU: a reply handled on another CPU than its flow's first
     packet must see the NAT state. Each flow takes two entries."""
     n = _positive({"max_connections": max_connections}, "max_connections")
-    return _create("conntrack", bpfsys.MAP_TYPE_LRU_HASH, n)
+    return _create("conntrack", n)
 
 
 def create_settings_map(settings_entries: int = DEFAULT_CONFIG["settings_entries"]) -> BpfMap:
     n = _positive({"settings_entries": settings_entries}, "settings_entries")
     if n < 2:
         raise ValueError("settings_entries: at least 2 (stats, connection timeout)")
-    return _create("settings", bpfsys.MAP_TYPE_ARRAY, n)
+    return _create("settings", n)
 
 
 def create_stats_ringbuf(ringbuf_size: int = DEFAULT_CONFIG["ringbuf_size"]) -> BpfMap:
     n = _positive({"ringbuf_size": ringbuf_size}, "ringbuf_size")
     if n & (n - 1) or n < 4096:
         raise ValueError(f"ringbuf_size: {n} must be a power of two of at least 4096")
-    return _create("stats", bpfsys.MAP_TYPE_RINGBUF, n)
+    return _create("stats", n)
 
 
 def create_counters_map() -> BpfMap:
-    return _create("counters", bpfsys.MAP_TYPE_ARRAY, abi.COUNTERS_MAX)
+    return _create("counters", abi.COUNTERS_MAX)
+
+
+def create_ports_map() -> BpfMap:
+    """The port prefilter bitmap (see lb_abi.h): listener and target ports."""
+    return _create("ports", abi.PORTS_MAX)
+
+
+def create_local_addrs_map() -> BpfMap:
+    return _create("local_addrs", abi.MAX_LOCAL_ADDRS)
+
+
+def create_vips_map() -> BpfMap:
+    return _create("vips", abi.MAX_VIPS)
+
+
+def create_reasons_map() -> BpfMap:
+    return _create("reasons", abi.MAX_REASON_KEYS)
+
+
+def create_tx_ports_map() -> BpfMap:
+    """The egress devmap: interfaces the control plane verified can take XDP frames."""
+    return _create("tx_ports", abi.MAX_TX_PORTS)
 
 
 def create_all_maps(opts: Mapping[str, Any] | None = None) -> MapSet:
@@ -293,6 +383,9 @@ def create_all_maps(opts: Mapping[str, Any] | None = None) -> MapSet:
                 raise ValueError(f"{key}: {v!r} must be an integer >= 0")
         else:
             _positive(o, key)
+    if o["settings_entries"] < abi.SETTINGS_MAX:
+        raise ValueError(f"settings_entries: {o['settings_entries']} is fewer than the "
+                         f"{abi.SETTINGS_MAX} slots the datapath reads")
     created: dict[str, BpfMap] = {}
     try:
         created["config"] = create_config_map(o["max_routes"])
@@ -302,11 +395,17 @@ def create_all_maps(opts: Mapping[str, Any] | None = None) -> MapSet:
         created["settings"] = create_settings_map(o["settings_entries"])
         created["stats"] = create_stats_ringbuf(o["ringbuf_size"])
         created["counters"] = create_counters_map()
+        created["ports"] = create_ports_map()
+        created["local_addrs"] = create_local_addrs_map()
+        created["vips"] = create_vips_map()
+        created["reasons"] = create_reasons_map()
+        created["tx_ports"] = create_tx_ports_map()
     except (OSError, ValueError):
         for m in created.values():
             m.close()
         raise
     ms = _assemble(created)
+    set_setting(ms.settings_map, abi.SETTING_ABI_VERSION, abi.ABI_VERSION)
     enable_stats(ms.settings_map)
     set_connection_timeout(ms.settings_map, o["connection_timeout"])
     set_setting(ms.settings_map, abi.SETTING_NH_CACHE_MS, o["nexthop_cache_ms"])
@@ -359,7 +458,11 @@ def add_listen_port_weighted(listen_map: BpfMap, ifindex: int, listen_port: int,
                              target_group: TargetGroup, flags: int = 0) -> None:
     """Balance ``listen_port`` on interface ``ifindex`` over ``target_group``."""
     key = _listen_key(ifindex, listen_port)
-    route = _group(target_group).to_route(_flags(flags))
+    group = _group(target_group)
+    route = group.to_route(_flags(flags))
+    if listen_map.ports is not None:   # prefilter bits first: a route never lacks them
+        mark_ports(listen_map.ports, listen=[listen_port],
+                   targets=[t.port for t in group.targets])
     bpfsys.update(listen_map._require_open(), key, route)
 
 
@@ -421,7 +524,10 @@ def add_source_route_weighted(config_map: BpfMap, source: Any, target_group: Tar
                               flags: int = abi.ROUTE_F_STATS) -> None:
     """Clients in ``source`` (CIDR) go to ``target_group`` instead of the listen default."""
     key = _lpm_key(source)
-    route = _group(target_group).to_route(_flags(flags))
+    group = _group(target_group)
+    route = group.to_route(_flags(flags))
+    if config_map.ports is not None:
+        mark_ports(config_map.ports, targets=[t.port for t in group.targets])
     bpfsys.update(config_map._require_open(), key, route)
 
 
@@ -659,34 +765,57 @@ def delete_connection(conntrack_map: BpfMap, five_tuple: Any) -> bool:
     return removed
 
 
+def _finished(flags: int) -> bool:
+    return bool(flags & abi.CT_F_RST or (flags & abi.CT_F_FIN_FWD and flags & abi.CT_F_FIN_REV))
+
+
 def clear_stale_connections(conntrack_map: BpfMap, current_time_ns: int,
                             timeout_ns: int, closed_timeout_ns: int | None = None
                             ) -> list[Connection]:
     """Remove flows idle for longer than ``timeout_ns``, and orphaned reply entries.
 
+    A flow is its two entries, and is idle only when both are: traffic in either direction
+    keeps it (a UDP flow whose target is quiet stays as long as its client talks). Both
+    entries go together, so a live flow never loses one half.
+
     Times are CLOCK_MONOTONIC ns (``time.monotonic_ns()``); the kernel stamps flows with
     the coarse form of that clock (bpf_ktime_get_coarse_ns). With ``closed_timeout_ns``,
     flows that finished (FIN both ways, or RST) go once idle that long, so closed flows
-    linger only briefly (for the last ACK and retransmissions). Returns the removed flows."""
+    linger only briefly (for the last ACK and retransmissions); a reply entry whose flow is
+    gone goes after that long too. Returns the removed flows."""
     if timeout_ns < 0 or (closed_timeout_ns is not None and closed_timeout_ns < 0):
         raise ValueError("timeouts must be >= 0")
     fd = conntrack_map._require_open()
-    stale_fwd: list[tuple[abi.CtKey, abi.CtValue]] = []
-    stale_rev: list[abi.CtKey] = []
-    for k, v in conntrack_reader(conntrack_map).items():
-        idle = current_time_ns - v.last_seen_ns
-        finished = closed_timeout_ns is not None and not v.flags & abi.CT_F_REPLY and (
-            v.flags & abi.CT_F_RST or (v.flags & abi.CT_F_FIN_FWD and v.flags & abi.CT_F_FIN_REV))
-        if idle <= timeout_ns and not (finished and idle > closed_timeout_ns):  # type: ignore[operator]
-            continue
-        (stale_rev.append(k) if v.flags & abi.CT_F_REPLY else stale_fwd.append((k, v)))
+    linger = timeout_ns if closed_timeout_ns is None else min(closed_timeout_ns, timeout_ns)
+
+    def stale(v: abi.CtValue, limit: int) -> bool:
+        return current_time_ns - v.last_seen_ns > limit
+
+    # Entries idle on their own; their other half decides (one lookup per candidate).
+    candidates = [(k, v) for k, v in conntrack_reader(conntrack_map).items()
+                  if stale(v, linger)]
     removed = []
-    for k, v in stale_fwd:
-        bpfsys.delete(fd, _reply_key(k, v))
+    for k, v in candidates:
+        if v.flags & abi.CT_F_REPLY:
+            fk = abi.CtKey(k.dst_ip, v.orig_dst_ip, k.dst_port, v.orig_dst_port, k.proto)
+            fv = bpfsys.lookup(fd, fk, abi.CtValue)
+            if fv is None or fv.flags & abi.CT_F_REPLY or (fv.nat_dst_ip, fv.nat_dst_port) != (
+                    k.src_ip, k.src_port):
+                bpfsys.delete(fd, k)            # orphan: its flow is gone
+            continue                            # else decided with its forward entry
+        limit = linger if _finished(v.flags) else timeout_ns
+        rk = _reply_key(k, v)
+        rv = bpfsys.lookup(fd, rk, abi.CtValue)
+        ours = rv is not None and (rv.orig_dst_ip, rv.orig_dst_port) == (
+            v.orig_dst_ip, v.orig_dst_port)
+        last = max(v.last_seen_ns, rv.last_seen_ns) if ours and rv is not None else (
+            v.last_seen_ns)
+        if current_time_ns - last <= limit:
+            continue
+        if ours:
+            bpfsys.delete(fd, rk)
         if bpfsys.delete(fd, k):
             removed.append(decode_connection(k, v))
-    for k in stale_rev:
-        bpfsys.delete(fd, k)
     _count_deleted(conntrack_map, len(removed))
     return removed
 
@@ -753,6 +882,7 @@ COUNTER_NAMES = {
     abi.CTR_FLOWS_CLOSED: "flows_closed",
     abi.CTR_SNI_PASSED: "sni_passed",
     abi.CTR_USER_EVENTS: "user_events",
+    abi.CTR_REPLIES_REBUILT: "replies_rebuilt",
     abi.CTR_FLOWS_DELETED: "flows_deleted",
 }
 
@@ -770,3 +900,139 @@ def ipv4(ip: IpLike) -> str:
     """Dotted form of any accepted address input (convenience for callers)."""
     return str(parse_ipv4(ip))
 
+
+
+# --- packet-path support: port prefilter, served addresses, egress devmap, reasons -------
+
+
+def _port_bits(listen: Iterable[int], targets: Iterable[int]) -> dict[int, int]:
+    words: dict[int, int] = {}
+    for base, ports in ((abi.PORTS_LISTEN_BASE, listen), (abi.PORTS_TARGET_BASE, targets)):
+        for port in ports:
+            p = parse_port(port, "port")
+            words[base + (p >> 6)] = words.get(base + (p >> 6), 0) | (1 << (p & 63))
+    return words
+
+
+def mark_ports(ports_map: BpfMap, *, listen: Iterable[int] = (),
+               targets: Iterable[int] = ()) -> int:
+    """Set the prefilter bits of listener ports and of target ports (where replies come
+    from). Bits are never cleared while the maps live: flows outlive their listener or
+    target, and their packets must still be looked at. Returns the words changed."""
+    fd = ports_map._require_open()
+    changed = 0
+    for idx, bits in _port_bits(listen, targets).items():
+        key = ct.c_uint32(idx)
+        cur = bpfsys.lookup(fd, key, ct.c_uint64)
+        have = cur.value if cur is not None else 0
+        if have | bits != have:
+            bpfsys.update(fd, key, ct.c_uint64(have | bits))
+            changed += 1
+    return changed
+
+
+def marked_ports(ports_map: BpfMap) -> tuple[set[int], set[int]]:
+    """(listener ports, target ports) marked in the prefilter."""
+    fd = ports_map._require_open()
+    out: tuple[set[int], set[int]] = (set(), set())
+    for base, into in ((abi.PORTS_LISTEN_BASE, out[0]), (abi.PORTS_TARGET_BASE, out[1])):
+        for word in range(1024):
+            v = bpfsys.lookup(fd, ct.c_uint32(base + word), ct.c_uint64)
+            bits = v.value if v is not None else 0
+            into.update(word * 64 + b for b in range(64) if bits >> b & 1)
+    return out
+
+
+def _sync_set(m: BpfMap, want: Mapping[bytes, tuple[Any, Any]]) -> tuple[int, int]:
+    """Make a small hash map hold exactly ``want`` (bytes(key) -> (key, value))."""
+    fd = m._require_open()
+    have = {bytes(k): k for k in bpfsys.keys(fd, m.key_type)}
+    for kb, (k, v) in want.items():
+        if kb not in have:
+            bpfsys.update(fd, k, v)
+    gone = [k for kb, k in have.items() if kb not in want]
+    for k in gone:
+        bpfsys.delete(fd, k)
+    return len(want.keys() - have.keys()), len(gone)
+
+
+def set_local_addresses(local_addrs_map: BpfMap, addresses: Iterable[IpLike]
+                        ) -> tuple[int, int]:
+    """The addresses local to the LB's namespace (for listeners without an address).
+    Returns (added, removed)."""
+    want = {}
+    for a in addresses:
+        k = ct.c_uint32(ip_to_be(a))
+        want[bytes(k)] = (k, ct.c_uint32(1))
+    if len(want) > local_addrs_map.max_entries:
+        raise ValueError(f"{len(want)} local addresses, more than the "
+                         f"{local_addrs_map.max_entries} lbtui tracks")
+    return _sync_set(local_addrs_map, want)
+
+
+def local_addresses(local_addrs_map: BpfMap) -> list[str]:
+    fd = local_addrs_map._require_open()
+    return sorted((be_to_ip(k.value) for k in bpfsys.keys(fd, ct.c_uint32)),
+                  key=lambda a: parse_ipv4(a))
+
+
+def vip_key(ip: IpLike, port: int) -> abi.VipKey:
+    return abi.VipKey(ip_to_be(ip), port_to_be(parse_port(port, "port")), 0)
+
+
+def set_tx_ports(tx_ports_map: BpfMap, ifindexes: Iterable[int]) -> tuple[int, int]:
+    """Make the egress devmap hold exactly these interfaces. Returns (added, removed)."""
+    want = {}
+    for i in ifindexes:
+        k = ct.c_uint32(i)
+        want[bytes(k)] = (k, ct.c_uint32(i))
+    return _sync_set(tx_ports_map, want)
+
+
+def tx_ports(tx_ports_map: BpfMap) -> list[int]:
+    fd = tx_ports_map._require_open()
+    return sorted(k.value for k in bpfsys.keys(fd, ct.c_uint32))
+
+
+REASON_NAMES = {
+    abi.REASON_FIB_MISS: "fib_miss",
+    abi.REASON_NO_NEIGH: "no_neigh",
+    abi.REASON_MTU: "mtu",
+    abi.REASON_EGRESS_NOT_XDP: "egress_not_xdp",
+    abi.REASON_VLAN: "vlan",
+    abi.REASON_TTL: "ttl",
+    abi.REASON_FRAGMENT: "fragment",
+    abi.REASON_IP_OPTIONS: "ip_options",
+    abi.REASON_CSUM_PARTIAL: "csum_partial",
+    abi.REASON_NO_FLOW: "no_flow",
+    abi.REASON_NO_TARGET: "no_target",
+    abi.REASON_REPLY_CLASH: "reply_clash",
+    abi.REASON_STALE_REPLY: "stale_reply",
+    abi.REASON_NOT_VIP: "not_vip",
+    abi.REASON_ICMP: "icmp_translated",
+}
+
+
+@functools.cache
+def possible_cpus() -> int:
+    """Slots in a per-CPU map value (the kernel's possible CPUs, not the online ones)."""
+    text = Path("/sys/devices/system/cpu/possible").read_text().strip()
+    n = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        n += int(hi or lo) - int(lo) + 1
+    return n
+
+
+def read_reasons(reasons_map: BpfMap) -> dict[int, dict[str, int]]:
+    """Packets per ingress interface (ifindex) and reason name, summed over CPUs."""
+    fd = reasons_map._require_open()
+    value_t = ct.c_uint64 * possible_cpus()
+    out: dict[int, dict[str, int]] = {}
+    for k in bpfsys.keys(fd, abi.ReasonKey):
+        v = bpfsys.lookup(fd, k, value_t)
+        if v is None:
+            continue
+        name = REASON_NAMES.get(k.reason, f"reason_{k.reason}")
+        out.setdefault(k.ifindex, {})[name] = sum(v)
+    return out

@@ -45,10 +45,14 @@ def test_full_conntrack_keeps_admitting_new_flows_and_evictions_are_derivable(sm
     evicted = c["flows_created"] - c["flows_deleted"] - present
     assert evicted >= n - cap // 2, (c, present)
 
-    # An evicted flow's next segment gets the same target (the pick hashes the 5-tuple).
+    # Only a SYN opens a flow: an evicted flow's next segment goes to the stack, counted;
+    # a SYN on that tuple (a retransmission) gets the same target (the pick hashes it).
     first = 30000
     assert small.connection(CLIENT, first, 80) is None, "the oldest flow was evicted"
-    again = parse(small.run(fast_tcp(CLIENT, VIP, first, 80, ACK)).data)
+    ack = fast_tcp(CLIENT, VIP, first, 80, ACK)
+    assert small.run(ack).data == ack
+    assert small.reasons("c1") == {"no_flow": 1}
+    again = parse(small.run(fast_tcp(CLIENT, VIP, first, 80)).data)
     assert again is not None and again.dst == picked[first]
 
 
