@@ -18,7 +18,7 @@ from typing import Any
 from lbtui import abi, bpfsys
 from lbtui.addr import ip_to_be, parse_cidr, port_to_be
 from lbtui.control.config import Config, ListenerCfg, group_of
-from lbtui.maps import BpfMap, MapSet, SniNames
+from lbtui.maps import BpfMap, MapSet, SniNames, mark_ports, vip_key
 from lbtui.sni import hostname_hash
 
 IfindexOf = Callable[[Sequence[str]], list[int]]
@@ -27,8 +27,11 @@ PROTOCOL_FLAGS = {"tcp": abi.ROUTE_F_TCP, "udp": abi.ROUTE_F_UDP, "both": 0}
 
 
 def listener_flags(lst: ListenerCfg) -> int:
+    """A listener from a config file serves its own address, or (without one) the
+    addresses local to the balancer's namespace, never traffic routed through to others."""
+    served = abi.ROUTE_F_ADDRESS if lst.address else abi.ROUTE_F_LOCAL
     return ((abi.ROUTE_F_STATS if lst.stats else 0) | (abi.ROUTE_F_SNI if lst.sni else 0)
-            | PROTOCOL_FLAGS[lst.protocol])
+            | PROTOCOL_FLAGS[lst.protocol] | served)
 
 
 @dataclass
@@ -40,7 +43,7 @@ class Entry:
 
 # map name -> bytes(key) -> Entry
 Entries = dict[str, dict[bytes, Entry]]
-MAP_NAMES = ("listen", "config", "sni", "settings")
+MAP_NAMES = ("listen", "config", "sni", "settings", "vips")
 
 
 def desired_entries(config: Config, ifindex_of: IfindexOf) -> Entries:
@@ -50,6 +53,9 @@ def desired_entries(config: Config, ifindex_of: IfindexOf) -> Entries:
         for ifindex in ifindex_of(config.listener_interfaces(lst)):
             k = abi.ListenKey(ifindex, port_to_be(lst.port), 0)
             out["listen"][bytes(k)] = Entry(k, route)
+        if lst.address:
+            vk = vip_key(lst.address, lst.port)
+            out["vips"][bytes(vk)] = Entry(vk, ct.c_uint32(1))
     for src in config.source_routes:
         net = parse_cidr(src.cidr)
         k = abi.LpmKey(net.prefixlen, ip_to_be(net.network_address))
@@ -70,7 +76,7 @@ def desired_entries(config: Config, ifindex_of: IfindexOf) -> Entries:
 def current_entries(maps: MapSet) -> Entries:
     out: Entries = {name: {} for name in MAP_NAMES}
     by_name = maps.by_pin_name()
-    for name in ("listen", "config", "sni"):
+    for name in ("listen", "config", "sni", "vips"):
         m = by_name[name]
         for k in bpfsys.keys(m.fd, m.key_type):
             v = bpfsys.lookup(m.fd, k, m.value_type)
@@ -183,10 +189,19 @@ class Transaction:
         return len(self._undo)
 
 
+def mark_config_ports(maps: MapSet, config: Config) -> None:
+    """Set the datapath's port prefilter for every listener port and every port a target
+    answers from (bits are only ever added: a route never lacks its bits)."""
+    targets = [t.port for x in config.listeners if not x.sni for t in x.targets]
+    targets += [t.port for r in config.source_routes for t in r.targets]
+    mark_ports(maps.ports_map, listen=[x.port for x in config.listeners], targets=targets)
+
+
 def sync(maps: MapSet, config: Config, ifindex_of: IfindexOf) -> Transaction:
     """Make the maps match ``config``; returns the applied transaction (for rollback if a
     later step fails). Raises (after rolling back) if a map update fails."""
     changes = plan(maps, desired_entries(config, ifindex_of))
+    mark_config_ports(maps, config)
     txn = Transaction()
     txn.apply(changes)
     return txn
