@@ -27,7 +27,8 @@ from lbtui import maps as M
 from lbtui import netns
 
 NETDEV_CMD_DEV_GET = 1
-NETDEV_XDP_ACT_NDO_XMIT = 1 << 2
+NETDEV_XDP_ACT_BASIC = 1 << 0      # the driver runs XDP programs natively
+NETDEV_XDP_ACT_NDO_XMIT = 1 << 2   # the driver transmits redirected XDP frames
 
 
 class _NetdevMsg(genlmsg):
@@ -67,6 +68,7 @@ class Link:
     kind: str          # "veth", "bridge", ... ("" for a plain device)
     up: bool
     loopback: bool
+    enslaved: bool     # a bridge or bond port: routes never name it as egress
 
 
 def links() -> list[Link]:
@@ -78,8 +80,18 @@ def links() -> list[Link]:
             kind = (info.get_attr("IFLA_INFO_KIND") if info else None) or ""
             flags = link["flags"]
             out.append(Link(link["index"], link.get_attr("IFLA_IFNAME"), kind,
-                            bool(flags & 1), bool(flags & 8)))   # IFF_UP, IFF_LOOPBACK
+                            bool(flags & 1), bool(flags & 8),      # IFF_UP, IFF_LOOPBACK
+                            bool(link.get_attr("IFLA_MASTER"))))
     return out
+
+
+def native_capable(ifindex: int) -> bool | None:
+    """Whether the driver of ``ifindex`` (current namespace) runs XDP natively; None when
+    the kernel does not say."""
+    features = xdp_features()
+    if features is None or ifindex not in features:
+        return None
+    return bool(features[ifindex] & NETDEV_XDP_ACT_BASIC)
 
 
 @dataclass(frozen=True)
@@ -98,7 +110,7 @@ def assess(generic_only: bool) -> list[Egress]:
     features = None if generic_only else xdp_features()
     out = []
     for link in links():
-        if link.loopback:
+        if link.loopback or link.enslaved:
             continue
         if not link.up:
             out.append(Egress(link.ifindex, link.ifname, False, "interface is down"))
