@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes as ct
+import errno
 import functools
 import json
 import os
@@ -196,20 +197,20 @@ class MapSet:
         Raises AbiMismatch, naming both layouts, when the pins were made by an lbtui whose
         maps have another layout (version, set of maps, map types or key/value sizes)."""
         d = Path(pin_dir)
+        check_pinned_version(d)
         opened: dict[str, BpfMap] = {}
         try:
             for name in PIN_NAMES:
                 try:
                     fd = bpfsys.obj_get(str(d / name))
-                except FileNotFoundError:
+                except OSError as e:
+                    if e.errno != errno.ENOENT:
+                        raise
                     raise _abi_mismatch(d, f"map {name!r} is missing") from None
                 info = bpfsys.map_info(fd)
                 key_t, val_t = _TYPES[name]
                 opened[name] = BpfMap(name, fd, info.type, key_t, val_t, info.max_entries)
                 _check_layout(d, name, info)
-            version = get_setting(opened["settings"], abi.SETTING_ABI_VERSION)
-            if version != abi.ABI_VERSION:
-                raise _abi_mismatch(d, f"they have map layout version {version or 1}")
         except (OSError, AbiMismatch):
             for m in opened.values():
                 m.close()
@@ -218,6 +219,32 @@ class MapSet:
         ms.pin_dir = d
         ms.sni_map.sni_names = SniNames(_sni_names_path(d))
         return ms
+
+
+def pinned_abi_version(pin_dir: Path) -> int | None:
+    """The map layout version of the maps pinned under ``pin_dir``; None when nothing is
+    pinned there. Maps from before versions were recorded read as 1."""
+    try:
+        fd = bpfsys.obj_get(str(pin_dir / "settings"))
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return None
+        raise
+    try:
+        info = bpfsys.map_info(fd)
+        if info.max_entries <= abi.SETTING_ABI_VERSION:
+            return 1
+        v = bpfsys.lookup(fd, ct.c_uint32(abi.SETTING_ABI_VERSION), ct.c_uint32)
+        return (v.value if v is not None else 0) or 1
+    finally:
+        os.close(fd)
+
+
+def check_pinned_version(pin_dir: Path) -> None:
+    """AbiMismatch when maps of another layout version are pinned under ``pin_dir``."""
+    version = pinned_abi_version(pin_dir)
+    if version is not None and version != abi.ABI_VERSION:
+        raise _abi_mismatch(pin_dir, f"they have map layout version {version}")
 
 
 def _abi_mismatch(pin_dir: Path, what: str) -> AbiMismatch:

@@ -145,6 +145,7 @@ class Instance:
         ours = _own_prog_ids(state, old_prog)
         existing = _check_interfaces(all_ifaces, ifindex, ns, ours)
 
+        M.check_pinned_version(pin_dir)     # another lbtui's maps: refuse, never misread
         adopted = pins_complete(pin_dir)
         if adopted:
             ms = M.MapSet.open_pinned(pin_dir)
@@ -207,6 +208,7 @@ class Instance:
     def attach(cls, name: str = "default") -> Instance:
         """Open the pinned maps and programs of a running (or kept) instance."""
         pin_dir = pin_dir_of(name)
+        M.check_pinned_version(pin_dir)
         if not pins_complete(pin_dir):
             raise InstanceError(f"instance {name!r} is not running: nothing pinned under "
                                 f"{pin_dir} (start it with `lbtui serve --config FILE`)")
