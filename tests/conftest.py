@@ -17,7 +17,7 @@ import pytest
 from lbtui import abi, bpfsys
 from lbtui import maps as M
 from lbtui.datapath.loader import Datapath, DatapathError, preflight
-from lbtui.events import EventReader
+from lbtui.maps.events import EventReader
 
 TEST_TAG = f"t{os.getpid() % 100000}"
 

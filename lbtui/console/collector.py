@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lbtui import maps as M
-from lbtui.console.conns import ConnDump, open_reader, read_rows
 from lbtui.console.snapshot import InstanceInfo, ListenerRow, Rates, Snapshot
 from lbtui.console.traffic import TrafficTracker
-from lbtui.events import LbEvent
+from lbtui.maps.events import LbEvent
+from lbtui.maps.flowrows import ConnDump, open_reader, read_rows
 
 # Past this many flows the console keeps a sample (the title says so): decoding a million
 # flows into Python objects costs seconds and hundreds of MB per refresh.

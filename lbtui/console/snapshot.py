@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from lbtui import abi
 from lbtui.console.conns import ConnDump
 from lbtui.console.traffic import TargetTraffic
-from lbtui.events import LbEvent
 from lbtui.maps import SniRouteRecord, SourceRouteRecord
+from lbtui.maps.events import LbEvent
 from lbtui.targets import RouteRecord
 
 

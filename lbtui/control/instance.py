@@ -30,7 +30,7 @@ from lbtui.control.state import read_state, remove_state, write_state
 from lbtui.datapath import hostnet, loader
 from lbtui.datapath.egress import EgressWatcher, assess
 from lbtui.datapath.loader import Datapath, DatapathError, xdp_state
-from lbtui.events import aged_event, emit_event
+from lbtui.maps.events import aged_event, emit_event
 
 PIN_ROOT = Path(os.environ.get("LBTUI_PIN_ROOT", "/sys/fs/bpf/lbtui"))
 PROG_PIN = "prog_xdp"
@@ -395,7 +395,7 @@ class Instance:
                 rev += 1
             else:
                 fwd += 1
-        fill = {name: {"entries": len(list(bpfsys.keys(m.fd, m.key_type))),
+        fill = {name: {"entries": M.count_entries(m),
                        "max_entries": m.max_entries}
                 for name, m in (("listen", ms.listen_map), ("source_routes", ms.config_map),
                                 ("sni_routes", ms.sni_map))}

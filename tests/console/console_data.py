@@ -12,7 +12,7 @@ from lbtui import maps as M
 from lbtui.console.collector import Clock, Collector
 from lbtui.console.eventfeed import EventFeed
 from lbtui.console.snapshot import InstanceInfo
-from lbtui.events import LbEvent
+from lbtui.maps.events import LbEvent
 from lbtui.targets import TargetGroup
 
 T0_NS = 5_000 * 1_000_000_000          # CLOCK_MONOTONIC of the first snapshot

@@ -39,7 +39,7 @@ from pyroute2 import netns as pr_netns
 from lbtui import abi, bpfsys, netns
 from lbtui import maps as M
 from lbtui.datapath import egress
-from lbtui.events import EventReader, LbEvent
+from lbtui.maps.events import EventReader, LbEvent
 from lbtui.targets import TargetGroup
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from dp_packets import ACK, RST, SYN, fast_tcp, parse
 from lbtui import abi, bpfsys
 from lbtui import maps as M
 from lbtui.datapath.loader import Datapath
-from lbtui.events import LbEvent, emit_event
+from lbtui.maps.events import LbEvent, emit_event
 from lbtui.targets import TargetGroup
 
 SPREAD = TargetGroup.of([(T1, 8080, 50), (T2, 8080, 30), (T3, 8080, 20)])

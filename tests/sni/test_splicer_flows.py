@@ -10,7 +10,7 @@ import pytest
 
 from lbtui import abi
 from lbtui import maps as M
-from lbtui.events import EventReader, LbEvent
+from lbtui.maps.events import EventReader, LbEvent
 from lbtui.splicer.testing_backends import TLS_PORT, client_context
 
 from .conftest import wait_for

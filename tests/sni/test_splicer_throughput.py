@@ -18,8 +18,8 @@ import statistics
 import pytest
 
 from lbtui import maps as M
-from lbtui.events import EventReader
 from lbtui.lab.topology import python_argv
+from lbtui.maps.events import EventReader
 from lbtui.splicer.testing_backends import BULK_PORT
 
 from .conftest import wait_for
