@@ -18,6 +18,7 @@ from lbtui import abi, bpfsys
 from lbtui import maps as M
 from lbtui.datapath.loader import Datapath, DatapathError, preflight
 from lbtui.maps.events import EventReader
+from lbtui.maps.settings import set_counter
 
 TEST_TAG = f"t{os.getpid() % 100000}"
 
@@ -38,7 +39,7 @@ def clear_maps(ms: M.MapSet) -> None:
     for word in range(abi.PORTS_MAX):
         bpfsys.update(ms.ports_map.fd, ct.c_uint32(word), ct.c_uint64(0))
     for slot in range(ms.counters_map.max_entries):
-        bpfsys.update(ms.counters_map.fd, ct.c_uint32(slot), ct.c_uint64(0))
+        set_counter(ms.counters_map, slot, 0)
     reader = EventReader(ms.stats_ringbuf, lambda _e: None)  # drop leftover events
     reader.drain()
     reader.close()

@@ -3,7 +3,6 @@ batches, deleting them, and the userspace sweep of idle flows."""
 
 from __future__ import annotations
 
-import ctypes as ct
 import errno
 import functools
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from lbtui.addr import (
     proto_name,
     proto_number,
 )
+from lbtui.maps.settings import add_counter
 
 if TYPE_CHECKING:
     from lbtui.maps.mapset import BpfMap
@@ -150,12 +150,8 @@ def _reply_key(k: abi.CtKey, v: abi.CtValue) -> abi.CtKey:
 
 
 def _count_deleted(conntrack_map: BpfMap, n: int) -> None:
-    c = conntrack_map.counters
-    if c is None or n == 0:
-        return
-    slot = ct.c_uint32(abi.CTR_FLOWS_DELETED)
-    cur = bpfsys.lookup(c.fd, slot, ct.c_uint64)
-    bpfsys.update(c.fd, slot, ct.c_uint64((cur.value if cur else 0) + n))
+    if conntrack_map.counters is not None and n:
+        add_counter(conntrack_map.counters, abi.CTR_FLOWS_DELETED, n)
 
 
 def delete_connection(conntrack_map: BpfMap, five_tuple: Any) -> bool:

@@ -212,7 +212,7 @@ _TYPES: dict[str, tuple[Any, Any]] = {
 _MAP_TYPES: dict[str, int] = {
     "listen": bpfsys.MAP_TYPE_HASH, "config": bpfsys.MAP_TYPE_LPM_TRIE,
     "sni": bpfsys.MAP_TYPE_HASH, "conntrack": bpfsys.MAP_TYPE_LRU_HASH,
-    "settings": bpfsys.MAP_TYPE_ARRAY, "counters": bpfsys.MAP_TYPE_ARRAY,
+    "settings": bpfsys.MAP_TYPE_ARRAY, "counters": bpfsys.MAP_TYPE_PERCPU_ARRAY,
     "stats": bpfsys.MAP_TYPE_RINGBUF, "ports": bpfsys.MAP_TYPE_ARRAY,
     "local_addrs": bpfsys.MAP_TYPE_HASH, "vips": bpfsys.MAP_TYPE_HASH,
     "reasons": bpfsys.MAP_TYPE_PERCPU_HASH, "tx_ports": bpfsys.MAP_TYPE_DEVMAP_HASH,

@@ -86,13 +86,28 @@ COUNTER_NAMES = {
 }
 
 
+def _per_cpu(counters_map: BpfMap, slot: int) -> ct.Array[ct.c_uint64]:
+    """A counter's per-CPU values (the kernel adds on its own CPU without atomics)."""
+    v = bpfsys.lookup(counters_map._require_open(), ct.c_uint32(slot),
+                      ct.c_uint64 * possible_cpus())
+    return v if v is not None else (ct.c_uint64 * possible_cpus())()
+
+
 def read_counters(counters_map: BpfMap) -> dict[str, int]:
-    fd = counters_map._require_open()
-    out = {}
-    for slot, name in COUNTER_NAMES.items():
-        v = bpfsys.lookup(fd, ct.c_uint32(slot), ct.c_uint64)
-        out[name] = v.value if v is not None else 0
-    return out
+    return {name: sum(_per_cpu(counters_map, slot)) for slot, name in COUNTER_NAMES.items()}
+
+
+def add_counter(counters_map: BpfMap, slot: int, n: int) -> None:
+    """Userspace's own counts (flows it deleted): added to the first CPU's value."""
+    values = _per_cpu(counters_map, slot)
+    values[0] += n
+    bpfsys.update(counters_map._require_open(), ct.c_uint32(slot), values)
+
+
+def set_counter(counters_map: BpfMap, slot: int, value: int) -> None:
+    """A counter to ``value`` (zero to reset): the first CPU holds it, the others 0."""
+    values = (ct.c_uint64 * possible_cpus())(value)
+    bpfsys.update(counters_map._require_open(), ct.c_uint32(slot), values)
 
 
 REASON_NAMES = {

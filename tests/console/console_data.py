@@ -12,6 +12,7 @@ from lbtui import maps as M
 from lbtui.console.collector import Clock, Collector
 from lbtui.console.eventfeed import EventFeed
 from lbtui.console.snapshot import InstanceInfo
+from lbtui.maps import settings
 from lbtui.maps.events import LbEvent
 from lbtui.targets import TargetGroup
 
@@ -62,7 +63,7 @@ def put_flow(ms: M.MapSet, client: tuple[str, int], vip_port: int, target: tuple
 
 
 def set_counter(ms: M.MapSet, slot: int, value: int) -> None:
-    bpfsys.update(ms.counters_map.fd, ct.c_uint32(slot), ct.c_uint64(value))
+    settings.set_counter(ms.counters_map, slot, value)
 
 
 def set_reason(ms: M.MapSet, ifindex: int, reason: int, value: int) -> None:

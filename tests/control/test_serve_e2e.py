@@ -407,10 +407,11 @@ targets = [{{ ip = "{b2}", port = 8443 }}]
     assert listening(topo.lb_ns, 443) <= socket_inodes(serve.pid)   # serve's own socket
     assert listening(topo.lb_ns, 443)
 
-    assert tls_get(topo, certs.ca, "api.example.com") == "backend2"
-    assert tls_get(topo, certs.ca, "www.example.com") == "backend1"    # no route: default
+    # The backend answers with its name and the server name it saw in the replayed hello.
+    assert tls_get(topo, certs.ca, "api.example.com") == "backend2 sni=api.example.com"
+    assert tls_get(topo, certs.ca, "www.example.com") == "backend1 sni=www.example.com"
     ctl_ok(name, "sni", "add", "www.example.com", f"{b3}:8443")        # next connection
-    assert tls_get(topo, certs.ca, "www.example.com") == "backend3"
+    assert tls_get(topo, certs.ca, "www.example.com") == "backend3 sni=www.example.com"
     assert http_get(topo) in ("backend1", "backend2")                  # XDP still balances
 
     mark = serve.mark()
@@ -424,6 +425,6 @@ targets = [{{ ip = "{b2}", port = 8443 }}]
     ctl_ok(name, "listeners", "add", "443", f"{b1}:8443", "--protocol", "tcp", "--sni",
            "--address", topo.vip)
     serve.wait_for("SNI splicer listening", since=mark)
-    assert tls_get(topo, certs.ca, "api.example.com") == "backend2"
+    assert tls_get(topo, certs.ca, "api.example.com") == "backend2 sni=api.example.com"
     assert f'address = "{topo.vip}"' in path.read_text()
     assert serve.stop() == 0 and not listening(topo.lb_ns, 443)

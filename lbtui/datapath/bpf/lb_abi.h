@@ -119,8 +119,8 @@ struct lb_ct_value {
 #define LB_SETTING_ABI_VERSION     15 /* LB_ABI_VERSION of whoever created the maps */
 #define LB_SETTINGS_MAX            16
 
-/* counters map: ARRAY u32 -> u64, bumped with atomic adds. Slots written by the kernel
- * and slots written by userspace never overlap. */
+/* counters map: PERCPU_ARRAY u32 -> u64, each CPU adding to its own slot; readers sum the
+ * CPUs. Slots written by the kernel and slots written by userspace never overlap. */
 #define LB_CTR_FLOWS_CREATED     0  /* kernel: new conntrack flows (2 entries each) */
 #define LB_CTR_EVENTS_LOST       1  /* kernel: ring buffer reserve failures */
 #define LB_CTR_NO_TARGET         2  /* kernel: new flow found no target with weight > 0 */

@@ -39,7 +39,8 @@ BPF_TABLE_PINNED("hash", __u64, struct lb_route, sni, LB_MAX_SNI, LB_PIN_DIR "/s
 BPF_TABLE_PINNED("lru_hash", struct lb_ct_key, struct lb_ct_value, conntrack,
                  LB_MAX_CONNTRACK, LB_PIN_DIR "/conntrack");
 BPF_TABLE_PINNED("array", __u32, __u32, settings, LB_SETTINGS_MAX, LB_PIN_DIR "/settings");
-BPF_TABLE_PINNED("array", __u32, __u64, counters, LB_COUNTERS_MAX, LB_PIN_DIR "/counters");
+BPF_TABLE_PINNED("percpu_array", __u32, __u64, counters, LB_COUNTERS_MAX,
+                 LB_PIN_DIR "/counters");
 BPF_TABLE_PINNED("array", __u32, __u64, ports, LB_PORTS_MAX, LB_PIN_DIR "/ports");
 BPF_TABLE_PINNED("hash", __be32, __u32, local_addrs, LB_MAX_LOCAL_ADDRS,
                  LB_PIN_DIR "/local_addrs");
@@ -71,11 +72,13 @@ struct tx_ports_table_t {
 __attribute__((section("maps/devmap:" LB_PIN_DIR "/tx_ports")))
 struct tx_ports_table_t tx_ports = { .max_entries = LB_MAX_TX_PORTS };
 
+/* Counters are per CPU: a plain add on this CPU's slot, no shared cache line; readers
+ * sum the CPUs. */
 static __always_inline void lb_count(__u32 slot)
 {
     __u64 *v = counters.lookup(&slot);
     if (v)
-        __sync_fetch_and_add(v, 1);
+        *v += 1;
 }
 
 static __always_inline __u32 lb_setting(__u32 index)
