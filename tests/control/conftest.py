@@ -107,12 +107,14 @@ class EchoClient:
 class Serve:
     """A real ``lbtui serve`` subprocess; ``wait_ready`` waits for its serving line."""
 
-    def __init__(self, config: Path, *args: str) -> None:
+    def __init__(self, config: Path, *args: str, env: dict[str, str] | None = None,
+                 argv: list[str] | None = None) -> None:
         self.config = config
         self.lines: list[str] = []
-        self.proc = subprocess.Popen([*LBTUI, "serve", "--config", str(config), *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, env=dict(os.environ))
+        self.proc = subprocess.Popen([*(argv or LBTUI), "serve", "--config", str(config),
+                                      *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True,
+                                     env={**os.environ, **(env or {})})
         self._ready = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -175,7 +177,9 @@ def ctl_json(name: str, *args: str) -> Any:
 
     r = ctl(name, *args, json_out=True)
     assert r.returncode == 0, (args, r.stdout, r.stderr)
-    return json.loads(r.stdout)
+    doc = json.loads(r.stdout)
+    assert doc["version"] == 1 and doc["ok"] is True, doc     # the --json envelope
+    return doc["data"]
 
 
 def dump_maps(name: str, conntrack: bool = True) -> dict[str, Any]:
@@ -216,8 +220,8 @@ def start_serve(instance_cleanup: list[str]) -> Iterator[Any]:
     down (request it after make_lab)."""
     procs: list[Serve] = []
 
-    def _start(config: Path, *args: str, ready: bool = True) -> Serve:
-        s = Serve(config, *args)
+    def _start(config: Path, *args: str, ready: bool = True, **kw: Any) -> Serve:
+        s = Serve(config, *args, **kw)
         procs.append(s)
         return s.wait_ready() if ready else s
 
