@@ -34,11 +34,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("down", help="detach and unpin an instance (idempotent)")
-    p.add_argument("--instance", "-i", default=DEFAULT_INSTANCE, metavar="NAME")
+    p.add_argument("--instance", "-i", default=DEFAULT_INSTANCE, metavar="NAME"
+                   ).completer = complete_instance  # type: ignore[attr-defined]
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=cmd_down)
 
     register_ctl(sub)
+
+
+def complete_instance(**_kw: object) -> list[str]:
+    """Shell completion (argcomplete) of ``--instance``: the instances present."""
+    from lbtui.control.state import instance_names
+
+    return instance_names()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -87,7 +95,8 @@ def register_ctl(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="machine-readable output")
     common.add_argument("--instance", "-i", default=argparse.SUPPRESS, metavar="NAME",
-                        help=f"instance name (default {DEFAULT_INSTANCE})")
+                        help=f"instance name (default {DEFAULT_INSTANCE})"
+                        ).completer = complete_instance  # type: ignore[attr-defined]
     common.add_argument("--config", "-c", type=Path, default=argparse.SUPPRESS,
                         metavar="FILE", help="config file to edit (default: the one serve "
                                              "recorded)")
