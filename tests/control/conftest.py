@@ -108,12 +108,14 @@ class Serve:
     """A real ``lbtui serve`` subprocess; ``wait_ready`` waits for its serving line."""
 
     def __init__(self, config: Path, *args: str, env: dict[str, str] | None = None,
-                 argv: list[str] | None = None) -> None:
+                 argv: list[str] | None = None, cwd: Path | None = None) -> None:
+        """``argv``: how to run lbtui (default: this checkout's); ``env``: added to the
+        environment."""
         self.config = config
         self.lines: list[str] = []
         self.proc = subprocess.Popen([*(argv or LBTUI), "serve", "--config", str(config),
                                       *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True,
+                                     stderr=subprocess.STDOUT, text=True, cwd=cwd,
                                      env={**os.environ, **(env or {})})
         self._ready = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
