@@ -163,6 +163,31 @@ class Serve:
         return rc
 
 
+class NotifySocket:
+    """The service manager's end of NOTIFY_SOCKET: an abstract datagram socket."""
+
+    def __init__(self) -> None:
+        self.name = f"@lbtui-test-notify-{os.getpid()}-{time.monotonic_ns()}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + self.name[1:])
+        self.messages: list[list[str]] = []
+
+    def wait_for(self, field: str, timeout: float, proc: subprocess.Popen[str]) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(field in m for m in self.messages):
+            left = deadline - time.monotonic()
+            if left <= 0 or proc.poll() is not None:
+                raise AssertionError(f"no {field} (rc {proc.poll()}): {self.messages}")
+            self.sock.settimeout(min(left, 0.5))
+            try:
+                self.messages.append(self.sock.recv(4096).decode().split("\n"))
+            except TimeoutError:
+                continue
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def ctl(name: str, *args: str, json_out: bool = False) -> subprocess.CompletedProcess[str]:
     argv = [*LBTUI, "ctl", "--instance", name, *args] + (["--json"] if json_out else [])
     return subprocess.run(argv, capture_output=True, text=True, timeout=60)

@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -17,34 +15,9 @@ import pytest
 from lbtui.control.instance import _xdp_state, pin_dir_of
 from lbtui.control.state import read_state
 
-from .conftest import LBTUI, ctl, http_get, instance_name, lab_config
+from .conftest import LBTUI, NotifySocket, ctl, http_get, instance_name, lab_config
 
 pytestmark = [pytest.mark.datapath, pytest.mark.netns]
-
-
-class NotifySocket:
-    """The service manager's end of NOTIFY_SOCKET: an abstract datagram socket."""
-
-    def __init__(self) -> None:
-        self.name = f"@lbtui-test-notify-{os.getpid()}-{time.monotonic_ns()}"
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind("\0" + self.name[1:])
-        self.messages: list[list[str]] = []
-
-    def wait_for(self, field: str, timeout: float, proc: subprocess.Popen[str]) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(field in m for m in self.messages):
-            left = deadline - time.monotonic()
-            if left <= 0 or proc.poll() is not None:
-                raise AssertionError(f"no {field} (rc {proc.poll()}): {self.messages}")
-            self.sock.settimeout(min(left, 0.5))
-            try:
-                self.messages.append(self.sock.recv(4096).decode().split("\n"))
-            except TimeoutError:
-                continue
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def test_ready_only_once_the_datapath_is_live_then_stopping(
