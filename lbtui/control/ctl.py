@@ -426,7 +426,7 @@ def cmd_weight(args: argparse.Namespace, inst: Instance) -> int:
 def cmd_reload(args: argparse.Namespace, inst: Instance) -> int:
     pid = signal_serve(inst.name)
     if pid is None:
-        raise RuntimeError(f"instance {inst.name!r} has no running serve to reload")
+        raise errors.NotRunning(f"instance {inst.name!r} has no running serve to reload")
     emit(args, {"signalled": pid}, f"asked serve (pid {pid}) to reload its config file")
     return 0
 

@@ -329,6 +329,8 @@ def test_kill9_with_keep_keeps_established_connections(make_lab, state_dir, inst
         assert echo.roundtrip() == "backend1"
         st = ctl_json(name, "status")
         assert st["manager_pid"] is None and st["kept"] is True
+        r = ctl(name, "reload")                              # forwarding, but no serve
+        assert r.returncode == 3 and "no running serve" in r.stderr
 
         # ... until `down`, which detaches and unpins (idempotently).
         r = lbtui("down", "--instance", name)
