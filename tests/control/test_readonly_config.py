@@ -26,7 +26,7 @@ def readonly(directory: Path) -> list[str]:
 
 
 def weights(path: Path) -> list[int]:
-    return [t.weight for t in load_config(path).listener(80).targets]
+    return [t.weight for t in load_config(path).listener(80).group.targets]
 
 
 def test_edits_on_a_readonly_config(make_lab, state_dir, instance_cleanup, start_serve,
