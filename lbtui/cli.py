@@ -110,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:            # `lbtui ctl connections | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13                # as if killed by SIGPIPE, like other tools
     except Exception as e:  # expected failures carry what to do next in their message
         if getattr(args, "debug", False) and errors.classify(e)[0] in ("failure",):
             raise

@@ -309,10 +309,10 @@ def status_text(s: dict[str, Any]) -> str:
 
 
 def lost_xdp(s: dict[str, Any]) -> list[str]:
-    """Interfaces of a status document that no longer run this instance's program."""
-    return [f"{i['ifname']} (" + (f"another program, id {i['prog_id']}" if i["prog_id"]
-                                  else "no XDP program") + ")"
-            for i in s["interfaces"] if not i["ours"]]
+    """Interfaces of a status document that no longer run this instance's program, each
+    as a phrase ("b2 has no XDP program")."""
+    return [f"{i['ifname']} runs another XDP program (id {i['prog_id']})" if i["prog_id"]
+            else f"{i['ifname']} has no XDP program" for i in s["interfaces"] if not i["ours"]]
 
 
 def cmd_status(args: argparse.Namespace, inst: Instance) -> int:
@@ -322,9 +322,9 @@ def cmd_status(args: argparse.Namespace, inst: Instance) -> int:
     if not lost:
         emit(args, s, status_text(s))
         return errors.OK
-    message = (f"instance {inst.name} is degraded: lost its XDP program on "
-               f"{', '.join(lost)}; restart serve to attach it again (`lbtui ctl status` "
-               "shows every interface)")
+    message = (f"instance {inst.name} is degraded: {'; '.join(lost)}. Restart serve to "
+               "attach its program again (a kept instance re-adopts its maps and "
+               "connections).")
     if getattr(args, "json", False):
         print(envelope.dumps(envelope.error("degraded", errors.DEGRADED, message, data=s)))
     else:
