@@ -70,7 +70,7 @@ class Service:
     def run(self) -> int:
         config = load_config(self.config_path)   # ConfigError (exit 2): nothing started
         self.work = WorkCopy(self.config_path, config.datapath.instance)
-        if self._resolve_config_path() != config.path or self.work.notes:
+        if self._resolve_config_path() != config.path or self.work.notes or self.work.warnings:
             config = load_config(self.config_path)    # the working copy, or edits folded in
         self.install_signals()                   # a signal during start stops right after
         inst = self.instance = Instance.start(config, progress=self.log)
@@ -108,8 +108,8 @@ class Service:
                 notify("RELOADING=1", "STATUS=reloading the config file")
                 try:
                     self._resolve_config_path()
-                except OSError as e:
-                    log_error(f"reload: cannot read {self.work and self.work.source}: {e}")
+                except OSError as e:   # reload() then reports the file itself
+                    log_error(f"reload: {e}")
                 self.reload()
                 notify("READY=1", f"STATUS=serving instance {inst.name}")
             if time.monotonic() >= next_sweep:
@@ -122,7 +122,9 @@ class Service:
         assert self.work is not None
         self.config_path = self.work.resolve()
         for note in self.work.notes:
-            (_log.warning if "replaced" in note else _log.info)(note)
+            _log.info(note)
+        for warning in self.work.warnings:
+            _log.warning(warning)
         return self.config_path
 
     def sweep(self) -> None:

@@ -44,7 +44,8 @@ class WorkCopy:
 
     source: Path
     instance: str
-    notes: list[str] = field(default_factory=list)   # what the last resolve() did
+    notes: list[str] = field(default_factory=list)      # what the last resolve() did
+    warnings: list[str] = field(default_factory=list)   # ... that dropped run-time edits
 
     @property
     def copy(self) -> Path:
@@ -65,8 +66,8 @@ class WorkCopy:
 
     def resolve(self) -> Path:
         """The file to load and edit now: ``source`` when it is writable, else the working
-        copy, made or refreshed as needed. ``notes`` says what was done."""
-        self.notes = []
+        copy, made or refreshed as needed. ``notes`` and ``warnings`` say what was done."""
+        self.notes, self.warnings = [], []
         data = self.source.read_bytes()
         digest = _sha256(data)
         current = self._current_copy(digest)
@@ -84,9 +85,9 @@ class WorkCopy:
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self.copy.exists():
             os.replace(self.copy, self.copy.with_name(self.copy.name + ".replaced"))
-            self.notes.append(f"{self.source} changed: run-time edits in {self.copy} "
-                              "replaced by it (the old copy is kept as "
-                              f"{self.copy.name}.replaced)")
+            self.warnings.append(f"{self.source} changed: run-time edits in {self.copy} "
+                                 "replaced by it (the old copy is kept as "
+                                 f"{self.copy.name}.replaced)")
         atomic_write(self.copy, data.decode())
         atomic_write(self.record, json.dumps({"source": str(self.source.resolve()),
                                               "sha256": digest}) + "\n")
