@@ -10,6 +10,11 @@ import time
 from pathlib import Path
 
 
+def state_root() -> Path:
+    """Where lbtui keeps state that outlives a run: /var/lib/lbtui (``$LBTUI_STATE_DIR``)."""
+    return Path(os.environ.get("LBTUI_STATE_DIR", "/var/lib/lbtui"))
+
+
 def atomic_write(path: Path, text: str, mode: int = 0o600) -> None:
     """Write ``text`` to ``path`` via temp file + fsync + rename; the result is ``mode``."""
     path = Path(path)

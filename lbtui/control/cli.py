@@ -1,10 +1,11 @@
-"""Subcommands of the control plane: ``serve``, ``down``, ``ctl``."""
+"""Subcommands of the control plane: ``serve``, ``check``, ``down``, ``ctl``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from lbtui import logs
 from lbtui.control import ctl, watch
 
 DEFAULT_INSTANCE = "default"
@@ -19,21 +20,56 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep", action="store_true",
                    help="leave the datapath forwarding after exit (a later serve re-adopts "
                         "it without dropping connections)")
+    logs.add_log_level_option(p)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser("check", help="validate a config file and exit (0 valid, 2 not)",
+                       description="Validate a config file with the rules serve applies, "
+                                   "loading nothing: exit 0 if it is valid, 2 with every "
+                                   "problem and its location if not.")
+    p.add_argument("--config", "-c", required=True, type=Path, metavar="FILE",
+                   help="TOML config file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_check)
+
     p = sub.add_parser("down", help="detach and unpin an instance (idempotent)")
-    p.add_argument("--instance", "-i", default=DEFAULT_INSTANCE, metavar="NAME")
+    p.add_argument("--instance", "-i", default=DEFAULT_INSTANCE, metavar="NAME"
+                   ).completer = complete_instance  # type: ignore[attr-defined]
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=cmd_down)
 
     register_ctl(sub)
 
 
+def complete_instance(**_kw: object) -> list[str]:
+    """Shell completion (argcomplete) of ``--instance``: the instances present."""
+    from lbtui.control.state import instance_names
+
+    return instance_names()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from lbtui.control.service import serve
 
     return serve(args.config, keep=args.keep)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from lbtui.control.config import load_config
+
+    c = load_config(args.config)      # ConfigError (exit 2) lists every problem
+    dp = c.datapath
+    summary = {"config": str(args.config), "instance": dp.instance,
+               "interfaces": list(dp.interfaces), "reply_interfaces": list(dp.reply_interfaces),
+               "netns": dp.netns, "listeners": len(c.listeners),
+               "source_routes": len(c.source_routes), "sni_routes": len(c.sni_routes)}
+    ctl.emit(args, summary,
+             f"{args.config}: valid (instance {dp.instance}: {len(c.listeners)} listener(s), "
+             f"{len(c.source_routes)} source route(s), {len(c.sni_routes)} SNI route(s); "
+             f"XDP on {', '.join([*dp.interfaces, *dp.reply_interfaces])}"
+             + (f" in netns {dp.netns})" if dp.netns else ")"))
+    return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -59,7 +95,8 @@ def register_ctl(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="machine-readable output")
     common.add_argument("--instance", "-i", default=argparse.SUPPRESS, metavar="NAME",
-                        help=f"instance name (default {DEFAULT_INSTANCE})")
+                        help=f"instance name (default {DEFAULT_INSTANCE})"
+                        ).completer = complete_instance  # type: ignore[attr-defined]
     common.add_argument("--config", "-c", type=Path, default=argparse.SUPPRESS,
                         metavar="FILE", help="config file to edit (default: the one serve "
                                              "recorded)")

@@ -26,6 +26,7 @@ from lbtui.control.configfile import save_config
 from lbtui.control.instance import Instance
 from lbtui.control.lock import editing
 from lbtui.control.state import read_state
+from lbtui.errors import NotFound
 from lbtui.files import pid_alive
 from lbtui.model import (
     Config,
@@ -58,7 +59,7 @@ def redistribute(group: TargetGroup, ip: str, port: int, weight: int) -> TargetG
     idx = next((i for i, t in enumerate(group.targets) if (t.ip, t.port) == (ip, port)), None)
     if idx is None:
         members = ", ".join(str(t) for t in group.targets)
-        raise ValueError(f"target {ip}:{port} is not in this group ({members})")
+        raise NotFound(f"target {ip}:{port} is not in this group ({members})")
     others = [i for i in range(len(group.targets)) if i != idx]
     rest = TOTAL_WEIGHT - weight
     if not others:
@@ -229,7 +230,7 @@ class Controller:
         before = next((t.weight for t in self.group(key).targets
                        if (t.ip, t.port) == (ip, port)), None)
         if before is None:
-            raise ValueError(f"target {target} is not in {key}")
+            raise NotFound(f"target {target} is not in {key}")
         self.set_weight(key, target, 0)
         return before
 
@@ -361,13 +362,13 @@ def _strict_cidr(cidr: str) -> str:
 
 
 def _found(c: Config, key: GroupKey) -> Any:
-    """The listener or route ``key`` names in ``c``; ValueError if there is none."""
+    """The listener or route ``key`` names in ``c``; NotFound (a ValueError) if none."""
     found: Route | None = c.route(key)
     if found is None:
         what = {GroupKind.LISTENER: f"no listener on port {key.key}",
                 GroupKind.SOURCE: f"no source route {key.key}",
                 GroupKind.SNI: f"no SNI route for {key.key}"}[key.kind]
-        raise ValueError(what)
+        raise NotFound(what)
     return found
 
 

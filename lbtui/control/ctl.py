@@ -2,35 +2,34 @@
 
 Reads go straight to the pinned maps (``Instance.attach``); edits go through the
 ``Controller`` (edit lock, all-or-nothing map changes, config file written back). Every
-listing takes ``--json``. Exit codes: 0 ok, 1 runtime failure (instance not running, map
-update failed, connection not found), 2 usage or validation error.
+listing takes ``--json`` and prints one ``lbtui.envelope`` document. Exit codes
+(``lbtui.errors``): 0 ok, 1 runtime failure (a map update failed), 2 usage or validation
+error, 3 instance not running, 4 not found (listener, route, target, connection), 5
+``status`` found an interface that lost its XDP program.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import socket
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import humanize
 
-from lbtui import abi, netns
+from lbtui import abi, envelope, errors, netns
 from lbtui import maps as M
 from lbtui.addr import parse_ipv4, parse_port, proto_number
 from lbtui.control.controller import Controller, signal_serve
 from lbtui.control.instance import Instance
+from lbtui.errors import NotFound
 from lbtui.model import GroupKey, Listener, SniRoute, SourceRoute
 from lbtui.targets import TargetGroup
 
+log = logging.getLogger(__name__)
 SETTABLE = ("stats", "connection_timeout", "sweep_interval")
-
-
-class NotFound(RuntimeError):
-    """A looked-up object does not exist (exit 1)."""
 
 
 # --- argument parsing helpers ------------------------------------------------------------
@@ -70,8 +69,9 @@ def parse_key(kind: str, key: str) -> GroupKey:
 
 
 def emit(args: argparse.Namespace, data: Any, human: str) -> None:
+    """The command's result: a JSON envelope with ``--json``, else ``human``."""
     if getattr(args, "json", False):
-        print(json.dumps(data, indent=1, sort_keys=False))
+        print(envelope.dumps(envelope.ok(data)))
     else:
         print(human)
 
@@ -308,10 +308,29 @@ def status_text(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def lost_xdp(s: dict[str, Any]) -> list[str]:
+    """Interfaces of a status document that no longer run this instance's program, each
+    as a phrase ("b2 has no XDP program")."""
+    return [f"{i['ifname']} runs another XDP program (id {i['prog_id']})" if i["prog_id"]
+            else f"{i['ifname']} has no XDP program" for i in s["interfaces"] if not i["ours"]]
+
+
 def cmd_status(args: argparse.Namespace, inst: Instance) -> int:
+    """The instance's state; exit 5 (degraded) when an interface lost our XDP program."""
     s = inst.status()
-    emit(args, s, status_text(s))
-    return 0
+    lost = lost_xdp(s)
+    if not lost:
+        emit(args, s, status_text(s))
+        return errors.OK
+    message = (f"instance {inst.name} is degraded: {'; '.join(lost)}. Restart serve to "
+               "attach its program again (a kept instance re-adopts its maps and "
+               "connections).")
+    if getattr(args, "json", False):
+        print(envelope.dumps(envelope.error("degraded", errors.DEGRADED, message, data=s)))
+    else:
+        print(status_text(s), flush=True)
+        log.error(message)
+    return errors.DEGRADED
 
 
 # --- edits -----------------------------------------------------------------------------
@@ -407,7 +426,7 @@ def cmd_weight(args: argparse.Namespace, inst: Instance) -> int:
 def cmd_reload(args: argparse.Namespace, inst: Instance) -> int:
     pid = signal_serve(inst.name)
     if pid is None:
-        raise RuntimeError(f"instance {inst.name!r} has no running serve to reload")
+        raise errors.NotRunning(f"instance {inst.name!r} has no running serve to reload")
     emit(args, {"signalled": pid}, f"asked serve (pid {pid}) to reload its config file")
     return 0
 
@@ -419,8 +438,5 @@ def run(args: argparse.Namespace) -> int:
     inst = Instance.attach(args.instance)
     try:
         return int(args.ctl_func(args, inst) or 0)
-    except NotFound as e:
-        print(f"lbtui: {e}", file=sys.stderr, flush=True)
-        return 1
     finally:
         inst.close()

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from lbtui import maps as M
 from lbtui.control.health import HealthBook, Transition
+from lbtui.errors import NotRunning
 
 if TYPE_CHECKING:
     from lbtui.control.checks import HealthChecker
@@ -289,8 +290,8 @@ def _listen(path: Path) -> socket.socket:
 # --- clients ---------------------------------------------------------------------------
 
 
-class NoHub(RuntimeError):
-    """Nothing serves the instance's event stream (no manager running)."""
+class NoHub(NotRunning):
+    """Nothing serves the instance's event stream (no manager running: exit 3)."""
 
 
 def subscribe(instance: str, tick: float | None = None

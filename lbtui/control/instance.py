@@ -38,6 +38,8 @@ from lbtui.control.state import (
 from lbtui.datapath import hostnet, loader
 from lbtui.datapath.egress import EgressWatcher, assess
 from lbtui.datapath.loader import Datapath, DatapathError, xdp_state
+from lbtui.errors import NotRunning
+from lbtui.files import state_root
 from lbtui.maps.events import aged_event, emit_event
 from lbtui.maps.transaction import Transaction
 from lbtui.model import Config
@@ -57,13 +59,17 @@ class InstanceError(RuntimeError):
     """The instance cannot be started/attached/stopped; the message says what to do."""
 
 
+class InstanceNotRunning(InstanceError, NotRunning):
+    """Nothing is pinned for the instance (exit 3)."""
+
+
 def pin_dir_of(name: str) -> Path:
     return PIN_ROOT / name
 
 
 def state_dir_of(name: str) -> Path:
     """Where lbtui.maps keeps this instance's SNI hostnames (beside the pins' name)."""
-    return Path(os.environ.get("LBTUI_STATE_DIR", "/var/lib/lbtui")) / name
+    return state_root() / name
 
 
 def pins_complete(pin_dir: Path) -> bool:
@@ -251,7 +257,7 @@ class Instance:
         pin_dir = pin_dir_of(name)
         M.check_pinned_version(pin_dir)
         if not pins_complete(pin_dir):
-            raise InstanceError(f"instance {name!r} is not running: nothing pinned under "
+            raise InstanceNotRunning(f"instance {name!r} is not running: nothing pinned under "
                                 f"{pin_dir} (start it with `lbtui serve --config FILE`)")
         ms = M.MapSet.open_pinned(pin_dir)
         try:

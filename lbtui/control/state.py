@@ -14,6 +14,15 @@ from lbtui.control.lock import run_dir
 from lbtui.files import atomic_write
 
 
+def instance_names() -> list[str]:
+    """Instances that have a state file (serving, or kept forwarding): what shell
+    completion offers for ``--instance``."""
+    try:
+        return sorted(p.stem for p in run_dir().glob("*.json"))
+    except OSError:   # not root: /run/lbtui is not ours to read
+        return []
+
+
 def state_path(instance: str) -> Path:
     return run_dir() / f"{instance}.json"
 

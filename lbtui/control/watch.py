@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from typing import Any
 
 from lbtui.control.ctl import emit, table
-from lbtui.control.eventhub import NoHub, subscribe
+from lbtui.control.eventhub import subscribe
 from lbtui.control.instance import Instance
+from lbtui.errors import NotRunning
 
 
 def _clock(ts: float | None) -> str:
@@ -51,10 +51,7 @@ def message_line(m: dict[str, Any]) -> str | None:
 
 def cmd_events(args: argparse.Namespace, inst: Instance) -> int:
     """The recent events and edits, then (``--follow``) live ones until interrupted."""
-    try:
-        stream = subscribe(inst.name, tick=0.5)
-    except NoHub as e:
-        raise RuntimeError(str(e)) from None
+    stream = subscribe(inst.name, tick=0.5)       # NoHub: not running (exit 3)
     try:
         for m in stream:
             if m is None:
@@ -69,9 +66,8 @@ def cmd_events(args: argparse.Namespace, inst: Instance) -> int:
                 print(line, flush=True)
         else:
             if args.follow:
-                print(f"lbtui: the event stream of {inst.name!r} ended (its manager "
-                      "stopped)", file=sys.stderr)
-                return 1
+                raise NotRunning(f"the event stream of {inst.name!r} ended (its manager "
+                                 "stopped)")
     except KeyboardInterrupt:
         pass
     return 0
@@ -79,10 +75,7 @@ def cmd_events(args: argparse.Namespace, inst: Instance) -> int:
 
 def health_data(instance: str) -> dict[str, Any]:
     """The hub's current account: per (group, target) traffic health and active checks."""
-    try:
-        stream = subscribe(instance, tick=5)
-    except NoHub as e:
-        raise RuntimeError(str(e)) from None
+    stream = subscribe(instance, tick=5)
     live = False
     for m in stream:
         if m is None:

@@ -8,6 +8,7 @@ attached with netlink and stays attached after this process exits (``serve --kee
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -45,8 +46,25 @@ class DatapathError(RuntimeError):
     """Loading or attaching failed; the message says what to do next."""
 
 
+# The oldest kernel the datapath loads on: bpf_ktime_get_coarse_ns (5.11) is the newest
+# kernel feature it uses; the BPF ring buffer and CAP_BPF came in 5.8.
+MIN_KERNEL = (5, 11)
+
+
+def kernel_version(release: str) -> tuple[int, int]:
+    """(major, minor) of a kernel release string such as ``6.1.0-18-amd64``."""
+    major, _, rest = release.partition(".")
+    minor = "".join(itertools.takewhile(str.isdigit, rest))
+    return int(major), int(minor or 0)
+
+
 def preflight() -> None:
     """Fail early, with the fix, when this machine cannot run the datapath."""
+    release = os.uname().release
+    if kernel_version(release) < MIN_KERNEL:
+        raise DatapathError(f"kernel {release} is too old: lbtui's datapath needs Linux "
+                            f"{'.'.join(map(str, MIN_KERNEL))} or newer (Debian 12's own "
+                            "kernel, 6.1, works).")
     if os.geteuid() != 0:
         raise DatapathError("lbtui needs root to load BPF programs: run it with sudo.")
     if not os.path.ismount("/sys/fs/bpf"):
@@ -56,7 +74,7 @@ def preflight() -> None:
     if not (build / "include").exists():
         raise DatapathError(
             f"kernel headers missing: {build} does not exist. Run scripts/setup.sh, which "
-            "installs linux-headers-amd64 and links it there.")
+            "installs linux-headers-ARCH and links it there.")
     try:
         import bcc  # noqa: F401
     except ImportError as e:

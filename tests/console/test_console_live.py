@@ -540,4 +540,4 @@ def test_cli_refuses_bad_input_and_starts_nothing(lab, state_dir, tmp_path) -> N
     assert r.returncode == 2 and "--config" in r.stderr
     r = subprocess.run([*LBTUI, "console", "--attach", f"{name}-none"],
                        capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1 and "is not running" in r.stderr
+    assert r.returncode == 3 and "is not running" in r.stderr

@@ -171,6 +171,9 @@ def test_active_checks_take_a_refusing_backend_out_of_rotation_and_back(
         viewer.wait_for(lambda: moved("up"), "backend2 back in rotation", timeout=5)
         assert listen_weights(name) == {b1: 60, b2: 40}
         assert set(spread(topo, 30)) == {"backend1", "backend2"}
+        serve.wait_for(f"target {b2} back in rotation")
+        serve.wait_for(f"config change by ctl (root): listener :80: {b1} w50, {b2} w50 -> "
+                       f"{b1} w60, {b2} w40")
     finally:
         mend_quietly(topo)
         viewer.close()

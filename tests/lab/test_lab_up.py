@@ -151,4 +151,4 @@ def test_down_leaves_nothing_and_is_idempotent(lab: str) -> None:
     p = lbtui("lab", "down", "--lab", lab)
     assert "nothing to remove" in p.stdout
     p = lbtui("lab", "status", "--lab", lab, check=False)
-    assert p.returncode == 1 and "not up" in p.stdout
+    assert p.returncode == 3 and "not up" in p.stdout      # 3: not running
