@@ -10,8 +10,14 @@ egress cannot take XDP frames, a VLAN tag, an expiring TTL...) has a source addr
 to this host; Linux drops it as a martian unless the interface it arrived on accepts local
 sources (``accept_local``) and its reverse-path filter is not strict. lbtui sets
 ``accept_local = 1``, and ``rp_filter = 2`` (loose) where the effective value is strict,
-on the interfaces it attaches to; the previous values are kept in the instance's state and
-put back when the instance is torn down, unless someone changed them since.
+on the interfaces it attaches to. It also turns ICMP redirects off there
+(``send_redirects = 0``, and for ``all``, which the kernel ORs with each interface's): a
+balancer is not a router to route around; when the stack forwards a packet back out the
+link it came in on (one-arm set-ups: clients and targets on one link), a redirect would
+tell clients and targets to talk to each other directly, unbalanced, for minutes.
+
+The previous values are kept in the instance's state and put back when the instance is
+torn down, unless someone changed them since.
 """
 
 from __future__ import annotations
@@ -104,6 +110,10 @@ def prepare_sysctls(names: list[str], ns: str | None) -> list[dict[str, Any]]:
             rp = _read(name, "rp_filter")
             if max(rp, 1 if strict_all else 0) == 1:
                 changed.append(_set(name, "rp_filter", 2))
+            if _read(name, "send_redirects") != 0:
+                changed.append(_set(name, "send_redirects", 0))
+        if names and _read("all", "send_redirects") != 0:
+            changed.append(_set("all", "send_redirects", 0))
     return changed
 
 

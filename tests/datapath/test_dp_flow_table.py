@@ -64,31 +64,70 @@ def test_two_listeners_sharing_a_target_never_share_a_reply_tuple(dp: Harness) -
     assert (out["IP"].src, out["TCP"].sport) == (VIP, 82)
 
 
-def test_target_closing_first_gets_its_last_ack_through_then_the_tuple_is_free(
-        dp: Harness) -> None:
+def direct_syn(port: int = 40000, target: str = T1) -> bytes:
+    """The client opening a connection straight to the target (no VIP) on that port."""
+    return fast_tcp(CLIENT, target, port, 8080, SYN)
+
+
+def test_target_closing_first_gets_its_last_acks_through(dp: Harness) -> None:
     dp.listen(80, G1)
     dp.run(fwd(SYN))
     dp.run(rev(SYN | ACK), "b1")
     dp.run(fwd(ACK))
     assert decode(dp.run(rev(FIN | ACK), "b1").data)["IP"].src == VIP     # target first
     dp.run(fwd(FIN | ACK))                                                # flow finished
-    last = dp.run(rev(ACK), "b1")
-    assert decode(last.data)["IP"].src == VIP, "the target's last ACK is the flow's"
-    assert_checksums_valid(last.data)
-    assert reply_entries(dp) == [], "and then the tuple leaves the reply path"
+    for _ in range(2):                  # its last ACK, and again for a repeated FIN
+        last = dp.run(rev(ACK), "b1")
+        assert decode(last.data)["IP"].src == VIP, "the target's last ACKs are the flow's"
+        assert_checksums_valid(last.data)
     direct = rev(SYN | ACK)             # the client now talks to T1 directly on that port
     assert dp.run(direct, "b1").data == direct
+    assert reply_entries(dp) == [], "a handshake on the tuple ends the finished flow's"
 
 
-def test_client_closing_first_frees_the_tuple_with_the_targets_fin(dp: Harness) -> None:
+def test_a_simultaneous_close_translates_every_packet_of_the_target(dp: Harness) -> None:
+    """Both FINs cross: the target's FIN finishes the flow, and its ACK of the client's
+    FIN comes after; it must still come from the VIP (else the client resets and keeps
+    resending its FIN)."""
     dp.listen(80, G1)
     dp.run(fwd(SYN))
+    dp.run(rev(SYN | ACK), "b1")
+    dp.run(fwd(ACK))
     dp.run(fwd(FIN | ACK))
-    assert decode(dp.run(rev(FIN | ACK), "b1").data)["IP"].src == VIP
+    assert decode(dp.run(rev(FIN | ACK), "b1").data)["IP"].src == VIP     # flow finished
+    ack = dp.run(rev(ACK), "b1")
+    assert decode(ack.data)["IP"].src == VIP
+    assert_checksums_valid(ack.data)
+    assert dp.reasons("b1") == {}
+
+
+def test_a_direct_syn_on_a_finished_tuple_ends_its_reply_path(dp: Harness) -> None:
+    """A client reusing the port of a finished balanced flow to reach the target itself:
+    whatever the target answers (a SYN-ACK, or the ACK of a socket still in TIME_WAIT)
+    must reach the client untouched, from the target."""
+    dp.listen(80, G1)
+    M.mark_ports(dp.maps.ports_map, listen=[80], targets=[8080])
+    dp.run(fwd(SYN))
+    dp.run(rev(SYN | ACK), "b1")
+    dp.run(fwd(FIN | ACK))
+    dp.run(rev(FIN | ACK), "b1")                                           # finished
+    syn = direct_syn()
+    r = dp.run(syn)
+    assert (r.verdict, r.data) == (XDP_PASS, syn)
     assert reply_entries(dp) == []
-    direct = rev(SYN | ACK)
-    r = dp.run(direct, "b1")
-    assert (r.verdict, r.data) == (XDP_PASS, direct)
+    challenge = rev(ACK)                # TIME_WAIT's answer to the SYN: no SYN flag
+    assert dp.run(challenge, "b1").data == challenge
+
+
+def test_a_direct_syn_leaves_a_live_flow_alone(dp: Harness) -> None:
+    dp.listen(80, G1)
+    M.mark_ports(dp.maps.ports_map, listen=[80], targets=[8080])
+    dp.run(fwd(SYN))
+    dp.run(rev(SYN | ACK), "b1")
+    syn = direct_syn()
+    assert dp.run(syn).data == syn
+    assert len(reply_entries(dp)) == 1
+    assert decode(dp.run(rev(ACK), "b1").data)["IP"].src == VIP
 
 
 @pytest.mark.parametrize("side", ["client", "target"])

@@ -504,11 +504,12 @@ static __always_inline int lb_handle_reply(struct xdp_md *ctx, struct lb_pkt *p,
     int handshake = p->tcp && p->tcp->syn;
     if (lb_is_closed(flags) || lb_is_expired(fct, now)) {
         /* A finished flow answers no handshake and no datagram: those belong to a new
-         * connection that reuses the tuple. Only the target's packet completing the close
-         * (its last ACK, or a repeated FIN) still belongs to the flow, and is the last. */
-        if (handshake || !p->tcp || !lb_is_closed(flags))
+         * connection that reuses the tuple. The target's packets completing the close
+         * (ACKs of the client's FIN, repeated FINs, crossing in a simultaneous close)
+         * still belong to the flow until the sweep removes it, or a direct SYN on the
+         * tuple does (lb_forget_finished_reply). */
+        if (handshake || !p->tcp || !lb_is_closed(flags) || (flags & LB_CT_F_RST))
             return lb_stale_reply(ctx, key);
-        conntrack.delete((struct lb_ct_key *)key);
         lb_ct_account(&fct->packets_rev, &fct->bytes_rev, p->ip_len);
     } else {
         if (handshake && !p->tcp->ack)
@@ -520,8 +521,8 @@ static __always_inline int lb_handle_reply(struct xdp_md *ctx, struct lb_pkt *p,
         if (!(flags & LB_CT_F_SEEN_REPLY))
             lb_ct_fetch_or_flags(fct, LB_CT_F_SEEN_REPLY);
         lb_ct_account(&fct->packets_rev, &fct->bytes_rev, p->ip_len);
-        if (lb_is_closed(lb_track_tcp_close(p, &fkey, fct, 1, now)))
-            conntrack.delete((struct lb_ct_key *)key);   /* finished: leave the reply path */
+        if (lb_track_tcp_close(p, &fkey, fct, 1, now) & LB_CT_F_RST)
+            conntrack.delete((struct lb_ct_key *)key);   /* reset: nothing may follow */
     }
     lb_rewrite_src(p, fkey.dst_ip, fkey.dst_port);
     return LB_FORWARD;
@@ -541,6 +542,33 @@ static __always_inline int lb_handle_established(struct xdp_md *ctx, struct lb_p
         lb_forget_reply(key, ct);       /* reset: nothing of the target's may follow */
     lb_rewrite_dst(p, ct->nat_dst_ip, ct->nat_dst_port);
     return LB_FORWARD;
+}
+
+/* A client's SYN straight to a target's port (not through a listener's tuple)? */
+static __always_inline int lb_is_direct_syn(const struct lb_pkt *p)
+{
+    return p->tcp && p->tcp->syn && !p->tcp->ack &&
+           lb_port_marked(LB_PORTS_TARGET_BASE, *p->dport);
+}
+
+/* A direct connection from a client to a target reuses a finished balanced flow's
+ * tuple: the finished flow's reply entry goes now, so nothing the target answers (a
+ * SYN-ACK, or the ACK of a socket still in TIME_WAIT) is rewritten to come from the VIP. */
+static __always_inline void lb_forget_finished_reply(const struct lb_ct_key *key)
+{
+    struct lb_ct_key rkey = {};
+    rkey.src_ip = key->dst_ip;
+    rkey.dst_ip = key->src_ip;
+    rkey.src_port = key->dst_port;
+    rkey.dst_port = key->src_port;
+    rkey.proto = key->proto;
+    struct lb_ct_value *r = conntrack.lookup(&rkey);
+    if (!r || !(r->flags & LB_CT_F_REPLY))
+        return;
+    struct lb_ct_key fkey = {};
+    struct lb_ct_value *fct = lb_flow_of_reply(&rkey, r, &fkey);
+    if (!fct || lb_is_closed(fct->flags) || lb_is_expired(fct, lb_now()))
+        conntrack.delete(&rkey);
 }
 
 /* Is the reply entry ``r`` (under ``rkey``) used by a live flow? */
@@ -757,8 +785,11 @@ static __always_inline int lb_handle_l4(struct xdp_md *ctx, struct lb_pkt *p, in
     key.proto = p->proto;
 
     struct lb_ct_value *ct = conntrack.lookup(&key);
-    if (!ct)
+    if (!ct) {
+        if (lb_is_direct_syn(p))
+            lb_forget_finished_reply(&key);
         return to_listener ? lb_handle_new(ctx, p, &key, 0) : XDP_PASS;
+    }
     __u16 flags = ct->flags;
     if (flags & LB_CT_F_LOCAL)
         return XDP_PASS;                /* a userspace splicer terminates this flow */
@@ -787,7 +818,8 @@ int lb_xdp(struct xdp_md *ctx)
     if (kind == LB_PKT_L4) {
         /* Ours only if it goes to a listener's port or comes from a target's port. */
         int to_listener = lb_port_marked(LB_PORTS_LISTEN_BASE, *p.dport);
-        if (!to_listener && !lb_port_marked(LB_PORTS_TARGET_BASE, *p.sport))
+        if (!to_listener && !lb_port_marked(LB_PORTS_TARGET_BASE, *p.sport) &&
+            !lb_is_direct_syn(&p))
             return XDP_PASS;
         lb_check_partial(ctx, &p);
         act = lb_handle_l4(ctx, &p, to_listener);
