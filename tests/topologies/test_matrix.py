@@ -1,0 +1,259 @@
+"""The topology matrix: every shape of ``shapes`` x every XDP mode the kernel allows there.
+
+Each cell runs a real ``lbtui serve`` on the shape, real backend servers
+(``lbtui.lab.servers``: HTTP 8080, UDP 9000, HTTPS 8443) and real clients:
+
+- TCP: curl from both clients, 200 new connections each, to VIP:80; weights 50/30/20/0;
+- UDP: 100 datagrams from each client, each a new flow, answered from VIP:9000;
+- TLS: an SNI listener on VIP:443 (splicer), an SNI route for www.matrix.test, Python ssl
+  and curl --resolve;
+- hijack: balanced connections from client1, then direct connections from client1 to the
+  backend each went to, reusing its client port: all must connect at once, with no
+  retransmitted SYN.
+
+Every connection must succeed: a black hole shows as a curl timeout or an unanswered
+datagram, named in the failure with the attach modes and lbtui's counters. Each shape is
+built once (cells are ordered by shape) and each cell starts one serve.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from lbtui import netns
+from lbtui.lab import topology as T
+from lbtui.lab.tlscerts import TlsFiles, make_certs
+
+from . import probes as P
+from . import shapes as S
+from .serving import Served, serving, write_config
+
+pytestmark = [pytest.mark.datapath, pytest.mark.netns]
+
+TAG = f"m{os.getpid() % 100000}"
+HTTP_WEIGHTS = {"backend1": 50, "backend2": 30, "backend3": 20, "backend4": 0}
+UDP_WEIGHTS = {f"backend{j}": 25 for j in range(1, 5)}
+TLS_DEFAULT = {"backend1": 50, "backend2": 50}
+SNI_HOST, SNI_TARGETS = "www.matrix.test", {"backend3": 50, "backend4": 50}
+OTHER_HOST = "other.matrix.test"
+TLS_PORT = 8443
+UDP_PORT = 9000
+
+# Every XDP mode each shape allows (shapes.SHAPES): "bridge" has no native cell, because a
+# Linux bridge has no native XDP and br0 is where its replies arrive.
+CELLS = [(shape, mode) for shape, spec in S.SHAPES.items() for mode in spec.modes]
+
+
+def _group(topo: T.Topology, weights: dict[str, int], port: int) -> str:
+    ips = {b.node: b.ip for b in topo.backends}
+    rows = [f'  {{ ip = "{ips[n]}", port = {port}, weight = {w} }}' for n, w in weights.items()]
+    return "[\n" + ",\n".join(rows) + ",\n]"
+
+
+def listeners(topo: T.Topology) -> str:
+    return f"""\
+[[listener]]
+port = 80
+protocol = "tcp"
+targets = {_group(topo, HTTP_WEIGHTS, T.HTTP_PORT)}
+
+[[listener]]
+port = {UDP_PORT}
+protocol = "udp"
+targets = {_group(topo, UDP_WEIGHTS, UDP_PORT)}
+
+[[listener]]
+port = 443
+protocol = "tcp"
+sni = true
+address = "{topo.vip}"
+targets = {_group(topo, TLS_DEFAULT, TLS_PORT)}
+
+[[sni_route]]
+hostname = "{SNI_HOST}"
+targets = {_group(topo, SNI_TARGETS, TLS_PORT)}
+"""
+
+
+class ShapeCache:
+    """One built shape at a time, with its backend servers: asking for another tears the
+    current one down (cells come ordered by shape, so each is built once)."""
+
+    def __init__(self, certs: TlsFiles) -> None:
+        self.certs = certs
+        self.current: S.Shape | None = None
+
+    def get(self, name: str) -> S.Shape:
+        if self.current is not None and self.current.name == name:
+            return self.current
+        self.close()
+        shape = S.build(name, TAG)
+        self.current = shape
+        T.start_backend_servers(shape.topo, udp=UDP_PORT, tls=TLS_PORT,
+                                cert=self.certs.cert, key=self.certs.key)
+        return shape
+
+    def close(self) -> None:
+        if self.current is not None:
+            S.teardown(self.current)
+            self.current = None
+
+
+@dataclass
+class Cell:
+    shape: S.Shape
+    mode: str
+    served: Served
+    certs: TlsFiles
+
+    @property
+    def topo(self) -> T.Topology:
+        return self.shape.topo
+
+    def diagnosis(self) -> str:
+        """What a failing cell needs to be understood: where XDP runs, lbtui's counters,
+        serve's last lines."""
+        try:
+            st = self.served.status()
+            modes = {i["ifname"]: i["xdp_mode"] for i in st["interfaces"]}
+            counters = {k: v for k, v in st["counters"].items() if v}
+        except (RuntimeError, KeyError) as e:
+            modes, counters = {}, {"status": str(e)}
+        return (f"\n  cell {self.shape.name}/{self.mode}: XDP {modes}\n  counters {counters}"
+                f"\n  serve:\n{self.served.output(8)}")
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return make_certs(tmp_path_factory.mktemp("matrix-certs"), [SNI_HOST, OTHER_HOST])
+
+
+@pytest.fixture(scope="module")
+def shape_cache(certs: TlsFiles) -> Iterator[ShapeCache]:
+    cache = ShapeCache(certs)
+    try:
+        yield cache
+    finally:
+        cache.close()
+
+
+@pytest.fixture(scope="module", params=CELLS, ids=[f"{s}-{m}" for s, m in CELLS])
+def cell(request: pytest.FixtureRequest, shape_cache: ShapeCache, certs: TlsFiles,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cell]:
+    name, mode = request.param
+    shape = shape_cache.get(name)
+    instance = f"{TAG}-{name}-{mode}"
+    config = write_config(shape, tmp_path_factory.mktemp("matrix"), instance, mode,
+                          listeners(shape.topo))
+    with serving(config, instance) as served:
+        yield Cell(shape, mode, served, certs)
+
+
+def test_xdp_runs_in_the_mode_asked(cell: Cell) -> None:
+    modes = cell.served.xdp_modes()
+    assert set(modes) == set(cell.shape.xdp_interfaces), modes
+    if cell.mode == "auto":   # native where the driver has it (not on a bridge)
+        assert all(m in ("native", "generic") for m in modes.values()), modes
+    else:
+        assert set(modes.values()) == {cell.mode}, modes
+
+
+def test_tcp_connections_split_by_weight_none_failed(cell: Cell) -> None:
+    url = f"http://{cell.topo.vip}/"
+    before = {c.ns: P.tcp_counters(c.ns) for c in cell.topo.clients}
+    runs = P.curl_many({c.ns: P.curl_argv(c.ns, [url] * 200) for c in cell.topo.clients})
+    failed = {ns: f"{len(r.answers)}/200 answered, curl rc {r.returncode}: {r.stderr[-200:]}"
+              for ns, r in runs.items() if r.returncode != 0 or len(r.answers) != 200}
+    assert not failed, f"connections failed: {failed}{cell.diagnosis()}"
+    counts = Counter(backend for r in runs.values() for backend, _ in r.answers)
+    assert not P.split_problems(counts, HTTP_WEIGHTS), (
+        f"{P.split_problems(counts, HTTP_WEIGHTS)}{cell.diagnosis()}")
+    resent = {ns: P.counters_delta(ns, b)["TcpExtTCPSynRetrans"] for ns, b in before.items()}
+    assert not any(resent.values()), f"SYNs retransmitted: {resent}{cell.diagnosis()}"
+
+
+def test_udp_answered_from_vip_split_by_weight(cell: Cell) -> None:
+    counts: Counter[str] = Counter()
+    for c in cell.topo.clients:
+        run = P.udp_exchanges(c.ns, cell.topo.vip, UDP_PORT, 100)
+        assert run.lost == 0, (f"{c.node}: {run.lost} datagrams unanswered after "
+                               f"{sum(run.answers.values())} answers{cell.diagnosis()}")
+        assert not run.wrong_source, f"answers not from VIP:{UDP_PORT}: {run.wrong_source[:5]}"
+        counts += run.answers
+    assert not P.split_problems(counts, UDP_WEIGHTS), (
+        f"{P.split_problems(counts, UDP_WEIGHTS)}{cell.diagnosis()}")
+
+
+def test_tls_routed_by_server_name(cell: Cell) -> None:
+    c1, c2 = cell.topo.clients
+    vip, ca = cell.topo.vip, cell.certs.ca
+    try:
+        routed = Counter(P.tls_get(c1.ns, vip, SNI_HOST, ca) for _ in range(16))
+        other = Counter(P.tls_get(c1.ns, vip, OTHER_HOST, ca) for _ in range(8))
+    except OSError as e:
+        raise AssertionError(f"TLS through the splicer failed: {e!r}{cell.diagnosis()}") from e
+    assert set(routed) == set(SNI_TARGETS), routed      # 16 handshakes: both seen
+    assert set(other) <= set(TLS_DEFAULT), other
+    url = f"https://{SNI_HOST}/"
+    (run,) = P.curl_many({c2.ns: P.curl_argv(
+        c2.ns, [url] * 4, "--cacert", str(ca), "--resolve", f"{SNI_HOST}:443:{vip}")
+    }).values()
+    assert run.returncode == 0 and len(run.answers) == 4, (run, cell.diagnosis())
+    assert {b for b, _ in run.answers} <= set(SNI_TARGETS), run.answers
+
+
+@pytest.mark.parametrize("closer", ["client", "backend"])
+def test_direct_connections_reusing_balanced_ports_not_hijacked(cell: Cell, closer: str
+                                                                 ) -> None:
+    """Direct client->backend connections that reuse the client port of a finished
+    balanced flow to that backend must connect at once: nothing of the old flow may
+    rewrite their packets.
+
+    ``client``: the client closed the balanced flows first, so the backend is clean and any
+    retransmitted SYN is the path's doing. ``backend``: the backend closed first and holds
+    the 4-tuple in TIME_WAIT; a new SYN it does not take as newer gets an ACK, the client
+    answers with a RST that ends the TIME_WAIT and resends its SYN within milliseconds
+    (a retransmitted SYN, but prompt) - unless that ACK is rewritten to come from the VIP
+    and never reaches the connecting socket: then the SYN waits out its 1 s timeout.
+    TCP timestamps are off in the client while this runs so that "newer" is decided by
+    each connection's random initial sequence number (about half collide), not once per
+    address pair by the timestamp offsets (all or none)."""
+    client = cell.topo.clients[0]
+    ips = {b.node: b.ip for b in cell.topo.backends}
+    server_closes = closer == "backend"
+    stamps = S.sysctl(client.ns, "net.ipv4.tcp_timestamps", "0" if server_closes else "1")
+    try:
+        with netns.inside(client.ns):
+            try:
+                balanced = [P.http_exchange(cell.topo.vip, 80, client_closes=not server_closes)
+                            for _ in range(30)]
+            except OSError as e:
+                raise AssertionError(f"balanced connection failed: {e!r}"
+                                     f"{cell.diagnosis()}") from e
+        time.sleep(0.2)  # every FIN both ways through the LB: the flows are closed
+        before = P.tcp_counters(client.ns)
+        slow: list[str] = []
+        with netns.inside(client.ns):
+            for b in balanced:
+                try:
+                    d = P.http_exchange(ips[b.backend], T.HTTP_PORT, client_closes=True,
+                                        src=(client.ip, b.port), timeout=1.5)
+                except OSError as e:
+                    slow.append(f"port {b.port} -> {b.backend}: {e!r}")
+                else:
+                    if d.connect_s > P.SLOW_CONNECT or d.backend != b.backend:
+                        slow.append(f"port {b.port} -> {b.backend}: {d}")
+                if len(slow) >= 3:
+                    break
+        delta = P.counters_delta(client.ns, before)
+    finally:
+        S.sysctl(client.ns, "net.ipv4.tcp_timestamps", stamps)
+    assert not slow, f"direct connections hijacked or slow: {slow}, {delta}{cell.diagnosis()}"
+    if not server_closes:
+        assert delta["TcpExtTCPSynRetrans"] == 0, f"{delta}{cell.diagnosis()}"
