@@ -25,6 +25,7 @@ from pathlib import Path
 
 from lbtui import abi, netns
 from lbtui import maps as M
+from lbtui.datapath import egress
 from lbtui.lab.topology import Topology, attach_datapath
 from lbtui.targets import TargetGroup
 
@@ -106,6 +107,8 @@ class Lbtui(Contender):
 
     def start(self) -> None:
         attach_datapath(self.topo, self.datapath, mode=self.mode)
+        with netns.inside(self.topo.lb_ns):     # what serve does: verified egress only
+            egress.sync(self.datapath.maps, generic_only=self.mode == "generic")  # type: ignore[attr-defined]
 
     def stop(self) -> None:
         self.datapath.detach_all()  # type: ignore[attr-defined]

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import ctypes as ct
 
+ABI_VERSION = 2
 MAX_TARGETS = 8
 
 ROUTE_F_STATS = 1 << 0
 ROUTE_F_SNI = 1 << 1
 ROUTE_F_TCP = 1 << 2
 ROUTE_F_UDP = 1 << 3
+ROUTE_F_LOCAL = 1 << 4
+ROUTE_F_ADDRESS = 1 << 5
 
 CT_F_REPLY = 1 << 0
 CT_F_SEEN_REPLY = 1 << 1
@@ -29,6 +32,7 @@ SETTING_STATS_ENABLED = 0
 SETTING_CONN_TIMEOUT_S = 1
 SETTING_NH_CACHE_MS = 2
 SETTING_NH_GENERATION = 3
+SETTING_ABI_VERSION = 15
 SETTINGS_MAX = 16
 
 CTR_FLOWS_CREATED = 0
@@ -37,8 +41,34 @@ CTR_NO_TARGET = 2
 CTR_FLOWS_CLOSED = 3
 CTR_SNI_PASSED = 4
 CTR_USER_EVENTS = 5
+CTR_REPLIES_REBUILT = 6
 CTR_FLOWS_DELETED = 8
 COUNTERS_MAX = 16
+
+MAX_TX_PORTS = 256
+PORTS_LISTEN_BASE = 0
+PORTS_TARGET_BASE = 1024
+PORTS_MAX = 2048
+MAX_LOCAL_ADDRS = 1024
+MAX_VIPS = 1024
+MAX_REASON_KEYS = 4096
+
+REASON_FIB_MISS = 1
+REASON_NO_NEIGH = 2
+REASON_MTU = 3
+REASON_EGRESS_NOT_XDP = 4
+REASON_VLAN = 5
+REASON_TTL = 6
+REASON_FRAGMENT = 7
+REASON_IP_OPTIONS = 8
+REASON_CSUM_PARTIAL = 9
+REASON_NO_FLOW = 10
+REASON_NO_TARGET = 11
+REASON_REPLY_CLASH = 12
+REASON_STALE_REPLY = 13
+REASON_NOT_VIP = 14
+REASON_ICMP = 15
+REASONS_MAX = 16
 
 EVENT_OPENED = 1
 EVENT_CLOSED = 2
@@ -103,6 +133,14 @@ class CtValue(ct.Structure):
     ]
 
 
+class VipKey(ct.Structure):
+    _fields_ = [("ip", ct.c_uint32), ("port", ct.c_uint16), ("pad", ct.c_uint16)]
+
+
+class ReasonKey(ct.Structure):
+    _fields_ = [("ifindex", ct.c_uint32), ("reason", ct.c_uint32)]
+
+
 class Event(ct.Structure):
     _fields_ = [
         ("ts_ns", ct.c_uint64),
@@ -132,4 +170,6 @@ LAYOUTS: dict[str, tuple[type[ct.Structure], str, int]] = {
     "ct_key": (CtKey, "lb_ct_key", 16),
     "ct_value": (CtValue, "lb_ct_value", 64),
     "event": (Event, "lb_event", 72),
+    "vip_key": (VipKey, "lb_vip_key", 8),
+    "reason_key": (ReasonKey, "lb_reason_key", 8),
 }

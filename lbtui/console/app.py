@@ -46,6 +46,7 @@ from lbtui.console.views.events import EventsView
 from lbtui.console.views.routes import RoutesView
 from lbtui.console.views.settings import SettingsView
 from lbtui.console.views.targets import TargetsView
+from lbtui.maps import flowrows as R
 
 VIEWS = ("connections", "routes", "targets", "events", "settings")
 _VIEW_GROUP = Binding.Group("views", compact=True)
@@ -118,7 +119,7 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
         self.ui_ms: list[float] = []        # UI-thread time per refresh (the benchmark)
         self.refreshes = 0
         self.stopped: str | None = None     # "keep" | "stop" once the instance was released
-        self._dump: C.ConnDump | None = None
+        self._dump: R.ConnDump | None = None
         # Row lists the UI has let go of. Freeing 100k rows costs tens of milliseconds,
         # so the collection worker drops them, not the UI thread.
         self._graveyard: list[object] = []
@@ -220,7 +221,7 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
             self._reapply(self._dump, msg.spec)
 
     @work(thread=True, group="view", exclusive=True, exit_on_error=False)
-    def _reapply(self, dump: C.ConnDump, spec: C.ViewSpec) -> None:
+    def _reapply(self, dump: R.ConnDump, spec: C.ViewSpec) -> None:
         view = C.apply_view(dump, spec)
         if not get_current_worker().is_cancelled:
             self.post_message(ViewReady(view))
@@ -238,8 +239,8 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
 
     @on(ConnectionsView.DeleteRequested)
     def _delete_conn(self, msg: ConnectionsView.DeleteRequested) -> None:
-        t = C.five_tuple(msg.row)
-        target = C.target_of(msg.row)
+        t = R.five_tuple(msg.row)
+        target = R.target_of(msg.row)
 
         def done(yes: bool | None) -> None:
             if yes:

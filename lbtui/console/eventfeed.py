@@ -6,8 +6,8 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from lbtui.events import EventReader, LbEvent
 from lbtui.maps import BpfMap
+from lbtui.maps.events import EventReader, LbEvent
 
 POLL_MS = 100          # finite, so the polling worker notices cancellation quickly
 MAX_PENDING = 50_000   # beyond this the oldest pending events are dropped (and counted)

@@ -100,7 +100,8 @@ def register_ctl(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--no-stats", action="store_true", help="emit no connection events")
     q.add_argument("--sni", action="store_true", help="hand connections to the SNI splicer")
     q.add_argument("--address", metavar="IP",
-                   help="SNI listeners: the address the splicer listens on (default all)")
+                   help="the VIP it serves (SNI listeners: where the splicer listens); "
+                        "default: every address local to the balancer")
     q = leaf(ls, "remove", ctl.cmd_listeners_remove, "remove a listener")
     q.add_argument("port")
 

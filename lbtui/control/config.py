@@ -60,7 +60,9 @@ class ListenerCfg:
     interfaces: list[str] | None = None    # None: the [datapath] interfaces
     stats: bool = True
     sni: bool = False
-    address: str | None = None             # SNI listeners: the IP the splicer binds
+    # The VIP this listener serves (and an SNI listener's splicer binds); None: every
+    # address local to the balancer's namespace.
+    address: str | None = None
 
 
 @dataclass
@@ -531,9 +533,6 @@ class _Validator:
             address = None
             if "address" in t:
                 address = self.address(f"{loc}.address", t["address"])
-                if sni is False:
-                    self.bad(f"{loc}.address", "is only used by SNI listeners (sni = true): "
-                                               "the address the splicer listens on")
             targets = self.field(loc, t, "targets", self.targets)
             entries += len(ifaces if ifaces is not None else dp.interfaces)
             if _MISSING not in (port, proto, stats, sni, targets, address):

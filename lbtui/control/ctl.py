@@ -288,6 +288,13 @@ def status_text(s: dict[str, Any]) -> str:
         mark = "" if i["ours"] else "  (NOT ours)" if i["prog_id"] else "  (detached)"
         lines.append(f"  {i['ifname']:<12} {i['role']:<7} {i['xdp_mode'] or '-':<8} "
                      f"prog {i['prog_id']}{mark}")
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(i["reasons"].items()))
+        lines.append(f"    {'to the stack:':<14} {reasons or 'nothing'}")
+    lines.append("egress (where XDP may redirect)")
+    for e in s["egress"]:
+        lines.append(f"  {e['ifname']:<12} {'redirect' if e['redirect'] else 'stack':<9}"
+                     f"{e['why']}")
+    lines.append(f"local addresses {', '.join(s['local_addresses']) or '-'}")
     lines.append("maps")
     for name, m in s["maps"].items():
         pct = 100 * m["entries"] / m["max_entries"] if m["max_entries"] else 0

@@ -27,9 +27,10 @@ from lbtui.control import apply
 from lbtui.control.config import Config, ConfigError, load_config
 from lbtui.control.lock import FileLock, LockHeld, manager_lock
 from lbtui.control.state import read_state, remove_state, write_state
-from lbtui.datapath import loader
+from lbtui.datapath import hostnet, loader
+from lbtui.datapath.egress import EgressWatcher, assess
 from lbtui.datapath.loader import Datapath, DatapathError, xdp_state
-from lbtui.events import aged_event, emit_event
+from lbtui.maps.events import aged_event, emit_event
 
 PIN_ROOT = Path(os.environ.get("LBTUI_PIN_ROOT", "/sys/fs/bpf/lbtui"))
 PROG_PIN = "prog_xdp"
@@ -96,6 +97,8 @@ class Instance:
         self.adopted = adopted          # start() found pinned maps and kept them
         self.pin_dir = pin_dir_of(name)
         self.splicers: dict[int, Any] = {}   # SNI listener port -> running Splicer
+        self.egress: EgressWatcher | None = None   # the manager keeps tx_ports current
+        self.sysctls: list[dict[str, Any]] = []    # what hostnet.prepare_sysctls changed
 
     @property
     def managed(self) -> bool:
@@ -131,6 +134,7 @@ class Instance:
         if ns and ns not in _netns_names():
             raise InstanceError(f"network namespace {ns!r} (datapath.netns) does not exist")
         all_ifaces = [*dp_cfg.interfaces, *dp_cfg.reply_interfaces]
+        hostnet.check_interfaces(all_ifaces, ns)
         ifindex = dict(zip(all_ifaces, _ifindexes(all_ifaces, ns), strict=True))
 
         pin_dir = pin_dir_of(name)
@@ -141,6 +145,7 @@ class Instance:
         ours = _own_prog_ids(state, old_prog)
         existing = _check_interfaces(all_ifaces, ifindex, ns, ours)
 
+        M.check_pinned_version(pin_dir)     # another lbtui's maps: refuse, never misread
         adopted = pins_complete(pin_dir)
         if adopted:
             ms = M.MapSet.open_pinned(pin_dir)
@@ -154,6 +159,7 @@ class Instance:
             ms.pin_all(pin_dir)
             os.chmod(pin_dir, 0o700)
         dp: Datapath | None = None
+        inst: Instance | None = None
         try:
             progress("compiling the XDP datapath (BCC)")
             dp = Datapath.load(ms)
@@ -173,6 +179,9 @@ class Instance:
             emit_fd = bpfsys.obj_get(str(pin_dir / EMIT_PIN))
             inst = cls(name, ms, emit_fd, config=config, datapath=dp, lock=lock,
                        netns_name=ns, config_path=config.path, adopted=adopted)
+            inst.sysctls = [*state.get("sysctls", []),
+                            *hostnet.prepare_sysctls(all_ifaces, ns)]
+            inst._start_egress(progress)
             txn = apply.sync(ms, config, inst.ifindexes)
             progress(f"config applied ({txn.changed} map entries changed)")
             try:
@@ -183,9 +192,13 @@ class Instance:
             inst.write_state()
             return inst
         except BaseException:
+            if inst is not None and inst.egress is not None:
+                inst.egress.stop()
             if not adopted:
                 if dp is not None:
                     dp.detach_all()
+                if inst is not None:
+                    hostnet.restore_sysctls(inst.sysctls, ns)
                 loader.remove_pins(pin_dir)
                 remove_state(name)
             M.close_all_maps(ms)
@@ -195,6 +208,7 @@ class Instance:
     def attach(cls, name: str = "default") -> Instance:
         """Open the pinned maps and programs of a running (or kept) instance."""
         pin_dir = pin_dir_of(name)
+        M.check_pinned_version(pin_dir)
         if not pins_complete(pin_dir):
             raise InstanceError(f"instance {name!r} is not running: nothing pinned under "
                                 f"{pin_dir} (start it with `lbtui serve --config FILE`)")
@@ -212,6 +226,20 @@ class Instance:
                 config = load_config(path)
         return cls(name, ms, emit_fd, config=config, netns_name=state.get("netns"),
                    config_path=path)
+
+    def _start_egress(self, progress: Progress) -> None:
+        """Fill tx_ports and local_addrs now, say where packets will take the stack, and
+        keep both current while we manage the instance."""
+        assert self.datapath is not None
+        modes = sorted({a.mode for a in self.datapath.attachments})
+        watcher = EgressWatcher(self.maps, self.netns, lambda: modes, on_change=progress)
+        state = watcher.refresh()
+        for e in state.egress:
+            if not e.redirect:
+                progress(f"note: packets leaving through {e.ifname} go through the kernel "
+                         f"stack ({e.why})")
+        watcher.start()
+        self.egress = watcher
 
     # --- state ---------------------------------------------------------------------
 
@@ -236,6 +264,8 @@ class Instance:
             "attachments": self.attachments(),
             "prog_ids": [self.datapath.prog_id] if self.datapath else (
                 read_state(self.name) or {}).get("prog_ids", []),
+            "sysctls": self.sysctls if self.managed else (
+                read_state(self.name) or {}).get("sysctls", []),
             "started": time.time(),
             **extra,
         })
@@ -248,6 +278,9 @@ class Instance:
         maps for a later ``serve`` to re-adopt. A non-manager only closes its fds."""
         try:
             self.stop_splicers()
+            if self.egress is not None:
+                self.egress.stop()
+                self.egress = None
             if self.managed:
                 if keep:
                     self.write_state(pid=None, kept=True)
@@ -257,6 +290,9 @@ class Instance:
             self.close()
 
     def close(self) -> None:
+        if self.egress is not None:
+            self.egress.stop()
+            self.egress = None
         if self.emit_fd >= 0:
             os.close(self.emit_fd)
             self.emit_fd = -1
@@ -317,6 +353,16 @@ class Instance:
                     emit_event(self.emit_fd, aged_event(conn, now))
         return removed
 
+    def _egress_now(self) -> dict[str, Any]:
+        """Redirect verdicts per interface, assessed now in the instance's namespace."""
+        atts = self.attachments()
+        modes = {a.get("mode") for a in atts}
+        try:
+            with netns.inside(self.netns):
+                return {e.ifname: e for e in assess(bool(modes) and modes <= {"generic"})}
+        except OSError:
+            return {}
+
     def ifindexes(self, names: Sequence[str]) -> list[int]:
         return _ifindexes(names, self.netns)
 
@@ -328,11 +374,20 @@ class Instance:
         roles = {n: "client" for n in state.get("interfaces", [])}
         roles.update({n: "reply" for n in state.get("reply_interfaces", [])})
         prog_id = _pinned_prog_id(self.pin_dir)
+        reasons = M.read_reasons(self.maps.reasons_map)
+        egress = self._egress_now()
         for a in self.attachments():
             mode, live_id = _xdp_state(a["ifname"], a.get("netns"))
+            e = egress.get(a["ifname"])
             ifaces.append({"ifname": a["ifname"], "role": roles.get(a["ifname"], "?"),
                            "ifindex": a.get("ifindex"), "xdp_mode": mode,
-                           "prog_id": live_id, "ours": bool(live_id) and live_id == prog_id})
+                           "prog_id": live_id, "ours": bool(live_id) and live_id == prog_id,
+                           "redirect": e.redirect if e else False,
+                           "redirect_why": e.why if e else "not found",
+                           "reasons": reasons.get(a.get("ifindex") or -1, {})})
+        tx = set(M.tx_ports(self.maps.tx_ports_map))
+        egress_rows = [{"ifname": e.ifname, "redirect": e.ifindex in tx, "why": e.why}
+                       for e in egress.values()]
         ms = self.maps
         fwd = rev = 0
         for _k, v in M.conntrack_reader(ms.conntrack_map).items():
@@ -340,7 +395,7 @@ class Instance:
                 rev += 1
             else:
                 fwd += 1
-        fill = {name: {"entries": len(list(bpfsys.keys(m.fd, m.key_type))),
+        fill = {name: {"entries": M.count_entries(m),
                        "max_entries": m.max_entries}
                 for name, m in (("listen", ms.listen_map), ("source_routes", ms.config_map),
                                 ("sni_routes", ms.sni_map))}
@@ -357,6 +412,8 @@ class Instance:
             "netns": self.netns,
             "prog_id": prog_id,
             "interfaces": ifaces,
+            "egress": egress_rows,
+            "local_addresses": M.local_addresses(self.maps.local_addrs_map),
             "maps": fill,
             "settings": {"stats": M.stats_enabled(ms.settings_map),
                          "connection_timeout": M.get_connection_timeout(ms.settings_map)},
@@ -465,6 +522,8 @@ def teardown(name: str, attachments: Sequence[dict[str, Any]] | None = None,
             if loader.detach(a["ifname"], ns=a.get("netns"), only_prog_id=live):
                 where = f" in {a['netns']}" if a.get("netns") else ""
                 done.append(f"detached XDP (prog id {live}, {mode}) from {a['ifname']}{where}")
+    done += [f"restored {x}" for x in hostnet.restore_sysctls(state.get("sysctls", []),
+                                                              state.get("netns"))]
     if pin_dir.exists():
         loader.remove_pins(pin_dir)
         done.append(f"removed pins {pin_dir}")

@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from lbtui import bpfsys, netns
+from lbtui.datapath import egress
 from lbtui.maps import MapSet
 
 
@@ -137,6 +138,8 @@ class Datapath:
             raise DatapathError(f"XDP mode {mode!r}: use native, generic or auto")
         with netns.inside(ns):
             ifindex = _ifindex(ifname, ns)
+            if mode == "auto" and egress.native_capable(ifindex) is False:
+                modes = ["generic"]     # the driver says so: no failed attempt, no noise
             for m in modes:
                 if _bcc_lib().bpf_attach_xdp(ifname.encode(), prog_fd, MODES[m]) == 0:
                     break

@@ -9,21 +9,15 @@ datapath counts). Opened/closed events go through lb_emit_event into the one rin
 
 from __future__ import annotations
 
-import errno
-import functools
 import time
 from dataclasses import dataclass
 
-from lbtui import abi, bpfsys
-from lbtui.addr import ip_to_be, port_to_be
-from lbtui.events import LbEvent, emit_event
+from lbtui import abi
 from lbtui.maps import MapSet, stats_enabled
+from lbtui.maps.conntrack import local_flow_entry, refresh_flow, remove_flow, write_flow
+from lbtui.maps.events import LbEvent, emit_event
 
 Addr = tuple[str, int]
-BPF_EXIST = 2
-# ip_to_be validates through ipaddress (~10 us); a splicer converts the same few VIPs and
-# targets, and each client a few times, per connection.
-ip_be_cached = functools.lru_cache(maxsize=4096)(ip_to_be)
 
 
 @dataclass(eq=False)
@@ -40,11 +34,6 @@ class FlowEntry:
         return self.value.flags
 
 
-def _key(client: Addr, vip: Addr) -> abi.CtKey:
-    return abi.CtKey(ip_be_cached(client[0]), ip_be_cached(vip[0]), port_to_be(client[1]),
-                     port_to_be(vip[1]), abi.IPPROTO_TCP)
-
-
 class FlowRecorder:
     """Writes spliced flows into conntrack and their events into the ring buffer."""
 
@@ -55,13 +44,9 @@ class FlowRecorder:
 
     def open(self, client: Addr, vip: Addr, target: Addr, stats: bool) -> FlowEntry:
         now = time.monotonic_ns()     # CLOCK_MONOTONIC, as bpf_ktime_get_ns()
-        flags = abi.CT_F_LOCAL | abi.CT_F_SEEN_REPLY | (abi.CT_F_STATS if stats else 0)
-        value = abi.CtValue(orig_dst_ip=ip_be_cached(vip[0]), orig_dst_port=port_to_be(vip[1]),
-                            flags=flags, nat_dst_ip=ip_be_cached(target[0]),
-                            nat_dst_port=port_to_be(target[1]), created_ns=now,
-                            last_seen_ns=now)
-        entry = FlowEntry(client, vip, target, stats, _key(client, vip), value)
-        bpfsys.update(self.maps.conntrack_map.fd, entry.key, entry.value)
+        key, value = local_flow_entry(client, vip, target, stats=stats, now_ns=now)
+        entry = FlowEntry(client, vip, target, stats, key, value)
+        write_flow(self.maps.conntrack_map, key, value)
         self._emit(entry, "opened", "")
         return entry
 
@@ -74,17 +59,11 @@ class FlowRecorder:
         v.bytes_fwd, v.bytes_rev = bytes_fwd, bytes_rev
         v.flags |= add_flags
         v.last_seen_ns = time.monotonic_ns()
-        try:
-            bpfsys.update(self.maps.conntrack_map.fd, entry.key, v, BPF_EXIST)
-        except OSError as e:
-            if e.errno == errno.ENOENT:
-                return False
-            raise
-        return True
+        return refresh_flow(self.maps.conntrack_map, entry.key, v)
 
     def close(self, entry: FlowEntry, reason: str) -> None:
         """Remove the entry and emit the closed event (reason: fin, rst or aged)."""
-        bpfsys.delete(self.maps.conntrack_map.fd, entry.key)
+        remove_flow(self.maps.conntrack_map, entry.key)
         if reason == "rst":
             entry.value.flags |= abi.CT_F_RST
         self._emit(entry, "closed", reason)

@@ -152,9 +152,6 @@ CASES: list[tuple[Any, str]] = [
      "listener[0].address: '198.18.0' is not an IPv4 address (like 198.18.0.10)"),
     (edit(**{"listener.0.sni": True, "listener.0.address": "239.1.1.1"}),
      "listener[0].address: 239.1.1.1 cannot be listened on"),
-    (edit(**{"listener.0.address": "198.18.0.10"}),
-     "listener[0].address: is only used by SNI listeners (sni = true): the address the "
-     "splicer listens on"),
     (edit(**{"listener.0.stats": 1}), "listener[0].stats: must be true or false, not an "
                                       "integer"),
     (edit(**{"source_route.0.cidr": "198.18.1.0/33"}),

@@ -18,8 +18,8 @@ from lbtui.control.controller import Controller
 from lbtui.control.instance import Instance, InstanceError, pin_dir_of
 from lbtui.control.lock import run_dir
 from lbtui.control.state import read_state
-from lbtui.events import EventReader, LbEvent
 from lbtui.lab import topology as T
+from lbtui.maps.events import EventReader, LbEvent
 from lbtui.targets import TargetGroup
 
 from .conftest import http_get, instance_name, lab_config, spread

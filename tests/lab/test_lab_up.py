@@ -14,10 +14,10 @@ from lbtui import abi
 from lbtui import maps as M
 from lbtui.control.config import load_config
 from lbtui.control.instance import Instance
-from lbtui.events import EventReader, LbEvent
 from lbtui.lab import demo_config as D
 from lbtui.lab.lifecycle import sni_available
 from lbtui.lab.traffic import read_traffic
+from lbtui.maps.events import EventReader, LbEvent
 
 pytestmark = [pytest.mark.datapath, pytest.mark.netns]
 

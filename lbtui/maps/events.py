@@ -1,4 +1,5 @@
-"""The stats ring buffer, decoded: connection opened / closed events."""
+"""The stats ring buffer (a map like the others): connection opened / closed events,
+decoded, encoded for userspace emission, and read with a callback."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from lbtui import abi
 from lbtui.addr import be_to_ip, be_to_port, proto_name
-from lbtui.maps import BpfMap
+from lbtui.maps.mapset import BpfMap
 
 _CB = ct.CFUNCTYPE(ct.c_int, ct.c_void_p, ct.c_void_p, ct.c_int)
 CLOSE_REASONS = {abi.CLOSE_FIN: "fin", abi.CLOSE_RST: "rst", abi.CLOSE_AGED: "aged"}
