@@ -163,17 +163,39 @@ def tls_get(ns: str, dst: str, hostname: str, cafile: Path, port: int = 443,
         return body_of(_read_response(s))
 
 
-def tcp_counters(ns: str) -> dict[str, int]:
-    """Retransmitted segments and SYNs in ``ns`` (nstat, absolute, history untouched)."""
-    out = subprocess.run(["ip", "netns", "exec", ns, "nstat", "-asz", "TcpRetransSegs",
-                          "TcpExtTCPSynRetrans"], capture_output=True, text=True, check=True,
-                         timeout=10).stdout
+def nstat(ns: str, *names: str) -> dict[str, int]:
+    """Kernel counters of namespace ``ns`` by nstat name (absolute; nstat's history file
+    is left alone)."""
+    out = subprocess.run(["ip", "netns", "exec", ns, "nstat", "-asz", *names],
+                         capture_output=True, text=True, check=True, timeout=10).stdout
     return {f[0]: int(f[1]) for f in (line.split() for line in out.splitlines())
             if len(f) >= 2 and not f[0].startswith("#")}
 
 
+TCP_RESENT = ("TcpRetransSegs", "TcpExtTCPSynRetrans")
+
+
+def tcp_counters(ns: str) -> dict[str, int]:
+    """Retransmitted segments and SYNs in ``ns``."""
+    return nstat(ns, *TCP_RESENT)
+
+
 def counters_delta(ns: str, before: dict[str, int]) -> dict[str, int]:
-    return {k: v - before.get(k, 0) for k, v in tcp_counters(ns).items()}
+    return {k: v - before.get(k, 0) for k, v in nstat(ns, *before).items()}
+
+
+CLOSING_STATES = ("fin-wait-1", "closing", "last-ack")
+
+
+def unfinished_closes(ns: str, peer: str) -> list[str]:
+    """Sockets in ``ns`` still waiting for ``peer`` to acknowledge their FIN: a close the
+    path lost (the FIN is being retransmitted)."""
+    argv = ["ip", "netns", "exec", ns, "ss", "-Htan"]
+    for state in CLOSING_STATES:
+        argv += ["state", state]
+    out = subprocess.run([*argv, "dst", peer], capture_output=True, text=True, check=True,
+                         timeout=10).stdout
+    return [" ".join(line.split()) for line in out.splitlines() if line.strip()]
 
 
 def split_problems(counts: Counter[str], weights: Mapping[str, int],

@@ -1,19 +1,25 @@
 """Namespace networks that ``lbtui lab`` does not build, shaped like operators' hosts.
 
 Used by the test matrix (``tests/topologies/test_matrix.py``) and the benchmarks
-(``bench.compare --shape``, ``bench.hijack``). Unlike the lab, nothing here touches the
-endpoints: client and backend interfaces keep the kernel's defaults (tx checksum offload on,
-GRO off, no XDP program, neighbours learnt by ARP). Only the LB namespace forwards
-(``ip_forward = 1``), as any router must. Each shape has 2 clients and 4 backends, the VIP
-198.18.0.10 on the LB's loopback, addresses in 198.18.0.0/15 and no route out.
+(``bench.compare --shape``, ``bench.hijack``). Unlike the lab, the endpoints keep the
+kernel's defaults (tx checksum offload on, GRO off, no XDP program, neighbours learnt by
+ARP), except where a variant below says otherwise. Only the LB namespace (and a router)
+forwards (``ip_forward = 1``), as any router must. Each shape has 2 clients and 4
+backends, the VIP 198.18.0.10 on the LB's loopback, addresses in 198.18.0.0/15 and no
+route out.
 
 Which interfaces lbtui attaches to (``interfaces`` / ``reply_interfaces``), and why:
 
 ``veth``    clients and backends each on their own veth, far ends without XDP.
             c1, c2 / b1..b4: the LB's own ends of those links. Every mode.
 ``gro``     ``veth`` with GRO on at every far end: veth then takes redirected XDP frames,
-            so native XDP really forwards (the redirect path) with default offloads, i.e.
-            CHECKSUM_PARTIAL packets from the endpoints. Every mode.
+            so native XDP may redirect while the endpoints send with default offloads,
+            i.e. CHECKSUM_PARTIAL packets, whose checksum state a redirected frame loses.
+            Every mode.
+``redirect`` ``gro`` with tx checksum offload off at the endpoints too, so their packets
+            carry full checksums: the one veth shape where native XDP can forward every
+            packet itself, so a broken redirect (into an interface verified to take XDP
+            frames) shows here. Every mode.
 ``txoff``   ``veth`` with tx checksum offload off on the LB's ends: the LB's egress
             finalises checksums as a physical NIC would, so a NAT that mishandles a partial
             checksum shows as a bad checksum at the far end instead of being carried along
@@ -237,6 +243,13 @@ def _wire_gro(w: _Wiring, topo: T.Topology) -> tuple[list[str], list[str]]:
     return ifaces
 
 
+def _wire_redirect(w: _Wiring, topo: T.Topology) -> tuple[list[str], list[str]]:
+    ifaces = _wire_gro(w, topo)
+    for e in topo.clients + topo.backends:
+        ethtool(e.ns, "eth0", "tx", "off")
+    return ifaces
+
+
 def _wire_txoff(w: _Wiring, topo: T.Topology) -> tuple[list[str], list[str]]:
     ifaces = _wire_veth(w, topo)
     for e in topo.clients + topo.backends:
@@ -316,6 +329,7 @@ class _Spec:
 SHAPES: dict[str, _Spec] = {
     "veth": _Spec(_wire_veth, ALL_MODES),
     "gro": _Spec(_wire_gro, ALL_MODES),
+    "redirect": _Spec(_wire_redirect, ALL_MODES),
     "txoff": _Spec(_wire_txoff, ALL_MODES),
     # A bridge has no native XDP (no driver hook): native is impossible on br0.
     "bridge": _Spec(_wire_bridge, ("generic", "auto")),
