@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from lbtui import abi
-from lbtui.control.config import Config, group_of
 from lbtui.maps import MapSet, mark_ports
 from lbtui.maps.routes import (
     listen_entry,
@@ -22,6 +21,7 @@ from lbtui.maps.routes import (
 )
 from lbtui.maps.settings import setting_entry
 from lbtui.maps.transaction import Entries, Transaction, empty, plan, put
+from lbtui.model import Config
 
 IfindexOf = Callable[[Sequence[str]], list[int]]
 
@@ -31,16 +31,15 @@ def desired_entries(config: Config, ifindex_of: IfindexOf) -> Entries:
     for lst in config.listeners:
         flags = listener_flags(stats=lst.stats, sni=lst.sni, protocol=lst.protocol,
                                address=lst.address)
-        group = group_of(lst.targets)
         for ifindex in ifindex_of(config.listener_interfaces(lst)):
-            put(out, "listen", *listen_entry(ifindex, lst.port, group, flags))
+            put(out, "listen", *listen_entry(ifindex, lst.port, lst.group, flags))
         if lst.address:
             put(out, "vips", *vip_entry(lst.address, lst.port))
     for src in config.source_routes:
         flags = abi.ROUTE_F_STATS if src.stats else 0
-        put(out, "config", *source_route_entry(src.cidr, group_of(src.targets), flags))
+        put(out, "config", *source_route_entry(src.cidr, src.group, flags))
     for sni in config.sni_routes:
-        put(out, "sni", *sni_route_entry(sni.hostname, group_of(sni.targets)), sni.hostname)
+        put(out, "sni", *sni_route_entry(sni.hostname, sni.group), sni.hostname)
     st = config.settings
     put(out, "settings", *setting_entry(abi.SETTING_STATS_ENABLED, int(st.stats)))
     put(out, "settings", *setting_entry(abi.SETTING_CONN_TIMEOUT_S, st.connection_timeout))
@@ -50,8 +49,8 @@ def desired_entries(config: Config, ifindex_of: IfindexOf) -> Entries:
 def mark_config_ports(maps: MapSet, config: Config) -> None:
     """Set the datapath's port prefilter for every listener port and every port a target
     answers from (bits are only ever added: a route never lacks its bits)."""
-    targets = [t.port for x in config.listeners if not x.sni for t in x.targets]
-    targets += [t.port for r in config.source_routes for t in r.targets]
+    targets = [t.port for x in config.listeners if not x.sni for t in x.group.targets]
+    targets += [t.port for r in config.source_routes for t in r.group.targets]
     mark_ports(maps.ports_map, listen=[x.port for x in config.listeners], targets=targets)
 
 

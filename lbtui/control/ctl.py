@@ -21,9 +21,9 @@ import humanize
 from lbtui import abi, netns
 from lbtui import maps as M
 from lbtui.addr import parse_ipv4, parse_port, proto_number
-from lbtui.control.config import ListenerCfg, targets_of
 from lbtui.control.controller import Controller, signal_serve
 from lbtui.control.instance import Instance
+from lbtui.model import GroupKey, Listener, SniRoute, SourceRoute
 from lbtui.targets import TargetGroup
 
 SETTABLE = ("stats", "connection_timeout", "sweep_interval")
@@ -62,8 +62,8 @@ def parse_endpoint(text: str, what: str) -> tuple[str, int]:
     return str(parse_ipv4(ip, what)), parse_port(port, what)
 
 
-def parse_key(kind: str, key: str) -> Any:
-    return parse_port(key, "listener port") if kind == "listener" else key
+def parse_key(kind: str, key: str) -> GroupKey:
+    return GroupKey.of(kind, key)
 
 
 # --- output ----------------------------------------------------------------------------
@@ -340,8 +340,8 @@ class _ConnOnly:
 
 def cmd_listeners_add(args: argparse.Namespace, inst: Instance) -> int:
     group = parse_group(args.targets)
-    lst = ListenerCfg(parse_port(args.port, "port"), targets_of(group), args.protocol,
-                      args.interface or None, not args.no_stats, args.sni, args.address)
+    lst = Listener(parse_port(args.port, "port"), group, args.protocol,
+                   args.interface or None, not args.no_stats, args.sni, args.address)
     controller(args, inst).add_listener(lst)
     emit(args, {"added": lst.port}, f"listener :{lst.port} added ({group})")
     return 0
@@ -356,7 +356,8 @@ def cmd_listeners_remove(args: argparse.Namespace, inst: Instance) -> int:
 
 def cmd_sources_add(args: argparse.Namespace, inst: Instance) -> int:
     group = parse_group(args.targets)
-    controller(args, inst).add_source_route(args.cidr, group, stats=not args.no_stats)
+    controller(args, inst).add_source_route(SourceRoute(args.cidr, group,
+                                                        stats=not args.no_stats))
     emit(args, {"added": args.cidr}, f"source route {args.cidr} added ({group})")
     return 0
 
@@ -369,7 +370,7 @@ def cmd_sources_remove(args: argparse.Namespace, inst: Instance) -> int:
 
 def cmd_sni_add(args: argparse.Namespace, inst: Instance) -> int:
     group = parse_group(args.targets)
-    controller(args, inst).add_sni_route(args.hostname, group)
+    controller(args, inst).add_sni_route(SniRoute(args.hostname, group))
     emit(args, {"added": args.hostname}, f"SNI route {args.hostname} added ({group})")
     return 0
 
@@ -384,9 +385,9 @@ def cmd_targets(args: argparse.Namespace, inst: Instance) -> int:
     ctl = controller(args, inst)
     key = parse_key(args.kind, args.key)
     group = parse_group(args.targets)
-    ctl.set_group(args.kind, key, group)
-    emit(args, {"kind": args.kind, "key": key, "targets": group.to_list()},
-         f"{args.kind} {key}: {group}")
+    ctl.set_weights(key, group)
+    emit(args, {"kind": key.kind.value, "key": key.key, "targets": group.to_list()},
+         f"{key}: {group}")
     return 0
 
 
@@ -396,10 +397,10 @@ def cmd_weight(args: argparse.Namespace, inst: Instance) -> int:
     ip, port = parse_endpoint(args.target, "target")
     if not args.weight.strip().isdigit():
         raise ValueError(f"weight {args.weight!r} must be an integer 0..100")
-    ctl.set_weight(args.kind, key, ip, port, int(args.weight))
-    group = ctl.group(args.kind, key)
-    emit(args, {"kind": args.kind, "key": key, "targets": group.to_list()},
-         f"{args.kind} {key}: {group}")
+    ctl.set_weight(key, f"{ip}:{port}", int(args.weight))
+    group = ctl.group(key)
+    emit(args, {"kind": key.kind.value, "key": key.key, "targets": group.to_list()},
+         f"{key}: {group}")
     return 0
 
 

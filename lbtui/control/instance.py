@@ -24,13 +24,14 @@ from typing import Any
 from lbtui import abi, bpfsys, netns
 from lbtui import maps as M
 from lbtui.control import apply
-from lbtui.control.config import Config, ConfigError, load_config
+from lbtui.control.config import ConfigError, load_config
 from lbtui.control.lock import FileLock, LockHeld, manager_lock
 from lbtui.control.state import read_state, remove_state, write_state
 from lbtui.datapath import hostnet, loader
 from lbtui.datapath.egress import EgressWatcher, assess
 from lbtui.datapath.loader import Datapath, DatapathError, xdp_state
 from lbtui.maps.events import aged_event, emit_event
+from lbtui.model import Config
 
 PIN_ROOT = Path(os.environ.get("LBTUI_PIN_ROOT", "/sys/fs/bpf/lbtui"))
 PROG_PIN = "prog_xdp"

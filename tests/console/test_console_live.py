@@ -195,7 +195,7 @@ async def test_weights_form_changes_map_bytes_and_config_file(lab, started) -> N
         flags = abi.ROUTE_F_STATS | abi.ROUTE_F_TCP | abi.ROUTE_F_LOCAL   # no address: local ones
         assert set(entries.values()) == {bytes(want.to_route(flags))}
         cfg = load_config(path)
-        assert [(t.ip, t.weight) for t in cfg.listener(80).targets] == [
+        assert [(t.ip, t.weight) for t in cfg.listener(80).group.targets] == [
             (b[0].ip, 70), (b[1].ip, 30), (b[2].ip, 0)]
         assert "# web: the weights the tests edit" in path.read_text()   # comments kept
         # The drained backend gets no new connection.
@@ -303,7 +303,7 @@ async def test_palette_drains_a_target_from_live_data(lab, started) -> None:
         rec = M.lookup_listen_port(inst.maps.listen_map, inst.ifindexes(["c1"])[0], 80)
         assert {t.ip: t.weight for t in rec.targets}[b3] == 0
         assert sum(t.weight for t in rec.targets) == 100
-        assert {t.ip: t.weight for t in load_config(path).listener(80).targets}[b3] == 0
+        assert {t.ip: t.weight for t in load_config(path).listener(80).group.targets}[b3] == 0
         await pilot.press("q", "k")
 
 

@@ -13,6 +13,8 @@ import pytest
 
 from lbtui.control import config as C
 from lbtui.control.config import ConfigError, load_config, parse_config, parse_dict
+from lbtui.model import DatapathSettings, Settings
+from lbtui.targets import TargetGroup, TargetSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 T1 = {"ip": "198.18.101.2", "port": 8080, "weight": 50}
@@ -249,11 +251,11 @@ def test_defaults_and_normalisation() -> None:
                      'targets = [{ ip = "198.18.101.2", port = 53 }]\n'
                      '[[sni_route]]\nhostname = "WWW.Example.COM."\n'
                      'targets = [{ ip = "198.18.101.2", port = 443 }]\n')
-    assert c.datapath == C.DatapathCfg(interfaces=["c1"])
-    assert c.settings == C.SettingsCfg()
+    assert c.datapath == DatapathSettings(interfaces=["c1"])
+    assert c.settings == Settings()
     (lst,) = c.listeners
     assert (lst.protocol, lst.interfaces, lst.stats, lst.sni) == ("both", None, True, False)
-    assert lst.targets == [C.TargetCfg("198.18.101.2", 53, 100)]
+    assert lst.group == TargetGroup.single("198.18.101.2", 53)
     assert c.source_routes[0].cidr == "198.18.7.0/24"
     assert c.sni_routes[0].hostname == "www.example.com"
     assert c.listener_interfaces(lst) == ["c1"]
@@ -275,5 +277,7 @@ def test_example_config_is_valid_and_complete() -> None:
 def test_validate_a_config_built_in_code() -> None:
     c = parse_dict(base())
     assert C.validate(c) == []
-    c.listeners[0].targets[0].weight = 10
+    # Groups are validated when built; one built around the rules is still caught.
+    first, *rest = c.listeners[0].group.targets
+    c.listeners[0].group = TargetGroup((TargetSpec(first.ip, first.port, 10), *rest))
     assert C.validate(c) == ["listener[0].targets: weights sum to 60, must sum to 100"]

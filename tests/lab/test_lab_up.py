@@ -121,7 +121,7 @@ def test_drain_through_ctl_shifts_new_connections(lab: str) -> None:
     assert sum(after.values()) - sum(before.values()) > 30
     # The edit persisted in the lab's config file (what the console edits too).
     cfg = load_config(status(lab)["config_path"])
-    weights = {t.ip: t.weight for t in cfg.listener(80).targets}
+    weights = {t.ip: t.weight for t in cfg.listener(80).group.targets}
     assert weights[drained] == 0 and sum(weights.values()) == 100
 
 
