@@ -22,8 +22,8 @@ metric's median over rounds and its ratio to lbtui. Per contender and round:
    forwarding), per request; "LB CPU" is that minus the direct run of the same round;
 5. connect+response latency: sequential new connections from a Python client, p50/p99.
 
-Hygiene: the lab widens ip_local_port_range and enables tcp_tw_reuse in every namespace (a
-shape keeps the kernel's defaults); nf_conntrack's TIME_WAIT is cut to 1 s in the LB
+Hygiene: the lab widens ip_local_port_range and enables tcp_tw_reuse in every namespace (so
+does the benchmark on a shape); nf_conntrack's TIME_WAIT is cut to 1 s in the LB
 namespace. All traffic stays in the network's namespaces (198.18.0.0/15), which are torn
 down at the end, also on failure or Ctrl-C.
 """

@@ -6,7 +6,8 @@ after balanced load from the same client (issue: balanced flows must never hijac
 
 One shape (``tests/topologies/shapes.py``: endpoints with kernel defaults), HAProxy HTTP
 answerers in the backends (``bench.servers``). client1 opens new connections (wrk,
-``Connection: close``) straight to backend1:8080 for ``--direct-seconds``, in three phases:
+``Connection: close``) straight to backend1:8080 for ``--direct-seconds``, in three phases
+(the balanced load is paced, ``--load-rate``):
 
 1. no load balancer: the rate to beat;
 2. nftables DNAT: ``--load-seconds`` of balanced load from client1 to VIP:80 first, then
@@ -14,11 +15,18 @@ answerers in the backends (``bench.servers``). client1 opens new connections (wr
 3. lbtui: ``lbtui serve`` in ``--mode``, the same balanced load, then the direct run.
 
 The kernel picks the direct connections' client ports, so they reuse the ports of balanced
-flows that just ended, towards the same backend: the backend may still hold those 4-tuples
-in TIME_WAIT, and a load balancer that keeps translating packets of finished flows turns
-the backend's answers into packets from the VIP that the new connection never sees (its
-SYN then waits out a 1 s retransmission timeout). The table shows each phase's direct
-rate, the client's retransmitted SYNs, and the ratio to phase 1; the goal is lbtui >= 95%.
+flows that just ended, towards the same backend: a load balancer that keeps translating
+packets of finished flows turns the backend's answers into packets from the VIP that the
+new connection never sees (its SYN then waits out a 1 s retransmission timeout).
+
+Even a perfect load balancer costs something here: the backend closed the balanced
+connections, so it holds their 4-tuples in TIME_WAIT, and the client's new SYN on the same
+4-tuple carries a timestamp and sequence number drawn for another destination (the VIP). A
+SYN the backend does not take as newer gets an ACK, the client resets the TIME_WAIT and
+resends its SYN a few milliseconds later (counted as a retransmitted SYN). Any load
+balancer that keeps the client's address and port (nftables DNAT too) pays that; phase 2
+measures it. So the table shows each phase's direct rate against phase 1 (the issue's goal:
+>= 95%) and against phase 2 (what lbtui itself adds, if anything).
 Bounded: every run has a fixed duration; all of it in the shape's namespaces, torn down at
 the end (also on failure or Ctrl-C).
 """
@@ -51,6 +59,7 @@ class Settings:
     shape: str = "veth"
     mode: str = "auto"
     load_seconds: int = 30
+    load_rate: int = 3000          # balanced connections/s (paced)
     direct_seconds: int = 5
     tag: str = "hj"
 
@@ -73,8 +82,9 @@ def _log(msg: str) -> None:
 
 
 def _wrk(topo: object, node: str, url: str, seconds: int, what: str,
-         progress: Callable[[str], None]) -> load.WrkResult:
-    """One wrk run, with a progress line every 10 s of a long one."""
+         progress: Callable[[str], None], rate: int | None = None) -> load.WrkResult:
+    """One wrk run (paced to about ``rate`` connections/s if given), with a progress line
+    every 10 s of a long one."""
     done = threading.Event()
 
     def tick() -> None:
@@ -85,7 +95,9 @@ def _wrk(topo: object, node: str, url: str, seconds: int, what: str,
     ticker = threading.Thread(target=tick, daemon=True)
     ticker.start()
     try:
-        return load.wrk(topo, [node], url, seconds, CONNECTIONS)  # type: ignore[arg-type]
+        delay_ms = 1000 * CONNECTIONS / rate if rate else 0
+        return load.wrk(topo, [node], url, seconds, CONNECTIONS,  # type: ignore[arg-type]
+                        delay_ms)
     finally:
         done.set()
         ticker.join()
@@ -99,9 +111,9 @@ def run_phase(shape: shapes.Shape, name: str, s: Settings, balanced: bool,
     bal = None
     if balanced:
         progress(f"{name}: balanced load from {client.node} to VIP:80 for "
-                 f"{s.load_seconds} s")
+                 f"{s.load_seconds} s, about {s.load_rate} connections/s")
         bal = _wrk(topo, client.node, f"http://{topo.vip}:{HTTP_VIP_PORT}/", s.load_seconds,
-                   "balanced load", progress)
+                   "balanced load", progress, s.load_rate)
     target = topo.backends[0]
     progress(f"{name}: direct connections {client.node} -> {target.node}:{HTTP_PORT} for "
              f"{s.direct_seconds} s")
@@ -150,23 +162,31 @@ def run(s: Settings, progress: Callable[[str], None] = _log) -> dict:
             "elapsed_s": time.monotonic() - started}
 
 
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "n/a"
+
+
+def _goal(what: str, mine: Phase, base: Phase) -> str:
+    ratio = mine.direct_rate / base.direct_rate if base.direct_rate else 0.0
+    return (f"goal: direct conns/s with {mine.name} >= {GOAL:.0%} of {what}".ljust(78)
+            + f"{ratio:>5.0%}  {'met' if ratio >= GOAL else 'NOT met'}")
+
+
 def render(res: dict) -> str:
     s, phases = res["settings"], [Phase(**p) for p in res["phases"]]
-    base = phases[0].direct_rate
+    none, nft, mine = phases
     rows = [[p.name, fmt(p.balanced_rate), fmt(p.balanced_errors), fmt(p.direct_rate),
              fmt(p.direct_errors), fmt(p.syn_retransmits),
-             f"{p.direct_rate / base:.2f}" if base else "n/a"] for p in phases]
+             _ratio(p.direct_rate, none.direct_rate), _ratio(p.direct_rate, nft.direct_rate)]
+            for p in phases]
     lines = [machine_line(res["machine"]),
-             f"shape {s['shape']}, {s['load_seconds']} s balanced load, {s['direct_seconds']} s "
-             f"direct runs, wrk 1 thread x {CONNECTIONS} connections; run took "
-             f"{res['elapsed_s']:.0f}s", "",
+             f"shape {s['shape']}, {s['load_seconds']} s of balanced load paced at "
+             f"{s['load_rate']}/s, {s['direct_seconds']} s direct runs, wrk 1 thread x "
+             f"{CONNECTIONS} connections; run took {res['elapsed_s']:.0f}s", "",
              table(["phase", "balanced conns/s", "errors", "direct conns/s", "errors",
-                    "SYN retransmits", "direct vs no LB"], rows), ""]
-    mine = phases[-1]
-    if base:
-        ratio = mine.direct_rate / base
-        lines.append(f"goal: direct conns/s with {mine.name} >= {GOAL:.0%} of no load balancer"
-                     f"  {ratio:.0%}  {'met' if ratio >= GOAL else 'NOT met'}")
+                    "SYN retransmits", "vs no LB", "vs nftables"], rows), "",
+             _goal("no load balancer", mine, none),
+             _goal("nftables DNAT after the same load", mine, nft)]
     return "\n".join(lines)
 
 
@@ -178,6 +198,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
                     help="lbtui's xdp_mode (default auto)")
     ap.add_argument("--load-seconds", type=int, help="balanced load before the direct run "
                     "(1..120, default 30)")
+    ap.add_argument("--load-rate", type=int, help="balanced connections/s (100..10000, "
+                    "default 3000; the clients keep the default port range, which a faster "
+                    "load fills with TIME_WAIT sockets within a minute)")
     ap.add_argument("--direct-seconds", type=int, help="each direct run (1..30, default 5)")
     ap.add_argument("--quick", action="store_true", help="5 s of load, 2 s runs (smoke)")
     ap.add_argument("--tag", default="hj", help="namespace prefix (lbt-<tag><shape>-*)")
@@ -190,6 +213,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
         if not 1 <= a.load_seconds <= 120:
             ap.error("--load-seconds must be 1..120")
         s.load_seconds = a.load_seconds
+    if a.load_rate is not None:
+        if not 100 <= a.load_rate <= 10000:
+            ap.error("--load-rate must be 100..10000")
+        s.load_rate = a.load_rate
     if a.direct_seconds is not None:
         if not 1 <= a.direct_seconds <= 30:
             ap.error("--direct-seconds must be 1..30")
