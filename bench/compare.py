@@ -31,7 +31,6 @@ down at the end, also on failure or Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -43,7 +42,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from bench import load
-from bench.common import fmt, machine, machine_line, median, table
+from bench.common import emit, fmt, machine, machine_line, median, table
 from bench.contenders import (
     BULK_PORT,
     UDP_PORT,
@@ -423,10 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     s, a = parse_args(argv)
     res = run(s)
     res["summary"] = summarize(res)
-    print(render(res))
-    if a.json:
-        a.json.write_text(json.dumps(res, indent=1))
-    return 0
+    return emit(render(res), res, a.json)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ the end (also on failure or Ctrl-C).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -45,7 +44,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench import load
-from bench.common import fmt, machine, machine_line, table
+from bench.common import emit, fmt, machine, machine_line, table
 from bench.compare import start_backends
 from bench.contenders import HTTP_PORT, HTTP_VIP_PORT, Nftables, ServedLbtui, workdir
 from tests.topologies import probes, shapes
@@ -234,10 +233,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
 def main(argv: list[str] | None = None) -> int:
     s, a = parse_args(argv)
     res = run(s)
-    print(render(res))
-    if a.json:
-        a.json.write_text(json.dumps(res, indent=1))
-    return 0
+    return emit(render(res), res, a.json)
 
 
 if __name__ == "__main__":

@@ -207,18 +207,25 @@ def _veth_backends(w: _Wiring, topo: T.Topology, near_ns: str, near_prefix: str,
         topo.backends.append(e)
 
 
+def _on_switch(w: _Wiring, switch_ns: str, endpoints: list[T.Endpoint],
+               port_prefix: str) -> list[str]:
+    """Each endpoint on a veth whose far end (<port_prefix><n>) is in ``switch_ns``;
+    returns those port names for the caller's bridge."""
+    ports = []
+    for n, e in enumerate(endpoints, 1):
+        w.create(e.node)
+        w.veth(switch_ns, f"{port_prefix}{n}", e.ns, "eth0")
+        _routed_endpoint(w, e, 24)
+        ports.append(f"{port_prefix}{n}")
+    return ports
+
+
 def _switched_backends(w: _Wiring, topo: T.Topology, switch_ns: str, gateway: str,
                        lb_ifname: str) -> list[str]:
-    """Backend j at 198.18.100.<10+j>/24 on a veth whose far end (b<j>) is in
-    ``switch_ns``; returns those port names for the caller's bridge."""
-    for j in range(1, N_BACKENDS + 1):
-        e = _endpoint(w, f"backend{j}", f"198.18.100.{10 + j}", gateway, lb_ifname,
-                      "198.18.100.0/24")
-        w.create(e.node)
-        w.veth(switch_ns, f"b{j}", e.ns, "eth0")
-        _routed_endpoint(w, e, 24)
-        topo.backends.append(e)
-    return [f"b{j}" for j in range(1, N_BACKENDS + 1)]
+    """Backend j at 198.18.100.<10+j>/24 on a port b<j> in ``switch_ns``."""
+    topo.backends += [_endpoint(w, f"backend{j}", f"198.18.100.{10 + j}", gateway, lb_ifname,
+                                "198.18.100.0/24") for j in range(1, N_BACKENDS + 1)]
+    return _on_switch(w, switch_ns, topo.backends, "b")
 
 
 def _router(w: _Wiring) -> str:
@@ -270,24 +277,12 @@ def _wire_onearm(w: _Wiring, topo: T.Topology) -> tuple[list[str], list[str]]:
     w.veth(topo.lb_ns, "lb0", sw, "lb")
     w.addr(topo.lb_ns, "lb0", "198.18.1.1/24")
     w.addr(topo.lb_ns, "lb0", "198.18.101.1/24")
-    ports = ["lb"]
-    for i in range(1, N_CLIENTS + 1):
-        e = _endpoint(w, f"client{i}", f"198.18.1.{1 + i}", "198.18.1.1", "lb0",
-                      "198.18.1.0/24")
-        w.create(e.node)
-        w.veth(sw, f"c{i}", e.ns, "eth0")
-        _routed_endpoint(w, e, 24)
-        topo.clients.append(e)
-        ports.append(f"c{i}")
-    for j in range(1, N_BACKENDS + 1):
-        e = _endpoint(w, f"backend{j}", f"198.18.101.{1 + j}", "198.18.101.1", "lb0",
-                      "198.18.101.0/24")
-        w.create(e.node)
-        w.veth(sw, f"b{j}", e.ns, "eth0")
-        _routed_endpoint(w, e, 24)
-        topo.backends.append(e)
-        ports.append(f"b{j}")
-    w.bridge(sw, "sw0", ports)
+    topo.clients += [_endpoint(w, f"client{i}", f"198.18.1.{1 + i}", "198.18.1.1", "lb0",
+                               "198.18.1.0/24") for i in range(1, N_CLIENTS + 1)]
+    topo.backends += [_endpoint(w, f"backend{j}", f"198.18.101.{1 + j}", "198.18.101.1",
+                                "lb0", "198.18.101.0/24") for j in range(1, N_BACKENDS + 1)]
+    ports = [*_on_switch(w, sw, topo.clients, "c"), *_on_switch(w, sw, topo.backends, "b")]
+    w.bridge(sw, "sw0", ["lb", *ports])
     return ["lb0"], []
 
 

@@ -19,6 +19,7 @@ built once (cells are ordered by shape) and each cell starts one serve.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -81,16 +82,24 @@ targets = {_group(topo, SNI_TARGETS, TLS_PORT)}
 """
 
 
+# Shapes rebuilt for every cell: on one segment the LB's kernel answers hairpinned direct
+# traffic with ICMP redirects, rate-limited per peer with state no flush resets; a fresh LB
+# namespace makes each cell see the first redirect, as a fresh host would.
+FRESH_PER_CELL = {"onearm"}
+
+
 class ShapeCache:
     """One built shape at a time, with its backend servers: asking for another tears the
-    current one down (cells come ordered by shape, so each is built once)."""
+    current one down (cells come ordered by shape, so each is built once, except those in
+    FRESH_PER_CELL)."""
 
     def __init__(self, certs: TlsFiles) -> None:
         self.certs = certs
         self.current: S.Shape | None = None
 
     def get(self, name: str) -> S.Shape:
-        if self.current is not None and self.current.name == name:
+        if (self.current is not None and self.current.name == name
+                and name not in FRESH_PER_CELL):
             return self.current
         self.close()
         shape = S.build(name, TAG)
@@ -129,6 +138,13 @@ class Cell:
                 f"\n  serve:\n{self.served.output(8)}")
 
 
+def _forget_routes(topo: T.Topology) -> None:
+    """Drop the endpoints' cached routes (redirects they took included)."""
+    for e in topo.clients + topo.backends:
+        subprocess.run(["ip", "netns", "exec", e.ns, "ip", "route", "flush", "cache"],
+                       check=True, capture_output=True, timeout=10)
+
+
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     return make_certs(tmp_path_factory.mktemp("matrix-certs"), [SNI_HOST, OTHER_HOST])
@@ -148,6 +164,7 @@ def cell(request: pytest.FixtureRequest, shape_cache: ShapeCache, certs: TlsFile
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cell]:
     name, mode = request.param
     shape = shape_cache.get(name)
+    _forget_routes(shape.topo)   # nothing learnt in another cell
     instance = f"{TAG}-{name}-{mode}"
     config = write_config(shape, tmp_path_factory.mktemp("matrix"), instance, mode,
                           listeners(shape.topo))
@@ -164,6 +181,36 @@ def test_xdp_runs_in_the_mode_asked(cell: Cell) -> None:
             assert mode == ("generic" if ifname == "br0" else "native"), modes
         else:
             assert mode == cell.mode, modes
+
+
+def test_balanced_flows_still_answered_from_vip_after_direct_traffic(cell: Cell) -> None:
+    """Clients and backends talking directly through the LB host (ping both ways) must not
+    teach them to bypass it: on one segment (one-arm) the kernel answers such hairpinned
+    traffic with ICMP redirects, which endpoints accept by default (shared_media), and a
+    backend that took one sends its answers to the client directly, unbalanced. First in a
+    cell (a fresh LB's kernel sends the first redirect to each peer at once; later ones are
+    rate-limited); what the endpoints learnt is forgotten afterwards, for the other
+    tests."""
+    client = cell.topo.clients[0]
+    try:
+        _balanced_after_direct_traffic(cell, client)
+    finally:
+        _forget_routes(cell.topo)
+
+
+def _balanced_after_direct_traffic(cell: Cell, client: T.Endpoint) -> None:
+    for b in cell.topo.backends:
+        for src, dst in ((client.ns, b.ip), (b.ns, client.ip)):
+            r = subprocess.run(["ip", "netns", "exec", src, "ping", "-c", "1", "-W", "2", dst],
+                               capture_output=True, text=True, timeout=10)
+            assert r.returncode == 0, f"direct ping {src} -> {dst} failed: {r.stdout}"
+    run = P.udp_exchanges(client.ns, cell.topo.vip, UDP_PORT, 40)
+    assert run.lost == 0 and not run.wrong_source, (
+        f"{run.lost} unanswered, answers not from VIP:{UDP_PORT}: {set(run.wrong_source)}"
+        f"{cell.diagnosis()}")
+    (tcp,) = P.curl_many({client.ns: P.curl_argv(client.ns, [f"http://{cell.topo.vip}/"] * 40)
+                          }).values()
+    assert tcp.returncode == 0 and len(tcp.answers) == 40, (tcp, cell.diagnosis())
 
 
 @dataclass
@@ -287,6 +334,7 @@ def test_direct_connections_reusing_balanced_ports_not_hijacked(cell: Cell, clos
     client = cell.topo.clients[0]
     ips = {b.node: b.ip for b in cell.topo.backends}
     server_closes = closer == "backend"
+    _forget_routes(cell.topo)   # one-arm: redirects taken in an earlier test (see above)
     stamps = S.sysctl(client.ns, "net.ipv4.tcp_timestamps", "0" if server_closes else "1")
     try:
         with netns.inside(client.ns):
@@ -317,3 +365,4 @@ def test_direct_connections_reusing_balanced_ports_not_hijacked(cell: Cell, clos
     assert not slow, f"direct connections hijacked or slow: {slow}, {delta}{cell.diagnosis()}"
     if not server_closes:
         assert delta["TcpExtTCPSynRetrans"] == 0, f"{delta}{cell.diagnosis()}"
+
