@@ -27,6 +27,8 @@ CT_F_RST = 1 << 4
 CT_F_STATS = 1 << 5
 CT_F_CLOSE_SENT = 1 << 6
 CT_F_LOCAL = 1 << 7
+CT_F_SOURCE = 1 << 8
+CT_F_RST_REV = 1 << 9
 
 SETTING_STATS_ENABLED = 0
 SETTING_CONN_TIMEOUT_S = 1
@@ -72,9 +74,15 @@ REASONS_MAX = 16
 
 EVENT_OPENED = 1
 EVENT_CLOSED = 2
+EVENT_CONNECT_FAILED = 3
 CLOSE_FIN = 1
 CLOSE_RST = 2
 CLOSE_AGED = 3
+GROUP_LISTENER = 0
+GROUP_SOURCE = 1
+GROUP_SNI = 2
+EVENT_F_REPLIED = 1 << 0
+EVENT_F_RST_TARGET = 1 << 1
 
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
@@ -149,6 +157,7 @@ class Event(ct.Structure):
         ("bytes_fwd", ct.c_uint64),
         ("bytes_rev", ct.c_uint64),
         ("created_ns", ct.c_uint64),
+        ("sni_hash", ct.c_uint64),
         ("client_ip", ct.c_uint32),
         ("vip_ip", ct.c_uint32),
         ("target_ip", ct.c_uint32),
@@ -158,7 +167,9 @@ class Event(ct.Structure):
         ("type", ct.c_uint8),
         ("proto", ct.c_uint8),
         ("reason", ct.c_uint8),
-        ("pad", ct.c_uint8 * 3),
+        ("group", ct.c_uint8),
+        ("flags", ct.c_uint8),
+        ("pad", ct.c_uint8),
     ]
 
 
@@ -169,7 +180,7 @@ LAYOUTS: dict[str, tuple[type[ct.Structure], str, int]] = {
     "lpm_key": (LpmKey, "lb_lpm_key", 8),
     "ct_key": (CtKey, "lb_ct_key", 16),
     "ct_value": (CtValue, "lb_ct_value", 64),
-    "event": (Event, "lb_event", 72),
+    "event": (Event, "lb_event", 80),
     "vip_key": (VipKey, "lb_vip_key", 8),
     "reason_key": (ReasonKey, "lb_reason_key", 8),
 }

@@ -130,6 +130,23 @@ class Settings:
 
 
 @dataclass
+class HealthSettings:
+    """When a target counts as degraded or failing, from its traffic (and optionally from
+    active checks). Ratios are failures / outcomes over the last ``window`` seconds, once
+    there are ``min_samples`` outcomes."""
+
+    window: float = 60.0
+    min_samples: int = 5
+    degraded_ratio: float = 0.1
+    failing_ratio: float = 0.5
+    check_interval: float = 0.0       # active TCP connect checks; 0: off
+    check_timeout: float = 1.0
+    fall: int = 3                     # consecutive failed checks to take a target out
+    rise: int = 2                     # consecutive good checks to put it back
+    check_targets: list[str] = field(default_factory=list)   # "ip:port"; empty: all
+
+
+@dataclass
 class DatapathSettings:
     interfaces: list[str] = field(default_factory=list)
     instance: str = "default"
@@ -151,6 +168,7 @@ class Config:
     source_routes: list[SourceRoute] = field(default_factory=list)
     sni_routes: list[SniRoute] = field(default_factory=list)
     settings: Settings = field(default_factory=Settings)
+    health: HealthSettings = field(default_factory=HealthSettings)
     path: Path | None = None
 
     def listener(self, port: int) -> Listener | None:
@@ -189,5 +207,5 @@ class Config:
 
 
 __all__ = ["PROTOCOLS", "XDP_MODES", "Config", "DatapathSettings", "GroupKey", "GroupKind",
-           "Listener", "Route", "Settings", "SniRoute", "SourceRoute", "TargetGroup",
-           "TargetSpec", "canonical_cidr"]
+           "HealthSettings", "Listener", "Route", "Settings", "SniRoute", "SourceRoute",
+           "TargetGroup", "TargetSpec", "canonical_cidr"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,6 +188,17 @@ class TargetGroup:
         return TargetGroup.of(
             [(t.ip, t.port, weight if (t.ip, t.port) == (ip, port) else t.weight)
              for t in self.targets])
+
+    def in_rotation(self, out: Collection[str]) -> TargetGroup:
+        """What the datapath balances over when the targets in ``out`` ("ip:port") are
+        out of rotation: their weight 0, the others keep theirs (so they share in the same
+        proportions). If that would leave no weight at all the group is kept whole: a
+        group whose every target fails its checks still gets its traffic (fail open)."""
+        if not any(str(t) in out for t in self.targets):
+            return self
+        kept = tuple(TargetSpec(t.ip, t.port, 0) if str(t) in out else t
+                     for t in self.targets)
+        return TargetGroup(kept) if any(t.weight for t in kept) else self
 
     def to_route(self, flags: int = 0) -> abi.Route:
         route = abi.Route(target_count=len(self.targets), flags=flags)

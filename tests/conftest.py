@@ -103,3 +103,4 @@ def make_lab() -> Iterator[Callable[..., object]]:
     yield _make
     for name in built:
         T.teardown(name)
+

@@ -179,7 +179,7 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
     def _poll_events(self) -> None:
         worker = get_current_worker()
         assert self.feed is not None
-        self.feed.run(self.collector.maps.stats_ringbuf, lambda: worker.is_cancelled)
+        self.feed.run(self.collector.info.name, lambda: worker.is_cancelled)
 
     def _rearm(self) -> None:
         self._collecting = False

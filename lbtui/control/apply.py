@@ -8,7 +8,7 @@ transaction (``lbtui.maps.transaction``), after marking the datapath's port pref
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from lbtui import abi
 from lbtui.maps import MapSet, mark_ports
@@ -26,20 +26,27 @@ from lbtui.model import Config
 IfindexOf = Callable[[Sequence[str]], list[int]]
 
 
-def desired_entries(config: Config, ifindex_of: IfindexOf) -> Entries:
+def desired_entries(config: Config, ifindex_of: IfindexOf,
+                    out_of_rotation: Collection[str] = ()) -> Entries:
+    """The entries ``config`` wants; targets in ``out_of_rotation`` ("ip:port", taken out
+    by active health checks) get weight 0 in the maps (``TargetGroup.in_rotation``)."""
     out = empty()
+    down = frozenset(out_of_rotation)
     for lst in config.listeners:
         flags = listener_flags(stats=lst.stats, sni=lst.sni, protocol=lst.protocol,
                                address=lst.address)
         for ifindex in ifindex_of(config.listener_interfaces(lst)):
-            put(out, "listen", *listen_entry(ifindex, lst.port, lst.group, flags))
+            put(out, "listen", *listen_entry(ifindex, lst.port, lst.group.in_rotation(down),
+                                             flags))
         if lst.address:
             put(out, "vips", *vip_entry(lst.address, lst.port))
     for src in config.source_routes:
         flags = abi.ROUTE_F_STATS if src.stats else 0
-        put(out, "config", *source_route_entry(src.cidr, src.group, flags))
+        put(out, "config", *source_route_entry(src.cidr, src.group.in_rotation(down),
+                                                 flags))
     for sni in config.sni_routes:
-        put(out, "sni", *sni_route_entry(sni.hostname, sni.group), sni.hostname)
+        put(out, "sni", *sni_route_entry(sni.hostname, sni.group.in_rotation(down)),
+            sni.hostname)
     st = config.settings
     put(out, "settings", *setting_entry(abi.SETTING_STATS_ENABLED, int(st.stats)))
     put(out, "settings", *setting_entry(abi.SETTING_CONN_TIMEOUT_S, st.connection_timeout))
@@ -54,10 +61,11 @@ def mark_config_ports(maps: MapSet, config: Config) -> None:
     mark_ports(maps.ports_map, listen=[x.port for x in config.listeners], targets=targets)
 
 
-def sync(maps: MapSet, config: Config, ifindex_of: IfindexOf) -> Transaction:
+def sync(maps: MapSet, config: Config, ifindex_of: IfindexOf,
+         out_of_rotation: Collection[str] = ()) -> Transaction:
     """Make the maps match ``config``; returns the applied transaction (for rollback if a
     later step fails). Raises (after rolling back) if a map update fails."""
-    changes = plan(maps, desired_entries(config, ifindex_of))
+    changes = plan(maps, desired_entries(config, ifindex_of, out_of_rotation))
     mark_config_ports(maps, config)
     txn = Transaction()
     txn.apply(changes)

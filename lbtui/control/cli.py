@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lbtui.control import ctl
+from lbtui.control import ctl, watch
 
 DEFAULT_INSTANCE = "default"
 
@@ -156,6 +156,12 @@ def register_ctl(sub: argparse._SubParsersAction) -> None:
     q.add_argument("value")
 
     leaf(cs, "reload", ctl.cmd_reload, "ask serve to re-read its config file (SIGHUP)")
+
+    q = leaf(cs, "events", watch.cmd_events,
+             "recent connection events, edits and health transitions (--follow: live)")
+    q.add_argument("--follow", "-f", action="store_true", help="keep printing live ones")
+    leaf(cs, "health", watch.cmd_health,
+         "per (group, target) health from the traffic, and the active checks")
 
 
 def _conn_list_args(q: argparse.ArgumentParser) -> None:

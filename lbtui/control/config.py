@@ -20,6 +20,7 @@ from lbtui.model import (
     XDP_MODES,
     Config,
     DatapathSettings,
+    HealthSettings,
     Listener,
     Settings,
     SniRoute,
@@ -62,6 +63,8 @@ def to_dict(config: Config) -> dict[str, Any]:
     dp["xdp_mode"] = d.xdp_mode
     dp["keep"] = d.keep
     out: dict[str, Any] = {"datapath": dp, "settings": dict(vars(config.settings))}
+    if config.health != HealthSettings():
+        out["health"] = dict(vars(config.health))
     if config.listeners:
         out["listener"] = [_listener_dict(x) for x in config.listeners]
     if config.source_routes:
@@ -129,9 +132,10 @@ def validate(config: Config) -> list[str]:
 
 # --- validation ------------------------------------------------------------------------
 
-_SECTIONS = ("datapath", "settings", "listener", "source_route", "sni_route")
+_SECTIONS = ("datapath", "settings", "health", "listener", "source_route", "sni_route")
 _DATAPATH_KEYS = ("instance", "interfaces", "reply_interfaces", "netns", "xdp_mode", "keep")
 _SETTINGS_KEYS = tuple(vars(Settings()).keys())
+_HEALTH_KEYS = tuple(vars(HealthSettings()).keys())
 _LISTENER_KEYS = ("port", "protocol", "interfaces", "stats", "sni", "address", "targets")
 _SOURCE_KEYS = ("cidr", "stats", "targets")
 _SNI_KEYS = ("hostname", "targets")
@@ -252,7 +256,8 @@ class _Validator:
         listeners = self.listeners(data.get("listener", []), dp)
         sources = self.source_routes(data.get("source_route", []), st)
         snis = self.sni_routes(data.get("sni_route", []), st)
-        return Config(dp, listeners, sources, snis, st)
+        health = self.health(data.get("health", {}))
+        return Config(dp, listeners, sources, snis, st, health)
 
     def datapath(self, raw: Any) -> DatapathSettings:
         d = DatapathSettings()
@@ -317,16 +322,46 @@ class _Validator:
         if s.ringbuf_size & (s.ringbuf_size - 1):
             self.bad("settings.ringbuf_size", f"must be a power of two (got {s.ringbuf_size})")
             s.ringbuf_size = Settings.ringbuf_size
-        if "sweep_interval" in t:
-            val = t["sweep_interval"]
-            if isinstance(val, bool) or not isinstance(val, int | float):
-                self.bad("settings.sweep_interval",
-                         f"must be a number of seconds 0.1..3600, not {typename(val)}")
-            elif not 0.1 <= val <= 3600:
-                self.bad("settings.sweep_interval", f"must be 0.1..3600 seconds (got {val})")
-            else:
-                s.sweep_interval = float(val)
+        val = self.number("settings.sweep_interval", t, "sweep_interval", 0.1, 3600)
+        if val is not _MISSING:
+            s.sweep_interval = val
         return s
+
+    def number(self, loc: str, t: dict[str, Any], key: str, lo: float, hi: float) -> Any:
+        """An int or float lo..hi if ``key`` is in ``t``; _MISSING if absent or bad."""
+        if key not in t:
+            return _MISSING
+        val = t[key]
+        if isinstance(val, bool) or not isinstance(val, int | float):
+            self.bad(loc, f"must be a number {lo:g}..{hi:g}, not {typename(val)}")
+            return _MISSING
+        if not lo <= val <= hi:
+            self.bad(loc, f"must be {lo:g}..{hi:g} (got {val})")
+            return _MISSING
+        return float(val)
+
+    def health(self, raw: Any) -> HealthSettings:
+        h = HealthSettings()
+        t = self.table("health", raw)
+        if t is None:
+            return h
+        self.keys("health", t, _HEALTH_KEYS)
+        for key, lo, hi in (("window", 5, 3600), ("degraded_ratio", 0, 1),
+                            ("failing_ratio", 0, 1), ("check_interval", 0, 3600),
+                            ("check_timeout", 0.05, 60)):
+            val = self.number(f"health.{key}", t, key, lo, hi)
+            if val is not _MISSING:
+                setattr(h, key, val)
+        for key, lo, hi in (("min_samples", 1, 100000), ("fall", 1, 100), ("rise", 1, 100)):
+            val = self.field("health", t, key, self.integer, lo, hi, default=_MISSING_OK)
+            if val is not _MISSING and val is not _MISSING_OK:
+                setattr(h, key, val)
+        if "check_targets" in t:
+            h.check_targets = self.endpoints("health.check_targets", t["check_targets"])
+        if h.degraded_ratio > h.failing_ratio:
+            self.bad("health.degraded_ratio", f"{h.degraded_ratio:g} is above failing_ratio "
+                                              f"({h.failing_ratio:g})")
+        return h
 
     def targets(self, loc: str, raw: Any) -> Any:
         """A validated TargetGroup (the rules of ``lbtui.targets.check_targets``), or
@@ -404,6 +439,26 @@ class _Validator:
             self.bad(loc, f"{addr} cannot be listened on")
             return _MISSING
         return str(addr)
+
+    def endpoints(self, loc: str, value: Any) -> list[str]:
+        """A list of "ip:port" strings, canonical (problems recorded)."""
+        if not isinstance(value, list):
+            self.bad(loc, f"must be an array of \"ip:port\" strings, not {typename(value)}")
+            return []
+        out: list[str] = []
+        for i, item in enumerate(value):
+            where = f"{loc}[{i}]"
+            if self.string(where, item) is _MISSING:
+                continue
+            ip, colon, port = item.strip().rpartition(":")
+            addr = self.address(where, ip) if colon else _MISSING
+            if not colon:
+                self.bad(where, f"{item!r}: expected IP:PORT (like 198.18.2.11:8080)")
+            elif not port.isdigit() or not 1 <= int(port) <= 65535:
+                self.bad(where, f"{item!r}: port must be 1..65535")
+            elif addr is not _MISSING:
+                out.append(f"{addr}:{int(port)}")
+        return out
 
     def source_routes(self, raw: Any, st: Settings) -> list[SourceRoute]:
         out: list[SourceRoute] = []

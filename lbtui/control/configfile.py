@@ -21,7 +21,14 @@ from tomlkit.items import AoT, Array, Comment, InlineTable, Item, Table, Whitesp
 
 from lbtui.control.config import parse_config, to_dict
 from lbtui.files import atomic_write  # re-exported: callers import it from here
-from lbtui.model import Config, DatapathSettings, GroupKey, GroupKind, Settings
+from lbtui.model import (
+    Config,
+    DatapathSettings,
+    GroupKey,
+    GroupKind,
+    HealthSettings,
+    Settings,
+)
 
 _MISSING = object()
 _DATAPATH_DEFAULTS = {k: v for k, v in vars(DatapathSettings()).items()
@@ -102,6 +109,7 @@ def merge(doc: tomlkit.TOMLDocument, config: Config, old: Config | None = None) 
     was = to_dict(old) if old is not None else {}
     _sync_section(doc, "datapath", new["datapath"], _DATAPATH_DEFAULTS)
     _sync_section(doc, "settings", new["settings"], vars(Settings()))
+    _sync_section(doc, "health", dict(vars(config.health)), vars(HealthSettings()))
     _sync_aot(doc, "listener", new.get("listener", []), lambda t: t.get("port"),
               _LISTENER_DEFAULTS, was.get("listener") if old else None)
     _sync_aot(doc, "source_route", new.get("source_route", []),

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lbtui import maps as M
-from lbtui.control import apply
+from lbtui.control.changes import audit
 from lbtui.control.config import ConfigError, load_config, validate
 from lbtui.control.configfile import save_config
 from lbtui.control.instance import Instance
@@ -139,10 +139,13 @@ def parse_target(target: str) -> tuple[str, int]:
 
 
 class Controller:
-    """The one place a running instance is changed (see the module docstring)."""
+    """The one place a running instance is changed (see the module docstring). ``source``
+    names who edits (ctl, console, reload) in the audit trail."""
 
-    def __init__(self, instance: Instance, config_path: Path | None = None) -> None:
+    def __init__(self, instance: Instance, config_path: Path | None = None,
+                 source: str = "ctl") -> None:
         self.instance = instance
+        self.source = source
         self.config_path = Path(config_path) if config_path else instance.config_path
         if instance.config is not None:
             self.config: Config = instance.config
@@ -186,7 +189,7 @@ class Controller:
             problems = validate(new)
             if problems:
                 raise ValueError("; ".join(problems))
-            txn = apply.sync(self.instance.maps, new, self.instance.ifindexes)
+            txn = self.instance.apply(new)
             if self.config_path is not None:
                 try:
                     save_config(new, self.config_path, old=old)
@@ -196,6 +199,7 @@ class Controller:
             new.path = self.config_path
             self.config = new
             self.instance.config = new
+        audit(self.instance, self.source, old, new)
         if _manager_relevant(old) != _manager_relevant(new):
             if self.instance.managed:          # a console that runs the datapath itself
                 self.instance.sync_splicers()

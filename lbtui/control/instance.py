@@ -24,13 +24,22 @@ from typing import Any
 from lbtui import abi, bpfsys, netns
 from lbtui import maps as M
 from lbtui.control import apply
-from lbtui.control.config import ConfigError, load_config
+from lbtui.control.checks import HealthChecker, start_checks
+from lbtui.control.config import ConfigError, load_config, parse_dict, to_dict
+from lbtui.control.eventhub import EventHub
 from lbtui.control.lock import FileLock, LockHeld, manager_lock
-from lbtui.control.state import read_state, remove_state, write_state
+from lbtui.control.state import (
+    read_applied,
+    read_state,
+    remove_state,
+    write_applied,
+    write_state,
+)
 from lbtui.datapath import hostnet, loader
 from lbtui.datapath.egress import EgressWatcher, assess
 from lbtui.datapath.loader import Datapath, DatapathError, xdp_state
 from lbtui.maps.events import aged_event, emit_event
+from lbtui.maps.transaction import Transaction
 from lbtui.model import Config
 
 PIN_ROOT = Path(os.environ.get("LBTUI_PIN_ROOT", "/sys/fs/bpf/lbtui"))
@@ -99,12 +108,40 @@ class Instance:
         self.pin_dir = pin_dir_of(name)
         self.splicers: dict[int, Any] = {}   # SNI listener port -> running Splicer
         self.egress: EgressWatcher | None = None   # the manager keeps tx_ports current
+        self.hub: EventHub | None = None           # the manager reads the events
+        self.checker: HealthChecker | None = None  # the manager's active health checks
         self.sysctls: list[dict[str, Any]] = []    # what hostnet.prepare_sysctls changed
 
     @property
     def managed(self) -> bool:
         """True in the process that loaded the datapath and holds the manager lock."""
         return self.datapath is not None
+
+    def out_of_rotation(self) -> frozenset[str]:
+        """Targets ("ip:port") the manager's active checks took out of rotation (another
+        process reads them from the state file)."""
+        if self.checker is not None:
+            return self.checker.out_of_rotation
+        if self.managed:
+            return frozenset()
+        return frozenset((read_state(self.name) or {}).get("out_of_rotation", []))
+
+    def apply(self, config: Config) -> Transaction:
+        """Make the maps match ``config`` (all or nothing), with the targets out of
+        rotation at weight 0; the returned transaction can be rolled back."""
+        txn = apply.sync(self.maps, config, self.ifindexes, self.out_of_rotation())
+        write_applied(self.name, to_dict(config))
+        return txn
+
+    def applied_config(self) -> Config | None:
+        """The config the maps hold now, as last applied by any process."""
+        data = read_applied(self.name)
+        if data is None:
+            return None
+        try:
+            return parse_dict(data)
+        except ConfigError:
+            return None
 
     # --- start / attach ------------------------------------------------------------
 
@@ -183,7 +220,9 @@ class Instance:
             inst.sysctls = [*state.get("sysctls", []),
                             *hostnet.prepare_sysctls(all_ifaces, ns)]
             inst._start_egress(progress)
-            txn = apply.sync(ms, config, inst.ifindexes)
+            inst.hub = EventHub(ms, name, config.health)
+            inst.hub.start()
+            txn = inst.apply(config)
             progress(f"config applied ({txn.changed} map entries changed)")
             try:
                 inst.sync_splicers(progress)
@@ -191,10 +230,11 @@ class Instance:
                 inst.stop_splicers()
                 raise
             inst.write_state()
+            inst.checker = inst.hub.checker = start_checks(inst)
             return inst
         except BaseException:
-            if inst is not None and inst.egress is not None:
-                inst.egress.stop()
+            if inst is not None:
+                inst._stop_threads()
             if not adopted:
                 if dp is not None:
                     dp.detach_all()
@@ -267,6 +307,7 @@ class Instance:
                 read_state(self.name) or {}).get("prog_ids", []),
             "sysctls": self.sysctls if self.managed else (
                 read_state(self.name) or {}).get("sysctls", []),
+            "out_of_rotation": sorted(self.out_of_rotation()),
             "started": time.time(),
             **extra,
         })
@@ -279,9 +320,7 @@ class Instance:
         maps for a later ``serve`` to re-adopt. A non-manager only closes its fds."""
         try:
             self.stop_splicers()
-            if self.egress is not None:
-                self.egress.stop()
-                self.egress = None
+            self._stop_threads()
             if self.managed:
                 if keep:
                     self.write_state(pid=None, kept=True)
@@ -290,10 +329,20 @@ class Instance:
         finally:
             self.close()
 
-    def close(self) -> None:
+    def _stop_threads(self) -> None:
+        """The manager's own threads: health checks, the egress watcher, the event hub."""
+        if self.checker is not None:
+            self.checker.stop()
+            self.checker = None
         if self.egress is not None:
             self.egress.stop()
             self.egress = None
+        if self.hub is not None:
+            self.hub.stop()
+            self.hub = None
+
+    def close(self) -> None:
+        self._stop_threads()
         if self.emit_fd >= 0:
             os.close(self.emit_fd)
             self.emit_fd = -1

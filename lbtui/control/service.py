@@ -9,6 +9,7 @@ datapath forwarding for a later ``serve`` to re-adopt. Serve opens no network so
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import sys
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from lbtui.control import apply
+from lbtui.control.changes import audit
 from lbtui.control.config import ConfigError, load_config
 from lbtui.control.instance import Instance
 from lbtui.control.lock import editing
@@ -107,27 +108,30 @@ class Service:
             self.log(f"sweep: {len(removed)} idle flow(s) aged out")
 
     def reload(self) -> None:
-        """Re-read the file; apply it if valid (all or nothing), else keep running as is."""
+        """Re-read the file (under the edit lock: never a stale read against a concurrent
+        ``ctl`` edit); apply it if valid (all or nothing), else keep running as is."""
         inst = self.instance
         assert inst is not None and inst.config is not None
-        try:
-            new = load_config(self.config_path)
-        except (ConfigError, OSError) as e:
-            log_error(f"reload refused, still running the previous config: {e}")
-            return
+        with editing(inst.name):
+            try:
+                new = load_config(self.config_path)
+            except (ConfigError, OSError) as e:
+                log_error(f"reload refused, still running the previous config: {e}")
+                return
+            old = inst.applied_config() or inst.config
+            try:
+                txn = inst.apply(new)
+            except (OSError, ValueError, RuntimeError) as e:
+                log_error(f"reload failed, maps rolled back: {e}")
+                return
         if new.datapath != inst.config.datapath:
             self.log("reload: [datapath] changes (interfaces, netns, mode, keep...) take "
                      "effect at the next start; keep applies now")
-        try:
-            with editing(inst.name):
-                txn = apply.sync(inst.maps, new, inst.ifindexes)
-        except (OSError, ValueError, RuntimeError) as e:
-            log_error(f"reload failed, maps rolled back: {e}")
-            return
         keep = new.datapath.keep
-        new.datapath = inst.config.datapath
+        new.datapath = copy.copy(inst.config.datapath)
         new.datapath.keep = keep
         inst.config = new
+        audit(inst, "reload", old, new)
         self.log(f"reloaded {self.config_path} ({txn.changed} map entries changed)")
         try:
             inst.sync_splicers(self.log)

@@ -33,3 +33,26 @@ def write_state(instance: str, state: dict[str, Any]) -> None:
 
 def remove_state(instance: str) -> None:
     state_path(instance).unlink(missing_ok=True)
+    applied_path(instance).unlink(missing_ok=True)
+
+
+def applied_path(instance: str) -> Path:
+    return run_dir() / f"{instance}.applied.json"
+
+
+def write_applied(instance: str, config: dict[str, Any]) -> None:
+    """Record the config the maps now hold (whoever applied it: serve, ctl, a console), so
+    a reload can say what it changes."""
+    atomic_write(applied_path(instance), json.dumps(config, indent=1) + "\n")
+
+
+def read_applied(instance: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(applied_path(instance).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def update_state(instance: str, **fields: Any) -> None:
+    """Change some fields of the state file (the caller holds the edit lock)."""
+    write_state(instance, {**(read_state(instance) or {}), **fields})

@@ -28,6 +28,8 @@ class FlowEntry:
     stats: bool                       # the chosen route asked for events
     key: abi.CtKey
     value: abi.CtValue
+    group: str = "listener"           # what chose the target: listener | source | sni
+    sni_hash: int = 0
 
     @property
     def flags(self) -> int:
@@ -42,10 +44,11 @@ class FlowRecorder:
         self.emit_prog_fd = emit_prog_fd
         self.events_lost = 0
 
-    def open(self, client: Addr, vip: Addr, target: Addr, stats: bool) -> FlowEntry:
+    def open(self, client: Addr, vip: Addr, target: Addr, stats: bool,
+             group: str = "listener", sni_hash: int = 0) -> FlowEntry:
         now = time.monotonic_ns()     # CLOCK_MONOTONIC, as bpf_ktime_get_ns()
         key, value = local_flow_entry(client, vip, target, stats=stats, now_ns=now)
-        entry = FlowEntry(client, vip, target, stats, key, value)
+        entry = FlowEntry(client, vip, target, stats, key, value, group, sni_hash)
         write_flow(self.maps.conntrack_map, key, value)
         self._emit(entry, "opened", "")
         return entry
@@ -68,13 +71,25 @@ class FlowRecorder:
             entry.value.flags |= abi.CT_F_RST
         self._emit(entry, "closed", reason)
 
+    def connect_failed(self, client: Addr, vip: Addr, target: Addr, stats: bool,
+                       group: str, sni_hash: int) -> None:
+        """The target did not accept the connection: an event, so the target's health
+        shows it like a SYN the datapath saw unanswered."""
+        now = time.monotonic_ns()
+        self._send(stats, LbEvent(now, "connect_failed", "tcp", "", client[0], client[1],
+                                  vip[0], vip[1], target[0], target[1], now, 0, 0, 0, 0,
+                                  group, False, False, sni_hash))
+
     def _emit(self, entry: FlowEntry, kind: str, reason: str) -> None:
-        if not entry.stats or not stats_enabled(self.maps.settings_map):
-            return
         v = entry.value
-        ev = LbEvent(time.monotonic_ns(), kind, "tcp", reason, entry.client[0],
-                     entry.client[1], entry.vip[0], entry.vip[1], entry.target[0],
-                     entry.target[1], v.created_ns, v.packets_fwd, v.packets_rev,
-                     v.bytes_fwd, v.bytes_rev)
+        self._send(entry.stats, LbEvent(
+            time.monotonic_ns(), kind, "tcp", reason, entry.client[0], entry.client[1],
+            entry.vip[0], entry.vip[1], entry.target[0], entry.target[1], v.created_ns,
+            v.packets_fwd, v.packets_rev, v.bytes_fwd, v.bytes_rev, entry.group, True,
+            False, entry.sni_hash))
+
+    def _send(self, stats: bool, ev: LbEvent) -> None:
+        if not stats or not stats_enabled(self.maps.settings_map):
+            return
         if not emit_event(self.emit_prog_fd, ev):
             self.events_lost += 1

@@ -27,6 +27,7 @@ class Decision:
     target: TargetSpec
     kind: str          # "sni" | "source" | "listener": which group chose it
     flags: int         # the chosen route's LB_ROUTE_F_* flags (STATS decides events)
+    sni_hash: int = 0  # kind "sni": the route's hostname hash
 
 
 def pick(route: RouteRecord, rng: random.Random) -> TargetSpec | None:
@@ -72,7 +73,7 @@ class Router:
         if h is not None:
             r = lookup_sni_hash(self.maps.sni_map, h)
             if r is not None:
-                return self._decide(r, "sni"), "sni"
+                return self._decide(r, "sni", h), "sni"
         r = match_source_route(self.maps.config_map, client_ip)
         if r is not None:
             return self._decide(r, "source"), "source"
@@ -81,6 +82,6 @@ class Router:
             return self._decide(r, "listener"), "listener"
         return None, "none"
 
-    def _decide(self, route: RouteRecord, kind: str) -> Decision | None:
+    def _decide(self, route: RouteRecord, kind: str, sni_hash: int = 0) -> Decision | None:
         t = pick(route, self.rng)
-        return Decision(t, kind, route.flags) if t is not None else None
+        return Decision(t, kind, route.flags, sni_hash) if t is not None else None

@@ -64,7 +64,7 @@ MANY_LISTENERS = [{"port": p, "targets": [dict(T1, weight=100)]} for p in range(
 
 # (data, the exact problem expected among those reported)
 CASES: list[tuple[Any, str]] = [
-    (edit(bogus=1), "bogus: unknown section (known: datapath, settings, listener, "
+    (edit(bogus=1), "bogus: unknown section (known: datapath, settings, health, listener, "
                     "source_route, sni_route)"),
     (edit(datapath=DELETE), "datapath: missing section: [datapath] with at least "
                             "interfaces = [...] is required"),
@@ -107,9 +107,23 @@ CASES: list[tuple[Any, str]] = [
     (edit(**{"settings.ringbuf_size": 5000}),
      "settings.ringbuf_size: must be a power of two (got 5000)"),
     (edit(**{"settings.sweep_interval": "1s"}),
-     "settings.sweep_interval: must be a number of seconds 0.1..3600, not a string"),
+     "settings.sweep_interval: must be a number 0.1..3600, not a string"),
     (edit(**{"settings.sweep_interval": 0}),
-     "settings.sweep_interval: must be 0.1..3600 seconds (got 0)"),
+     "settings.sweep_interval: must be 0.1..3600 (got 0)"),
+    (edit(health={"window": 1}), "health.window: must be 5..3600 (got 1)"),
+    (edit(health={"fall": 0}), "health.fall: must be 1..100 (got 0)"),
+    (edit(health={"rise": 1, "probe": 2}),
+     "health.probe: unknown key (known: window, min_samples, degraded_ratio, failing_ratio, "
+     "check_interval, check_timeout, fall, rise, check_targets)"),
+    (edit(health={"check_targets": ["198.18.2.11"]}),
+     "health.check_targets[0]: '198.18.2.11': expected IP:PORT (like 198.18.2.11:8080)"),
+    (edit(health={"check_targets": ["198.18.2.11:0"]}),
+     "health.check_targets[0]: '198.18.2.11:0': port must be 1..65535"),
+    (edit(health={"check_targets": "198.18.2.11:80"}),
+     'health.check_targets: must be an array of "ip:port" strings, not a string'),
+    (edit(health={"degraded_ratio": 0.6, "failing_ratio": 0.5}),
+     "health.degraded_ratio: 0.6 is above failing_ratio (0.5)"),
+    (edit(health=[]), "health: must be a table, not an array"),
     (edit(listener=3), "listener: must be an array of tables ([[listener]]), not an integer"),
     (edit(listener=[1]), "listener[0]: must be a table, not an integer"),
     (edit(**{"listener.0.port": DELETE}), "listener[0].port: is required"),
@@ -267,7 +281,8 @@ def test_example_config_is_valid_and_complete() -> None:
     c = load_config(ROOT / "examples" / "lbtui.toml")
     text = (ROOT / "examples" / "lbtui.toml").read_text()
     # Every key the validator knows appears in the example, so it documents them all.
-    for key in (*C._DATAPATH_KEYS, *C._SETTINGS_KEYS, *C._LISTENER_KEYS, *C._SOURCE_KEYS,
+    for key in (*C._DATAPATH_KEYS, *C._SETTINGS_KEYS, *C._HEALTH_KEYS, *C._LISTENER_KEYS,
+                *C._SOURCE_KEYS,
                 *C._SNI_KEYS, *C._TARGET_KEYS):
         assert re.search(rf"^#? ?{key} = |{key} = ", text, re.M), f"{key} not in the example"
     assert [x.port for x in c.listeners] == [80, 53, 443]

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from hubviewer import HubViewer
 
 from lbtui import abi, bpfsys, netns
 from lbtui import maps as M
@@ -19,7 +20,6 @@ from lbtui.control.instance import Instance, InstanceError, pin_dir_of
 from lbtui.control.lock import run_dir
 from lbtui.control.state import read_state
 from lbtui.lab import topology as T
-from lbtui.maps.events import EventReader, LbEvent
 from lbtui.model import GroupKey, Listener, SniRoute, SourceRoute
 from lbtui.targets import TargetGroup
 
@@ -219,8 +219,7 @@ def test_sweep_removes_aged_flows_and_emits_aged_events(make_lab, state_dir, ins
     topo = make_lab(1, 1)
     inst, _ = start(topo, tmp_path, instance_cleanup, http_weights=(100,),
                     settings="connection_timeout = 1\n")
-    events: list[LbEvent] = []
-    reader = EventReader(inst.maps.stats_ringbuf, events.append)
+    viewer = HubViewer(inst.name)
     try:
         assert http_get(topo) == "backend1"
         flows = M.list_connections(inst.maps.conntrack_map)
@@ -231,7 +230,8 @@ def test_sweep_removes_aged_flows_and_emits_aged_events(make_lab, state_dir, ins
         assert [c.five_tuple for c in removed] == [flows[0].five_tuple]
         assert M.list_connections(inst.maps.conntrack_map) == []
         assert len(list(M.conntrack_reader(inst.maps.conntrack_map).items())) == 0
-        reader.poll(100)
+        viewer.wait_for(lambda: any(e.kind == "closed" for e in viewer.events()), "closed")
+        events = viewer.events()
         aged = [e for e in events if e.reason == "aged"]
         # An HTTP flow closes with FINs, whose closed event the kernel already sent; only
         # flows that went idle get an aged event. Make one: an open, idle echo connection.
@@ -242,14 +242,14 @@ def test_sweep_removes_aged_flows_and_emits_aged_events(make_lab, state_dir, ins
         assert echo.roundtrip() == "backend1"
         removed = inst.sweep(now_ns=time.monotonic_ns() + 2_000_000_000)
         assert [c.client_port for c in removed] == [echo.local[1]]
-        reader.poll(100)
-        aged = [e for e in events if e.reason == "aged"]
+        viewer.wait_for(lambda: any(e.reason == "aged" for e in viewer.events()), "aged")
+        aged = [e for e in viewer.events() if e.reason == "aged"]
         assert len(aged) == 1 and aged[0].client_port == echo.local[1]
         assert aged[0].target == f"{topo.backends[0].ip}:{T.ECHO_PORT}"
         assert aged[0].packets_fwd >= 3
         echo.close()
     finally:
-        reader.close()
+        viewer.close()
         inst.stop()
 
 

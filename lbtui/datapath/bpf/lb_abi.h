@@ -92,6 +92,8 @@ struct lb_ct_key {
 #define LB_CT_F_STATS        (1 << 5) /* flow emits open/close events */
 #define LB_CT_F_CLOSE_SENT   (1 << 6) /* the closed event was emitted */
 #define LB_CT_F_LOCAL        (1 << 7) /* proxied by a userspace splicer: XDP passes it */
+#define LB_CT_F_SOURCE       (1 << 8) /* a source route chose the target (else the listener) */
+#define LB_CT_F_RST_REV      (1 << 9) /* the target sent an RST */
 
 /* Conntrack value, 64 B. In a forward entry orig_dst is the VIP the client dialled and
  * nat_dst the chosen target; the reply entry holds the same pair, so the reply path can
@@ -183,13 +185,23 @@ struct lb_reason_key {
 #define LB_REASON_ICMP            15 /* ICMP error of a balanced flow, translated */
 #define LB_REASONS_MAX            16
 
-/* stats ring buffer events: naturally aligned, 72 B. */
-#define LB_EVENT_OPENED 1
-#define LB_EVENT_CLOSED 2
+/* stats ring buffer events: naturally aligned, 80 B. */
+#define LB_EVENT_OPENED         1
+#define LB_EVENT_CLOSED         2
+#define LB_EVENT_CONNECT_FAILED 3  /* userspace: the SNI splicer could not reach the target */
 
 #define LB_CLOSE_FIN  1
 #define LB_CLOSE_RST  2
 #define LB_CLOSE_AGED 3  /* only produced by userspace sweeps */
+
+/* What chose the target (struct lb_event.group). */
+#define LB_GROUP_LISTENER 0
+#define LB_GROUP_SOURCE   1
+#define LB_GROUP_SNI      2
+
+/* struct lb_event.flags */
+#define LB_EVENT_F_REPLIED    (1 << 0) /* the target answered at least once */
+#define LB_EVENT_F_RST_TARGET (1 << 1) /* closed by an RST the target sent */
 
 struct lb_event {
     __u64 ts_ns;
@@ -198,6 +210,7 @@ struct lb_event {
     __u64 bytes_fwd;
     __u64 bytes_rev;
     __u64 created_ns;
+    __u64 sni_hash;      /* SNI-routed flows: the route's hostname hash; else 0 */
     __be32 client_ip;
     __be32 vip_ip;
     __be32 target_ip;
@@ -207,7 +220,9 @@ struct lb_event {
     __u8 type;           /* LB_EVENT_* */
     __u8 proto;          /* IPPROTO_TCP / IPPROTO_UDP */
     __u8 reason;         /* LB_CLOSE_* for closed events */
-    __u8 pad[3];
+    __u8 group;          /* LB_GROUP_* */
+    __u8 flags;          /* LB_EVENT_F_* */
+    __u8 pad;
 };
 
 #endif /* LBTUI_LB_ABI_H */

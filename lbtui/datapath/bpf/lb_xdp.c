@@ -212,10 +212,14 @@ static __always_inline void lb_emit(__u8 type, __u8 reason, const struct lb_ct_k
     e->client_port = fkey->src_port;
     e->vip_port = v->orig_dst_port;
     e->target_port = v->nat_dst_port;
+    e->sni_hash = 0;
     e->type = type;
     e->proto = fkey->proto;
     e->reason = reason;
-    e->pad[0] = e->pad[1] = e->pad[2] = 0;
+    e->group = (v->flags & LB_CT_F_SOURCE) ? LB_GROUP_SOURCE : LB_GROUP_LISTENER;
+    e->flags = ((v->flags & LB_CT_F_SEEN_REPLY) ? LB_EVENT_F_REPLIED : 0) |
+               ((v->flags & LB_CT_F_RST_REV) ? LB_EVENT_F_RST_TARGET : 0);
+    e->pad = 0;
     stats.ringbuf_submit(e, 0);
 }
 
@@ -240,7 +244,7 @@ static __always_inline __u16 lb_track_tcp_close(struct lb_pkt *p, const struct l
     if (!p->tcp)
         return fct->flags;
     if (p->tcp->rst)
-        bits |= LB_CT_F_RST;
+        bits |= reverse ? (LB_CT_F_RST | LB_CT_F_RST_REV) : LB_CT_F_RST;
     if (p->tcp->fin)
         bits |= reverse ? LB_CT_F_FIN_REV : LB_CT_F_FIN_FWD;
     if (!bits)
@@ -607,8 +611,11 @@ static __always_inline int lb_handle_new(struct xdp_md *ctx, struct lb_pkt *p,
 
     struct lb_lpm_key skey = { .prefixlen = 32, .ip = key->src_ip };
     struct lb_route *sroute = config.lookup(&skey);
-    if (sroute)
+    __u16 chosen_by = 0;
+    if (sroute) {
         route = sroute;
+        chosen_by = LB_CT_F_SOURCE;
+    }
 
     struct lb_target t = {};
     if (lb_pick(route, lb_flow_hash(key), &t) != 0) {
@@ -626,8 +633,7 @@ static __always_inline int lb_handle_new(struct xdp_md *ctx, struct lb_pkt *p,
     v.last_seen_ns = now;
     v.packets_fwd = 1;
     v.bytes_fwd = p->ip_len;
-    if (route->flags & LB_ROUTE_F_STATS)
-        v.flags = LB_CT_F_STATS;
+    v.flags = chosen_by | ((route->flags & LB_ROUTE_F_STATS) ? LB_CT_F_STATS : 0);
 
     /* Reply entry first: once the forward entry exists, another CPU may forward this
      * flow's packets and the target may answer. */
