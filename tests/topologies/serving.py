@@ -45,7 +45,7 @@ class Served:
                            capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
             raise RuntimeError(f"lbtui ctl status failed ({r.returncode}): {r.stderr}")
-        return json.loads(r.stdout)
+        return json.loads(r.stdout)["data"]          # the --json envelope
 
     def xdp_modes(self) -> dict[str, str | None]:
         return {i["ifname"]: i["xdp_mode"] for i in self.status()["interfaces"]}
