@@ -9,7 +9,7 @@ shows forward entries), spread over three targets. Then, repeated ``--refreshes`
 with every flow's counters grown in between, medians reported:
 
 - map read: one batched read (BPF_MAP_LOOKUP_BATCH, fixed buffers) decoded into rows
-  (``lbtui.console.conns.read_rows``); worker thread;
+  (``lbtui.console.data.conns.read_rows``); worker thread;
 - collect: the whole snapshot (map read, per-target traffic deltas, routes, counters);
   worker thread;
 - sort / filter: ordering the rows for the table (sort by bytes←) and a text filter;
@@ -37,10 +37,10 @@ from bench.common import fmt, machine, machine_line, table
 from lbtui import abi, bpfsys
 from lbtui import maps as M
 from lbtui.addr import ip_to_be, port_to_be
-from lbtui.console import conns as C
 from lbtui.console.app import Collected, ConsoleApp
-from lbtui.console.collector import MAX_ROWS, Collector
-from lbtui.console.snapshot import InstanceInfo
+from lbtui.console.data import conns as C
+from lbtui.console.data.collector import MAX_ROWS, Collector
+from lbtui.console.data.snapshot import InstanceInfo
 from lbtui.maps import flowrows as R
 from lbtui.targets import TargetGroup
 

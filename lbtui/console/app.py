@@ -22,10 +22,12 @@ from textual.message import Message
 from textual.widgets import ContentSwitcher, Footer
 from textual.worker import get_current_worker
 
-from lbtui.console import conns as C
-from lbtui.console.collector import Collector
 from lbtui.console.commands import LiveCommand, LiveCommands
-from lbtui.console.eventfeed import EventFeed
+from lbtui.console.data import conns as C
+from lbtui.console.data.collector import Collector
+from lbtui.console.data.eventfeed import EventFeed
+from lbtui.console.data.groups import Group, groups_of
+from lbtui.console.data.snapshot import Snapshot
 from lbtui.console.forms.base import FormScreen
 from lbtui.console.forms.dialogs import ConfirmScreen, QuitScreen
 from lbtui.console.forms.routes import (
@@ -37,15 +39,13 @@ from lbtui.console.forms.routes import (
     TimeoutForm,
     WeightsForm,
 )
-from lbtui.console.groups import Group, groups_of
-from lbtui.console.header import StatusHeader
 from lbtui.console.help import HelpScreen
-from lbtui.console.snapshot import Snapshot
 from lbtui.console.views.connections import ConnectionsView
 from lbtui.console.views.events import EventsView
 from lbtui.console.views.routes import RoutesView
 from lbtui.console.views.settings import SettingsView
 from lbtui.console.views.targets import TargetsView
+from lbtui.console.widgets.header import StatusHeader
 from lbtui.maps import flowrows as R
 from lbtui.model import GroupKind, Listener, SniRoute, SourceRoute
 

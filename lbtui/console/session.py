@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from lbtui.console.app import ConsoleApp
-from lbtui.console.collector import Collector
-from lbtui.console.eventfeed import EventFeed
-from lbtui.console.snapshot import InstanceInfo
+from lbtui.console.data.collector import Collector
+from lbtui.console.data.eventfeed import EventFeed
+from lbtui.console.data.snapshot import InstanceInfo
 
 
 def instance_info(inst: Any) -> InstanceInfo:

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 from lbtui import abi, bpfsys
 from lbtui import maps as M
-from lbtui.console.collector import Clock, Collector
-from lbtui.console.eventfeed import EventFeed
-from lbtui.console.snapshot import InstanceInfo
+from lbtui.console.data.collector import Clock, Collector
+from lbtui.console.data.eventfeed import EventFeed
+from lbtui.console.data.snapshot import InstanceInfo
 from lbtui.maps import settings
 from lbtui.maps.events import LbEvent
 from lbtui.targets import TargetGroup

@@ -11,9 +11,9 @@ import pytest
 
 from lbtui import abi
 from lbtui import maps as M
-from lbtui.console import conns as C
-from lbtui.console.collector import Clock, Collector
-from lbtui.console.traffic import TrafficTracker, event_key, sparkline
+from lbtui.console.data import conns as C
+from lbtui.console.data.collector import Clock, Collector
+from lbtui.console.data.traffic import TrafficTracker, event_key, sparkline
 from lbtui.maps import flowrows as R
 from lbtui.maps.events import LbEvent
 

@@ -18,6 +18,7 @@ from textual.widgets import Input
 
 from lbtui import maps as M
 from lbtui.console.app import ConsoleApp
+from lbtui.console.data.groups import Group
 from lbtui.console.forms.dialogs import ConfirmScreen, QuitScreen
 from lbtui.console.forms.routes import (
     ListenerForm,
@@ -26,7 +27,6 @@ from lbtui.console.forms.routes import (
     TimeoutForm,
     WeightsForm,
 )
-from lbtui.console.groups import Group
 
 SIZE = (150, 36)
 

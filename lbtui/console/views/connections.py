@@ -11,8 +11,8 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Input, Static
 
-from lbtui.console import conns as C
-from lbtui.console.linetable import LineTable, TableColumn
+from lbtui.console.data import conns as C
+from lbtui.console.widgets.linetable import LineTable, TableColumn
 from lbtui.maps import flowrows as R
 
 CONN_COLUMNS = [TableColumn(c.name, c.width, c.text, c.right) for c in C.COLUMNS]

@@ -12,8 +12,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import Input, Static
 
-from lbtui.console import fmt
-from lbtui.console.linetable import LineTable, TableColumn
+from lbtui.console.data import fmt
+from lbtui.console.widgets.linetable import LineTable, TableColumn
 from lbtui.maps.events import LbEvent
 
 KEEP = 10_000   # events kept for the view

@@ -11,7 +11,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from lbtui.console.groups import Group, find_group
+from lbtui.console.data.groups import Group, find_group
 from lbtui.model import GroupKind
 
 

@@ -11,8 +11,8 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Static
 
-from lbtui.console import fmt
-from lbtui.console.snapshot import Snapshot
+from lbtui.console.data import fmt
+from lbtui.console.data.snapshot import Snapshot
 
 COUNTER_LABELS = {
     "flows_created": "flows created",

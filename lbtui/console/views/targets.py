@@ -11,10 +11,10 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from lbtui.console import fmt
-from lbtui.console.groups import Group, find_group
-from lbtui.console.snapshot import Snapshot
-from lbtui.console.traffic import TargetTraffic
+from lbtui.console.data import fmt
+from lbtui.console.data.groups import Group, find_group
+from lbtui.console.data.snapshot import Snapshot
+from lbtui.console.data.traffic import TargetTraffic
 from lbtui.console.views.routes import keep_cursor
 
 SPARK_WIDTH = 20

@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
-import humanize
-
+from lbtui.console.data.fmt import count, size, span
 from lbtui.maps import ct_state
 from lbtui.maps.flowrows import (
     BYTES_FWD,
@@ -39,25 +38,6 @@ from lbtui.maps.flowrows import (
 
 def _dur(ns: int) -> str:
     return span(max(0, ns) // 1_000_000_000)
-
-
-def span(s: int) -> str:
-    """Seconds as a compact age: 42s, 3m05s, 2h07m, 1d04h."""
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
-def size(n: int) -> str:
-    return humanize.naturalsize(n, binary=True, format="%.1f") if n >= 1024 else f"{n} B"
-
-
-def count(n: int) -> str:
-    return humanize.intcomma(n) if n < 1_000_000 else humanize.intword(n, "%.1f")
 
 
 @dataclass(frozen=True)

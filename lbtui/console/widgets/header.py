@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from lbtui.console import fmt
-from lbtui.console.snapshot import Snapshot
+from lbtui.console.data import fmt
+from lbtui.console.data.snapshot import Snapshot
 
 
 def header_text(s: Snapshot) -> Text:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lbtui import abi
-from lbtui.console.conns import ConnDump
-from lbtui.console.traffic import TargetTraffic
+from lbtui.console.data.conns import ConnDump
+from lbtui.console.data.traffic import TargetTraffic
 from lbtui.maps import SniRouteRecord, SourceRouteRecord
 from lbtui.maps.events import LbEvent
 from lbtui.targets import RouteRecord

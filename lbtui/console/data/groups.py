@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lbtui.console.snapshot import Snapshot
+from lbtui.console.data.snapshot import Snapshot
 from lbtui.model import GroupKey, GroupKind
 from lbtui.targets import RouteRecord, TargetGroup
 

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lbtui import maps as M
-from lbtui.console.snapshot import InstanceInfo, ListenerRow, Rates, Snapshot
-from lbtui.console.traffic import TrafficTracker
+from lbtui.console.data.snapshot import InstanceInfo, ListenerRow, Rates, Snapshot
+from lbtui.console.data.traffic import TrafficTracker
 from lbtui.maps.events import LbEvent
 from lbtui.maps.flowrows import ConnDump, open_reader, read_rows
 

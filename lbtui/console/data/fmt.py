@@ -4,9 +4,24 @@ from __future__ import annotations
 
 import humanize
 
-from lbtui.console.conns import count, size, span
 
-__all__ = ["count", "duration", "pct", "rate", "rate_bytes", "size"]
+def span(s: int) -> str:
+    """Seconds as a compact age: 42s, 3m05s, 2h07m, 1d04h."""
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def size(n: int) -> str:
+    return humanize.naturalsize(n, binary=True, format="%.1f") if n >= 1024 else f"{n} B"
+
+
+def count(n: int) -> str:
+    return humanize.intcomma(n) if n < 1_000_000 else humanize.intword(n, "%.1f")
 
 
 def rate(per_s: float) -> str:

@@ -1,0 +1,1 @@
+"""Widgets shared by the views: the virtual table, the status header, the filter bar."""
