@@ -37,10 +37,11 @@ from bench.common import fmt, machine, machine_line, table
 from lbtui import abi, bpfsys
 from lbtui import maps as M
 from lbtui.addr import ip_to_be, port_to_be
-from lbtui.console.app import Collected, ConsoleApp
+from lbtui.console.app import ConsoleApp
 from lbtui.console.data import conns as C
 from lbtui.console.data.collector import MAX_ROWS, Collector
 from lbtui.console.data.snapshot import InstanceInfo
+from lbtui.console.messages import Collected
 from lbtui.maps import flowrows as R
 from lbtui.targets import TargetGroup
 
@@ -140,7 +141,8 @@ def run(sizes: list[int], refreshes: int) -> list[dict[str, object]]:
                 collect.append(t)
                 t, _ = ms_of(C.apply_view, snap.conns, C.ViewSpec("bytes←", True))
                 sort.append(t)
-                t, _ = ms_of(C.apply_view, snap.conns, C.ViewSpec("age", False, "198.18.1.7"))
+                spec = C.ViewSpec("age", False, C.parse("198.18.1.7"))
+                t, _ = ms_of(C.apply_view, snap.conns, spec)
                 filt.append(t)
             print(f"[console] {n:,} flows: driving the app", file=sys.stderr)
             handler, cycle, shown = asyncio.run(ui_times(col, ms, n, refreshes))

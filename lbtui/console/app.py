@@ -3,33 +3,40 @@
 Collection never runs on the UI thread: a thread worker takes one snapshot (and sorts and
 filters the connections for the table), posts it, and only when the UI has shown it is
 the next one-shot timer armed, so refreshes never overlap and a slow read stretches the
-period instead of queueing. Ring-buffer events come from a second thread worker that
-polls with a finite timeout and checks for cancellation.
+period instead of queueing. Events come from a second thread worker that follows the
+instance's event stream with a finite timeout and checks for cancellation.
+
+Edits, exports and stopping the instance leave the event loop one way,
+``lbtui.console.blocking.run_blocking``: forms await it, the app awaits it in async
+workers (``_blocking``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
-from collections.abc import Callable
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from rich.markup import escape
 from textual import on, work
 from textual.app import App, ComposeResult
-from textual.binding import Binding, BindingType
-from textual.message import Message
+from textual.binding import ActiveBinding, Binding, BindingType
+from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Footer
 from textual.worker import get_current_worker
 
+from lbtui.console.blocking import Outcome, run_blocking
 from lbtui.console.commands import LiveCommand, LiveCommands
 from lbtui.console.data import conns as C
-from lbtui.console.data.collector import Collector
 from lbtui.console.data.eventfeed import EventFeed
+from lbtui.console.data.export import default_path, write_export
 from lbtui.console.data.groups import Group, groups_of
-from lbtui.console.data.snapshot import Snapshot
+from lbtui.console.data.hints import FormHints, form_hints
+from lbtui.console.data.snapshot import Snapshot, SnapshotSource
 from lbtui.console.forms.base import FormScreen
 from lbtui.console.forms.dialogs import ConfirmScreen, QuitScreen
+from lbtui.console.forms.export import ExportForm
 from lbtui.console.forms.routes import (
     ListenerForm,
     ListenerSpec,
@@ -40,41 +47,52 @@ from lbtui.console.forms.routes import (
     WeightsForm,
 )
 from lbtui.console.help import HelpScreen
+from lbtui.console.messages import (
+    Collected,
+    CollectFailed,
+    DeleteConnRequested,
+    ExportRequested,
+    FreezeToggled,
+    RouteRequested,
+    SettingsRequested,
+    SpecChanged,
+    TargetRequested,
+    ViewReady,
+)
 from lbtui.console.views.connections import ConnectionsView
 from lbtui.console.views.events import EventsView
-from lbtui.console.views.routes import RoutesView
+from lbtui.console.views.routes import RoutesView, match_of
 from lbtui.console.views.settings import SettingsView
 from lbtui.console.views.targets import TargetsView
 from lbtui.console.widgets.header import StatusHeader
 from lbtui.maps import flowrows as R
-from lbtui.model import GroupKind, Listener, SniRoute, SourceRoute
+from lbtui.model import GroupKey, GroupKind, Listener, SniRoute, SourceRoute
+
+if TYPE_CHECKING:
+    from lbtui.control.controller import Control
+    from lbtui.control.instance import Instance
 
 VIEWS = ("connections", "routes", "targets", "events", "settings")
 _VIEW_GROUP = Binding.Group("views", compact=True)
+KIND_NAME = {GroupKind.LISTENER: "listener", GroupKind.SOURCE: "source route",
+             GroupKind.SNI: "SNI route"}
 
 
-class Collected(Message):
-    def __init__(self, snap: Snapshot, view: C.ConnView | None) -> None:
-        self.snap = snap
-        self.view = view
-        super().__init__()
+class ConsoleScreen(Screen[None]):
+    """The main screen. Its footer lists the keys that work everywhere (views, undo,
+    help, quit) before the current view's, so a narrow terminal cuts a view's last keys,
+    not the way around."""
 
-
-class CollectFailed(Message):
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-        super().__init__()
-
-
-class ViewReady(Message):
-    def __init__(self, view: C.ConnView) -> None:
-        self.view = view
-        super().__init__()
+    @property
+    def active_bindings(self) -> dict[str, ActiveBinding]:
+        found = super().active_bindings
+        first = {k: v for k, v in found.items() if v.node is self.app}
+        return first | {k: v for k, v in found.items() if k not in first}
 
 
 class ConsoleApp(App[str | None], inherit_bindings=False):
-    """``collector`` reads the maps; ``controller`` applies edits (None: read-only);
-    ``instance`` is stopped (or kept) on quit when ``owned`` (this console loaded it)."""
+    """``collector`` gives snapshots; ``controller`` applies edits (None: read-only);
+    ``instance`` is stopped (or kept) on quit when this console loaded it."""
 
     TITLE = "lbtui"
     COMMANDS = App.COMMANDS | {LiveCommands}
@@ -90,6 +108,7 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
         Binding("3", "view('targets')", "Targets", id="view.targets", group=_VIEW_GROUP),
         Binding("4", "view('events')", "Events", id="view.events", group=_VIEW_GROUP),
         Binding("5", "view('settings')", "Settings", id="view.settings", group=_VIEW_GROUP),
+        Binding("u", "undo", "Undo drain", id="app.undo"),
         Binding("question_mark", "help", "Help", key_display="?", id="app.help"),
         Binding("q", "quit", "Quit", id="app.quit"),
         # Textual's own app bindings, re-declared with ids (the footer shows the palette
@@ -101,8 +120,8 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
                 id="app.help_quit"),
     ]
 
-    def __init__(self, collector: Collector, *, controller: Any = None,
-                 instance: Any = None, feed: EventFeed | None = None,
+    def __init__(self, collector: SnapshotSource, *, controller: Control | None = None,
+                 instance: Instance | None = None, feed: EventFeed | None = None,
                  refresh_interval: float | None = 1.0, start_view: str = "connections",
                  poll_ringbuf: bool = True) -> None:
         super().__init__()
@@ -117,6 +136,7 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
         self.groups: list[Group] = []
         self.frozen = False
         self.spec = C.ViewSpec()
+        self.undo: list[tuple[GroupKey, str, int]] = []   # drains: (group, target, weight)
         self.ui_ms: list[float] = []        # UI-thread time per refresh (the benchmark)
         self.refreshes = 0
         self.stopped: str | None = None     # "keep" | "stop" once the instance was released
@@ -128,6 +148,9 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
         self._again = False
 
     # --- layout --------------------------------------------------------------------------
+
+    def get_default_screen(self) -> Screen[None]:
+        return ConsoleScreen(id="_default")
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(id="header")
@@ -148,6 +171,10 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
     @property
     def conns_view(self) -> ConnectionsView:
         return self.query_one(ConnectionsView)
+
+    @property
+    def hints(self) -> FormHints:
+        return form_hints(self.snapshot, self.groups)
 
     # --- collection ----------------------------------------------------------------------
 
@@ -189,7 +216,8 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
         elif self.refresh_interval:
             self.set_timer(self.refresh_interval, self.collect_now)
 
-    def on_collected(self, msg: Collected) -> None:
+    @on(Collected)
+    def _collected(self, msg: Collected) -> None:
         t0 = time.perf_counter()
         self._graveyard.append(self.snapshot)
         s = self.snapshot = msg.snap
@@ -209,14 +237,15 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
         self.refreshes += 1
         self._rearm()
 
-    def on_collect_failed(self, msg: CollectFailed) -> None:
+    @on(CollectFailed)
+    def _collect_failed(self, msg: CollectFailed) -> None:
         self.notify(f"reading the maps failed: {msg.error}", severity="error", timeout=5)
         self._rearm()
 
     # --- connections ---------------------------------------------------------------------
 
-    @on(ConnectionsView.SpecChanged)
-    def _spec_changed(self, msg: ConnectionsView.SpecChanged) -> None:
+    @on(SpecChanged)
+    def _spec_changed(self, msg: SpecChanged) -> None:
         self.spec = msg.spec
         if self._dump is not None:
             self._reapply(self._dump, msg.spec)
@@ -227,62 +256,79 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
         if not get_current_worker().is_cancelled:
             self.post_message(ViewReady(view))
 
-    def on_view_ready(self, msg: ViewReady) -> None:
+    @on(ViewReady)
+    def _view_ready(self, msg: ViewReady) -> None:
         if self.snapshot is not None:
             self._graveyard.append(self.conns_view.view)
             self.conns_view.show(msg.view, self.snapshot.now_ns)
 
-    @on(ConnectionsView.FreezeToggled)
-    def _freeze(self, msg: ConnectionsView.FreezeToggled) -> None:
+    @on(FreezeToggled)
+    def _freeze(self, msg: FreezeToggled) -> None:
         self.frozen = msg.frozen
         if not msg.frozen:
             self.collect_now()
 
-    @on(ConnectionsView.DeleteRequested)
-    def _delete_conn(self, msg: ConnectionsView.DeleteRequested) -> None:
+    @on(DeleteConnRequested)
+    def _delete_conn(self, msg: DeleteConnRequested) -> None:
         t = R.five_tuple(msg.row)
         target = R.target_of(msg.row)
+        control = self._control()
+        if control is None:
+            return
 
         def done(yes: bool | None) -> None:
             if yes:
-                self._edit(lambda: self.controller.delete_connection(t), f"deleted {t}")
+                self._edit(lambda: control.delete_connection(t), f"deleted {t}")
 
         self.push_screen(ConfirmScreen(
             f"Delete connection [b]{t}[/b] (target {target})?\n\nThe flow's next packet "
             "is balanced as a new connection."), done)
 
-    # --- edits ---------------------------------------------------------------------------
+    def show_connections_of(self, target: str) -> None:
+        """Drill down: the Connections view filtered to ``target``."""
+        self.action_view("connections")
+        self.conns_view.set_filter(f"target:{target}")
+        self.notify(f"connections to {target} (filter target:{target}; Esc clears it)",
+                    timeout=4)
 
-    def _require_controller(self) -> bool:
+    # --- running blocking work -----------------------------------------------------------
+
+    def _control(self) -> Control | None:
+        """The controller, or None after saying why there is none."""
         if self.controller is None:
             self.notify("read-only: no config file is known for this instance, so edits "
                         "cannot be persisted (start it with --config)", severity="warning")
-            return False
-        return True
+        return self.controller
 
-    def _edit(self, change: Callable[[], object], done: str) -> None:
-        """Run an edit (outside a form) on a worker thread; the outcome is notified."""
-        if self._require_controller():
-            self._run_edit(change, done)
+    def _blocking(self, call: Callable[[], Any],
+                  then: Callable[[Outcome[Any]], Awaitable[None] | None]) -> None:
+        """Run ``call`` off the event loop, then ``then(outcome)`` on it."""
+        async def run() -> None:
+            outcome = await run_blocking(call)
+            result = then(outcome)
+            if result is not None:
+                await result
+        self.run_worker(run(), group="edit", exit_on_error=False)
 
-    @work(thread=True, group="edit", exit_on_error=False)
-    def _run_edit(self, change: Callable[[], object], done: str) -> None:
-        try:
-            result = change()
-        except (ValueError, RuntimeError, OSError) as e:
-            self.call_from_thread(self.notify, str(e), title="not changed",
-                                  severity="error", timeout=8)
-        else:
-            if result is False:
-                self.call_from_thread(self.notify, f"{done}: nothing to do (already gone)",
-                                      severity="warning")
+    def _edit(self, change: Callable[[], object], done: str | Callable[[Any], str]) -> None:
+        """Run an edit outside a form; the outcome is notified and the view refreshed.
+        ``done`` says what happened (or makes it from the call's result)."""
+        def then(o: Outcome[Any]) -> None:
+            if not o.ok:
+                self.notify(escape(o.problem), title="not changed", severity="error",
+                            timeout=8)
+            elif o.value is False:
+                self.notify(f"{done}: nothing to do (already gone)", severity="warning")
             else:
-                self.call_from_thread(self.notify, done)
-        self.call_from_thread(self.collect_now)
+                self.notify(done(o.value) if callable(done) else done, timeout=6)
+            self.collect_now()
+        self._blocking(change, then)
 
-    def _form(self, form: FormScreen) -> None:
-        if not self._require_controller():
+    def _form(self, make: Callable[[Control], FormScreen]) -> None:
+        control = self._control()
+        if control is None:
             return
+        form = make(control)
 
         def done(saved: bool | None) -> None:
             if saved:
@@ -291,87 +337,83 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
 
         self.push_screen(form, done)
 
+    # --- routes and weights ----------------------------------------------------------------
+
     def edit_weights(self, g: Group) -> None:
-        self._form(WeightsForm(g.label, g.group,
-                               lambda grp: self.controller.set_weights(g.key, grp)))
+        self._form(lambda c: WeightsForm(g.label, g.group,
+                                         lambda grp: c.set_weights(g.key, grp), self.hints))
 
     def edit_route(self, kind: str, g: Group | None) -> None:
+        hints = self.hints
+        name = str(g.key.key) if g else None
+        group = g.group if g else None
         if kind == "sni":
-            self._form(SniRouteForm(self._apply_sni, str(g.key.key) if g else None,
-                                    g.group if g else None))
+            self._form(lambda c: SniRouteForm(lambda v: _apply_sni(c, v), name, group, hints))
         elif kind == "source":
-            self._form(SourceRouteForm(self._apply_source, str(g.key.key) if g else None,
-                                       g.group if g else None))
+            self._form(lambda c: SourceRouteForm(lambda v: _apply_source(c, v), name, group,
+                                                 hints))
         else:
-            self._form(self._listener_form(g))
-
-    def _listener_form(self, g: Group | None) -> ListenerForm:
-        defaults = self.snapshot.info.interfaces if self.snapshot else ()
-        cfg = self.controller.config.listener(int(g.key.key)) if (
-            g and self.controller) else None
-        if g is None:
-            return ListenerForm(self._apply_listener, default_interfaces=defaults)
-        if cfg is not None:
-            return ListenerForm(self._apply_listener, port=cfg.port, protocol=cfg.protocol,
-                                interfaces=cfg.interfaces, stats=cfg.stats, sni=cfg.sni,
-                                group=g.group, default_interfaces=defaults)
-        return ListenerForm(self._apply_listener, port=int(g.key.key), group=g.group,
-                            default_interfaces=defaults)
-
-    def _apply_sni(self, v: NamedGroup) -> None:
-        """Add, or update (a rename included) in one transaction."""
-        route = SniRoute(v.name, v.group)
-        if v.old_name is None:
-            self.controller.add_sni_route(route)
-        else:
-            self.controller.update_sni_route(v.old_name, route)
-
-    def _apply_source(self, v: NamedGroup) -> None:
-        if v.old_name is None:
-            self.controller.add_source_route(SourceRoute(v.name, v.group))
-        else:
-            old = self.controller.config.source_route(v.old_name)
-            stats = old.stats if old is not None else True
-            self.controller.update_source_route(v.old_name, SourceRoute(v.name, v.group,
-                                                                        stats))
-
-    def _apply_listener(self, v: ListenerSpec) -> None:
-        """Add, or update in one transaction (the port is never unbalanced in between);
-        what the form does not show (the listener's address) is kept."""
-        c = self.controller
-        old = c.config.listener(v.old_port) if v.old_port is not None else None
-        new = Listener(v.port, v.group, v.protocol, v.interfaces, v.stats, v.sni,
-                       old.address if old is not None else None)
-        if v.old_port is None:
-            c.add_listener(new)
-        else:
-            c.update_listener(v.old_port, new)
+            self._form(lambda c: _listener_form(c, g, hints))
 
     def delete_route(self, g: Group) -> None:
-        what = {GroupKind.LISTENER: f"the listener on port {g.key.key}",
-                GroupKind.SOURCE: f"the source route {g.key.key}",
-                GroupKind.SNI: f"the SNI route {g.key.key}"}[g.kind]
+        what = f"the {KIND_NAME[g.kind]} {match_of(g)}"
+        control = self._control()
+        if control is None:
+            return
+        remove = {GroupKind.LISTENER: control.remove_listener,
+                  GroupKind.SOURCE: control.remove_source_route,
+                  GroupKind.SNI: control.remove_sni_route}[g.kind]
 
         def done(yes: bool | None) -> None:
-            if not yes:
-                return
-            c = self.controller
-            remove = {GroupKind.LISTENER: c.remove_listener,
-                      GroupKind.SOURCE: c.remove_source_route,
-                      GroupKind.SNI: c.remove_sni_route}[g.kind]
-            self._edit(lambda: remove(g.key.key), f"deleted {what}")
+            if yes:
+                self._edit(lambda: remove(g.key.key), f"deleted {what}")
 
-        if self._require_controller():
-            self.push_screen(ConfirmScreen(
-                f"Delete {what}?\n\nTargets: {g.group}\nEstablished connections keep their "
-                "backend until they close."), done)
+        self.push_screen(ConfirmScreen(
+            f"Delete {what}?\n\nTargets: {g.group}\nEstablished connections keep their "
+            "backend until they close."), done)
 
     def drain(self, g: Group, target: str) -> None:
-        self._edit(lambda: self.controller.drain(g.key, target),
-                   f"drained {target} in {g.label}: it gets no new connections")
+        """Ask, then drain; the weight it had is kept for ``u``."""
+        control = self._control()
+        if control is None:
+            return
+        weight = next((t.weight for t in g.route.targets if str(t) == target), None)
 
-    @on(RoutesView.Requested)
-    def _route_requested(self, msg: RoutesView.Requested) -> None:
+        def drained(old: int) -> str:
+            self.undo.append((g.key, target, old))
+            self.refresh_bindings()
+            return (f"drained {target} in {g.label} (weight {old} was spread over the "
+                    "others); u undoes")
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                self._edit(lambda: control.drain(g.key, target), drained)
+
+        self.push_screen(ConfirmScreen(
+            f"Drain [b]{target}[/b] in {g.label}?\n\nIt gets no new connections; its "
+            f"weight {weight if weight is not None else '?'} goes to the others in "
+            "proportion. Established connections stay until they end. u undoes it.",
+            yes="Drain"), done)
+
+    def action_undo(self) -> None:
+        if not self.undo:
+            self.notify("nothing to undo", severity="warning")
+            return
+        control = self._control()
+        if control is None:
+            return
+        key, target, weight = self.undo.pop()
+        self.refresh_bindings()
+        self._edit(lambda: control.undrain(key, target, weight),
+                   f"undone: {target} in {key.label} is back to weight {weight}")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "undo":     # in the footer only when there is a drain to undo
+            return bool(self.undo)
+        return True
+
+    @on(RouteRequested)
+    def _route_requested(self, msg: RouteRequested) -> None:
         if msg.action == "add":
             self.edit_route(msg.kind, None)
         elif msg.group is None:
@@ -383,28 +425,58 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
         elif msg.action == "delete":
             self.delete_route(msg.group)
 
-    @on(TargetsView.Requested)
-    def _target_requested(self, msg: TargetsView.Requested) -> None:
-        if msg.action == "drain" and msg.target:
+    @on(TargetRequested)
+    def _target_requested(self, msg: TargetRequested) -> None:
+        if msg.action == "connections":
+            self.show_connections_of(msg.target)
+        elif msg.group is None:
+            return
+        elif msg.action == "drain":
             self.drain(msg.group, msg.target)
         else:
             self.edit_weights(msg.group)
 
-    @on(SettingsView.Requested)
-    def _settings_requested(self, msg: SettingsView.Requested) -> None:
+    # --- settings --------------------------------------------------------------------------
+
+    @on(SettingsRequested)
+    def _settings_requested(self, msg: SettingsRequested) -> None:
         if msg.action == "toggle_stats":
             self.toggle_stats()
         else:
             self.edit_timeout()
 
     def toggle_stats(self) -> None:
+        control = self._control()
+        if control is None:
+            return
         on_now = self.snapshot.stats_enabled if self.snapshot else True
-        self._edit(lambda: self.controller.set_stats(not on_now),
+        self._edit(lambda: control.set_stats(not on_now),
                    f"stats events {'off' if on_now else 'on'}")
 
     def edit_timeout(self) -> None:
         seconds = self.snapshot.conn_timeout if self.snapshot else 300
-        self._form(TimeoutForm(seconds, lambda s: self.controller.set_connection_timeout(s)))
+        self._form(lambda c: TimeoutForm(seconds, c.set_connection_timeout))
+
+    # --- export ----------------------------------------------------------------------------
+
+    @on(ExportRequested)
+    def _export_requested(self, msg: ExportRequested) -> None:
+        view = self.query_one(f"#{msg.view}")
+        meta = {"instance": self.collector.info.name, "view": msg.view,
+                "filter": getattr(view, "filter_text", ""),
+                "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        rows = list(msg.rows)
+        # Named after the time of the data shown.
+        when = self.snapshot.wall if self.snapshot else None
+        form = ExportForm(msg.view, len(rows), default_path(msg.view, when),
+                          lambda p: write_export(p, msg.columns, rows, msg.context, meta))
+
+        def done(saved: bool | None) -> None:
+            if saved:
+                self.notify(f"exported {form.result:,} rows to {escape(str(form.applied))}",
+                            title="exported", timeout=10)
+
+        self.push_screen(form, done)
 
     # --- navigation, help, palette -------------------------------------------------------
 
@@ -416,15 +488,12 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
         self.query_one(target).focus()
 
     def action_help(self) -> None:
-        from lbtui.console.forms.dialogs import ConfirmScreen as _Confirm
-        from lbtui.console.forms.dialogs import QuitScreen as _Quit
-
         self.push_screen(HelpScreen([
             ("everywhere", self.BINDINGS), ("connections", ConnectionsView.BINDINGS),
             ("routes", RoutesView.BINDINGS), ("targets", TargetsView.BINDINGS),
             ("events", EventsView.BINDINGS), ("settings", SettingsView.BINDINGS),
-            ("forms", FormScreen.BINDINGS), ("confirm", _Confirm.BINDINGS),
-            ("quit", _Quit.BINDINGS)]))
+            ("forms", FormScreen.BINDINGS), ("confirm", ConfirmScreen.BINDINGS),
+            ("quit", QuitScreen.BINDINGS)]))
 
     def live_commands(self) -> list[LiveCommand]:
         out = [LiveCommand(f"Show {v}", f"switch to the {v} view (key {i})",
@@ -436,14 +505,16 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
                 if t.weight > 0 and len(g.route.targets) > 1:
                     out.append(LiveCommand(
                         f"Drain {t} ({g.label})", "weight 0: no new connections; the "
-                        "others take its share", lambda g=g, t=t: self.drain(g, str(t))))
-            kind = {GroupKind.LISTENER: "listener", GroupKind.SOURCE: "source route",
-                    GroupKind.SNI: "SNI route"}
-            name = f":{g.key.key}" if g.kind is GroupKind.LISTENER else str(g.key.key)
-            out.append(LiveCommand(f"Edit {kind[g.kind]} {name}", str(g.group),
+                        "others take its share (asks first)",
+                        lambda g=g, t=t: self.drain(g, str(t))))
+            name = f"{KIND_NAME[g.kind]} {match_of(g)}"
+            out.append(LiveCommand(f"Edit {name}", str(g.group),
                                    lambda g=g: self.edit_route(g.kind, g)))
-            out.append(LiveCommand(f"Delete {kind[g.kind]} {name}", "asks first",
+            out.append(LiveCommand(f"Delete {name}", "asks first",
                                    lambda g=g: self.delete_route(g)))
+        for t in sorted({str(t) for g in self.groups for t in g.route.targets}):
+            out.append(LiveCommand(f"Connections of {t}", f"filter target:{t}",
+                                   lambda t=t: self.show_connections_of(t)))
         out += [
             LiveCommand("Add SNI route", "route TLS by hostname",
                         lambda: self.edit_route("sni", None)),
@@ -454,23 +525,26 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
             LiveCommand("Toggle stats events", "settings[0]", self.toggle_stats),
             LiveCommand("Set connection timeout", "settings[1]", self.edit_timeout),
         ]
+        if self.undo:
+            key, target, weight = self.undo[-1]
+            out.append(LiveCommand(f"Undo drain of {target} ({key.label})",
+                                   f"back to weight {weight}", self.action_undo))
         return out
 
     # --- quitting ------------------------------------------------------------------------
 
     async def action_quit(self) -> None:
-        owned = self.instance is not None and getattr(self.instance, "managed", False)
-        if not owned:
+        inst = self.instance
+        if inst is None or not inst.managed:
             await self._shutdown_workers()
             self.exit(None)
             return
 
         async def answered(answer: str | None) -> None:
-            if answer in ("keep", "stop"):
-                await self.release(answer == "keep")
+            if answer in ("keep", "stop") and await self.release(answer == "keep"):
                 self.exit(answer)
 
-        self.push_screen(QuitScreen(self.instance.name), answered)
+        self.push_screen(QuitScreen(inst.name), answered)
 
     async def _shutdown_workers(self) -> None:
         self.refresh_interval = None
@@ -481,10 +555,62 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
             with contextlib.suppress(Exception):   # a cancelled worker may raise here
                 await w.wait()
 
-    async def release(self, keep: bool) -> None:
-        """Stop the workers, then stop (or keep) the instance this console loaded."""
+    async def release(self, keep: bool) -> bool:
+        """Stop the workers, then stop (or keep) the instance this console loaded. False
+        (and said why) if that failed: the console stays open to try again."""
         await self._shutdown_workers()
-        if self.instance is not None and self.stopped is None:
-            # pyroute2 (detaching XDP) cannot run inside this event loop: use a thread.
-            await asyncio.to_thread(self.instance.stop, keep)
+        inst = self.instance
+        if inst is not None and self.stopped is None:
+            # pyroute2 (detaching XDP) cannot run inside this event loop.
+            outcome = await run_blocking(lambda: inst.stop(keep))
+            if not outcome.ok:
+                self.notify(f"{escape(outcome.problem)}; q tries again", severity="error",
+                            timeout=15)
+                return False
             self.stopped = "keep" if keep else "stop"
+        return True
+
+
+def _apply_sni(c: Control, v: NamedGroup) -> None:
+    """Add, or update (a rename included) in one transaction."""
+    route = SniRoute(v.name, v.group)
+    if v.old_name is None:
+        c.add_sni_route(route)
+    else:
+        c.update_sni_route(v.old_name, route)
+
+
+def _apply_source(c: Control, v: NamedGroup) -> None:
+    if v.old_name is None:
+        c.add_source_route(SourceRoute(v.name, v.group))
+    else:
+        old = c.config.source_route(v.old_name)
+        stats = old.stats if old is not None else True
+        c.update_source_route(v.old_name, SourceRoute(v.name, v.group, stats))
+
+
+def _apply_listener(c: Control, v: ListenerSpec) -> None:
+    """Add, or update in one transaction (the port is never unbalanced in between); what
+    the form does not show (the listener's address) is kept."""
+    old = c.config.listener(v.old_port) if v.old_port is not None else None
+    new = Listener(v.port, v.group, v.protocol, v.interfaces, v.stats, v.sni,
+                   old.address if old is not None else None)
+    if v.old_port is None:
+        c.add_listener(new)
+    else:
+        c.update_listener(v.old_port, new)
+
+
+def _listener_form(c: Control, g: Group | None, hints: FormHints) -> ListenerForm:
+    def apply(v: ListenerSpec) -> None:
+        _apply_listener(c, v)
+
+    if g is None:
+        return ListenerForm(apply, hints=hints)
+    cfg = c.config.listener(int(g.key.key))
+    if cfg is not None:
+        return ListenerForm(apply, port=cfg.port, protocol=cfg.protocol,
+                            interfaces=cfg.interfaces, stats=cfg.stats, sni=cfg.sni,
+                            group=g.group, hints=hints)
+    return ListenerForm(apply, port=int(g.key.key), group=g.group, hints=hints)
+

@@ -37,7 +37,7 @@ def build_app(inst: Any, *, config_path: Path | None = None,
     from lbtui.control.controller import Controller
 
     try:
-        controller: Controller | None = Controller(inst, config_path)
+        controller: Controller | None = Controller(inst, config_path, source="console")
     except (ValueError, OSError):
         controller = None
     info = instance_info(inst)

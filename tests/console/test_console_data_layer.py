@@ -68,9 +68,9 @@ def test_sort_every_column_and_filter(ms: M.MapSet) -> None:
     by_target = C.apply_view(dump, C.ViewSpec("target"))
     ips = [socket.inet_aton(R.target_of(r).split(":")[0]) for r in by_target.rows]
     assert ips == sorted(ips)                    # numeric, not string, order
-    view = C.apply_view(dump, C.ViewSpec("age", False, "103.2 UDP"))
+    view = C.apply_view(dump, C.ViewSpec("age", False, C.parse("103.2 UDP")))
     assert [R.client_of(r) for r in view.rows] == ["198.18.1.2:53000"]
-    view = C.apply_view(dump, C.ViewSpec("age", False, "reset"))
+    view = C.apply_view(dump, C.ViewSpec("age", False, C.parse("reset")))
     assert view.rows and all(R.state_of(r) == "reset" for r in view.rows)
     assert view.total == dump.total
 
@@ -163,3 +163,64 @@ def test_collector_samples_past_max_rows(ms: M.MapSet) -> None:
     col = Collector(ms, D.info(), clock=Clock(clock.mono_ns, clock.wall), max_rows=10)
     snap = col.collect()
     assert snap.conns.sampled and len(snap.conns.rows) == 10 and snap.conns.total == 41
+
+
+def test_closed_flows_are_hidden_unless_asked(ms: M.MapSet) -> None:
+    """Closed flows (FIN both ways) are left out and counted; resets stay in view."""
+    D.fill_flows(ms, step=1, now=D.T0_NS)
+    dump = R.read_rows(R.open_reader(ms.conntrack_map))
+    states = [R.state_of(r) for r in dump.rows]
+    hidden = C.apply_view(dump, C.ViewSpec())
+    shown = C.apply_view(dump, C.ViewSpec(show_closed=True))
+    assert hidden.closed_hidden == states.count("closed") > 0
+    assert len(hidden.rows) == len(dump.rows) - states.count("closed")
+    assert "closed" not in {R.state_of(r) for r in hidden.rows}
+    assert "reset" in {R.state_of(r) for r in hidden.rows}
+    assert len(shown.rows) == len(dump.rows) and shown.closed_hidden == 0
+    assert all(C.is_closed(r[R.FLAGS]) == (R.state_of(r) == "closed") for r in dump.rows)
+
+
+def test_field_filters_and_negation_over_real_rows(ms: M.MapSet) -> None:
+    D.fill_flows(ms, step=2, now=D.T0_NS)
+    dump = R.read_rows(R.open_reader(ms.conntrack_map))
+
+    def rows(text: str) -> list[R.Row]:
+        return C.apply_view(dump, C.ViewSpec(filter=C.parse(text), show_closed=True)).rows
+
+    everything = rows("")
+    syn = rows("state:syn-sent")
+    assert syn and {R.state_of(r) for r in syn} == {"syn-sent"}
+    assert len(rows("!state:syn-sent")) == len(everything) - len(syn)
+    b3 = rows("target:198.18.103.2")        # 8080 and the UDP flow's 9000
+    assert {R.target_of(r) for r in b3} == {"198.18.103.2:8080", "198.18.103.2:9000"}
+    assert not rows("target:198.18.103.20")   # a whole part, not a prefix of one
+    assert {R.target_of(r) for r in rows("target:198.18.103.2:9000")} == {
+        "198.18.103.2:9000"}
+    assert [R.proto_of(r) for r in rows("proto:udp")] == ["udp"]
+    assert "udp" not in {R.proto_of(r) for r in rows("!udp")}
+    two = rows("client:198.18.2.")
+    assert two and all(R.client_of(r).startswith("198.18.2.") for r in two)
+    both = rows("client:198.18.2. !target:198.18.101.2 tcp")
+    assert both and all(R.client_of(r).startswith("198.18.2.")
+                        and not R.target_of(r).startswith("198.18.101.2:") for r in both)
+    assert rows("backend:198.18.101.2") == rows("target:198.18.101.2")   # an alias
+
+
+def test_fake_collector_shows_what_the_real_one_reads(ms: M.MapSet) -> None:
+    """The UI snapshot tests render FakeCollector's snapshots (no BPF): they must be the
+    snapshots the real Collector takes of the same scenario written into maps."""
+    real = D.warm_collector(ms)[0].collect([])
+    fake = D.FakeCollector().collect([])
+    assert sorted(real.conns.rows) == sorted(fake.conns.rows)
+    assert (real.conns.total, real.conns.entries) == (fake.conns.total, fake.conns.entries)
+    assert real.rates == fake.rates and real.active == fake.active
+    assert real.stack_pps == fake.stack_pps and real.reasons == fake.reasons
+    assert real.counters == fake.counters and real.ct_max == fake.ct_max
+    assert real.listeners == fake.listeners
+    assert real.source_routes == fake.source_routes and real.sni_routes == fake.sni_routes
+    assert real.targets.keys() == fake.targets.keys()
+    for name, t in real.targets.items():
+        f = fake.targets[name]
+        assert (t.active, t.flows, t.new_per_s, t.bps_fwd, t.bps_rev, t.total_bytes) == (
+            f.active, f.flows, f.new_per_s, f.bps_fwd, f.bps_rev, f.total_bytes), name
+        assert list(t.rate_history) == list(f.rate_history), name

@@ -1,5 +1,7 @@
-"""Snapshot tests: every view and form, over real maps filled with fixed data and read by
-the real collector under a clock the test controls (console_data.py).
+"""Snapshot tests: every view and form, at the usual size and at 80x24, rendered from
+``console_data.FakeCollector``: Snapshots of a fixed scenario built in memory (no BPF, no
+root), which the data-layer tests prove equal to what the real Collector reads from maps
+holding the same scenario.
 
 Update after an intended change with ``pytest tests/console --snapshot-update`` and look
 at the report before committing the new SVGs.
@@ -16,7 +18,6 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
-from lbtui import maps as M
 from lbtui.console.app import ConsoleApp
 from lbtui.console.data.groups import Group
 from lbtui.console.forms.dialogs import ConfirmScreen, QuitScreen
@@ -27,8 +28,10 @@ from lbtui.console.forms.routes import (
     TimeoutForm,
     WeightsForm,
 )
+from lbtui.console.views.routes import RoutesView
 
 SIZE = (150, 36)
+SMALL = (80, 24)
 
 
 @pytest.fixture(autouse=True)
@@ -46,11 +49,9 @@ def utc() -> Iterator[None]:
 
 
 @pytest.fixture
-def app() -> Iterator[ConsoleApp]:
-    ms = D.make_maps()
-    col, _clock = D.warm_collector(ms)
-    yield ConsoleApp(col, feed=D.event_feed(), refresh_interval=None, poll_ringbuf=False)
-    M.close_all_maps(ms)
+def app() -> ConsoleApp:
+    return ConsoleApp(D.FakeCollector(), feed=D.event_feed(), refresh_interval=None,
+                      poll_ringbuf=False)
 
 
 async def loaded(pilot: Pilot) -> None:
@@ -103,6 +104,55 @@ def test_view(snap_compare, app: ConsoleApp, key: str, view: str) -> None:
     assert snap_compare(app, press=[key], terminal_size=SIZE, run_before=loaded)
 
 
+@pytest.mark.parametrize("key,view", [("1", "connections"), ("2", "routes"),
+                                      ("3", "targets"), ("4", "events"),
+                                      ("5", "settings")])
+def test_view_80x24(snap_compare, app: ConsoleApp, key: str, view: str) -> None:
+    """A small terminal: the header keeps the instance, counts, rates, conntrack fill and
+    lost events; tables keep their vital columns (the others come back when wider)."""
+    assert snap_compare(app, press=[key], terminal_size=SMALL, run_before=loaded)
+
+
+def typed(text: str) -> list[str]:
+    return ["space" if c == " " else "exclamation_mark" if c == "!" else c for c in text]
+
+
+def test_connections_closed_shown_and_coloured(snap_compare, app: ConsoleApp) -> None:
+    """c shows closed flows (dim); resets red and unanswered SYNs yellow; by state."""
+    assert snap_compare(app, press=["c", "less_than_sign", "r"], terminal_size=SIZE,
+                        run_before=loaded)
+
+
+def test_connections_field_filter_with_negation(snap_compare, app: ConsoleApp) -> None:
+    assert snap_compare(app, press=["slash", *typed("state:syn-sent !client:198.18.2."),
+                                    "enter"], terminal_size=SIZE, run_before=loaded)
+
+
+def test_filter_error_changes_nothing(snap_compare, app: ConsoleApp) -> None:
+    """An unknown field pasted into the bar: the reason under it, and the filter in force
+    (kind:sni) still in force."""
+    async def run(pilot: Pilot) -> None:
+        await loaded(pilot)
+        await pilot.press("2", "slash", *typed("kind:sni"), "enter", "slash")
+        pilot.app.query_one(RoutesView).filter_bar.input.value = "kind:sni colour:red"
+        await pilot.pause()
+        await steady(pilot)
+    assert snap_compare(app, terminal_size=SIZE, run_before=run)
+
+
+def test_targets_drill_down_to_connections(snap_compare, app: ConsoleApp) -> None:
+    """c on a target: Connections filtered to it."""
+    assert snap_compare(app, press=["3", "down", "c"], terminal_size=SIZE,
+                        run_before=loaded)
+
+
+def test_export_form(snap_compare, app: ConsoleApp, monkeypatch: pytest.MonkeyPatch
+                     ) -> None:
+    monkeypatch.chdir("/")
+    assert snap_compare(app, terminal_size=SIZE, run_before=keys_then_steady(
+        "slash", *typed("!udp"), "enter", "s"))
+
+
 def test_connections_sorted_and_filtered(snap_compare, app: ConsoleApp) -> None:
     """Sorted by packets → descending, filtered to one backend, frozen."""
     assert snap_compare(app, press=["greater_than_sign", "greater_than_sign", "r", "slash",
@@ -118,39 +168,53 @@ def test_events_paused_filtered(snap_compare, app: ConsoleApp) -> None:
 def test_weights_form(snap_compare, app: ConsoleApp) -> None:
     assert snap_compare(app, terminal_size=SIZE, run_before=with_screen(
         lambda a: WeightsForm("listener :80", group(a, "listener|80").group,
-                              lambda _g: None)))
+                              lambda _g: None, a.hints)))
 
 
 def test_weights_form_bad_sum(snap_compare, app: ConsoleApp) -> None:
     """A weight edited to make the sum 90: live sum in red, save refused with reason."""
     def make(a: ConsoleApp) -> WeightsForm:
-        return WeightsForm("listener :80", group(a, "listener|80").group, lambda _g: None)
+        return WeightsForm("listener :80", group(a, "listener|80").group, lambda _g: None,
+                           a.hints)
     assert snap_compare(app, terminal_size=SIZE, run_before=with_screen(
         make, "tab", "tab", "ctrl+k", "4", "0", "ctrl+s"))
 
 
+def test_weights_form_80x24(snap_compare, app: ConsoleApp) -> None:
+    assert snap_compare(app, terminal_size=SMALL, run_before=with_screen(
+        lambda a: WeightsForm("listener :80", group(a, "listener|80").group,
+                              lambda _g: None, a.hints)))
+
+
 def test_sni_form_new(snap_compare, app: ConsoleApp) -> None:
     assert snap_compare(app, terminal_size=SIZE, run_before=with_screen(
-        lambda a: SniRouteForm(lambda _v: None)))
+        lambda a: SniRouteForm(lambda _v: None, hints=a.hints)))
 
 
 def test_sni_form_bad_hostname(snap_compare, app: ConsoleApp) -> None:
     assert snap_compare(app, terminal_size=SIZE, run_before=with_screen(
-        lambda a: SniRouteForm(lambda _v: None), *"bad_host..test", "tab",
+        lambda a: SniRouteForm(lambda _v: None, hints=a.hints), *"bad_host..test", "tab",
         *"198.18.101.2", "tab", *"8443", "ctrl+s"))
 
 
 def test_source_route_form(snap_compare, app: ConsoleApp) -> None:
     assert snap_compare(app, terminal_size=SIZE, run_before=with_screen(
         lambda a: SourceRouteForm(lambda _v: None, "198.18.2.0/24",
-                                  group(a, "source|198.18.2.0/24").group)))
+                                  group(a, "source|198.18.2.0/24").group, a.hints)))
 
 
 def test_listener_form(snap_compare, app: ConsoleApp) -> None:
     assert snap_compare(app, terminal_size=SIZE, run_before=with_screen(
         lambda a: ListenerForm(lambda _v: None, port=443, protocol="tcp", sni=True,
                                group=group(a, "listener|443").group,
-                               default_interfaces=("c1", "c2"))))
+                               hints=a.hints)))
+
+
+def test_listener_form_new_80x24(snap_compare, app: ConsoleApp) -> None:
+    """A new listener: placeholders from this instance (a free port, its interfaces and
+    most used target)."""
+    assert snap_compare(app, terminal_size=SMALL, run_before=with_screen(
+        lambda a: ListenerForm(lambda _v: None, hints=a.hints)))
 
 
 def test_timeout_form(snap_compare, app: ConsoleApp) -> None:

@@ -1,6 +1,6 @@
 """The Connections table: columns, filtering and sorting over conntrack rows
 (``lbtui.maps.flowrows``), off the UI thread. Strings are made only for the rows on
-screen, or for all rows when a text filter is set."""
+screen, or for all rows when a filter is set."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
+from lbtui import abi
+from lbtui.console.data.filters import Filter, parse_filter
 from lbtui.console.data.fmt import count, size, span
 from lbtui.maps import ct_state
 from lbtui.maps.flowrows import (
@@ -48,46 +50,61 @@ class Column:
     sort_key: Callable[[Row], Any]            # natural order of the displayed value...
     flip: bool = False                        # ...or its reverse (age: newest first)
     right: bool = False
+    field: str | None = None                  # filter/export name when not the name
+    drop: int = 0                             # narrow screens leave out the highest first
+    value: Callable[[Row, int], object] | None = None   # raw value for exports
 
 
 COLUMNS: tuple[Column, ...] = (
     Column("client", 21, lambda r, _n: client_of(r), key_client),
-    Column("vip", 21, lambda r, _n: vip_of(r), key_vip),
+    Column("vip", 21, lambda r, _n: vip_of(r), key_vip, drop=3),
     Column("target", 21, lambda r, _n: target_of(r), itemgetter(TARGET)),
     Column("proto", 5, lambda r, _n: proto_of(r), key_proto),
     Column("state", 11, lambda r, _n: state_of(r), state_of),
     # Sorting on the timestamps (C-level itemgetter) with the direction flipped is the
     # same order as sorting on age/idle, and much cheaper.
     Column("age", 7, lambda r, n: _dur(n - r[CREATED]), itemgetter(CREATED), flip=True,
-           right=True),
+           right=True, drop=2, value=lambda r, n: max(0, n - r[CREATED]) // 1_000_000_000),
     Column("idle", 7, lambda r, n: _dur(n - r[LAST_SEEN]), itemgetter(LAST_SEEN),
-           flip=True, right=True),
-    Column("pkts→", 8, lambda r, _n: count(r[PKTS_FWD]), itemgetter(PKTS_FWD), right=True),
-    Column("pkts←", 8, lambda r, _n: count(r[PKTS_REV]), itemgetter(PKTS_REV), right=True),
+           flip=True, right=True, drop=4,
+           value=lambda r, n: max(0, n - r[LAST_SEEN]) // 1_000_000_000),
+    Column("pkts→", 8, lambda r, _n: count(r[PKTS_FWD]), itemgetter(PKTS_FWD), right=True,
+           field="packets_fwd", drop=6, value=lambda r, _n: r[PKTS_FWD]),
+    Column("pkts←", 8, lambda r, _n: count(r[PKTS_REV]), itemgetter(PKTS_REV), right=True,
+           field="packets_rev", drop=6, value=lambda r, _n: r[PKTS_REV]),
     Column("bytes→", 10, lambda r, _n: size(r[BYTES_FWD]), itemgetter(BYTES_FWD),
-           right=True),
+           right=True, field="bytes_fwd", drop=5, value=lambda r, _n: r[BYTES_FWD]),
     Column("bytes←", 10, lambda r, _n: size(r[BYTES_REV]), itemgetter(BYTES_REV),
-           right=True),
+           right=True, field="bytes_rev", drop=5, value=lambda r, _n: r[BYTES_REV]),
 )
 COLUMN_NAMES = tuple(c.name for c in COLUMNS)
+# What a filter can name; free text searches all of them.
+FIELDS = ("client", "vip", "target", "proto", "state")
+ALIASES = {"backend": "target", "src": "client", "dst": "vip"}
 
-# Flow -> (target, "client vip target proto"): a flow's addresses never change, so the
-# text a filter searches is made once per flow, not once per refresh.
-_texts: dict[bytes, tuple[bytes, str]] = {}
+
+def parse(text: str) -> Filter:
+    """A Connections filter (FilterError says why not)."""
+    return parse_filter(text, FIELDS, ALIASES)
+
+
+# Flow -> (target, (client, vip, target, proto)): a flow's addresses never change, so the
+# strings a filter looks at are made once per flow, not once per refresh.
+_texts: dict[bytes, tuple[bytes, tuple[str, str, str, str]]] = {}
 _states: dict[int, str] = {}
 
 
-def search_text(r: Row) -> str:
+def filter_record(r: Row) -> tuple[str, str, str, str, str]:
+    """The row's FIELDS, lower-case."""
     k = r[KEY]
     hit = _texts.get(k)
     if hit is None or hit[0] != r[TARGET]:
-        hit = _texts[k] = (r[TARGET], f"{client_of(r)} {vip_of(r)} {target_of(r)} "
-                                      f"{proto_of(r)}")
+        hit = _texts[k] = (r[TARGET], (client_of(r), vip_of(r), target_of(r), proto_of(r)))
     sk = r[FLAGS] << 8 | k[12]
     st = _states.get(sk)
     if st is None:
         st = _states[sk] = ct_state(r[FLAGS], k[12])
-    return f"{hit[1]} {st}"
+    return (*hit[1], st)
 
 
 TIEBREAK_MAX = 20_000
@@ -95,11 +112,13 @@ TIEBREAK_MAX = 20_000
 
 @dataclass(frozen=True)
 class ViewSpec:
-    """How the operator wants the table: sort column, direction, filter text."""
+    """How the operator wants the table: sort column, direction, filter, and whether
+    closed flows (FIN both ways) are shown."""
 
     sort: str = "age"
     reverse: bool = False
-    filter: str = ""
+    filter: Filter = field(default_factory=Filter)
+    show_closed: bool = False
 
 
 @dataclass
@@ -110,17 +129,32 @@ class ConnView:
     total: int
     sampled: bool
     spec: ViewSpec = field(default_factory=ViewSpec)
+    closed_hidden: int = 0      # closed flows left out (spec.show_closed False)
+
+
+_FINS = abi.CT_F_FIN_FWD | abi.CT_F_FIN_REV
+_RST = abi.CT_F_RST
+
+
+def is_closed(flags: int) -> bool:
+    """State "closed": FIN both ways, no reset (reset flows stay in view, in red)."""
+    return flags & _FINS == _FINS and not flags & _RST
 
 
 def apply_view(dump: ConnDump, spec: ViewSpec) -> ConnView:
-    """Filter (every space-separated term must appear, case-insensitive) then sort. Runs
-    off the UI thread: about 60 ms to sort 100k rows, more with a filter."""
+    """Leave out closed flows (unless asked), filter, then sort. Runs off the UI thread:
+    about 60 ms to sort 100k rows, more with a filter."""
     rows: Sequence[Row] = dump.rows
-    terms = spec.filter.lower().split()
-    if terms:
-        if len(_texts) > 2 * len(rows) + 10_000:   # forget flows long gone
+    hidden = 0
+    if not spec.show_closed:
+        n = len(rows)
+        rows = [r for r in rows if not is_closed(r[FLAGS])]
+        hidden = n - len(rows)
+    if spec.filter:
+        if len(_texts) > 2 * len(dump.rows) + 10_000:   # forget flows long gone
             _texts.clear()
-        rows = [r for r in rows if all(t in search_text(r) for t in terms)]
+        match = spec.filter.matcher(FIELDS)
+        rows = [r for r in rows if match(filter_record(r))]
     col = COLUMNS[COLUMN_NAMES.index(spec.sort)]
     if len(rows) <= TIEBREAK_MAX:
         # Ties in flow-key order rather than the map's hash order (seeded per map):
@@ -128,4 +162,12 @@ def apply_view(dump: ConnDump, spec: ViewSpec) -> ConnView:
         # than it is worth and ties keep the (stable between refreshes) read order.
         rows = sorted(rows)
     out = sorted(rows, key=col.sort_key, reverse=spec.reverse != col.flip)
-    return ConnView(out, dump.total, dump.sampled, spec)
+    return ConnView(out, dump.total, dump.sampled, spec, hidden)
+
+
+# How a row is coloured: a reset flow, or a TCP flow the target never answered.
+STATE_CLASS = {"reset": "bad", "syn-sent": "warn", "closed": "dim", "closing": "dim"}
+
+
+def row_class(r: Row) -> str | None:
+    return STATE_CLASS.get(state_of(r))

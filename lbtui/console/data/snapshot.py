@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from lbtui import abi
 from lbtui.console.data.conns import ConnDump
@@ -99,3 +100,13 @@ class Snapshot:
     def wall_of(self, mono_ns: int) -> float:
         """time.time() of a CLOCK_MONOTONIC timestamp (event times)."""
         return self.wall - (self.now_ns - mono_ns) / 1e9
+
+
+class SnapshotSource(Protocol):
+    """What the app collects from: ``Collector`` over an instance's maps, or a test's
+    source that builds Snapshots without BPF."""
+
+    @property
+    def info(self) -> InstanceInfo: ...
+
+    def collect(self, events: list[LbEvent] | None = None) -> Snapshot: ...

@@ -3,16 +3,17 @@ reason and stay open."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Static
+
+from lbtui.console.blocking import run_blocking
 
 
 class Invalid(Exception):
@@ -41,6 +42,11 @@ FormScreen #form-buttons Button { margin-left: 2; }
 """
 
 
+class FormBody(VerticalScroll, can_focus=False):
+    """The dialog: scrolls when the terminal is short, and leaves the focus to the first
+    field."""
+
+
 class FormScreen(ModalScreen[bool]):
     """Subclasses compose their fields in ``fields()`` and return the value to apply from
     ``collect()`` (raising Invalid after marking the bad fields)."""
@@ -51,15 +57,18 @@ class FormScreen(ModalScreen[bool]):
         Binding("escape", "cancel", "Cancel", id="form.cancel"),
     ]
 
+    FAILURE: ClassVar[str] = "map update failed, nothing changed"
+
     def __init__(self, title: str, apply: Callable[[Any], object]) -> None:
         super().__init__()
         self.form_title = title
         self.apply = apply
-        self.applied: Any = None
+        self.applied: Any = None      # the value saved
+        self.result: Any = None       # what ``apply`` returned for it
         self.saving = False
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="dialog"):
+        with FormBody(id="dialog"):
             yield Static(self.form_title, id="form-title")
             yield from self.fields()
             yield Static("", id="form-error")
@@ -92,20 +101,21 @@ class FormScreen(ModalScreen[bool]):
         except Invalid as e:
             self.set_error(str(e) or "fix the fields marked above")
             return
-        # Off the UI thread: the Controller writes maps and the file, and may use netlink
-        # (pyroute2's sync API cannot run inside the app's event loop).
+        # Off the event loop (lbtui.console.blocking): the Controller writes maps and the
+        # file, and may use netlink.
         self.saving = True
         try:
-            await asyncio.to_thread(self.apply, value)
-        except ValueError as e:      # refused by the control plane: nothing changed
-            self.set_error(f"refused: {e}")
-            return
-        except (RuntimeError, OSError) as e:   # a map update failed and was rolled back
-            self.set_error(f"map update failed, nothing changed: {e}")
-            return
+            outcome = await run_blocking(lambda: self.apply(value))
         finally:
             self.saving = False
+        if outcome.refused is not None:     # refused by the control plane: nothing changed
+            self.set_error(f"refused: {outcome.refused}")
+            return
+        if outcome.failed is not None:      # a write failed and was rolled back
+            self.set_error(f"{self.FAILURE}: {outcome.failed}")
+            return
         self.applied = value
+        self.result = outcome.value
         self.dismiss(True)
 
     def action_cancel(self) -> None:
@@ -138,3 +148,13 @@ def field_value(inp: Input, error: Static, parse: Callable[[str], Any]) -> Any:
     error.display = False
     inp.remove_class("-invalid")
     return v
+
+
+def field_row(label: str, inp: Input, error_id: str) -> ComposeResult:
+    """A labelled input and the line below it where its error goes."""
+    with Horizontal(classes="field"):
+        yield Static(label, classes="label")
+        yield inp
+    err = Static("", id=error_id, classes="field-error")
+    err.display = False
+    yield err

@@ -9,8 +9,9 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Checkbox, Input, Select, Static
 
+from lbtui.console.data.hints import FormHints
 from lbtui.console.forms import fields as F
-from lbtui.console.forms.base import FormScreen, Invalid, field_value
+from lbtui.console.forms.base import FormScreen, Invalid, field_row, field_value
 from lbtui.console.forms.targets_editor import TargetsEditor
 from lbtui.targets import TargetGroup
 
@@ -25,12 +26,14 @@ class WeightsForm(FormScreen):
     """Weights of one group; applies a whole, valid TargetGroup."""
 
     def __init__(self, label: str, group: TargetGroup,
-                 apply: Callable[[TargetGroup], object]) -> None:
+                 apply: Callable[[TargetGroup], object], hints: FormHints | None = None
+                 ) -> None:
         super().__init__(f"Weights of {label}", apply)
         self.group = group
+        self.hints = hints or FormHints()
 
     def fields(self) -> ComposeResult:
-        yield TargetsEditor(_targets(self.group), id="targets")
+        yield TargetsEditor(_targets(self.group), hints=self.hints, id="targets")
 
     @property
     def editor(self) -> TargetsEditor:
@@ -38,15 +41,6 @@ class WeightsForm(FormScreen):
 
     def collect(self) -> TargetGroup:
         return self.editor.read()
-
-
-def _field(label: str, inp: Input, error_id: str) -> ComposeResult:
-    with Horizontal(classes="field"):
-        yield Static(label, classes="label")
-        yield inp
-    err = Static("", id=error_id, classes="field-error")
-    err.display = False
-    yield err
 
 
 @dataclass(frozen=True)
@@ -61,16 +55,17 @@ class NamedGroup:
 
 class SniRouteForm(FormScreen):
     def __init__(self, apply: Callable[[NamedGroup], object], hostname: str | None = None,
-                 group: TargetGroup | None = None) -> None:
+                 group: TargetGroup | None = None, hints: FormHints | None = None) -> None:
         super().__init__(f"SNI route {hostname}" if hostname else "New SNI route", apply)
         self.hostname = hostname
         self.group = group
+        self.hints = hints or FormHints()
 
     def fields(self) -> ComposeResult:
-        yield from _field("hostname", Input(
-            self.hostname or "", placeholder="api.example.test", id="hostname",
+        yield from field_row("hostname", Input(
+            self.hostname or "", placeholder=self.hints.hostname, id="hostname",
             compact=True, validators=[F.HOSTNAME]), "hostname-error")
-        yield TargetsEditor(_targets(self.group), id="targets")
+        yield TargetsEditor(_targets(self.group), hints=self.hints, id="targets")
 
     def collect(self) -> NamedGroup:
         bad = False
@@ -92,16 +87,17 @@ class SniRouteForm(FormScreen):
 
 class SourceRouteForm(FormScreen):
     def __init__(self, apply: Callable[[NamedGroup], object], cidr: str | None = None,
-                 group: TargetGroup | None = None) -> None:
+                 group: TargetGroup | None = None, hints: FormHints | None = None) -> None:
         super().__init__(f"Source route {cidr}" if cidr else "New source route", apply)
         self.cidr = cidr
         self.group = group
+        self.hints = hints or FormHints()
 
     def fields(self) -> ComposeResult:
-        yield from _field("client CIDR", Input(
-            self.cidr or "", placeholder="198.18.1.0/24", id="cidr", compact=True,
+        yield from field_row("client CIDR", Input(
+            self.cidr or "", placeholder=self.hints.cidr, id="cidr", compact=True,
             validators=[F.CIDR]), "cidr-error")
-        yield TargetsEditor(_targets(self.group), id="targets")
+        yield TargetsEditor(_targets(self.group), hints=self.hints, id="targets")
 
     def collect(self) -> NamedGroup:
         bad = False
@@ -131,7 +127,7 @@ class ListenerForm(FormScreen):
     def __init__(self, apply: Callable[[ListenerSpec], object], *, port: int | None = None,
                  protocol: str = "both", interfaces: list[str] | None = None,
                  stats: bool = True, sni: bool = False, group: TargetGroup | None = None,
-                 default_interfaces: Sequence[str] = ()) -> None:
+                 hints: FormHints | None = None) -> None:
         super().__init__(f"Listener :{port}" if port else "New listener", apply)
         self.port = port
         self.protocol = protocol
@@ -139,24 +135,26 @@ class ListenerForm(FormScreen):
         self.stats = stats
         self.sni = sni
         self.group = group
-        self.default_interfaces = list(default_interfaces)
+        self.hints = hints or FormHints()
+        self.default_interfaces = list(self.hints.interfaces)
 
     def fields(self) -> ComposeResult:
-        yield from _field("port", Input(str(self.port or ""), placeholder="80", id="port",
-                                        compact=True, validators=[F.PORT]), "port-error")
+        yield from field_row("port", Input(str(self.port or ""), placeholder=self.hints.port,
+                                        id="port", compact=True, validators=[F.PORT]),
+                          "port-error")
         with Horizontal(classes="field"):
             yield Static("protocol", classes="label")
             yield Select([(p, p) for p in ("both", "tcp", "udp")], value=self.protocol,
                          allow_blank=False, id="protocol", compact=True)
         default = ",".join(self.default_interfaces) or "the datapath's"
-        yield from _field("interfaces", Input(
+        yield from field_row("interfaces", Input(
             ",".join(self.interfaces or []), placeholder=f"empty: {default}",
             id="interfaces", compact=True, validators=[F.INTERFACES]), "interfaces-error")
         with Horizontal(classes="field"):
             yield Static("", classes="label")
             yield Checkbox("stats events", self.stats, id="stats")
             yield Checkbox("SNI (TLS routed by hostname)", self.sni, id="sni")
-        yield TargetsEditor(_targets(self.group), id="targets")
+        yield TargetsEditor(_targets(self.group), hints=self.hints, id="targets")
 
     def collect(self) -> ListenerSpec:
         bad = False
@@ -183,7 +181,7 @@ class TimeoutForm(FormScreen):
     def fields(self) -> ComposeResult:
         yield Static("Flows idle for longer than this are removed (and reported as aged). "
                      "0 disables ageing.")
-        yield from _field("seconds", Input(str(self.seconds), id="seconds", compact=True,
+        yield from field_row("seconds", Input(str(self.seconds), id="seconds", compact=True,
                                            validators=[F.SECONDS]), "seconds-error")
 
     def collect(self) -> int:

@@ -11,6 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Static
 
 from lbtui import abi
+from lbtui.console.data.hints import FormHints
 from lbtui.console.forms import fields as F
 from lbtui.console.forms.base import Invalid
 from lbtui.targets import TOTAL_WEIGHT, TargetGroup
@@ -30,16 +31,19 @@ class TargetRow(Vertical):
     TargetRow .t-error { color: $error; height: auto; display: none; }
     """
 
-    def __init__(self, ip: str = "", port: str = "", weight: str = "") -> None:
+    def __init__(self, ip: str = "", port: str = "", weight: str = "",
+                 hints: FormHints | None = None) -> None:
         super().__init__()
         self._init = (ip, port, weight)
+        self.hints = hints or FormHints()
 
     def compose(self) -> ComposeResult:
         ip, port, weight = self._init
         with Horizontal():
-            yield Input(ip, placeholder="198.18.101.2", classes="t-ip", compact=True,
+            yield Input(ip, placeholder=self.hints.target_ip, classes="t-ip", compact=True,
                         validators=[F.IP], validate_on=["changed"])
-            yield Input(port, placeholder="8080", classes="t-port", compact=True,
+            yield Input(port, placeholder=self.hints.target_port, classes="t-port",
+                        compact=True,
                         validators=[F.PORT], validate_on=["changed"])
             yield Input(weight, placeholder="0-100", classes="t-weight", compact=True,
                         validators=[F.WEIGHT], validate_on=["changed"])
@@ -97,16 +101,17 @@ class TargetsEditor(Vertical):
     TargetsEditor #t-sum.good { color: $success; }
     """
 
-    def __init__(self, targets: Iterable[tuple[str, int, int]] = (), *, id: str | None = None
-                 ) -> None:
+    def __init__(self, targets: Iterable[tuple[str, int, int]] = (), *,
+                 hints: FormHints | None = None, id: str | None = None) -> None:
         super().__init__(id=id)
         self._initial = [(ip, str(port), str(w)) for ip, port, w in targets]
+        self.hints = hints or FormHints()
 
     def compose(self) -> ComposeResult:
         yield Static("target ip                 port      weight  (0 drains)", id="t-head")
         with Vertical(id="t-rows"):
             for ip, port, w in self._initial or [("", "", "100")]:
-                yield TargetRow(ip, port, w)
+                yield TargetRow(ip, port, w, self.hints)
         with Horizontal(id="t-foot"):
             yield Static("", id="t-sum")
             yield Button("add target", id="t-add", compact=True)
@@ -119,7 +124,7 @@ class TargetsEditor(Vertical):
         return list(self.query(TargetRow))
 
     def add_row(self, ip: str = "", port: str = "", weight: str = "0") -> TargetRow:
-        row = TargetRow(ip, port, weight)
+        row = TargetRow(ip, port, weight, self.hints)
         self.query_one("#t-rows", Vertical).mount(row)
         self.call_after_refresh(self.update_sum)
         return row

@@ -1,74 +1,60 @@
-"""Connections: the conntrack map as a virtual table, sortable, filterable, freezable."""
+"""Connections: the conntrack map as a virtual table, sortable, filterable, freezable;
+closed flows (FIN both ways) are hidden until asked for, resets and unanswered SYNs are
+coloured."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 from textual import on
-from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
-from textual.message import Message
-from textual.widgets import Input, Static
 
 from lbtui.console.data import conns as C
+from lbtui.console.data.filters import Filter
+from lbtui.console.messages import (
+    DeleteConnRequested,
+    FreezeToggled,
+    HeaderClicked,
+    SpecChanged,
+)
+from lbtui.console.views.base import LIST_BINDINGS, ListView
 from lbtui.console.widgets.linetable import LineTable, TableColumn
 from lbtui.maps import flowrows as R
 
-CONN_COLUMNS = [TableColumn(c.name, c.width, c.text, c.right) for c in C.COLUMNS]
+CONN_COLUMNS = [TableColumn(c.name, c.width, c.text, c.right, field=c.field, drop=c.drop,
+                            value=c.value) for c in C.COLUMNS]
 
 
-class ConnectionsView(Vertical):
+class ConnectionsView(ListView):
     """Shows ConnViews computed off the UI thread; asks for new ones when the operator
-    changes sort or filter (``SpecChanged``)."""
+    changes sort, filter or the closed-flow choice (``SpecChanged``)."""
 
+    NAME = "connections"
+    FIELDS = C.FIELDS
+    ALIASES = C.ALIASES
+    EXAMPLE = "state:syn-sent !udp"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("slash", "filter", "Filter", id="conns.filter"),
         Binding("space", "freeze", "Freeze", id="conns.freeze"),
+        Binding("c", "toggle_closed", "Closed", id="conns.closed"),
         Binding("greater_than_sign", "sort(1)", "Sort →", key_display=">", id="conns.sort_next"),
         Binding("less_than_sign", "sort(-1)", "Sort ←", key_display="<", id="conns.sort_prev"),
         Binding("r", "reverse", "Reverse", id="conns.reverse"),
         Binding("d,delete", "delete", "Delete conn", id="conns.delete"),
-        Binding("escape", "clear_filter", "Clear filter", id="conns.clear_filter"),
+        *LIST_BINDINGS,
     ]
-    DEFAULT_CSS = """
-    ConnectionsView #conns-title { height: 1; padding: 0 1; background: $boost; }
-    ConnectionsView #conns-filter { display: none; height: 3; }
-    ConnectionsView.filtering #conns-filter { display: block; }
-    """
 
-    class SpecChanged(Message):
-        def __init__(self, spec: C.ViewSpec) -> None:
-            self.spec = spec
-            super().__init__()
-
-    class DeleteRequested(Message):
-        def __init__(self, row: R.Row) -> None:
-            self.row = row
-            super().__init__()
-
-    class FreezeToggled(Message):
-        def __init__(self, frozen: bool) -> None:
-            self.frozen = frozen
-            super().__init__()
-
-    def __init__(self, **kw: object) -> None:
-        super().__init__(**kw)  # type: ignore[arg-type]
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
         self.spec = C.ViewSpec()
         self.frozen = False
         self.view: C.ConnView | None = None
 
-    def compose(self) -> ComposeResult:
-        yield Static(id="conns-title")
-        yield Input(placeholder="filter: text in client, VIP, target, protocol or state "
-                    "(Enter keeps it, Esc clears)", id="conns-filter")
-        table = LineTable(CONN_COLUMNS, key=lambda r: r[R.KEY], id="conns-table")
+    def make_table(self) -> LineTable:
+        table = LineTable(CONN_COLUMNS, key=lambda r: r[R.KEY], row_class=C.row_class,
+                          id="conns-table")
         table.sorted_column = self.spec.sort
-        yield table
-
-    @property
-    def table(self) -> LineTable:
-        return self.query_one("#conns-table", LineTable)
+        return table
 
     def on_mount(self) -> None:
         self._update_title()
@@ -91,13 +77,15 @@ class ConnectionsView(Vertical):
         if v and v.sampled:
             parts.append(f"[yellow]sample of the first {len(v.rows):,} flows read[/]"
                          if not self.spec.filter else "[yellow]filtered sample[/]")
+        if self.spec.show_closed:
+            parts.append("closed shown")
+        elif v and v.closed_hidden:
+            parts.append(f"{v.closed_hidden:,} closed hidden")
         arrow = "▼" if self.spec.reverse else "▲"
         parts.append(f"sort {self.spec.sort}{arrow}")
-        if self.spec.filter:
-            parts.append(f"filter [b]{self.spec.filter}[/b]")
         if self.frozen:
             parts.append("[reverse b] FROZEN [/]")
-        self.query_one("#conns-title", Static).update("  ·  ".join(parts))
+        self.title(*parts)
 
     def _set_spec(self, spec: C.ViewSpec) -> None:
         self.spec = spec
@@ -106,47 +94,40 @@ class ConnectionsView(Vertical):
         self.table.refresh()
         self._update_title()
         self.refresh_bindings()
-        self.post_message(self.SpecChanged(spec))
+        self.post_message(SpecChanged(spec))
+
+    def _respec(self, *, sort: str | None = None, reverse: bool | None = None,
+                filter: Filter | None = None, show_closed: bool | None = None) -> None:
+        s = self.spec
+        self._set_spec(C.ViewSpec(
+            s.sort if sort is None else sort, s.reverse if reverse is None else reverse,
+            s.filter if filter is None else filter,
+            s.show_closed if show_closed is None else show_closed))
+
+    def refilter(self) -> None:
+        self._respec(filter=self.filter)
+
+    def export_source(self) -> tuple[Sequence[TableColumn], Sequence[Any], Any]:
+        # Every row of the current view, also the ones a narrow screen does not show.
+        return CONN_COLUMNS, self.view.rows if self.view else [], self.table.context
 
     # --- actions -------------------------------------------------------------------------
-
-    def action_filter(self) -> None:
-        self.add_class("filtering")
-        self.refresh_bindings()
-        inp = self.query_one("#conns-filter", Input)
-        inp.value = self.spec.filter
-        inp.focus()
-
-    @on(Input.Changed, "#conns-filter")
-    def _filter_changed(self, event: Input.Changed) -> None:
-        self._set_spec(C.ViewSpec(self.spec.sort, self.spec.reverse, event.value.strip()))
-
-    @on(Input.Submitted, "#conns-filter")
-    def _filter_done(self, _event: Input.Submitted) -> None:
-        self.remove_class("filtering")
-        self.refresh_bindings()
-        self.table.focus()
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "clear_filter":   # in the footer only while there is one
-            return bool(self.spec.filter) or self.has_class("filtering")
-        return True
-
-    def action_clear_filter(self) -> None:
-        self.remove_class("filtering")
-        if self.spec.filter:
-            self._set_spec(C.ViewSpec(self.spec.sort, self.spec.reverse, ""))
-        self.table.focus()
 
     def action_freeze(self) -> None:
         self.frozen = not self.frozen
         self._update_title()
-        self.post_message(self.FreezeToggled(self.frozen))
+        self.post_message(FreezeToggled(self.frozen))
+
+    def action_toggle_closed(self) -> None:
+        show = not self.spec.show_closed
+        self._respec(show_closed=show)
+        self.notify("closed flows shown; c hides them" if show else
+                    "closed flows hidden; c shows them", timeout=3)
 
     def sort_by(self, column: str, reverse: bool | None = None) -> None:
         if reverse is None:
             reverse = not self.spec.reverse if column == self.spec.sort else False
-        self._set_spec(C.ViewSpec(column, reverse, self.spec.filter))
+        self._respec(sort=column, reverse=reverse)
 
     def action_sort(self, step: int) -> None:
         i = (C.COLUMN_NAMES.index(self.spec.sort) + step) % len(C.COLUMN_NAMES)
@@ -160,8 +141,8 @@ class ConnectionsView(Vertical):
         if row is None:
             self.notify("no connection selected", severity="warning")
             return
-        self.post_message(self.DeleteRequested(row))
+        self.post_message(DeleteConnRequested(row))
 
-    @on(LineTable.HeaderClicked, "#conns-table")
-    def _header_clicked(self, event: LineTable.HeaderClicked) -> None:
+    @on(HeaderClicked, "#conns-table")
+    def _header_clicked(self, event: HeaderClicked) -> None:
         self.sort_by(event.column)

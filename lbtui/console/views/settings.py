@@ -8,11 +8,11 @@ from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.message import Message
 from textual.widgets import Static
 
 from lbtui.console.data import fmt
 from lbtui.console.data.snapshot import Snapshot
+from lbtui.console.messages import SettingsRequested
 
 COUNTER_LABELS = {
     "flows_created": "flows created",
@@ -35,11 +35,6 @@ class SettingsView(Vertical):
     SettingsView > #settings-body { padding: 1 2; height: 1fr; }
     """
     can_focus = True
-
-    class Requested(Message):
-        def __init__(self, action: str) -> None:
-            self.action = action
-            super().__init__()
 
     def compose(self) -> ComposeResult:
         yield Static("[b]Settings[/b]", id="settings-title")
@@ -64,7 +59,7 @@ class SettingsView(Vertical):
         self.query_one("#settings-body", Static).update(t)
 
     def action_toggle_stats(self) -> None:
-        self.post_message(self.Requested("toggle_stats"))
+        self.post_message(SettingsRequested("toggle_stats"))
 
     def action_edit_timeout(self) -> None:
-        self.post_message(self.Requested("edit_timeout"))
+        self.post_message(SettingsRequested("edit_timeout"))

@@ -1,100 +1,116 @@
-"""Targets: configured weight against the actual share of new connections, and traffic."""
+"""Targets: configured weight against the actual share of new connections, and traffic;
+from a target to its connections."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from rich.text import Text
-from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
-from textual.message import Message
-from textual.widgets import DataTable, Static
 
 from lbtui.console.data import fmt
-from lbtui.console.data.groups import Group, find_group
+from lbtui.console.data.groups import Group
 from lbtui.console.data.snapshot import Snapshot
-from lbtui.console.data.traffic import TargetTraffic
-from lbtui.console.views.routes import keep_cursor
+from lbtui.console.data.tables import TargetRow, relabel, target_rows
+from lbtui.console.messages import TargetRequested
+from lbtui.console.views.base import LIST_BINDINGS, ListView
+from lbtui.console.widgets.linetable import LineTable, TableColumn
 
 SPARK_WIDTH = 20
-# Right-aligned columns and their widths (DataTable aligns cells left).
-NUMERIC = (("weight", 7), ("share 1m", 8), ("active", 7), ("new/s", 6), ("pkt/s →", 8),
-           ("pkt/s ←", 8), ("B/s →", 11), ("B/s ←", 11), ("total", 10))
-UNROUTED = "(not in any route)"
 
 
-class TargetsView(Vertical):
+def _weight(r: TargetRow, _c: object) -> str:
+    return "-" if r.weight is None else "drained" if r.weight == 0 else str(r.weight)
+
+
+def _num(name: str, width: int, text: Any, value: Any, field: str, drop: int = 0
+         ) -> TableColumn:
+    return TableColumn(name, width, lambda r, _c: text(r.traffic), right=True, field=field,
+                       drop=drop, value=lambda r, _c: value(r.traffic))
+
+
+TARGET_COLUMNS = [
+    TableColumn("group", 20, lambda r, _c: r.label if r.first else "",
+                value=lambda r, _c: r.label),
+    TableColumn("target", 21, lambda r, _c: r.target),
+    TableColumn("weight", 7, _weight, right=True, search=True,
+                value=lambda r, _c: r.weight),
+    TableColumn("share 1m", 8, lambda r, _c: r.share, right=True, field="share"),
+    _num("active", 7, lambda t: fmt.count(t.active), lambda t: t.active, "active"),
+    _num("new/s", 6, lambda t: fmt.rate(t.new_per_s), lambda t: round(t.new_per_s, 2),
+         "new_per_s", drop=3),
+    _num("pkt/s →", 8, lambda t: fmt.rate(t.pps_fwd), lambda t: round(t.pps_fwd, 1),
+         "pps_fwd", drop=6),
+    _num("pkt/s ←", 8, lambda t: fmt.rate(t.pps_rev), lambda t: round(t.pps_rev, 1),
+         "pps_rev", drop=6),
+    _num("B/s →", 11, lambda t: fmt.rate_bytes(t.bps_fwd), lambda t: round(t.bps_fwd),
+         "bps_fwd", drop=5),
+    _num("B/s ←", 11, lambda t: fmt.rate_bytes(t.bps_rev), lambda t: round(t.bps_rev),
+         "bps_rev", drop=5),
+    _num("total", 10, lambda t: fmt.size(t.total_bytes), lambda t: t.total_bytes,
+         "total_bytes", drop=7),
+    TableColumn("bytes/s, last minute", SPARK_WIDTH,
+                lambda r, ctx: r.traffic.sparkline(ctx, SPARK_WIDTH), style="green",
+                field="sparkline", drop=4, export=False),
+]
+
+
+def target_class(r: TargetRow) -> str | None:
+    return "warn" if r.weight == 0 else "dim" if r.group is None else None
+
+
+class TargetsView(ListView):
+    NAME = "targets"
+    FIELDS = ("group", "target", "weight")
+    ALIASES: ClassVar[dict[str, str]] = {"backend": "target"}
+    EXAMPLE = "group:sni !weight:0"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("d", "drain", "Drain", id="targets.drain"),
         Binding("w", "weights", "Weights", id="targets.weights"),
+        Binding("c,enter", "connections", "Its conns", id="targets.connections"),
+        *LIST_BINDINGS,
     ]
-    DEFAULT_CSS = """
-    TargetsView > #targets-title { height: 1; padding: 0 1; background: $boost; }
-    TargetsView > DataTable { height: 1fr; }
-    """
 
-    class Requested(Message):
-        def __init__(self, action: str, group: Group, target: str | None) -> None:
-            self.action = action
-            self.group = group
-            self.target = target
-            super().__init__()
-
-    def __init__(self, **kw: object) -> None:
-        super().__init__(**kw)  # type: ignore[arg-type]
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
         self.groups: list[Group] = []
+        self.rows: list[TargetRow] = []
+        self._now_ns = 0
+        self._sampled = False
 
-    def compose(self) -> ComposeResult:
-        yield Static("[b]Targets[/b]", id="targets-title")
-        t: DataTable = DataTable(id="targets-table", cursor_type="row", zebra_stripes=True)
-        t.add_column("group", key="group")
-        t.add_column("target", key="target")
-        for name, width in NUMERIC:
-            t.add_column(name.rjust(width), key=name)
-        t.add_column("bytes/s, last minute", key="spark")
-        yield t
+    def make_table(self) -> LineTable:
+        return LineTable(TARGET_COLUMNS, key=lambda r: r.ref, row_class=target_class,
+                         id="targets-table")
+
+    def on_mount(self) -> None:
+        self._render_rows()
 
     def show(self, snap: Snapshot, groups: list[Group]) -> None:
         self.groups = groups
-        traffic = snap.targets
-        rows = []
-        routed: set[str] = set()
-        for g in groups:
-            members = [str(t) for t in g.route.targets]
-            new_total = sum(traffic[m].new_last_minute for m in members if m in traffic)
-            for i, t in enumerate(g.route.targets):
-                name = str(t)
-                routed.add(name)
-                tr = traffic.get(name) or TargetTraffic(name)
-                share = fmt.pct(tr.new_last_minute, new_total)
-                rows.append((f"{g.ref}|{name}", _cells(
-                    g.label if i == 0 else "", name, t.weight, share, tr, snap.now_ns)))
-        for name, tr in sorted(traffic.items()):
-            if name not in routed and tr.flows:
-                rows.append((f"-|-|{name}", _cells(UNROUTED, name, None, "-", tr,
-                                                     snap.now_ns)))
-        keep_cursor(self.query_one(DataTable), rows)
-        note = "  [yellow](from a sample of the flows)[/]" if snap.conns.sampled else ""
-        self.query_one("#targets-title", Static).update(
-            "[b]Targets[/b]  configured weight vs share of new connections in the last "
-            f"minute; rates over the last refresh{note}")
+        self.rows = target_rows(snap, groups)
+        self._now_ns = snap.now_ns
+        self._sampled = snap.conns.sampled
+        self._render_rows()
 
-    def _selected(self) -> tuple[Group, str] | None:
-        t = self.query_one(DataTable)
-        if not t.row_count:
-            return None
-        key = t.coordinate_to_cell_key(t.cursor_coordinate).row_key.value or ""
-        kind, gkey, target = key.split("|", 2)
-        g = find_group(self.groups, f"{kind}|{gkey}")
-        return (g, target) if g else None
+    def refilter(self) -> None:
+        self._render_rows()
+
+    def _render_rows(self) -> None:
+        rows = relabel(self.filtered(self.rows, TARGET_COLUMNS, self._now_ns))
+        self.table.set_rows(rows, self._now_ns)
+        note = "  [yellow](from a sample of the flows)[/]" if self._sampled else ""
+        self.title("[b]Targets[/b]  weight vs share of new connections in the last "
+                   f"minute; rates over the last refresh{note}")
 
     def _request(self, action: str) -> None:
-        sel = self._selected()
-        if sel is None:
-            self.notify("select a target of a route first", severity="warning")
+        row = self.table.selected
+        if row is None:
+            self.notify("no target selected", severity="warning")
             return
-        self.post_message(self.Requested(action, sel[0], sel[1]))
+        if row.group is None and action != "connections":
+            self.notify(f"{row.target} is in no route: nothing to {action}",
+                        severity="warning")
+            return
+        self.post_message(TargetRequested(action, row.group, row.target))
 
     def action_drain(self) -> None:
         self._request("drain")
@@ -102,18 +118,5 @@ class TargetsView(Vertical):
     def action_weights(self) -> None:
         self._request("weights")
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        event.stop()
-        self._request("weights")
-
-
-def _cells(group: str, name: str, weight: int | None, share: str, tr: TargetTraffic,
-           now_ns: int) -> tuple:
-    w = "-" if weight is None else str(weight)
-    values = (w, share, fmt.count(tr.active), fmt.rate(tr.new_per_s), fmt.rate(tr.pps_fwd),
-              fmt.rate(tr.pps_rev), fmt.rate_bytes(tr.bps_fwd), fmt.rate_bytes(tr.bps_rev),
-              fmt.size(tr.total_bytes))
-    cells = [Text(v.rjust(width)) for v, (_n, width) in zip(values, NUMERIC, strict=True)]
-    if weight == 0:
-        cells[0] = Text(f"{'drained':>{NUMERIC[0][1]}}", style="yellow")
-    return (group, name, *cells, Text(tr.sparkline(now_ns, SPARK_WIDTH), style="green"))
+    def action_connections(self) -> None:
+        self._request("connections")

@@ -4,6 +4,10 @@ Textual's DataTable builds every row up front (about 13 s for 100k rows); this w
 holds a list of rows and formats the visible ones in ``render_line``. The selection is kept
 by row key across updates, not by index, so a refresh that reorders rows keeps the cursor
 on the same flow (except on the first row, which stays the first row).
+
+Every list view of the console is one of these, so they share what a column knows: its
+filter field, its raw value for exports, and when it may be left out of a narrow screen
+(``drop``: the highest goes first; 0 never).
 """
 
 from __future__ import annotations
@@ -17,11 +21,14 @@ from rich.style import Style
 from textual import events
 from textual.binding import Binding, BindingType
 from textual.geometry import Region, Size
-from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from lbtui.console.messages import HeaderClicked
+
 GAP = 1
+# What ``row_class`` may return: a component class that colours the whole row.
+ROW_CLASSES = ("bad", "warn", "dim")
 
 
 @dataclass(frozen=True)
@@ -30,19 +37,70 @@ class TableColumn:
     width: int
     text: Callable[[Any, Any], str]     # (row, context) -> cell text
     right: bool = False
+    field: str | None = None            # filter and export name (default: the name)
+    search: bool | None = None          # free text looks here (default: left-aligned)
+    drop: int = 0                       # narrow screens leave out the highest first
+    style: str | None = None            # a rich style for this column's cells
+    value: Callable[[Any, Any], object] | None = None   # raw value for exports
+    export: bool = True                 # part of copies and exports
+
+    @property
+    def key(self) -> str:
+        return self.field or self.name
+
+    @property
+    def searchable(self) -> bool:
+        return not self.right if self.search is None else self.search
+
+    def raw(self, row: Any, context: Any) -> object:
+        return self.value(row, context) if self.value else self.text(row, context)
+
+    def filter_text(self, row: Any, context: Any) -> str:
+        """What a filter sees: the cell text, and the raw value when it differs (a
+        drained weight is both "drained" and 0)."""
+        t = self.text(row, context)
+        if self.value is None:
+            return t.lower()
+        v = self.value(row, context)
+        return (t if v is None or str(v) == t else f"{t} {v}").lower()
+
+
+def fit_columns(columns: Sequence[TableColumn], width: int) -> tuple[TableColumn, ...]:
+    """The columns that fit ``width``: droppable ones are left out, highest ``drop`` first
+    (later columns before earlier ones on ties), then any that fit again come back."""
+    def total(cs: Sequence[TableColumn]) -> int:
+        return sum(c.width + GAP for c in cs)
+
+    shown = list(columns)
+    dropped: list[TableColumn] = []
+    while total(shown) > width:
+        candidates = [c for c in shown if c.drop]
+        if not candidates:
+            break
+        worst = max(candidates, key=lambda c: (c.drop, shown.index(c)))
+        shown.remove(worst)
+        dropped.append(worst)
+    for c in reversed(dropped):
+        if total(shown) + c.width + GAP <= width:
+            shown.append(c)
+    return tuple(c for c in columns if c in shown)
 
 
 class LineTable(ScrollView, can_focus=True):
     """Rows in, visible lines out. ``key`` names a row across updates."""
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
-        "linetable--header", "linetable--cursor", "linetable--sorted"}
+        "linetable--header", "linetable--cursor", "linetable--sorted",
+        *(f"linetable--{c}" for c in ROW_CLASSES)}
     DEFAULT_CSS = """
     LineTable { height: 1fr; background: $surface; }
     LineTable > .linetable--header { text-style: bold; background: $panel; color: $text; }
     LineTable > .linetable--sorted { text-style: bold underline; background: $panel; }
     LineTable > .linetable--cursor { background: $accent 40%; }
     LineTable:focus > .linetable--cursor { background: $accent; color: $text; }
+    LineTable > .linetable--bad { color: $text-error; }
+    LineTable > .linetable--warn { color: $text-warning; }
+    LineTable > .linetable--dim { color: $text-muted; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up", "cursor(-1)", "Up", show=False, id="table.up"),
@@ -53,22 +111,15 @@ class LineTable(ScrollView, can_focus=True):
         Binding("end", "jump(-1)", "Last", show=False, id="table.end"),
     ]
 
-    class HeaderClicked(Message):
-        def __init__(self, table: LineTable, column: str) -> None:
-            self.table = table
-            self.column = column
-            super().__init__()
-
-        @property
-        def control(self) -> LineTable:
-            return self.table
-
     def __init__(self, columns: Sequence[TableColumn], key: Callable[[Any], Hashable],
-                 *, name: str | None = None, id: str | None = None,
+                 *, row_class: Callable[[Any], str | None] | None = None,
+                 name: str | None = None, id: str | None = None,
                  classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
-        self.columns = tuple(columns)
+        self.all_columns = tuple(columns)
+        self.columns = self.all_columns          # those that fit the width
         self.key = key
+        self.row_class = row_class
         self.rows: Sequence[Any] = []
         self.context: Any = None
         self.cursor = 0
@@ -80,6 +131,8 @@ class LineTable(ScrollView, can_focus=True):
         self._follow_top = True
         self._width = sum(c.width + GAP for c in self.columns)
         self._styles: tuple[Style, Style, Style, Style] = (Style(),) * 4
+        self._row_styles: dict[str, Style] = {}
+        self._plain = True                       # no column has a style of its own
         self.virtual_size = Size(self._width, 1)
 
     # --- data ----------------------------------------------------------------------------
@@ -100,6 +153,20 @@ class LineTable(ScrollView, can_focus=True):
         self.virtual_size = Size(self._width, len(rows) + 1)
         self._scroll_cursor_into_view()
         self.refresh()
+
+    def _fit(self, width: int) -> None:
+        shown = fit_columns(self.all_columns, width)
+        if shown == self.columns:
+            return
+        self.columns = shown
+        self._width = sum(c.width + GAP for c in shown)
+        self._plain = not any(c.style for c in shown)
+        self.virtual_size = Size(self._width, len(self.rows) + 1)
+        self.refresh()
+
+    @property
+    def hidden_columns(self) -> tuple[TableColumn, ...]:
+        return tuple(c for c in self.all_columns if c not in self.columns)
 
     def _index_of(self, key: Hashable) -> int | None:
         k = self.key
@@ -148,6 +215,8 @@ class LineTable(ScrollView, can_focus=True):
                         self.get_component_rich_style("linetable--header"),
                         self.get_component_rich_style("linetable--sorted"),
                         self.rich_style + self.get_component_rich_style("linetable--cursor"))
+        self._row_styles = {c: self.rich_style + self.get_component_rich_style(
+            f"linetable--{c}") for c in ROW_CLASSES}
         return super().render_lines(crop)
 
     def render_line(self, y: int) -> Strip:
@@ -164,11 +233,9 @@ class LineTable(ScrollView, can_focus=True):
         return strip.crop_extend(scroll_x, scroll_x + width, base)
 
     def _cells(self, texts: Sequence[str]) -> str:
-        parts = []
-        for c, t in zip(self.columns, texts, strict=True):
-            t = t if len(t) <= c.width else t[: c.width - 1] + "…"
-            parts.append(t.rjust(c.width) if c.right else t.ljust(c.width))
-        return (" " * GAP).join(parts) + " " * GAP
+        cell = self._cells_one
+        return (" " * GAP).join([cell(c, t) for c, t in zip(self.columns, texts, strict=True)]
+                                ) + " " * GAP
 
     def _header_strip(self) -> Strip:
         _, base, sorted_style, _ = self._styles
@@ -188,9 +255,25 @@ class LineTable(ScrollView, can_focus=True):
 
     def _row_strip(self, idx: int) -> Strip:
         row = self.rows[idx]
-        text = self._cells([c.text(row, self.context) for c in self.columns])
-        style = self._styles[3] if idx == self.cursor else self._styles[0]
-        return Strip([Segment(text, style)], self._width)
+        texts = [c.text(row, self.context) for c in self.columns]
+        if idx == self.cursor:
+            style = self._styles[3]
+        else:
+            cls = self.row_class(row) if self.row_class else None
+            style = self._row_styles.get(cls, self._styles[0]) if cls else self._styles[0]
+        if self._plain:
+            return Strip([Segment(self._cells(texts), style)], self._width)
+        segs = []
+        for c, t in zip(self.columns, texts, strict=True):
+            cell = self._cells_one(c, t)
+            segs.append(Segment(cell, style + Style.parse(c.style) if c.style else style))
+            segs.append(Segment(" " * GAP, style))
+        return Strip(segs, self._width)
+
+    @staticmethod
+    def _cells_one(c: TableColumn, t: str) -> str:
+        t = t if len(t) <= c.width else t[: c.width - 1] + "…"
+        return t.rjust(c.width) if c.right else t.ljust(c.width)
 
     # --- mouse ---------------------------------------------------------------------------
 
@@ -200,11 +283,12 @@ class LineTable(ScrollView, can_focus=True):
             pos = 0
             for c in self.columns:
                 if pos <= x < pos + c.width + GAP:
-                    self.post_message(self.HeaderClicked(self, c.name))
+                    self.post_message(HeaderClicked(self, c.name))
                     return
                 pos += c.width + GAP
             return
         self.move_to(round(self.scroll_y) + event.y - 1)
 
     def on_resize(self, _event: events.Resize) -> None:
+        self._fit(self.size.width)
         self._scroll_cursor_into_view()
