@@ -19,15 +19,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from consolepilot import keys, until
 from textual.pilot import Pilot
 
 from lbtui import abi, bpfsys, netns
 from lbtui import maps as M
 from lbtui.console.app import ConsoleApp
+from lbtui.console.data import conns as C
 from lbtui.console.forms.base import FormScreen
 from lbtui.console.forms.dialogs import ConfirmScreen, QuitScreen
 from lbtui.console.forms.routes import SniRouteForm, WeightsForm
 from lbtui.console.session import build_app
+from lbtui.console.views.events import EventsView
+from lbtui.console.widgets.linetable import LineTable
 from lbtui.control.config import load_config
 from lbtui.control.instance import Instance, pin_dir_of, teardown
 from lbtui.datapath import loader
@@ -113,14 +117,6 @@ async def app_for(inst: Instance) -> ConsoleApp:
     return await asyncio.to_thread(build_app, inst, refresh_interval=0.2)
 
 
-async def until(pilot: Pilot, cond, what: str, timeout: float = 10) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if cond():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def fresh(pilot: Pilot) -> None:
     """Wait for a snapshot taken after now."""
     app: ConsoleApp = pilot.app  # type: ignore[assignment]
@@ -157,17 +153,20 @@ def listen_bytes(inst: Instance, port: int) -> dict[bytes, bytes]:
             for k in bpfsys.keys(m.fd, abi.ListenKey) if socket.ntohs(k.port) == port}
 
 
-def routes_view_to(pilot: Pilot, ref: str) -> None:
-    """Put the Routes cursor on the first row of group ``ref`` (e.g. "listener|80")."""
-    from textual.widgets import DataTable
-
-    t = pilot.app.query_one("#routes-table", DataTable)
-    for i in range(t.row_count):
-        key = t.coordinate_to_cell_key((i, 0)).row_key.value
-        if key.startswith(ref + "|"):
-            t.move_cursor(row=i)
+def table_to(pilot: Pilot, table_id: str, ref: str, target: str | None = None) -> None:
+    """Put a Routes or Targets cursor on the first row of group ``ref`` (e.g.
+    "listener|80"), or on its ``target``."""
+    t = pilot.app.query_one(table_id, LineTable)
+    for i, row in enumerate(t.rows):
+        if row.ref[0] == ref and target in (None, row.target if isinstance(
+                row.target, str) else str(row.target)):
+            t.move_to(i)
             return
-    raise AssertionError(f"{ref} not in the routes view")
+    raise AssertionError(f"{ref} {target or ''} not in {table_id}")
+
+
+def routes_view_to(pilot: Pilot, ref: str) -> None:
+    table_to(pilot, "#routes-table", ref)
 
 
 # --- edits ---------------------------------------------------------------------------------
@@ -294,6 +293,8 @@ async def test_palette_drains_a_target_from_live_data(lab, started) -> None:
         await pilot.press("ctrl+p", *f"drain {b3}:8080")
         await pilot.pause(0.5)
         await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+        await pilot.press("y")
         ifindex = inst.ifindexes(["c1"])[0]
 
         def weight() -> int:
@@ -304,6 +305,68 @@ async def test_palette_drains_a_target_from_live_data(lab, started) -> None:
         assert {t.ip: t.weight for t in rec.targets}[b3] == 0
         assert sum(t.weight for t in rec.targets) == 100
         assert {t.ip: t.weight for t in load_config(path).listener(80).group.targets}[b3] == 0
+        await pilot.press("q", "k")
+
+
+async def test_drain_asks_then_u_puts_the_weight_back(lab, started) -> None:
+    """d on a target asks first (n changes nothing); y drains it in the map and the file;
+    u restores the weight it had, and the map is as before the drain."""
+    inst, path = started
+    b = lab.backends
+    before_map, before_file = listen_bytes(inst, 80), path.read_bytes()
+    app = await app_for(inst)
+    async with app.run_test(size=SIZE) as pilot:
+        await fresh(pilot)
+        await pilot.press("3")
+        table_to(pilot, "#targets-table", "listener|80", f"{b[1].ip}:8080")
+        await pilot.press("d")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "weight 30 goes to the others" in str(app.screen.query_one("#question").render())
+        await pilot.press("n")
+        await fresh(pilot)
+        assert listen_bytes(inst, 80) == before_map and path.read_bytes() == before_file
+        assert not app.undo
+
+        await pilot.press("d", "y")
+
+        def weights() -> dict[str, int]:
+            rec = M.lookup_listen_port(inst.maps.listen_map, inst.ifindexes(["c1"])[0], 80)
+            return {t.ip: t.weight for t in rec.targets}
+        await until(pilot, lambda: weights()[b[1].ip] == 0, "the drain in the map")
+        assert sum(weights().values()) == 100
+        assert {t.ip: t.weight for t in load_config(path).listener(80).group.targets}[
+            b[1].ip] == 0
+        assert "backend2" not in {http_get(lab) for _ in range(12)}
+        await until(pilot, lambda: app.undo, "the undo entry")
+
+        await pilot.press("u")
+        await until(pilot, lambda: listen_bytes(inst, 80) == before_map,
+                    "the map back as it was")
+        assert [(t.ip, t.weight) for t in load_config(path).listener(80).group.targets] == [
+            (b[0].ip, 50), (b[1].ip, 30), (b[2].ip, 20)]
+        assert not app.undo
+        await pilot.press("q", "k")
+
+
+async def test_drill_down_from_a_target_to_its_live_connections(lab, started) -> None:
+    inst, _path = started
+    answers = [http_get(lab) for _ in range(12)]
+    b1 = lab.backends[0].ip
+    app = await app_for(inst)
+    async with app.run_test(size=SIZE) as pilot:
+        await fresh(pilot)
+        await pilot.press("3")
+        table_to(pilot, "#targets-table", "listener|80", f"{b1}:8080")
+        await pilot.press("c")
+        view = app.conns_view
+        await until(pilot, lambda: view.view is not None and view.filter
+                    and view.view.spec.filter == view.filter, "the drilled-down view")
+        assert view.filter_text == f"target:{b1}:8080"
+        await pilot.press("c")                       # the HTTP flows are closed by now
+        await until(pilot, lambda: view.view.spec.show_closed, "closed shown")
+        await fresh(pilot)
+        assert {R.target_of(r) for r in view.view.rows} == {f"{b1}:8080"}
+        assert len(view.view.rows) == answers.count("backend1") > 0
         await pilot.press("q", "k")
 
 
@@ -355,11 +418,17 @@ async def test_sort_and_filter_over_real_flows(lab, started) -> None:
     flows = [c for c in M.list_connections(inst.maps.conntrack_map) if c.vip_port == 80]
     assert len(flows) == 24
     b2 = lab.backends[1].ip
+    c1 = lab.clients[0].ip
     app = await app_for(inst)
     async with app.run_test(size=SIZE) as pilot:
         view = app.conns_view
-        await until(pilot, lambda: view.view is not None and len(view.view.rows) == 24,
-                    "24 flows")
+        # HTTP/1.0: each flow closed (FIN both ways), so hidden until c shows them.
+        await until(pilot, lambda: view.view is not None and view.view.total == 24,
+                    "24 flows read")
+        assert not view.view.rows and view.view.closed_hidden == 24
+        await pilot.press("c")
+        await until(pilot, lambda: view.view.spec.show_closed and len(view.view.rows) == 24,
+                    "24 flows shown")
         # Sort by target (age -> state -> proto -> target), then reverse.
         await pilot.press("less_than_sign", "less_than_sign", "less_than_sign")
         await until(pilot, lambda: view.view.spec.sort == "target", "sorted by target")
@@ -372,18 +441,34 @@ async def test_sort_and_filter_over_real_flows(lab, started) -> None:
         assert key == sorted(key, reverse=True)
         # Filter on one backend's address: exactly its flows remain.
         await pilot.press("slash", *b2, "enter")
-        await until(pilot, lambda: view.view.spec.filter == b2, "filtered")
+        await until(pilot, lambda: view.view.spec.filter == view.filter == C.parse(b2),
+                    "filtered")
         await fresh(pilot)
         shown = {R.target_of(r) for r in view.view.rows}
         assert shown == {f"{b2}:8080"}
         assert len(view.view.rows) == sum(c.target_ip == b2 for c in flows) == answers.count(
             "backend2")
-        title = str(view.query_one("#conns-title").render())
+        title = str(view.query_one(".view-title").render())
         assert f"{len(view.view.rows)} shown / 24 total" in title
-        # Events from the ring buffer reached the events view, with their targets.
-        events = app.query_one("EventsView").events
-        opened = {e.target for e in events if e.kind == "opened" and e.vip_port == 80}
+        # The field language: a negated target, one client's prefix.
+        await pilot.press("escape", "slash", *keys(f"!target:{b2} client:{c1}"), "enter")
+        await until(pilot, lambda: view.view.spec.filter == view.filter and view.filter,
+                    "the negated filter")
+        want = {(c.client_ip, c.client_port) for c in flows
+                if c.target_ip != b2 and c.client_ip == c1}
+        assert want and {(t.src_ip, t.src_port) for t in map(R.five_tuple, view.view.rows)
+                        } == want
+        # Events from the ring buffer reached the events view, with their targets, and
+        # the same language filters them.
+        events = app.query_one(EventsView)
+        opened = {e.target for e in events.events if e.kind == "opened" and e.vip_port == 80}
         assert opened == {c.target for c in flows}
+        await pilot.press("4", "slash", *keys(f"event:opened target:{b2} !udp"), "enter")
+        await until(pilot, lambda: events.filter_text, "events filtered")
+        shown = list(events.table.rows)
+        assert {(e.kind, e.target_ip) for e in shown} == {("opened", b2)}
+        assert len(shown) == sum(e.kind == "opened" and e.target_ip == b2
+                                 for e in events.events)
         await pilot.press("q", "k")
 
 

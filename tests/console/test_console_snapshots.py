@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 
 import console_data as D
 import pytest
+from consolepilot import keys
 from textual.pilot import Pilot
 from textual.widgets import Input
 
@@ -113,10 +114,6 @@ def test_view_80x24(snap_compare, app: ConsoleApp, key: str, view: str) -> None:
     assert snap_compare(app, press=[key], terminal_size=SMALL, run_before=loaded)
 
 
-def typed(text: str) -> list[str]:
-    return ["space" if c == " " else "exclamation_mark" if c == "!" else c for c in text]
-
-
 def test_connections_closed_shown_and_coloured(snap_compare, app: ConsoleApp) -> None:
     """c shows closed flows (dim); resets red and unanswered SYNs yellow; by state."""
     assert snap_compare(app, press=["c", "less_than_sign", "r"], terminal_size=SIZE,
@@ -124,7 +121,7 @@ def test_connections_closed_shown_and_coloured(snap_compare, app: ConsoleApp) ->
 
 
 def test_connections_field_filter_with_negation(snap_compare, app: ConsoleApp) -> None:
-    assert snap_compare(app, press=["slash", *typed("state:syn-sent !client:198.18.2."),
+    assert snap_compare(app, press=["slash", *keys("state:syn-sent !client:198.18.2."),
                                     "enter"], terminal_size=SIZE, run_before=loaded)
 
 
@@ -133,7 +130,7 @@ def test_filter_error_changes_nothing(snap_compare, app: ConsoleApp) -> None:
     (kind:sni) still in force."""
     async def run(pilot: Pilot) -> None:
         await loaded(pilot)
-        await pilot.press("2", "slash", *typed("kind:sni"), "enter", "slash")
+        await pilot.press("2", "slash", *keys("kind:sni"), "enter", "slash")
         pilot.app.query_one(RoutesView).filter_bar.input.value = "kind:sni colour:red"
         await pilot.pause()
         await steady(pilot)
@@ -150,7 +147,7 @@ def test_export_form(snap_compare, app: ConsoleApp, monkeypatch: pytest.MonkeyPa
                      ) -> None:
     monkeypatch.chdir("/")
     assert snap_compare(app, terminal_size=SIZE, run_before=keys_then_steady(
-        "slash", *typed("!udp"), "enter", "s"))
+        "slash", *keys("!udp"), "enter", "s"))
 
 
 def test_connections_sorted_and_filtered(snap_compare, app: ConsoleApp) -> None:

@@ -94,8 +94,10 @@ class ListView(Vertical):
     @on(FilterChanged)
     def _filter_changed(self, msg: FilterChanged) -> None:
         msg.stop()
+        had = bool(self.filter_text)
         self.filter, self.filter_text = msg.filter, msg.text
-        self.refresh_bindings()
+        if had != bool(msg.text):      # "Clear filter" comes or goes in the footer
+            self.refresh_bindings()
         self.refilter()
 
     @on(FilterClosed)
