@@ -147,6 +147,16 @@ class HealthSettings:
 
 
 @dataclass
+class MetricsSettings:
+    """Prometheus metrics written by ``serve``: a node_exporter textfile (when its
+    directory exists; "" turns it off) and an optional HTTP endpoint."""
+
+    textfile_dir: str = "/var/lib/prometheus/node-exporter"
+    interval: float = 15.0
+    listen: str = ""                  # "ADDRESS:PORT" for an HTTP endpoint; "": none
+
+
+@dataclass
 class DatapathSettings:
     interfaces: list[str] = field(default_factory=list)
     instance: str = "default"
@@ -169,6 +179,7 @@ class Config:
     sni_routes: list[SniRoute] = field(default_factory=list)
     settings: Settings = field(default_factory=Settings)
     health: HealthSettings = field(default_factory=HealthSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     path: Path | None = None
 
     def listener(self, port: int) -> Listener | None:
@@ -207,5 +218,5 @@ class Config:
 
 
 __all__ = ["PROTOCOLS", "XDP_MODES", "Config", "DatapathSettings", "GroupKey", "GroupKind",
-           "HealthSettings", "Listener", "Route", "Settings", "SniRoute", "SourceRoute",
-           "TargetGroup", "TargetSpec", "canonical_cidr"]
+           "HealthSettings", "Listener", "MetricsSettings", "Route", "Settings", "SniRoute",
+           "SourceRoute", "TargetGroup", "TargetSpec", "canonical_cidr"]

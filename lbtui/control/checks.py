@@ -19,16 +19,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lbtui import netns
 from lbtui.control.config import ConfigError, load_config
-from lbtui.control.lock import editing
-from lbtui.control.state import update_state
-from lbtui.model import Config, DatapathSettings, HealthSettings
-
-if TYPE_CHECKING:
-    from lbtui.control.instance import Instance
+from lbtui.model import Config, HealthSettings
 
 log = logging.getLogger("lbtui.health")
 
@@ -168,25 +162,3 @@ class CurrentConfig:
         except (ConfigError, OSError):
             pass
         return self.config
-
-
-def start_checks(inst: Instance) -> HealthChecker:
-    """The manager's checker: transitions are logged, shown to every viewer, recorded in
-    the state file and applied to the maps (under the edit lock, with the file's config)."""
-    current = CurrentConfig(inst.config_path, inst.config or Config(DatapathSettings()))
-
-    def changed(out: frozenset[str], target: str, old: str, new: str, why: str) -> None:
-        log.log(logging.WARNING if new == DOWN else logging.INFO,
-                "target %s %s rotation (active check: %s)",
-                target, "taken out of" if new == DOWN else "back in", why)
-        if inst.hub is not None:
-            inst.hub.publish({"type": "transition", "source": "check", "group": None,
-                              "target": target, "from": old, "to": new, "why": why,
-                              "ts": time.time()})
-        with editing(inst.name):
-            update_state(inst.name, out_of_rotation=sorted(out))
-            inst.apply(current())
-
-    checker = HealthChecker(current, inst.netns, changed)
-    checker.start()
-    return checker

@@ -22,6 +22,7 @@ from lbtui.model import (
     DatapathSettings,
     HealthSettings,
     Listener,
+    MetricsSettings,
     Settings,
     SniRoute,
     SourceRoute,
@@ -65,6 +66,8 @@ def to_dict(config: Config) -> dict[str, Any]:
     out: dict[str, Any] = {"datapath": dp, "settings": dict(vars(config.settings))}
     if config.health != HealthSettings():
         out["health"] = dict(vars(config.health))
+    if config.metrics != MetricsSettings():
+        out["metrics"] = dict(vars(config.metrics))
     if config.listeners:
         out["listener"] = [_listener_dict(x) for x in config.listeners]
     if config.source_routes:
@@ -132,10 +135,12 @@ def validate(config: Config) -> list[str]:
 
 # --- validation ------------------------------------------------------------------------
 
-_SECTIONS = ("datapath", "settings", "health", "listener", "source_route", "sni_route")
+_SECTIONS = ("datapath", "settings", "health", "metrics", "listener", "source_route",
+             "sni_route")
 _DATAPATH_KEYS = ("instance", "interfaces", "reply_interfaces", "netns", "xdp_mode", "keep")
 _SETTINGS_KEYS = tuple(vars(Settings()).keys())
 _HEALTH_KEYS = tuple(vars(HealthSettings()).keys())
+_METRICS_KEYS = tuple(vars(MetricsSettings()).keys())
 _LISTENER_KEYS = ("port", "protocol", "interfaces", "stats", "sni", "address", "targets")
 _SOURCE_KEYS = ("cidr", "stats", "targets")
 _SNI_KEYS = ("hostname", "targets")
@@ -257,7 +262,8 @@ class _Validator:
         sources = self.source_routes(data.get("source_route", []), st)
         snis = self.sni_routes(data.get("sni_route", []), st)
         health = self.health(data.get("health", {}))
-        return Config(dp, listeners, sources, snis, st, health)
+        metrics = self.metrics(data.get("metrics", {}))
+        return Config(dp, listeners, sources, snis, st, health, metrics)
 
     def datapath(self, raw: Any) -> DatapathSettings:
         d = DatapathSettings()
@@ -440,25 +446,49 @@ class _Validator:
             return _MISSING
         return str(addr)
 
+    def metrics(self, raw: Any) -> MetricsSettings:
+        m = MetricsSettings()
+        t = self.table("metrics", raw)
+        if t is None:
+            return m
+        self.keys("metrics", t, _METRICS_KEYS)
+        val = self.number("metrics.interval", t, "interval", 1, 3600)
+        if val is not _MISSING:
+            m.interval = val
+        if "textfile_dir" in t:
+            d = self.string("metrics.textfile_dir", t["textfile_dir"])
+            if d is not _MISSING and d and not d.startswith("/"):
+                self.bad("metrics.textfile_dir", f"{d!r} must be an absolute path (or \"\" "
+                                                 "for no textfile)")
+            elif d is not _MISSING:
+                m.textfile_dir = d
+        if "listen" in t and self.string("metrics.listen", t["listen"]) is not _MISSING:
+            if t["listen"].strip():
+                listen = self.endpoint("metrics.listen", t["listen"])
+                m.listen = m.listen if listen is _MISSING else listen
+        return m
+
     def endpoints(self, loc: str, value: Any) -> list[str]:
         """A list of "ip:port" strings, canonical (problems recorded)."""
         if not isinstance(value, list):
             self.bad(loc, f"must be an array of \"ip:port\" strings, not {typename(value)}")
             return []
-        out: list[str] = []
-        for i, item in enumerate(value):
-            where = f"{loc}[{i}]"
-            if self.string(where, item) is _MISSING:
-                continue
-            ip, colon, port = item.strip().rpartition(":")
-            addr = self.address(where, ip) if colon else _MISSING
-            if not colon:
-                self.bad(where, f"{item!r}: expected IP:PORT (like 198.18.2.11:8080)")
-            elif not port.isdigit() or not 1 <= int(port) <= 65535:
-                self.bad(where, f"{item!r}: port must be 1..65535")
-            elif addr is not _MISSING:
-                out.append(f"{addr}:{int(port)}")
-        return out
+        got = (self.endpoint(f"{loc}[{i}]", item) for i, item in enumerate(value))
+        return [e for e in got if e is not _MISSING]
+
+    def endpoint(self, loc: str, value: Any) -> Any:
+        """One "ip:port" string, canonical, or _MISSING (the problem recorded)."""
+        if self.string(loc, value) is _MISSING:
+            return _MISSING
+        ip, colon, port = value.strip().rpartition(":")
+        if not colon:
+            self.bad(loc, f"{value!r}: expected IP:PORT (like 198.18.2.11:8080)")
+            return _MISSING
+        addr = self.address(loc, ip)
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            self.bad(loc, f"{value!r}: port must be 1..65535")
+            return _MISSING
+        return _MISSING if addr is _MISSING else f"{addr}:{int(port)}"
 
     def source_routes(self, raw: Any, st: Settings) -> list[SourceRoute]:
         out: list[SourceRoute] = []

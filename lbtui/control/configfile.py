@@ -27,6 +27,7 @@ from lbtui.model import (
     GroupKey,
     GroupKind,
     HealthSettings,
+    MetricsSettings,
     Settings,
 )
 
@@ -110,6 +111,7 @@ def merge(doc: tomlkit.TOMLDocument, config: Config, old: Config | None = None) 
     _sync_section(doc, "datapath", new["datapath"], _DATAPATH_DEFAULTS)
     _sync_section(doc, "settings", new["settings"], vars(Settings()))
     _sync_section(doc, "health", dict(vars(config.health)), vars(HealthSettings()))
+    _sync_section(doc, "metrics", dict(vars(config.metrics)), vars(MetricsSettings()))
     _sync_aot(doc, "listener", new.get("listener", []), lambda t: t.get("port"),
               _LISTENER_DEFAULTS, was.get("listener") if old else None)
     _sync_aot(doc, "source_route", new.get("source_route", []),

@@ -37,15 +37,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lbtui import maps as M
 from lbtui.control.health import HealthBook, Transition
-from lbtui.errors import NotRunning
-
-if TYPE_CHECKING:
-    from lbtui.control.checks import HealthChecker
 from lbtui.control.lock import run_dir
+from lbtui.errors import NotRunning
 from lbtui.maps.events import EventReader, LbEvent
 from lbtui.model import GroupKey, GroupKind, HealthSettings
 
@@ -157,7 +154,8 @@ class EventHub:
         self.attribute = Attribution(maps)
         self.book = HealthBook(health, self.attribute)
         self.on_transition = on_transition
-        self.checker: HealthChecker | None = None   # the active checks, when they run
+        # The active checks' state per target, when they run (HealthChecker.snapshot).
+        self.checks: Callable[[], list[dict[str, Any]]] | None = None
         self.recent: deque[bytes] = deque(maxlen=BACKLOG)
         self.events = 0
         self._subs: list[_Subscriber] = []
@@ -224,7 +222,7 @@ class EventHub:
                 self.on_transition((th, old, new))
 
     def health_message(self) -> dict[str, Any]:
-        checks = self.checker.snapshot() if self.checker is not None else []
+        checks = self.checks() if self.checks is not None else []
         return {"type": "health", "targets": self.book.snapshot(), "checks": checks}
 
     def publish(self, msg: dict[str, Any], keep: bool = True) -> None:

@@ -14,6 +14,7 @@ Layout: pins under ``/sys/fs/bpf/lbtui/<instance>/`` (maps by name, ``prog_xdp``
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import time
@@ -24,14 +25,15 @@ from typing import Any
 from lbtui import abi, bpfsys, netns
 from lbtui import maps as M
 from lbtui.control import apply
-from lbtui.control.checks import HealthChecker, start_checks
+from lbtui.control.checks import DOWN, CurrentConfig, HealthChecker
 from lbtui.control.config import ConfigError, load_config, parse_dict, to_dict
 from lbtui.control.eventhub import EventHub
-from lbtui.control.lock import FileLock, LockHeld, manager_lock
+from lbtui.control.lock import FileLock, LockHeld, editing, manager_lock
 from lbtui.control.state import (
     read_applied,
     read_state,
     remove_state,
+    update_state,
     write_applied,
     write_state,
 )
@@ -53,6 +55,7 @@ EMIT_PIN = "prog_emit"
 CLOSED_LINGER_S = 10
 
 Progress = Callable[[str], None]
+log = logging.getLogger("lbtui.control")
 
 
 class InstanceError(RuntimeError):
@@ -236,7 +239,7 @@ class Instance:
                 inst.stop_splicers()
                 raise
             inst.write_state()
-            inst.checker = inst.hub.checker = start_checks(inst)
+            inst._start_checks()
             return inst
         except BaseException:
             if inst is not None:
@@ -287,6 +290,32 @@ class Instance:
                          f"stack ({e.why})")
         watcher.start()
         self.egress = watcher
+
+    def _start_checks(self) -> None:
+        """The manager's active health checks (idle while ``[health] check_interval`` is
+        0; the config is re-read as it changes)."""
+        assert self.config is not None and self.hub is not None
+        current = CurrentConfig(self.config_path, self.config)
+        self.checker = HealthChecker(current, self.netns,
+                                     lambda *change: self._rotation_changed(current, *change))
+        self.hub.checks = self.checker.snapshot
+        self.checker.start()
+
+    def _rotation_changed(self, current: CurrentConfig, out: frozenset[str], target: str,
+                          old: str, new: str, why: str) -> None:
+        """A target went out of rotation or came back: log it, show it to every viewer,
+        record it for other processes' edits, and apply it (under the edit lock, with the
+        file's config)."""
+        log.log(logging.WARNING if new == DOWN else logging.INFO,
+                "target %s %s rotation (active check: %s)",
+                target, "taken out of" if new == DOWN else "back in", why)
+        if self.hub is not None:
+            self.hub.publish({"type": "transition", "source": "check", "group": None,
+                              "target": target, "from": old, "to": new, "why": why,
+                              "ts": time.time()})
+        with editing(self.name):
+            update_state(self.name, out_of_rotation=sorted(out))
+            self.apply(current())
 
     # --- state ---------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from lbtui.control.changes import audit
 from lbtui.control.config import ConfigError, load_config
 from lbtui.control.instance import Instance
 from lbtui.control.lock import editing
+from lbtui.control.metrics import MetricsExporter
 from lbtui.control.sdnotify import notify
 from lbtui.control.workcopy import WorkCopy
 
@@ -75,8 +76,11 @@ class Service:
             config = load_config(self.config_path)    # the working copy, or edits folded in
         self.install_signals()                   # a signal during start stops right after
         inst = self.instance = Instance.start(config, progress=self.log)
+        metrics: MetricsExporter | None = None
         try:
             inst.write_state(manager="serve")     # ctl may signal us (SIGHUP) to reload
+            metrics = MetricsExporter(inst, config.metrics)
+            metrics.start()
             dp = config.datapath
             ifaces = ", ".join([*dp.interfaces, *dp.reply_interfaces])
             where = f" in netns {dp.netns}" if dp.netns else ""
@@ -88,6 +92,8 @@ class Service:
             self._loop()
         finally:
             notify("STOPPING=1")
+            if metrics is not None:
+                metrics.stop()
             assert inst.config is not None
             keep = self.keep_flag or inst.config.datapath.keep
             inst.stop(keep=keep)

@@ -64,8 +64,17 @@ MANY_LISTENERS = [{"port": p, "targets": [dict(T1, weight=100)]} for p in range(
 
 # (data, the exact problem expected among those reported)
 CASES: list[tuple[Any, str]] = [
-    (edit(bogus=1), "bogus: unknown section (known: datapath, settings, health, listener, "
-                    "source_route, sni_route)"),
+    (edit(bogus=1), "bogus: unknown section (known: datapath, settings, health, metrics, "
+                    "listener, source_route, sni_route)"),
+    (edit(metrics={"interval": 0}), "metrics.interval: must be 1..3600 (got 0)"),
+    (edit(metrics={"textfile_dir": "prom"}),
+     "metrics.textfile_dir: 'prom' must be an absolute path (or \"\" for no textfile)"),
+    (edit(metrics={"listen": "localhost:9469"}),
+     "metrics.listen: 'localhost' is not an IPv4 address (like 198.18.0.10)"),
+    (edit(metrics={"listen": "127.0.0.1:x"}), "metrics.listen: '127.0.0.1:x': port must be "
+                                              "1..65535"),
+    (edit(metrics={"port": 1}), "metrics.port: unknown key (known: textfile_dir, interval, "
+                                "listen)"),
     (edit(datapath=DELETE), "datapath: missing section: [datapath] with at least "
                             "interfaces = [...] is required"),
     (edit(datapath=3), "datapath: must be a table, not an integer"),

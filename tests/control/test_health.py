@@ -8,7 +8,9 @@ import json
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hubviewer import HubViewer
@@ -43,6 +45,20 @@ def config(topo: T.Topology, name: str, health: str, extra: str = "") -> str:
     return lab_config(topo, name, http_weights=(50, 50), extra=extra) + f"\n[health]\n{health}"
 
 
+def serving(make_lab, start_serve, tmp_path: Path, health: str,
+            extra: Callable[[T.Topology], str] = lambda _t: ""
+            ) -> tuple[T.Topology, str, Path, Any, HubViewer]:
+    """A two-backend lab served by a real serve with ``[health]`` settings (``{b1}`` and
+    ``{b2}``: the backends' HTTP targets) and ``extra`` config, and a viewer."""
+    topo = make_lab(1, 2)
+    name = instance_name()
+    b1, b2 = (f"{e.ip}:{T.HTTP_PORT}" for e in topo.backends)
+    path = tmp_path / "lbtui.toml"
+    path.write_text(config(topo, name, health.format(b1=b1, b2=b2), extra(topo)))
+    serve = start_serve(path)
+    return topo, name, path, serve, HubViewer(name)
+
+
 def listen_weights(name: str, port: int = 80) -> dict[str, int]:
     """What the datapath balances over for a listener (its map entry, not the file)."""
     entries = ctl_json(name, "listeners")
@@ -52,20 +68,18 @@ def listen_weights(name: str, port: int = 80) -> dict[str, int]:
 
 def test_every_viewer_sees_every_event_and_targets_are_counted_per_group(
         make_lab, state_dir, start_serve, tmp_path: Path) -> None:
-    topo = make_lab(1, 2)
-    name = instance_name()
-    b = [e.ip for e in topo.backends]
-    extra = f"""
+    def extra(topo: T.Topology) -> str:
+        b = [e.ip for e in topo.backends]
+        return f"""
 [[listener]]
 port = 82
 protocol = "tcp"
 targets = [{{ ip = "{b[0]}", port = {T.HTTP_PORT}, weight = 50 }},
            {{ ip = "{b[1]}", port = {T.HTTP_PORT}, weight = 50 }}]
 """
-    path = tmp_path / "lbtui.toml"
-    path.write_text(config(topo, name, "window = 30\n", extra))
-    serve = start_serve(path)
-    first, second = HubViewer(name), HubViewer(name)
+    topo, name, _, serve, first = serving(make_lab, start_serve, tmp_path, "window = 30\n",
+                                          extra)
+    second = HubViewer(name)
     follower = subprocess.Popen([*LBTUI, "ctl", "-i", name, "events", "--follow", "--json"],
                                 stdout=subprocess.PIPE, text=True)
     try:
@@ -107,12 +121,8 @@ targets = [{{ ip = "{b[0]}", port = {T.HTTP_PORT}, weight = 50 }},
 
 def test_traffic_health_turns_failing_when_a_backend_refuses(
         make_lab, state_dir, start_serve, tmp_path: Path) -> None:
-    topo = make_lab(1, 2)
-    name = instance_name()
-    path = tmp_path / "lbtui.toml"
-    path.write_text(config(topo, name, "window = 10\nmin_samples = 3\n"))
-    serve = start_serve(path)
-    viewer = HubViewer(name)
+    topo, name, _, serve, viewer = serving(make_lab, start_serve, tmp_path,
+                                           "window = 10\nmin_samples = 3\n")
     b2 = f"{topo.backends[1].ip}:{T.HTTP_PORT}"
     try:
         refuse(topo, "backend2", T.HTTP_PORT)
@@ -138,14 +148,10 @@ def test_traffic_health_turns_failing_when_a_backend_refuses(
 
 def test_active_checks_take_a_refusing_backend_out_of_rotation_and_back(
         make_lab, state_dir, start_serve, tmp_path: Path) -> None:
-    topo = make_lab(1, 2)
-    name = instance_name()
+    topo, name, path, serve, viewer = serving(
+        make_lab, start_serve, tmp_path, "check_interval = 0.2\ncheck_timeout = 0.5\n"
+        'fall = 2\nrise = 2\ncheck_targets = ["{b2}"]\n')
     b1, b2 = (f"{e.ip}:{T.HTTP_PORT}" for e in topo.backends)
-    path = tmp_path / "lbtui.toml"
-    path.write_text(config(topo, name, "check_interval = 0.2\ncheck_timeout = 0.5\n"
-                                       f"fall = 2\nrise = 2\ncheck_targets = [\"{b2}\"]\n"))
-    serve = start_serve(path)
-    viewer = HubViewer(name)
     try:
         assert listen_weights(name) == {b1: 50, b2: 50}
         refuse(topo, "backend2", T.HTTP_PORT)
