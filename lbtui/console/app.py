@@ -59,6 +59,7 @@ from lbtui.console.messages import (
     TargetRequested,
     ViewReady,
 )
+from lbtui.console.views.base import LIST_BINDINGS
 from lbtui.console.views.connections import ConnectionsView
 from lbtui.console.views.events import EventsView
 from lbtui.console.views.routes import RoutesView, match_of
@@ -488,10 +489,14 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
         self.query_one(target).focus()
 
     def action_help(self) -> None:
+        def own(bindings: list[BindingType]) -> list[BindingType]:
+            return [b for b in bindings if b not in LIST_BINDINGS]
+
         self.push_screen(HelpScreen([
-            ("everywhere", self.BINDINGS), ("connections", ConnectionsView.BINDINGS),
-            ("routes", RoutesView.BINDINGS), ("targets", TargetsView.BINDINGS),
-            ("events", EventsView.BINDINGS), ("settings", SettingsView.BINDINGS),
+            ("everywhere", self.BINDINGS), ("every list", LIST_BINDINGS),
+            ("connections", own(ConnectionsView.BINDINGS)),
+            ("routes", own(RoutesView.BINDINGS)), ("targets", own(TargetsView.BINDINGS)),
+            ("events", own(EventsView.BINDINGS)), ("settings", SettingsView.BINDINGS),
             ("forms", FormScreen.BINDINGS), ("confirm", ConfirmScreen.BINDINGS),
             ("quit", QuitScreen.BINDINGS)]))
 

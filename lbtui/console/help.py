@@ -51,7 +51,21 @@ class HelpScreen(ModalScreen[None]):
             yield Static(
                 "[b]lbtui console[/b]: number keys switch views; ctrl+p opens the command "
                 "palette (actions from live data: drain a target, edit a route). Forms: "
-                "ctrl+s or Enter saves, Esc cancels; a refused change leaves the form open.\n")
+                "ctrl+s or Enter saves, Esc cancels; a refused change leaves the form open.\n\n"
+                "[b]Filters[/b] (/ in every list): terms separated by spaces, all must hold. "
+                "[b]text[/b] is found in any column; [b]field:value[/b] matches a whole part "
+                "of one column ([i]target:10.0.1.11[/i] is not 10.0.1.110; a value ending "
+                "in . or : is a prefix, [i]client:198.18.2.[/i]); [b]![/b] negates "
+                "([i]!udp[/i], [i]!target:10.0.1.11[/i]). The fields are the column names "
+                "(Connections: client vip target proto state). Enter keeps the filter, "
+                "Esc clears it; a filter that does not parse changes nothing and says why."
+                "\n\nConnections hides closed flows (FIN both ways) until [b]c[/b]; resets "
+                "are red, unanswered SYNs yellow. [b]y[/b] copies the selected row as "
+                "field=value pairs (through the terminal, OSC 52); [b]s[/b] exports the view "
+                "as filtered and sorted, every column, to a .csv or .json file. A drain "
+                "asks first; [b]u[/b] gives the drained target its weight back. On a "
+                "narrow terminal the least important columns are left out; copies and "
+                "exports keep them.\n")
             yield Static(bindings_table(self.sections))
         yield Footer()
 

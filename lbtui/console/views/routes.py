@@ -49,9 +49,9 @@ class RoutesView(ListView):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("w", "edit_weights", "Weights", id="routes.weights"),
         Binding("e", "edit", "Edit", id="routes.edit"),
-        Binding("l", "add('listener')", "Add listener", id="routes.add_listener"),
-        Binding("c", "add('source')", "Add source route", id="routes.add_source"),
-        Binding("n", "add('sni')", "Add SNI route", id="routes.add_sni"),
+        Binding("l", "add('listener')", "New listener", id="routes.add_listener"),
+        Binding("c", "add('source')", "New source", id="routes.add_source"),
+        Binding("n", "add('sni')", "New SNI", id="routes.add_sni"),
         Binding("x,delete", "delete", "Delete", id="routes.delete"),
         Binding("enter", "edit_weights", "Weights", show=False, id="routes.enter"),
         *LIST_BINDINGS,
