@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from lbtui.console.app import ConsoleApp  # noqa: E402
 from lbtui.console.session import build_app  # noqa: E402
+from lbtui.console.views.targets import TargetsView  # noqa: E402
 from lbtui.control.config import load_config  # noqa: E402
 from lbtui.control.instance import Instance, teardown  # noqa: E402
 from lbtui.lab import demo_config  # noqa: E402
@@ -36,6 +37,12 @@ from lbtui.lab.traffic import TrafficSpec, start_traffic  # noqa: E402
 
 LAB = "h3shot"
 SIZE = (160, 44)
+SMALL = (80, 24)
+KEY_NAMES = {" ": "space", "!": "exclamation_mark"}
+
+
+def keys(text: str) -> list[str]:
+    return [KEY_NAMES.get(c, c) for c in text]
 
 
 def png_ready_svg(svg: str) -> str:
@@ -90,7 +97,26 @@ async def drive(app: ConsoleApp, out: Path, warmup: float) -> None:
         await pilot.press("escape", "?")
         await pilot.pause(0.5)
         save(app, out, "9-help", "lbtui console: help")
-        await pilot.press("escape", "q")
+        # The filter language, and a drill-down from a target to its connections.
+        await pilot.press("escape", "1", "slash", *keys("vip::80 !target:198.18.101.2"),
+                          "enter")
+        await pilot.pause(1.2)
+        save(app, out, "11-filter", "lbtui console: a field filter with negation")
+        await pilot.press("escape", "3")
+        targets = app.query_one(TargetsView)
+        idx = next(i for i, r in enumerate(targets.table.rows)
+                   if r.ref == ("listener|80", "198.18.102.2:8080"))
+        targets.table.move_to(idx)
+        await pilot.press("c")
+        await pilot.pause(1.2)
+        save(app, out, "12-drill-down", "lbtui console: the connections of one target")
+        # An 80x24 terminal.
+        await pilot.press("escape", "3")
+        await pilot.resize_terminal(*SMALL)
+        await pilot.pause(1.2)
+        save(app, out, "13-80x24", "lbtui console: 80x24")
+        await pilot.resize_terminal(*SIZE)
+        await pilot.press("q")
         await pilot.pause(0.3)
         save(app, out, "10-quit", "lbtui console: quitting")
         await pilot.press("s")          # stop: detach and unpin

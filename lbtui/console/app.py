@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.markup import escape
@@ -361,13 +362,18 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
         control = self._control()
         if control is None:
             return
-        remove = {GroupKind.LISTENER: control.remove_listener,
-                  GroupKind.SOURCE: control.remove_source_route,
-                  GroupKind.SNI: control.remove_sni_route}[g.kind]
+
+        def remove() -> None:
+            if g.kind is GroupKind.LISTENER:
+                control.remove_listener(int(g.key.key))
+            elif g.kind is GroupKind.SOURCE:
+                control.remove_source_route(str(g.key.key))
+            else:
+                control.remove_sni_route(str(g.key.key))
 
         def done(yes: bool | None) -> None:
             if yes:
-                self._edit(lambda: remove(g.key.key), f"deleted {what}")
+                self._edit(remove, f"deleted {what}")
 
         self.push_screen(ConfirmScreen(
             f"Delete {what}?\n\nTargets: {g.group}\nEstablished connections keep their "
@@ -502,24 +508,23 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
 
     def live_commands(self) -> list[LiveCommand]:
         out = [LiveCommand(f"Show {v}", f"switch to the {v} view (key {i})",
-                           lambda v=v: self.action_view(v)) for i, v in enumerate(VIEWS, 1)]
+                           partial(self.action_view, v)) for i, v in enumerate(VIEWS, 1)]
         for g in self.groups:
             out.append(LiveCommand(f"Edit weights of {g.label}", str(g.group),
-                                   lambda g=g: self.edit_weights(g)))
+                                   partial(self.edit_weights, g)))
             for t in g.route.targets:
                 if t.weight > 0 and len(g.route.targets) > 1:
                     out.append(LiveCommand(
                         f"Drain {t} ({g.label})", "weight 0: no new connections; the "
-                        "others take its share (asks first)",
-                        lambda g=g, t=t: self.drain(g, str(t))))
+                        "others take its share (asks first)", partial(self.drain, g, str(t))))
             name = f"{KIND_NAME[g.kind]} {match_of(g)}"
             out.append(LiveCommand(f"Edit {name}", str(g.group),
-                                   lambda g=g: self.edit_route(g.kind, g)))
+                                   partial(self.edit_route, g.kind, g)))
             out.append(LiveCommand(f"Delete {name}", "asks first",
-                                   lambda g=g: self.delete_route(g)))
-        for t in sorted({str(t) for g in self.groups for t in g.route.targets}):
-            out.append(LiveCommand(f"Connections of {t}", f"filter target:{t}",
-                                   lambda t=t: self.show_connections_of(t)))
+                                   partial(self.delete_route, g)))
+        for target in sorted({str(t) for g in self.groups for t in g.route.targets}):
+            out.append(LiveCommand(f"Connections of {target}", f"filter target:{target}",
+                                   partial(self.show_connections_of, target)))
         out += [
             LiveCommand("Add SNI route", "route TLS by hostname",
                         lambda: self.edit_route("sni", None)),

@@ -169,6 +169,11 @@ def routes_view_to(pilot: Pilot, ref: str) -> None:
     table_to(pilot, "#routes-table", ref)
 
 
+async def target_in_targets_view(pilot: Pilot, ref: str, target: str) -> None:
+    await pilot.press("3")
+    table_to(pilot, "#targets-table", ref, target)
+
+
 # --- edits ---------------------------------------------------------------------------------
 
 
@@ -317,8 +322,7 @@ async def test_drain_asks_then_u_puts_the_weight_back(lab, started) -> None:
     app = await app_for(inst)
     async with app.run_test(size=SIZE) as pilot:
         await fresh(pilot)
-        await pilot.press("3")
-        table_to(pilot, "#targets-table", "listener|80", f"{b[1].ip}:8080")
+        await target_in_targets_view(pilot, "listener|80", f"{b[1].ip}:8080")
         await pilot.press("d")
         assert isinstance(app.screen, ConfirmScreen)
         assert "weight 30 goes to the others" in str(app.screen.query_one("#question").render())
@@ -355,8 +359,7 @@ async def test_drill_down_from_a_target_to_its_live_connections(lab, started) ->
     app = await app_for(inst)
     async with app.run_test(size=SIZE) as pilot:
         await fresh(pilot)
-        await pilot.press("3")
-        table_to(pilot, "#targets-table", "listener|80", f"{b1}:8080")
+        await target_in_targets_view(pilot, "listener|80", f"{b1}:8080")
         await pilot.press("c")
         view = app.conns_view
         await until(pilot, lambda: view.view is not None and view.filter

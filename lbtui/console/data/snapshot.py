@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from lbtui import abi
-from lbtui.console.data.conns import ConnDump
 from lbtui.console.data.traffic import TargetTraffic
 from lbtui.maps import SniRouteRecord, SourceRouteRecord
 from lbtui.maps.events import LbEvent
+from lbtui.maps.flowrows import ConnDump
 from lbtui.targets import RouteRecord
 
 

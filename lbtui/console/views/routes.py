@@ -60,7 +60,7 @@ class RoutesView(ListView):
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self.groups: list[Group] = []
-        self._shown: tuple = ()
+        self._shown: tuple[object, ...] = ()
 
     def make_table(self) -> LineTable:
         return LineTable(ROUTE_COLUMNS, key=lambda r: r.ref, row_class=route_class,
