@@ -98,14 +98,14 @@ async def drive(app: ConsoleApp, out: Path, warmup: float) -> None:
         await pilot.pause(0.5)
         save(app, out, "9-help", "lbtui console: help")
         # The filter language, and a drill-down from a target to its connections.
-        await pilot.press("escape", "1", "slash", *keys("vip::80 !target:198.18.101.2"),
+        await pilot.press("escape", "1", "slash", *keys("proto:udp !target:198.18.101.2"),
                           "enter")
         await pilot.pause(1.2)
         save(app, out, "11-filter", "lbtui console: a field filter with negation")
         await pilot.press("escape", "3")
         targets = app.query_one(TargetsView)
         idx = next(i for i, r in enumerate(targets.table.rows)
-                   if r.ref == ("listener|80", "198.18.102.2:8080"))
+                   if r.ref == ("listener|7000", "198.18.103.2:7000"))
         targets.table.move_to(idx)
         await pilot.press("c")
         await pilot.pause(1.2)

@@ -122,6 +122,45 @@ async def test_drill_down_from_a_target_to_its_connections() -> None:
         assert sorted(view.view.rows) == sorted(want) and want
 
 
+async def test_row_and_cell_colours() -> None:
+    """Resets red, unanswered SYNs yellow (Connections); a drained target's row yellow
+    and the sparkline green (Targets)."""
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        table = app.conns_view.table
+        table.focus()
+
+        def colour_of(text: str) -> str | None:
+            for y in range(1, table.size.height):
+                for seg in table.render_line(y):
+                    if text in seg.text and seg.style and seg.style.color:
+                        return seg.style.color.triplet.hex if seg.style.color.triplet else (
+                            seg.style.color.name)
+            raise AssertionError(f"{text!r} not on screen")
+
+        await conns_filter(pilot, app, "state:reset")
+        table.move_to(len(table.rows) - 1)     # the cursor row has its own colours
+        await pilot.pause()
+        red = colour_of("reset")
+        await pilot.press("escape")
+        await conns_filter(pilot, app, "state:syn-sent")
+        table.move_to(len(table.rows) - 1)
+        await pilot.pause()
+        yellow = colour_of("syn-sent")
+        await pilot.press("escape")
+        await conns_filter(pilot, app, "state:established")
+        table.move_to(len(table.rows) - 1)
+        await pilot.pause()
+        plain = colour_of("established")
+        assert len({red, yellow, plain}) == 3
+        await pilot.press("escape", "3")
+        table = app.query_one(TargetsView).table
+        await pilot.pause()
+        assert colour_of("▁") == "green"
+        assert colour_of("drained") == yellow
+
+
 async def test_copy_puts_the_selected_row_on_the_clipboard() -> None:
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:

@@ -129,7 +129,7 @@ class ConnView:
     total: int
     sampled: bool
     spec: ViewSpec = field(default_factory=ViewSpec)
-    closed_hidden: int = 0      # closed flows left out (spec.show_closed False)
+    closed_hidden: int = 0      # closed flows the filter kept but the view leaves out
 
 
 _FINS = abi.CT_F_FIN_FWD | abi.CT_F_FIN_REV
@@ -142,19 +142,20 @@ def is_closed(flags: int) -> bool:
 
 
 def apply_view(dump: ConnDump, spec: ViewSpec) -> ConnView:
-    """Leave out closed flows (unless asked), filter, then sort. Runs off the UI thread:
-    about 60 ms to sort 100k rows, more with a filter."""
+    """Filter, leave out closed flows (unless asked; counted among those the filter
+    kept), then sort. Runs off the UI thread: about 60 ms to sort 100k rows, more with a
+    filter."""
     rows: Sequence[Row] = dump.rows
+    if spec.filter:
+        if len(_texts) > 2 * len(rows) + 10_000:   # forget flows long gone
+            _texts.clear()
+        match = spec.filter.matcher(FIELDS)
+        rows = [r for r in rows if match(filter_record(r))]
     hidden = 0
     if not spec.show_closed:
         n = len(rows)
         rows = [r for r in rows if not is_closed(r[FLAGS])]
         hidden = n - len(rows)
-    if spec.filter:
-        if len(_texts) > 2 * len(dump.rows) + 10_000:   # forget flows long gone
-            _texts.clear()
-        match = spec.filter.matcher(FIELDS)
-        rows = [r for r in rows if match(filter_record(r))]
     col = COLUMNS[COLUMN_NAMES.index(spec.sort)]
     if len(rows) <= TIEBREAK_MAX:
         # Ties in flow-key order rather than the map's hash order (seeded per map):

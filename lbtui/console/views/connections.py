@@ -80,7 +80,7 @@ class ConnectionsView(ListView):
         if self.spec.show_closed:
             parts.append("closed shown")
         elif v and v.closed_hidden:
-            parts.append(f"{v.closed_hidden:,} closed hidden")
+            parts.append(f"{v.closed_hidden:,} closed hidden (c)")
         arrow = "▼" if self.spec.reverse else "▲"
         parts.append(f"sort {self.spec.sort}{arrow}")
         if self.frozen:

@@ -98,8 +98,7 @@ class TargetsView(ListView):
         rows = relabel(self.filtered(self.rows, TARGET_COLUMNS, self._now_ns))
         self.table.set_rows(rows, self._now_ns)
         note = "  [yellow](from a sample of the flows)[/]" if self._sampled else ""
-        self.title("[b]Targets[/b]  weight vs share of new connections in the last "
-                   f"minute; rates over the last refresh{note}")
+        self.title(f"[b]Targets[/b]  weight vs share of new connections, last minute{note}")
 
     def _request(self, action: str) -> None:
         row = self.table.selected

@@ -132,7 +132,7 @@ class LineTable(ScrollView, can_focus=True):
         self._width = sum(c.width + GAP for c in self.columns)
         self._styles: tuple[Style, Style, Style, Style] = (Style(),) * 4
         self._row_styles: dict[str, Style] = {}
-        self._plain = True                       # no column has a style of its own
+        self._plain = not any(c.style for c in self.columns)   # one segment per row
         self.virtual_size = Size(self._width, 1)
 
     # --- data ----------------------------------------------------------------------------
