@@ -1,6 +1,10 @@
 """The operator console: a Textual app over a running lbtui instance.
 
-``app`` wires the views, ``collector`` takes snapshots off the UI thread, ``conns`` decodes
-the conntrack map into compact rows, ``traffic`` derives per-target rates, and ``forms``
-holds the modal editors that apply changes through ``lbtui.control.Controller``.
+- ``data/``: what is shown, as plain data and without Textual: snapshots of the maps
+  (``collector``, taken off the UI thread), per-target traffic, the event feed, the
+  tables' rows, the filter language, exports;
+- ``widgets/``: the virtual table, the status header, the filter bar;
+- ``views/``: the five views; ``forms/``: the modal editors and dialogs;
+- ``app``: wires them; edits go to the Controller through its ``Control`` protocol, off
+  the event loop (``blocking``); ``messages``: every message, as dataclasses.
 """
