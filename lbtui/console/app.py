@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -302,14 +302,11 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
                         "cannot be persisted (start it with --config)", severity="warning")
         return self.controller
 
-    def _blocking(self, call: Callable[[], Any],
-                  then: Callable[[Outcome[Any]], Awaitable[None] | None]) -> None:
+    def _blocking(self, call: Callable[[], Any], then: Callable[[Outcome[Any]], None]
+                  ) -> None:
         """Run ``call`` off the event loop, then ``then(outcome)`` on it."""
         async def run() -> None:
-            outcome = await run_blocking(call)
-            result = then(outcome)
-            if result is not None:
-                await result
+            then(await run_blocking(call))
         self.run_worker(run(), group="edit", exit_on_error=False)
 
     def _edit(self, change: Callable[[], object], done: str | Callable[[Any], str]) -> None:
