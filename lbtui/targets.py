@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from lbtui import abi
-from lbtui.addr import be_to_ip, be_to_port, ip_to_be, parse_ipv4, parse_port, port_to_be
+from lbtui.addr import (
+    be_to_ip,
+    be_to_port,
+    ip_to_be,
+    parse_ipv4,
+    parse_port,
+    port_to_be,
+    target_problem,
+)
 
 TOTAL_WEIGHT = 100
 
@@ -67,9 +74,9 @@ class TargetGroup:
         for i, item in enumerate(items):
             ip, port, weight = _coerce(item, i, single)
             addr = parse_ipv4(ip, f"targets[{i}].ip")
-            if addr.is_unspecified or addr.is_multicast or addr == ipaddress.IPv4Address(
-                    "255.255.255.255"):
-                raise ValueError(f"targets[{i}].ip: {addr} cannot be a target")
+            problem = target_problem(addr)
+            if problem:
+                raise ValueError(f"targets[{i}].ip: {problem}")
             p = parse_port(port, f"targets[{i}].port")
             if weight is None:
                 if not single:

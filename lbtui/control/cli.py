@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from lbtui.control import ctl
+from lbtui.names import INSTANCE, arg_type
 
 DEFAULT_INSTANCE = "default"
 
@@ -23,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("down", help="detach and unpin an instance (idempotent)")
-    p.add_argument("--instance", "-i", default=DEFAULT_INSTANCE, metavar="NAME")
+    p.add_argument("--instance", "-i", default=DEFAULT_INSTANCE, metavar="NAME",
+                   type=arg_type(INSTANCE))
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=cmd_down)
 
@@ -59,6 +61,7 @@ def register_ctl(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="machine-readable output")
     common.add_argument("--instance", "-i", default=argparse.SUPPRESS, metavar="NAME",
+                        type=arg_type(INSTANCE),
                         help=f"instance name (default {DEFAULT_INSTANCE})")
     common.add_argument("--config", "-c", type=Path, default=argparse.SUPPRESS,
                         metavar="FILE", help="config file to edit (default: the one serve "

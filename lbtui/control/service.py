@@ -9,6 +9,7 @@ datapath forwarding for a later ``serve`` to re-adopt. Serve opens no network so
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 from lbtui.control import apply
-from lbtui.control.config import ConfigError, load_config
+from lbtui.control.config import Config, load_config
 from lbtui.control.instance import Instance
 from lbtui.control.lock import editing
 
@@ -107,32 +108,37 @@ class Service:
             self.log(f"sweep: {len(removed)} idle flow(s) aged out")
 
     def reload(self) -> None:
-        """Re-read the file; apply it if valid (all or nothing), else keep running as is."""
+        """Re-read the file under the edit lock (as ctl does, so a concurrent edit is never
+        overwritten by a stale read) and apply it: maps all or nothing, then the SNI
+        splicers. Any failure, of any kind, leaves the maps and the splicers exactly as
+        they were; serve logs why and keeps serving."""
         inst = self.instance
         assert inst is not None and inst.config is not None
         try:
-            new = load_config(self.config_path)
-        except (ConfigError, OSError) as e:
+            with editing(inst.name):
+                new = load_config(self.config_path)
+                txn = self._apply(inst, new)
+        except Exception as e:  # whatever it was, keep serving as before
             log_error(f"reload refused, still running the previous config: {e}")
             return
-        if new.datapath != inst.config.datapath:
+        self.log(f"reloaded {self.config_path} ({txn.changed} map entries changed)")
+
+    def _apply(self, inst: Instance, new: Config) -> apply.Transaction:
+        old = inst.config
+        assert old is not None
+        if new.datapath != old.datapath:
             self.log("reload: [datapath] changes (interfaces, netns, mode, keep...) take "
                      "effect at the next start; keep applies now")
-        try:
-            with editing(inst.name):
-                txn = apply.sync(inst.maps, new, inst.ifindexes)
-        except (OSError, ValueError, RuntimeError) as e:
-            log_error(f"reload failed, maps rolled back: {e}")
-            return
-        keep = new.datapath.keep
-        new.datapath = inst.config.datapath
-        new.datapath.keep = keep
+        txn = apply.sync(inst.maps, new, inst.ifindexes)
+        new.datapath = dataclasses.replace(old.datapath, keep=new.datapath.keep)
         inst.config = new
-        self.log(f"reloaded {self.config_path} ({txn.changed} map entries changed)")
         try:
             inst.sync_splicers(self.log)
-        except (OSError, RuntimeError, ValueError) as e:
-            log_error(f"SNI splicer: {e}")
+        except BaseException:
+            inst.config = old
+            txn.rollback()
+            raise
+        return txn
 
 
 def serve(config_path: str | Path, keep: bool = False) -> int:

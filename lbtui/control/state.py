@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from lbtui.control.lock import run_dir
-from lbtui.files import atomic_write
+from lbtui.files import atomic_write, remove_inside
+from lbtui.names import instance_name
 
 
 def state_path(instance: str) -> Path:
-    return run_dir() / f"{instance}.json"
+    return run_dir() / f"{instance_name(instance)}.json"
 
 
 def read_state(instance: str) -> dict[str, Any] | None:
@@ -32,4 +33,4 @@ def write_state(instance: str, state: dict[str, Any]) -> None:
 
 
 def remove_state(instance: str) -> None:
-    state_path(instance).unlink(missing_ok=True)
+    remove_inside(state_path(instance), run_dir())
