@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from lbtui import abi, bpfsys
 from lbtui.addr import ip_to_be, port_to_be
 from lbtui.events import LbEvent, emit_event
-from lbtui.maps import MapSet, stats_enabled
+from lbtui.maps import CT_F_CLOSE_REQUEST, MapSet, stats_enabled
 
 Addr = tuple[str, int]
 BPF_EXIST = 2
@@ -66,21 +66,30 @@ class FlowRecorder:
         return entry
 
     def refresh(self, entry: FlowEntry, packets_fwd: int, packets_rev: int, bytes_fwd: int,
-                bytes_rev: int, add_flags: int = 0) -> bool:
-        """Write the current counters (and last_seen = now) if the entry still exists.
-        False when it is gone: someone deleted the connection (ctl or console)."""
+                bytes_rev: int, add_flags: int = 0) -> str:
+        """Write the current counters (and last_seen = now). Returns "ok";
+        "close_requested" when an operator deleted the connection (ctl or console flag the
+        entry, ``maps.CT_F_CLOSE_REQUEST``): the caller resets it; or "reregistered" when
+        the entry was gone (evicted by the LRU map under pressure, or swept) and has been
+        written back: the connection is alive, so it stays listed."""
+        fd = self.maps.conntrack_map.fd
+        now = bpfsys.lookup(fd, entry.key, abi.CtValue)
+        if now is not None and now.flags & CT_F_CLOSE_REQUEST:
+            return "close_requested"
         v = entry.value
         v.packets_fwd, v.packets_rev = packets_fwd, packets_rev
         v.bytes_fwd, v.bytes_rev = bytes_fwd, bytes_rev
         v.flags |= add_flags
         v.last_seen_ns = time.monotonic_ns()
-        try:
-            bpfsys.update(self.maps.conntrack_map.fd, entry.key, v, BPF_EXIST)
-        except OSError as e:
-            if e.errno == errno.ENOENT:
-                return False
-            raise
-        return True
+        if now is not None:
+            try:
+                bpfsys.update(fd, entry.key, v, BPF_EXIST)
+                return "ok"
+            except OSError as e:
+                if e.errno != errno.ENOENT:
+                    raise
+        bpfsys.update(fd, entry.key, v)
+        return "reregistered"
 
     def close(self, entry: FlowEntry, reason: str) -> None:
         """Remove the entry and emit the closed event (reason: fin, rst or aged)."""
