@@ -280,8 +280,6 @@ class Instance:
         manager runs them: they proxy in this process."""
         if not self.managed or self.config is None:
             return
-        from lbtui.splicer import Splicer
-
         want: dict[int, str] = {}
         for x in self.config.listeners:
             if x.sni:
@@ -297,6 +295,8 @@ class Instance:
                 old = self.splicers.get(port)
                 if old is not None and old.listen_ip == ip:
                     continue
+                from lbtui.splicer import Splicer
+
                 sp = Splicer(self.maps, self.emit_fd, ip, port, netns=self.netns,
                              max_connections=max(1, self.maps.conntrack_map.max_entries // 2))
                 sp.start()

@@ -16,6 +16,7 @@ import time
 
 import pytest
 from sni.test_splicer_flows import _conn, _echo_conn
+from sni.test_splicer_flows import lab as lab  # the fixture: a splicer on VIP:443
 
 from lbtui import bpfsys
 from lbtui import maps as M
@@ -26,15 +27,6 @@ from lbtui.splicer.fdlimit import open_fds
 from .conftest import wait_for
 
 pytestmark = [pytest.mark.datapath, pytest.mark.netns, pytest.mark.timeout(300)]
-
-
-@pytest.fixture
-def lab(sni_lab):
-    lab = sni_lab(n_clients=1, n_backends=2)
-    lab.listen(443, lab.group(("backend2", 100)))
-    M.add_sni_route(lab.maps.sni_map, "a.sni.test", lab.group(("backend1", 100)))
-    lab.sp = lab.splicer(443, stats_interval=0.2)
-    return lab
 
 
 def _thread_cpu_s(stat_fd: int) -> float:
