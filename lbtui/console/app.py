@@ -339,12 +339,13 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
         from lbtui.control.config import ListenerCfg, targets_of
 
         c = self.controller
+        old = c.config.listener(v.old_port) if v.old_port is not None else None
+        # The form has no address field: an edited SNI listener keeps the one it listens on.
         new = ListenerCfg(v.port, targets_of(v.group), v.protocol, v.interfaces, v.stats,
-                          v.sni)
+                          v.sni, old.address if old is not None and v.sni else None)
         if v.old_port is None:
             c.add_listener(new)
             return
-        old = c.config.listener(v.old_port)
         if old is not None and (old.port, old.protocol, old.interfaces, old.stats,
                                 old.sni) == (new.port, new.protocol, new.interfaces,
                                              new.stats, new.sni):
