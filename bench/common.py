@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -58,3 +59,11 @@ def fmt(value: float | None, digits: int = 0) -> str:
     if value is None:
         return "n/a"
     return f"{value:,.{digits}f}"
+
+
+def emit(text: str, res: dict, json_path: Path | None) -> int:
+    """A benchmark's ending: print its table, write its raw results if asked; exit code 0."""
+    print(text)
+    if json_path:
+        json_path.write_text(json.dumps(res, indent=1))
+    return 0

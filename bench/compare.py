@@ -1,11 +1,15 @@
 """lbtui vs nftables DNAT vs HAProxy (TCP mode) vs direct, on one namespace lab.
 
     sudo .venv/bin/python -m bench.compare [--rounds 4] [--quick] [--json out.json]
+    sudo .venv/bin/python -m bench.compare --shape bridge     # on an operator-shaped network
 
 One lab (2 client namespaces, the LB namespace, 3 backends; ``lbtui.lab.topology``) and the
-same clients for every contender (``bench.contenders``). Rounds interleave the contenders,
-rotating their order, so machine drift hits all alike; the table shows each metric's
-median over rounds and its ratio to lbtui. Per contender and round:
+same clients for every contender (``bench.contenders``). With ``--shape``, one of the
+networks of ``tests/topologies/shapes.py`` instead (endpoints with kernel defaults, no XDP
+on the far ends; ``bridge``: backends behind a Linux bridge on the LB), where lbtui runs as
+``lbtui serve`` with ``xdp_mode = "auto"`` (``lbtui``) and ``"generic"``. Rounds interleave
+the contenders, rotating their order, so machine drift hits all alike; the table shows each
+metric's median over rounds and its ratio to lbtui. Per contender and round:
 
 1. new TCP connections/s: wrk in each client namespace (1 thread, N connections, every
    request ``Connection: close`` so each is a new connection), backends are HAProxy
@@ -18,26 +22,27 @@ median over rounds and its ratio to lbtui. Per contender and round:
    forwarding), per request; "LB CPU" is that minus the direct run of the same round;
 5. connect+response latency: sequential new connections from a Python client, p50/p99.
 
-Hygiene: the lab widens ip_local_port_range and enables tcp_tw_reuse in every namespace;
-nf_conntrack's TIME_WAIT is cut to 1 s in the LB namespace. All traffic stays in the lab's
-namespaces (198.18.0.0/15); the lab is torn down at the end, also on failure or Ctrl-C.
+Hygiene: the lab widens ip_local_port_range and enables tcp_tw_reuse in every namespace (so
+does the benchmark on a shape); nf_conntrack's TIME_WAIT is cut to 1 s in the LB
+namespace. All traffic stays in the network's namespaces (198.18.0.0/15), which are torn
+down at the end, also on failure or Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from bench import load
-from bench.common import fmt, machine, machine_line, median, table
+from bench.common import emit, fmt, machine, machine_line, median, table
 from bench.contenders import (
     BULK_PORT,
     UDP_PORT,
@@ -46,6 +51,7 @@ from bench.contenders import (
     Haproxy,
     Lbtui,
     Nftables,
+    ServedLbtui,
     check_http,
     nproc,
     wait_listening,
@@ -54,6 +60,7 @@ from bench.contenders import (
 from bench.cpu import CpuMeter
 from bench.servers import http_server_config
 from lbtui.lab import topology as T
+from tests.topologies import shapes
 
 CONTENDERS = ("lbtui", "lbtui-generic", "direct", "nftables", "haproxy")
 LBTUI = ("lbtui", "lbtui-generic")  # the goals are checked for each XDP mode
@@ -73,6 +80,7 @@ class Settings:
     contenders: list[str] = field(default_factory=lambda: list(CONTENDERS))
     lab: str = "h6-bench"
     lbtui_stats: bool = False
+    shape: str | None = None       # a tests/topologies shape instead of the lab
 
 
 QUICK = Settings(rounds=1, conn_seconds=1, udp_seconds=0.5, bulk_seconds=0.5, cpu_seconds=1,
@@ -171,8 +179,28 @@ def _round_order(names: list[str], r: int) -> list[str]:
     return names[k:] + names[:k]
 
 
+def network_line(s: Settings) -> str:
+    if s.shape is None:
+        return "network: the lab (lbtui.lab.topology); lbtui = the datapath, XDP native"
+    return (f"network: shape {s.shape} (tests/topologies/shapes.py); lbtui = lbtui serve, "
+            "xdp_mode auto; lbtui-generic = xdp_mode generic")
+
+
+@contextmanager
+def network(s: Settings, progress: Callable[[str], None]
+            ) -> Iterator[tuple[T.Topology, shapes.Shape | None]]:
+    """The lab, or the shape asked for; torn down on exit (also on failure)."""
+    if s.shape is None:
+        with T.lab(s.lab, n_clients=2, n_backends=3, progress=progress) as topo:
+            yield topo, None
+    else:
+        with shapes.built(s.shape, s.lab, progress) as shape:
+            yield shape.topo, shape
+
+
 def run(s: Settings, progress: Callable[[str], None] = _log) -> dict:
-    """Build the lab, run every round, tear everything down; returns the raw results."""
+    """Build the network, run every round, tear everything down; returns the raw
+    results."""
     from lbtui import maps as M
     from lbtui.datapath.loader import Datapath
 
@@ -182,7 +210,7 @@ def run(s: Settings, progress: Callable[[str], None] = _log) -> dict:
     started = time.monotonic()
     info = machine()
     samples: dict[str, list[dict]] = {n: [] for n in s.contenders}
-    with T.lab(s.lab, n_clients=2, n_backends=3, progress=progress) as topo:
+    with network(s, progress) as (topo, shape):
         topo.run("lb", ["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_timeout_time_wait=1"])
         progress("starting backend servers")
         server_pids = start_backends(topo, wd)
@@ -194,7 +222,10 @@ def run(s: Settings, progress: Callable[[str], None] = _log) -> dict:
             made: dict[str, Contender] = {
                 "direct": Direct(topo), "nftables": Nftables(topo, wd),
                 "haproxy": Haproxy(topo, wd, nproc())}
-            if set(LBTUI) & set(s.contenders):
+            if shape is not None:
+                made["lbtui"] = ServedLbtui(shape, wd, "auto")
+                made["lbtui-generic"] = ServedLbtui(shape, wd, "generic")
+            elif set(LBTUI) & set(s.contenders):
                 ms.pin_all(pin)
                 progress("compiling and loading the XDP datapath")
                 dp = Datapath.load(ms)
@@ -318,6 +349,7 @@ def render(res: dict) -> str:
     s = res["settings"]
     lines = [
         machine_line(res["machine"]),
+        network_line(Settings(**s)),
         f"{s['rounds']} round(s), medians; (ratio to lbtui); run took {res['elapsed_s']:.0f}s",
         "",
         table(["metric", *names], rows),
@@ -347,7 +379,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
     ap.add_argument("--quick", action="store_true", help="one short round (tests, smoke)")
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--contenders", help="comma list of " + ",".join(CONTENDERS))
-    ap.add_argument("--lab", default="h6-bench", help="lab name (namespaces lbt-<lab>-*)")
+    ap.add_argument("--lab", default="h6-bench", help="lab name (namespaces lbt-<lab>-*); "
+                    "with --shape, the prefix of the shape's lab name")
+    ap.add_argument("--shape", choices=list(shapes.SHAPES),
+                    help="run on this operator-shaped network instead of the lab "
+                         "(tests/topologies/shapes.py; bridge: backends behind a Linux "
+                         "bridge)")
     ap.add_argument("--lbtui-stats", action="store_true",
                     help="set the stats flag on lbtui's listen entries (events per flow)")
     ap.add_argument("--json", type=Path, help="also write raw samples and medians here")
@@ -369,6 +406,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
     except ValueError as e:
         ap.error(str(e))
     s.lbtui_stats = a.lbtui_stats
+    if a.shape:
+        if a.lbtui_stats:
+            ap.error("--lbtui-stats applies to the lab; on a shape, lbtui serve keeps its "
+                     "config's stats setting")
+        try:
+            shapes.lab_name(a.shape, s.lab)
+        except ValueError as e:
+            ap.error(f"--lab with --shape: {e}")
+        s.shape = a.shape
     return s, a
 
 
@@ -376,10 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     s, a = parse_args(argv)
     res = run(s)
     res["summary"] = summarize(res)
-    print(render(res))
-    if a.json:
-        a.json.write_text(json.dumps(res, indent=1))
-    return 0
+    return emit(render(res), res, a.json)
 
 
 if __name__ == "__main__":

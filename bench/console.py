@@ -41,6 +41,7 @@ from lbtui.console import conns as C
 from lbtui.console.app import Collected, ConsoleApp
 from lbtui.console.collector import MAX_ROWS, Collector
 from lbtui.console.snapshot import InstanceInfo
+from lbtui.maps import flowrows as R
 from lbtui.targets import TargetGroup
 
 TARGETS = [("198.18.101.2", 8080), ("198.18.102.2", 8080), ("198.18.103.2", 8080)]
@@ -129,11 +130,11 @@ def run(sizes: list[int], refreshes: int) -> list[dict[str, object]]:
             info = InstanceInfo(name="bench", interfaces=("c1",), xdp_mode="native",
                                 started_wall=time.time(), ifnames={2: "c1"})
             col = Collector(ms, info)
-            reader = C.open_reader(ms.conntrack_map)
+            reader = R.open_reader(ms.conntrack_map)
             read, collect, sort, filt = [], [], [], []
             for step in range(refreshes):
                 fill(ms, n, step + 1)
-                t, dump = ms_of(C.read_rows, reader, MAX_ROWS)
+                t, dump = ms_of(R.read_rows, reader, MAX_ROWS)
                 read.append(t)
                 t, snap = ms_of(col.collect, [])
                 collect.append(t)

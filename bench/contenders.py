@@ -9,6 +9,9 @@ active at a time:
 - ``lbtui``: the XDP datapath attached (native mode) to every LB interface, listen entries
   per client link; ``lbtui-generic`` is the same program in generic (skb) mode, which on
   veth avoids the copy into an XDP buffer and the extra NAPI hop that native mode costs.
+  On a shape (``tests/topologies/shapes.py``) lbtui runs as operators run it instead:
+  ``lbtui serve`` on the shape's interfaces, ``xdp_mode = "auto"`` (the default) for
+  ``lbtui`` and ``"generic"`` for ``lbtui-generic``.
 - ``nftables``: DNAT in the LB namespace's prerouting hook, ``numgen random`` over the same
   weights; conntrack un-NATs the replies.
 - ``haproxy``: HAProxy in TCP mode bound on the VIP, weighted round robin. It has no UDP.
@@ -21,12 +24,16 @@ import socket
 import subprocess
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from lbtui import abi, netns
 from lbtui import maps as M
+from lbtui.datapath import egress
 from lbtui.lab.topology import Topology, attach_datapath
 from lbtui.targets import TargetGroup
+from tests.topologies.serving import Served, serving, write_config
+from tests.topologies.shapes import Shape
 
 WEIGHTS = (50, 30, 20)
 HTTP_VIP_PORT = 80
@@ -106,9 +113,48 @@ class Lbtui(Contender):
 
     def start(self) -> None:
         attach_datapath(self.topo, self.datapath, mode=self.mode)
+        with netns.inside(self.topo.lb_ns):     # what serve does: verified egress only
+            egress.sync(self.datapath.maps, generic_only=self.mode == "generic")  # type: ignore[attr-defined]
 
     def stop(self) -> None:
         self.datapath.detach_all()  # type: ignore[attr-defined]
+
+
+def listeners_toml(topo: Topology) -> str:
+    """The three services as lbtui config listeners (same targets and weights as the other
+    contenders)."""
+    out = []
+    for port, backend_port, proto in ((HTTP_VIP_PORT, HTTP_PORT, "tcp"),
+                                      (BULK_PORT, BULK_PORT, "tcp"), (UDP_PORT, UDP_PORT, "udp")):
+        targets = ", ".join(f'{{ ip = "{b.ip}", port = {backend_port}, weight = {w} }}'
+                            for b, w in zip(topo.backends, WEIGHTS, strict=False))
+        out.append(f'[[listener]]\nport = {port}\nprotocol = "{proto}"\n'
+                   f"targets = [{targets}]\n")
+    return "\n".join(out)
+
+
+class ServedLbtui(Contender):
+    """lbtui as an operator runs it: ``lbtui serve`` on a shape's interfaces
+    (``tests/topologies/shapes.py``), in ``mode``; started and stopped with each round."""
+
+    def __init__(self, shape: Shape, workdir: Path, mode: str = "auto") -> None:
+        super().__init__(shape.topo)
+        self.name = "lbtui" if mode == "auto" else f"lbtui-{mode}"
+        self.instance = f"{shape.lab}-{mode}"
+        self.config = write_config(shape, workdir, self.instance, mode,
+                                   listeners_toml(shape.topo))
+        self._running = ExitStack()
+        self.served: Served | None = None
+
+    def start(self) -> None:
+        self.served = self._running.enter_context(serving(self.config, self.instance))
+
+    def stop(self) -> None:
+        self._running.close()
+        self.served = None
+
+    def lb_pids(self) -> list[int]:
+        return [self.served.proc.pid] if self.served else []
 
 
 def _numgen_map(topo: Topology) -> str:

@@ -104,7 +104,10 @@ def _ct(h: Harness, src: str, dst: str, sport: int, dport: int, *, orig: tuple[s
 
 
 def _install_twins(h: Harness, port: int) -> None:
-    """Conntrack entries that make established and reply packets cycle (see docstring)."""
+    """Conntrack entries that make established and reply packets cycle (see docstring).
+    The turned-back packets must pass the port prefilter too: 8080 as a destination, 80 as
+    a reply source."""
+    M.mark_ports(h.maps.ports_map, listen=[8080], targets=[80])
     _ct(h, CLIENT, VIP, port, 80, orig=(VIP, 80), nat=(T1, 8080))
     _ct(h, CLIENT, T1, port, 8080, orig=(T1, 8080), nat=(VIP, 80))
     _ct(h, T1, CLIENT, 8080, port, orig=(VIP, 80), nat=(T1, 8080), flags=abi.CT_F_REPLY)

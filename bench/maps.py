@@ -22,7 +22,6 @@ this run and closed at the end; nothing is attached, no traffic is sent.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -32,7 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.common import fmt, machine, machine_line, table
+from bench.common import emit, fmt, machine, machine_line, table
 from lbtui import abi, bpfsys
 from lbtui import maps as M
 from lbtui.addr import ip_to_be, port_to_be
@@ -198,10 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("creating BPF maps needs root")
     res = run(entries, repeats, routes)
     res["command"] = " ".join(["python -m bench.maps", *(sys.argv[1:] if argv is None else argv)])
-    print(render(res))
-    if a.json:
-        a.json.write_text(json.dumps(res, indent=1))
-    return 0
+    return emit(render(res), res, a.json)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ namespace's kernel), interleaved over ``--rounds`` rounds; the table shows media
 the spliced/direct ratio.
 
 - handshakes, python: ``--handshakes`` full TLS 1.3 handshakes + one HTTP exchange each,
-  ``--concurrency`` client threads (``lbtui.splicer.testing_backends handshakes``);
+  ``--concurrency`` client threads (``tests/sni/tlstools.py handshakes``);
 - handshakes, openssl: ``openssl s_time -new`` for 3 s (one connection at a time, a C
   client; it sends no SNI, so through the splicer it takes the listener's-group path; the
   backend is a Python TLS server either way);
@@ -40,14 +40,11 @@ from lbtui import abi
 from lbtui import maps as M
 from lbtui.datapath.loader import Datapath
 from lbtui.lab import topology as T
+from lbtui.lab.tlscerts import make_backend_certs
 from lbtui.splicer import Splicer
-from lbtui.splicer.testing_backends import (
-    BULK_PORT,
-    TLS_PORT,
-    make_certs,
-    start_tls_backends,
-)
 from lbtui.targets import TargetGroup
+from tests.sni import tlstools
+from tests.sni.tlstools import BULK_PORT, SNI_DOMAIN, TLS_PORT
 
 LAB = "h5-bench"
 PIN = Path("/sys/fs/bpf/lbtui-h5-bench")
@@ -65,7 +62,7 @@ def _client(topo: T.Topology, argv: list[str], timeout: float = 300) -> str:
 
 
 def _tb(*args: str) -> list[str]:
-    return T.python_argv("lbtui.splicer.testing_backends", *args)
+    return tlstools.argv(*args)
 
 
 def handshakes_python(topo, certs: Path, host: str, port: int, n: int, conc: int) -> float:
@@ -142,10 +139,12 @@ def run(rounds: int, mib: int, n_handshakes: int, conc: int) -> dict[str, object
         dp = Datapath.load(ms)
         with T.lab(LAB, 1, 1) as topo:
             try:
-                certs = make_certs(Path(state) / "certs", [e.node for e in topo.backends],
-                                   [topo.vip] + [e.ip for e in topo.backends]).parent
+                certs = make_backend_certs(
+                    Path(state) / "certs", [e.node for e in topo.backends],
+                    dns=[f"*.{SNI_DOMAIN}"], ips=[topo.vip] + [e.ip for e in topo.backends])
                 T.attach_datapath(topo, dp)
-                start_tls_backends(topo, certs)
+                T.start_backend_servers(topo, tls=TLS_PORT, certs=certs)
+                tlstools.start_bulk_servers(topo)
                 backend = _serve_sni(topo, ms, dp, splicers)
                 paths = (("direct", backend, TLS_PORT), ("spliced", topo.vip, VIP_TLS_PORT))
                 for r in range(rounds):

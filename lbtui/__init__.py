@@ -1,3 +1,9 @@
 """lbtui: an XDP layer-4 load balancer with a Textual operator console."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    # The one place the version lives is pyproject.toml; installs record it in metadata.
+    __version__ = version("lbtui")
+except PackageNotFoundError:  # a checkout run without `pip install` (scripts/setup.sh)
+    __version__ = "0+unknown"

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import ctypes as ct
 
+ABI_VERSION = 2
 MAX_TARGETS = 8
 
 ROUTE_F_STATS = 1 << 0
 ROUTE_F_SNI = 1 << 1
 ROUTE_F_TCP = 1 << 2
 ROUTE_F_UDP = 1 << 3
+ROUTE_F_LOCAL = 1 << 4
+ROUTE_F_ADDRESS = 1 << 5
 
 CT_F_REPLY = 1 << 0
 CT_F_SEEN_REPLY = 1 << 1
@@ -24,11 +27,14 @@ CT_F_RST = 1 << 4
 CT_F_STATS = 1 << 5
 CT_F_CLOSE_SENT = 1 << 6
 CT_F_LOCAL = 1 << 7
+CT_F_SOURCE = 1 << 8
+CT_F_RST_REV = 1 << 9
 
 SETTING_STATS_ENABLED = 0
 SETTING_CONN_TIMEOUT_S = 1
 SETTING_NH_CACHE_MS = 2
 SETTING_NH_GENERATION = 3
+SETTING_ABI_VERSION = 15
 SETTINGS_MAX = 16
 
 CTR_FLOWS_CREATED = 0
@@ -37,14 +43,46 @@ CTR_NO_TARGET = 2
 CTR_FLOWS_CLOSED = 3
 CTR_SNI_PASSED = 4
 CTR_USER_EVENTS = 5
+CTR_REPLIES_REBUILT = 6
 CTR_FLOWS_DELETED = 8
 COUNTERS_MAX = 16
 
+MAX_TX_PORTS = 256
+PORTS_LISTEN_BASE = 0
+PORTS_TARGET_BASE = 1024
+PORTS_MAX = 2048
+MAX_LOCAL_ADDRS = 1024
+MAX_VIPS = 1024
+MAX_REASON_KEYS = 4096
+
+REASON_FIB_MISS = 1
+REASON_NO_NEIGH = 2
+REASON_MTU = 3
+REASON_EGRESS_NOT_XDP = 4
+REASON_VLAN = 5
+REASON_TTL = 6
+REASON_FRAGMENT = 7
+REASON_IP_OPTIONS = 8
+REASON_CSUM_PARTIAL = 9
+REASON_NO_FLOW = 10
+REASON_NO_TARGET = 11
+REASON_REPLY_CLASH = 12
+REASON_STALE_REPLY = 13
+REASON_NOT_VIP = 14
+REASON_ICMP = 15
+REASONS_MAX = 16
+
 EVENT_OPENED = 1
 EVENT_CLOSED = 2
+EVENT_CONNECT_FAILED = 3
 CLOSE_FIN = 1
 CLOSE_RST = 2
 CLOSE_AGED = 3
+GROUP_LISTENER = 0
+GROUP_SOURCE = 1
+GROUP_SNI = 2
+EVENT_F_REPLIED = 1 << 0
+EVENT_F_RST_TARGET = 1 << 1
 
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
@@ -103,6 +141,14 @@ class CtValue(ct.Structure):
     ]
 
 
+class VipKey(ct.Structure):
+    _fields_ = [("ip", ct.c_uint32), ("port", ct.c_uint16), ("pad", ct.c_uint16)]
+
+
+class ReasonKey(ct.Structure):
+    _fields_ = [("ifindex", ct.c_uint32), ("reason", ct.c_uint32)]
+
+
 class Event(ct.Structure):
     _fields_ = [
         ("ts_ns", ct.c_uint64),
@@ -111,6 +157,7 @@ class Event(ct.Structure):
         ("bytes_fwd", ct.c_uint64),
         ("bytes_rev", ct.c_uint64),
         ("created_ns", ct.c_uint64),
+        ("sni_hash", ct.c_uint64),
         ("client_ip", ct.c_uint32),
         ("vip_ip", ct.c_uint32),
         ("target_ip", ct.c_uint32),
@@ -120,7 +167,9 @@ class Event(ct.Structure):
         ("type", ct.c_uint8),
         ("proto", ct.c_uint8),
         ("reason", ct.c_uint8),
-        ("pad", ct.c_uint8 * 3),
+        ("group", ct.c_uint8),
+        ("flags", ct.c_uint8),
+        ("pad", ct.c_uint8),
     ]
 
 
@@ -131,5 +180,7 @@ LAYOUTS: dict[str, tuple[type[ct.Structure], str, int]] = {
     "lpm_key": (LpmKey, "lb_lpm_key", 8),
     "ct_key": (CtKey, "lb_ct_key", 16),
     "ct_value": (CtValue, "lb_ct_value", 64),
-    "event": (Event, "lb_event", 72),
+    "event": (Event, "lb_event", 80),
+    "vip_key": (VipKey, "lb_vip_key", 8),
+    "reason_key": (ReasonKey, "lb_reason_key", 8),
 }

@@ -1,7 +1,9 @@
-"""The one thin wrapper over bpf(2) and libbcc's map calls.
+"""The one thin wrapper over libbpf and libbcc's map calls.
 
 BCC 0.26's Python binding has no map creation by type, pinning, object lookup, test runs or
-fixed-size batch reads; this module adds exactly those, and nothing else calls the syscall.
+fixed-size batch reads; this module adds exactly those. Every call goes through the
+libraries BCC already loads (libbcc and the libbpf it links), never a hand-coded bpf(2)
+syscall number, so nothing here is tied to one architecture.
 """
 
 from __future__ import annotations
@@ -15,20 +17,13 @@ from typing import Generic, TypeVar
 
 from bcc.libbcc import lib as _bcc
 
-_libc = ct.CDLL(None, use_errno=True)
-_libc.syscall.restype = ct.c_long
-_SYS_BPF = 321  # x86_64
-
-BPF_MAP_CREATE = 0
-BPF_OBJ_PIN = 6
-BPF_OBJ_GET = 7
-BPF_PROG_TEST_RUN = 10
-BPF_OBJ_GET_INFO_BY_FD = 15
-
 MAP_TYPE_HASH = 1
 MAP_TYPE_ARRAY = 2
+MAP_TYPE_PERCPU_HASH = 5
+MAP_TYPE_PERCPU_ARRAY = 6
 MAP_TYPE_LRU_HASH = 9
 MAP_TYPE_LPM_TRIE = 11
+MAP_TYPE_DEVMAP_HASH = 25
 MAP_TYPE_RINGBUF = 27
 BPF_F_NO_PREALLOC = 1
 BPF_ANY = 0
@@ -39,6 +34,13 @@ T = TypeVar("T", bound=ct.Structure)
 
 _bcc.bcc_create_map.restype = ct.c_int
 _bcc.bcc_create_map.argtypes = [ct.c_int, ct.c_char_p, ct.c_int, ct.c_int, ct.c_int, ct.c_int]
+# libbpf (linked by libbcc, so its symbols resolve through BCC's handle).
+_bcc.bpf_obj_pin.restype = ct.c_int
+_bcc.bpf_obj_pin.argtypes = [ct.c_int, ct.c_char_p]
+_bcc.bpf_obj_get.restype = ct.c_int
+_bcc.bpf_obj_get.argtypes = [ct.c_char_p]
+_bcc.bpf_obj_get_info_by_fd.restype = ct.c_int
+_bcc.bpf_obj_get_info_by_fd.argtypes = [ct.c_int, ct.c_void_p, ct.POINTER(ct.c_uint32)]
 
 
 class BpfError(OSError):
@@ -49,11 +51,10 @@ def _raise(what: str, err: int) -> None:
     raise BpfError(err, f"{what}: {os.strerror(err)}")
 
 
-def _sys_bpf(cmd: int, attr: ct.Structure) -> int:
-    ret = _libc.syscall(_SYS_BPF, cmd, ct.byref(attr), ct.sizeof(attr))
-    if ret < 0:
-        return -ct.get_errno()
-    return ret
+def _errno(ret: int) -> int:
+    """The error of a failed libbpf call: libbpf 1.x returns -errno and sets errno; 0.x
+    returned -1 and set errno."""
+    return ct.get_errno() or -ret
 
 
 def create_map(map_type: int, name: str, key_size: int, value_size: int,
@@ -66,27 +67,17 @@ def create_map(map_type: int, name: str, key_size: int, value_size: int,
     return fd
 
 
-class _ObjAttr(ct.Structure):
-    _fields_ = [("pathname", ct.c_uint64), ("bpf_fd", ct.c_uint32), ("file_flags", ct.c_uint32)]
-
-
 def obj_pin(fd: int, path: str) -> None:
-    buf = ct.create_string_buffer(path.encode())
-    ret = _sys_bpf(BPF_OBJ_PIN, _ObjAttr(ct.addressof(buf), fd, 0))
+    ret = _bcc.bpf_obj_pin(fd, path.encode())
     if ret < 0:
-        _raise(f"pinning fd {fd} at {path}", -ret)
+        _raise(f"pinning fd {fd} at {path}", _errno(ret))
 
 
 def obj_get(path: str) -> int:
-    buf = ct.create_string_buffer(path.encode())
-    ret = _sys_bpf(BPF_OBJ_GET, _ObjAttr(ct.addressof(buf), 0, 0))
+    ret = _bcc.bpf_obj_get(path.encode())
     if ret < 0:
-        _raise(f"opening pinned object {path}", -ret)
+        _raise(f"opening pinned object {path}", _errno(ret))
     return ret
-
-
-class _InfoAttr(ct.Structure):
-    _fields_ = [("bpf_fd", ct.c_uint32), ("info_len", ct.c_uint32), ("info", ct.c_uint64)]
 
 
 class MapInfo(ct.Structure):
@@ -103,10 +94,10 @@ class ProgInfo(ct.Structure):
 
 def _obj_info(fd: int, info_type: type[T]) -> T:
     info = info_type()
-    attr = _InfoAttr(fd, ct.sizeof(info), ct.addressof(info))
-    ret = _sys_bpf(BPF_OBJ_GET_INFO_BY_FD, attr)
+    size = ct.c_uint32(ct.sizeof(info))  # the kernel fills only the fields we ask for
+    ret = _bcc.bpf_obj_get_info_by_fd(fd, ct.byref(info), ct.byref(size))
     if ret < 0:
-        _raise(f"reading info of fd {fd}", -ret)
+        _raise(f"reading info of fd {fd}", _errno(ret))
     return info
 
 
@@ -204,16 +195,21 @@ class BatchReader(Generic[K, V]):
 # --- program test runs -----------------------------------------------------------------
 
 
-class _TestRunAttr(ct.Structure):
+class _TestRunOpts(ct.Structure):
+    """libbpf's ``struct bpf_test_run_opts`` (libbpf 1.x; ``sz`` tells it our size)."""
+
     _fields_ = [
-        ("prog_fd", ct.c_uint32), ("retval", ct.c_uint32),
+        ("sz", ct.c_size_t), ("data_in", ct.c_void_p), ("data_out", ct.c_void_p),
         ("data_size_in", ct.c_uint32), ("data_size_out", ct.c_uint32),
-        ("data_in", ct.c_uint64), ("data_out", ct.c_uint64),
-        ("repeat", ct.c_uint32), ("duration", ct.c_uint32),
+        ("ctx_in", ct.c_void_p), ("ctx_out", ct.c_void_p),
         ("ctx_size_in", ct.c_uint32), ("ctx_size_out", ct.c_uint32),
-        ("ctx_in", ct.c_uint64), ("ctx_out", ct.c_uint64),
+        ("retval", ct.c_uint32), ("repeat", ct.c_int), ("duration", ct.c_uint32),
         ("flags", ct.c_uint32), ("cpu", ct.c_uint32), ("batch_size", ct.c_uint32),
     ]
+
+
+_bcc.bpf_prog_test_run_opts.restype = ct.c_int
+_bcc.bpf_prog_test_run_opts.argtypes = [ct.c_int, ct.POINTER(_TestRunOpts)]
 
 
 class XdpMd(ct.Structure):
@@ -241,13 +237,13 @@ def prog_test_run(prog_fd: int, packet: bytes, *, ingress_ifindex: int = 0,
     out_size = len(packet) + 256
     data_out = ct.create_string_buffer(out_size)
     ctx = XdpMd(data=0, data_end=len(packet), ingress_ifindex=ingress_ifindex)
-    attr = _TestRunAttr(
-        prog_fd=prog_fd, data_size_in=len(packet), data_size_out=out_size,
+    opts = _TestRunOpts(
+        sz=ct.sizeof(_TestRunOpts), data_size_in=len(packet), data_size_out=out_size,
         data_in=ct.addressof(data_in), data_out=ct.addressof(data_out), repeat=repeat,
         ctx_size_in=ct.sizeof(ctx) if ingress_ifindex else 0,
-        ctx_in=ct.addressof(ctx) if ingress_ifindex else 0,
+        ctx_in=ct.addressof(ctx) if ingress_ifindex else None,
     )
-    ret = _sys_bpf(BPF_PROG_TEST_RUN, attr)
+    ret = _bcc.bpf_prog_test_run_opts(prog_fd, ct.byref(opts))
     if ret < 0:
-        _raise(f"BPF_PROG_TEST_RUN on prog fd {prog_fd}", -ret)
-    return TestRunResult(attr.retval, data_out.raw[: attr.data_size_out], attr.duration)
+        _raise(f"BPF_PROG_TEST_RUN on prog fd {prog_fd}", _errno(ret))
+    return TestRunResult(opts.retval, data_out.raw[: opts.data_size_out], opts.duration)

@@ -14,6 +14,11 @@ import time
 from pathlib import Path
 
 
+def state_root() -> Path:
+    """Where lbtui keeps state that outlives a run: /var/lib/lbtui (``$LBTUI_STATE_DIR``)."""
+    return Path(os.environ.get("LBTUI_STATE_DIR", "/var/lib/lbtui"))
+
+
 def atomic_write(path: Path, text: str, mode: int = 0o600, *,
                  follow_symlinks: bool = False) -> Path:
     """Write ``text`` (UTF-8) to ``path`` via a temporary file + fsync + rename, so a

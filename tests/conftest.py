@@ -17,7 +17,8 @@ import pytest
 from lbtui import abi, bpfsys
 from lbtui import maps as M
 from lbtui.datapath.loader import Datapath, DatapathError, preflight
-from lbtui.events import EventReader
+from lbtui.maps.events import EventReader
+from lbtui.maps.settings import set_counter
 
 TEST_TAG = f"t{os.getpid() % 100000}"
 
@@ -31,11 +32,14 @@ def _require_datapath() -> None:
 
 def clear_maps(ms: M.MapSet) -> None:
     """Empty every map and restore default settings, between tests sharing one datapath."""
-    for m in (ms.listen_map, ms.config_map, ms.sni_map, ms.conntrack_map):
+    for m in (ms.listen_map, ms.config_map, ms.sni_map, ms.conntrack_map, ms.local_addrs_map,
+              ms.vips_map, ms.reasons_map, ms.tx_ports_map):
         for k in list(bpfsys.keys(m.fd, m.key_type)):
             bpfsys.delete(m.fd, k)
+    for word in range(abi.PORTS_MAX):
+        bpfsys.update(ms.ports_map.fd, ct.c_uint32(word), ct.c_uint64(0))
     for slot in range(ms.counters_map.max_entries):
-        bpfsys.update(ms.counters_map.fd, ct.c_uint32(slot), ct.c_uint64(0))
+        set_counter(ms.counters_map, slot, 0)
     reader = EventReader(ms.stats_ringbuf, lambda _e: None)  # drop leftover events
     reader.drain()
     reader.close()
@@ -99,3 +103,4 @@ def make_lab() -> Iterator[Callable[..., object]]:
     yield _make
     for name in built:
         T.teardown(name)
+

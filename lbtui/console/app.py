@@ -46,6 +46,8 @@ from lbtui.console.views.events import EventsView
 from lbtui.console.views.routes import RoutesView
 from lbtui.console.views.settings import SettingsView
 from lbtui.console.views.targets import TargetsView
+from lbtui.maps import flowrows as R
+from lbtui.model import GroupKind, Listener, SniRoute, SourceRoute
 
 VIEWS = ("connections", "routes", "targets", "events", "settings")
 _VIEW_GROUP = Binding.Group("views", compact=True)
@@ -118,7 +120,7 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
         self.ui_ms: list[float] = []        # UI-thread time per refresh (the benchmark)
         self.refreshes = 0
         self.stopped: str | None = None     # "keep" | "stop" once the instance was released
-        self._dump: C.ConnDump | None = None
+        self._dump: R.ConnDump | None = None
         # Row lists the UI has let go of. Freeing 100k rows costs tens of milliseconds,
         # so the collection worker drops them, not the UI thread.
         self._graveyard: list[object] = []
@@ -177,7 +179,7 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
     def _poll_events(self) -> None:
         worker = get_current_worker()
         assert self.feed is not None
-        self.feed.run(self.collector.maps.stats_ringbuf, lambda: worker.is_cancelled)
+        self.feed.run(self.collector.info.name, lambda: worker.is_cancelled)
 
     def _rearm(self) -> None:
         self._collecting = False
@@ -220,7 +222,7 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
             self._reapply(self._dump, msg.spec)
 
     @work(thread=True, group="view", exclusive=True, exit_on_error=False)
-    def _reapply(self, dump: C.ConnDump, spec: C.ViewSpec) -> None:
+    def _reapply(self, dump: R.ConnDump, spec: C.ViewSpec) -> None:
         view = C.apply_view(dump, spec)
         if not get_current_worker().is_cancelled:
             self.post_message(ViewReady(view))
@@ -238,8 +240,8 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
 
     @on(ConnectionsView.DeleteRequested)
     def _delete_conn(self, msg: ConnectionsView.DeleteRequested) -> None:
-        t = C.five_tuple(msg.row)
-        target = C.target_of(msg.row)
+        t = R.five_tuple(msg.row)
+        target = R.target_of(msg.row)
 
         def done(yes: bool | None) -> None:
             if yes:
@@ -291,87 +293,73 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
 
     def edit_weights(self, g: Group) -> None:
         self._form(WeightsForm(g.label, g.group,
-                               lambda grp: self.controller.set_group(g.kind, g.key, grp)))
+                               lambda grp: self.controller.set_weights(g.key, grp)))
 
     def edit_route(self, kind: str, g: Group | None) -> None:
         if kind == "sni":
-            self._form(SniRouteForm(self._apply_sni, g.key if g else None,  # type: ignore[arg-type]
+            self._form(SniRouteForm(self._apply_sni, str(g.key.key) if g else None,
                                     g.group if g else None))
         elif kind == "source":
-            self._form(SourceRouteForm(self._apply_source, g.key if g else None,  # type: ignore[arg-type]
+            self._form(SourceRouteForm(self._apply_source, str(g.key.key) if g else None,
                                        g.group if g else None))
         else:
             self._form(self._listener_form(g))
 
     def _listener_form(self, g: Group | None) -> ListenerForm:
         defaults = self.snapshot.info.interfaces if self.snapshot else ()
-        cfg = self.controller.config.listener(g.key) if (g and self.controller) else None
+        cfg = self.controller.config.listener(int(g.key.key)) if (
+            g and self.controller) else None
         if g is None:
             return ListenerForm(self._apply_listener, default_interfaces=defaults)
         if cfg is not None:
             return ListenerForm(self._apply_listener, port=cfg.port, protocol=cfg.protocol,
                                 interfaces=cfg.interfaces, stats=cfg.stats, sni=cfg.sni,
                                 group=g.group, default_interfaces=defaults)
-        return ListenerForm(self._apply_listener, port=int(g.key), group=g.group,
+        return ListenerForm(self._apply_listener, port=int(g.key.key), group=g.group,
                             default_interfaces=defaults)
 
     def _apply_sni(self, v: NamedGroup) -> None:
-        c = self.controller
+        """Add, or update (a rename included) in one transaction."""
+        route = SniRoute(v.name, v.group)
         if v.old_name is None:
-            c.add_sni_route(v.name, v.group)
-        elif v.name == v.old_name.lower():
-            c.set_group("sni", v.old_name, v.group)
-        else:   # renamed: add the new name first, so a refusal changes nothing
-            c.add_sni_route(v.name, v.group)
-            c.remove_sni_route(v.old_name)
+            self.controller.add_sni_route(route)
+        else:
+            self.controller.update_sni_route(v.old_name, route)
 
     def _apply_source(self, v: NamedGroup) -> None:
-        c = self.controller
         if v.old_name is None:
-            c.add_source_route(v.name, v.group)
-        elif v.name == v.old_name:
-            c.set_group("source", v.old_name, v.group)
+            self.controller.add_source_route(SourceRoute(v.name, v.group))
         else:
-            c.add_source_route(v.name, v.group)
-            c.remove_source_route(v.old_name)
+            old = self.controller.config.source_route(v.old_name)
+            stats = old.stats if old is not None else True
+            self.controller.update_source_route(v.old_name, SourceRoute(v.name, v.group,
+                                                                        stats))
 
     def _apply_listener(self, v: ListenerSpec) -> None:
-        from lbtui.control.config import ListenerCfg, targets_of
-
+        """Add, or update in one transaction (the port is never unbalanced in between);
+        what the form does not show (the listener's address) is kept."""
         c = self.controller
         old = c.config.listener(v.old_port) if v.old_port is not None else None
-        # The form has no address field: an edited SNI listener keeps the one it listens on.
-        new = ListenerCfg(v.port, targets_of(v.group), v.protocol, v.interfaces, v.stats,
-                          v.sni, old.address if old is not None and v.sni else None)
+        new = Listener(v.port, v.group, v.protocol, v.interfaces, v.stats, v.sni,
+                       old.address if old is not None else None)
         if v.old_port is None:
             c.add_listener(new)
-            return
-        if old is not None and (old.port, old.protocol, old.interfaces, old.stats,
-                                old.sni) == (new.port, new.protocol, new.interfaces,
-                                             new.stats, new.sni):
-            c.set_group("listener", v.old_port, v.group)
-            return
-        # The Controller has no in-place listener update: replace it, restoring the old
-        # listener if the new one is refused.
-        c.remove_listener(v.old_port)
-        try:
-            c.add_listener(new)
-        except BaseException:
-            if old is not None:
-                c.add_listener(old)
-            raise
+        else:
+            c.update_listener(v.old_port, new)
 
     def delete_route(self, g: Group) -> None:
-        what = {"listener": f"the listener on port {g.key}", "source":
-                f"the source route {g.key}", "sni": f"the SNI route {g.key}"}[g.kind]
+        what = {GroupKind.LISTENER: f"the listener on port {g.key.key}",
+                GroupKind.SOURCE: f"the source route {g.key.key}",
+                GroupKind.SNI: f"the SNI route {g.key.key}"}[g.kind]
 
         def done(yes: bool | None) -> None:
             if not yes:
                 return
             c = self.controller
-            remove = {"listener": c.remove_listener, "source": c.remove_source_route,
-                      "sni": c.remove_sni_route}[g.kind]
-            self._edit(lambda: remove(g.key), f"deleted {what}")
+            remove = {GroupKind.LISTENER: c.remove_listener,
+                      GroupKind.SOURCE: c.remove_source_route,
+                      GroupKind.SNI: c.remove_sni_route}[g.kind]
+            self._edit(lambda: remove(g.key.key), f"deleted {what}")
 
         if self._require_controller():
             self.push_screen(ConfirmScreen(
@@ -379,8 +367,7 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
                 "backend until they close."), done)
 
     def drain(self, g: Group, target: str) -> None:
-        ip, _, port = target.rpartition(":")
-        self._edit(lambda: self.controller.set_weight(g.kind, g.key, ip, int(port), 0),
+        self._edit(lambda: self.controller.drain(g.key, target),
                    f"drained {target} in {g.label}: it gets no new connections")
 
     @on(RoutesView.Requested)
@@ -450,8 +437,9 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
                     out.append(LiveCommand(
                         f"Drain {t} ({g.label})", "weight 0: no new connections; the "
                         "others take its share", lambda g=g, t=t: self.drain(g, str(t))))
-            kind = {"listener": "listener", "source": "source route", "sni": "SNI route"}
-            name = f":{g.key}" if g.kind == "listener" else str(g.key)
+            kind = {GroupKind.LISTENER: "listener", GroupKind.SOURCE: "source route",
+                    GroupKind.SNI: "SNI route"}
+            name = f":{g.key.key}" if g.kind is GroupKind.LISTENER else str(g.key.key)
             out.append(LiveCommand(f"Edit {kind[g.kind]} {name}", str(g.group),
                                    lambda g=g: self.edit_route(g.kind, g)))
             out.append(LiveCommand(f"Delete {kind[g.kind]} {name}", "asks first",

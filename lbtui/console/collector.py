@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lbtui import maps as M
-from lbtui.console.conns import ConnDump, open_reader, read_rows
 from lbtui.console.snapshot import InstanceInfo, ListenerRow, Rates, Snapshot
 from lbtui.console.traffic import TrafficTracker
-from lbtui.events import LbEvent
+from lbtui.maps.events import LbEvent
+from lbtui.maps.flowrows import ConnDump, open_reader, read_rows
 
 # Past this many flows the console keeps a sample (the title says so): decoding a million
 # flows into Python objects costs seconds and hundreds of MB per refresh.
@@ -46,6 +46,8 @@ class Collector:
         self._seq = 0
         self._prev_counters: tuple[int, dict[str, int]] | None = None
         self._rates = Rates()
+        self._prev_stack: tuple[int, int] | None = None     # (now, packets to the stack)
+        self._stack_pps = 0.0
         self._sweep = sweep
         self._sweep_interval_ns = int(sweep_interval * 1e9)
         self._last_sweep_ns = 0
@@ -63,6 +65,8 @@ class Collector:
         targets = self.tracker.update(dump.rows, now, events)
         counters = M.read_counters(self.maps.counters_map)
         self._rates = self._rates_from(now, counters, targets)
+        reasons = M.read_reasons(self.maps.reasons_map)
+        self._stack_pps = self._stack_rate(now, reasons)
         self._seq += 1
         snap = Snapshot(
             seq=self._seq, now_ns=now, wall=self.clock.wall(), info=self.info, conns=dump,
@@ -72,7 +76,8 @@ class Collector:
             rates=self._rates, active=sum(t.active for t in targets.values()),
             stats_enabled=M.stats_enabled(self.maps.settings_map),
             conn_timeout=M.get_connection_timeout(self.maps.settings_map),
-            counters=counters, ct_max=self.maps.conntrack_map.max_entries, read_ms=read_ms)
+            counters=counters, ct_max=self.maps.conntrack_map.max_entries, reasons=reasons,
+            stack_pps=self._stack_pps, read_ms=read_ms)
         snap.total_ms = (self.clock.perf() - t0) * 1000
         return snap
 
@@ -88,6 +93,13 @@ class Collector:
         return Rates(max(0, created) / dt, sum(t.pps_fwd for t in ts),
                      sum(t.pps_rev for t in ts), sum(t.bps_fwd for t in ts),
                      sum(t.bps_rev for t in ts))
+
+    def _stack_rate(self, now: int, reasons: dict[int, dict[str, int]]) -> float:
+        total = sum(sum(r.values()) for r in reasons.values())
+        prev, self._prev_stack = self._prev_stack, (now, total)
+        if prev is None or now <= prev[0]:
+            return self._stack_pps
+        return max(0, total - prev[1]) / ((now - prev[0]) / 1e9)
 
     def _listeners(self) -> list[ListenerRow]:
         """Listen entries grouped by port (one entry per interface in the map)."""

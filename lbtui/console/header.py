@@ -23,6 +23,10 @@ def header_text(s: Snapshot) -> Text:
     t.append(f" · up {fmt.duration(s.uptime_s)}")
     t.append(" · stats ")
     t.append("on" if s.stats_enabled else "off", "bold green" if s.stats_enabled else "bold red")
+    top = s.top_reason()
+    if top is not None:      # packets lbtui handed to the kernel stack, and mostly why
+        t.append(f" · to stack {fmt.rate(s.stack_pps)}/s", "yellow" if s.stack_pps else "")
+        t.append(f" ({top.replace('_', ' ')})", "dim")
     t.append("\n")
     r = s.rates
     c = s.conns

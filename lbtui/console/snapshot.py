@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from lbtui import abi
 from lbtui.console.conns import ConnDump
 from lbtui.console.traffic import TargetTraffic
-from lbtui.events import LbEvent
 from lbtui.maps import SniRouteRecord, SourceRouteRecord
+from lbtui.maps.events import LbEvent
 from lbtui.targets import RouteRecord
 
 
@@ -75,6 +75,10 @@ class Snapshot:
     conn_timeout: int
     counters: dict[str, int]
     ct_max: int
+    # Packets handed to the kernel stack (or handled specially) per ingress ifindex and
+    # reason, totals since the maps were created; and their sum per second.
+    reasons: dict[int, dict[str, int]] = field(default_factory=dict)
+    stack_pps: float = 0.0
     read_ms: float = 0.0        # conntrack read + decode
     total_ms: float = 0.0       # whole collection
 
@@ -83,6 +87,14 @@ class Snapshot:
         if self.info.started_wall is None:
             return None
         return max(0.0, self.wall - self.info.started_wall)
+
+    def top_reason(self) -> str | None:
+        """The reason most packets went to the stack for, over all interfaces."""
+        totals: dict[str, int] = {}
+        for per_if in self.reasons.values():
+            for name, n in per_if.items():
+                totals[name] = totals.get(name, 0) + n
+        return max(totals, key=lambda k: totals[k]) if totals else None
 
     def wall_of(self, mono_ns: int) -> float:
         """time.time() of a CLOCK_MONOTONIC timestamp (event times)."""

@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from lbtui import abi
-from lbtui.console.conns import (
+from lbtui.maps.events import LbEvent
+from lbtui.maps.flowrows import (
     BYTES_FWD,
     BYTES_REV,
     FLAGS,
@@ -25,7 +26,6 @@ from lbtui.console.conns import (
     Row,
     target_str,
 )
-from lbtui.events import LbEvent
 
 WINDOW_NS = 60 * 1_000_000_000
 GONE_WAIT_NS = 10 * 1_000_000_000

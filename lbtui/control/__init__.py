@@ -11,11 +11,10 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "Config": "config", "ConfigError": "config", "ListenerCfg": "config",
-    "SniRouteCfg": "config", "SourceRouteCfg": "config", "TargetCfg": "config",
-    "load_config": "config", "parse_config": "config", "save_config": "configfile",
+    "ConfigError": "config", "load_config": "config", "parse_config": "config",
+    "save_config": "configfile",
     "Instance": "instance", "InstanceError": "instance", "PIN_ROOT": "instance",
-    "Controller": "controller", "GroupRef": "controller",
+    "Control": "controller", "Controller": "controller", "GroupRef": "controller",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,11 +1,12 @@
-"""Subcommands of the control plane: ``serve``, ``down``, ``ctl``."""
+"""Subcommands of the control plane: ``serve``, ``check``, ``down``, ``ctl``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from lbtui.control import ctl
+from lbtui import logs
+from lbtui.control import ctl, watch
 from lbtui.names import INSTANCE, arg_type
 
 DEFAULT_INSTANCE = "default"
@@ -20,22 +21,56 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep", action="store_true",
                    help="leave the datapath forwarding after exit (a later serve re-adopts "
                         "it without dropping connections)")
+    logs.add_log_level_option(p)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser("check", help="validate a config file and exit (0 valid, 2 not)",
+                       description="Validate a config file with the rules serve applies, "
+                                   "loading nothing: exit 0 if it is valid, 2 with every "
+                                   "problem and its location if not.")
+    p.add_argument("--config", "-c", required=True, type=Path, metavar="FILE",
+                   help="TOML config file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_check)
+
     p = sub.add_parser("down", help="detach and unpin an instance (idempotent)")
     p.add_argument("--instance", "-i", default=DEFAULT_INSTANCE, metavar="NAME",
-                   type=arg_type(INSTANCE))
+                   type=arg_type(INSTANCE)).completer = complete_instance  # type: ignore[attr-defined]
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=cmd_down)
 
     register_ctl(sub)
 
 
+def complete_instance(**_kw: object) -> list[str]:
+    """Shell completion (argcomplete) of ``--instance``: the instances present."""
+    from lbtui.control.state import instance_names
+
+    return instance_names()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from lbtui.control.service import serve
 
     return serve(args.config, keep=args.keep)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from lbtui.control.config import load_config
+
+    c = load_config(args.config)      # ConfigError (exit 2) lists every problem
+    dp = c.datapath
+    summary = {"config": str(args.config), "instance": dp.instance,
+               "interfaces": list(dp.interfaces), "reply_interfaces": list(dp.reply_interfaces),
+               "netns": dp.netns, "listeners": len(c.listeners),
+               "source_routes": len(c.source_routes), "sni_routes": len(c.sni_routes)}
+    ctl.emit(args, summary,
+             f"{args.config}: valid (instance {dp.instance}: {len(c.listeners)} listener(s), "
+             f"{len(c.source_routes)} source route(s), {len(c.sni_routes)} SNI route(s); "
+             f"XDP on {', '.join([*dp.interfaces, *dp.reply_interfaces])}"
+             + (f" in netns {dp.netns})" if dp.netns else ")"))
+    return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -62,7 +97,8 @@ def register_ctl(sub: argparse._SubParsersAction) -> None:
                         help="machine-readable output")
     common.add_argument("--instance", "-i", default=argparse.SUPPRESS, metavar="NAME",
                         type=arg_type(INSTANCE),
-                        help=f"instance name (default {DEFAULT_INSTANCE})")
+                        help=f"instance name (default {DEFAULT_INSTANCE})"
+                        ).completer = complete_instance  # type: ignore[attr-defined]
     common.add_argument("--config", "-c", type=Path, default=argparse.SUPPRESS,
                         metavar="FILE", help="config file to edit (default: the one serve "
                                              "recorded)")
@@ -103,7 +139,8 @@ def register_ctl(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--no-stats", action="store_true", help="emit no connection events")
     q.add_argument("--sni", action="store_true", help="hand connections to the SNI splicer")
     q.add_argument("--address", metavar="IP",
-                   help="SNI listeners: the address the splicer listens on (default all)")
+                   help="the VIP it serves (SNI listeners: where the splicer listens); "
+                        "default: every address local to the balancer")
     q = leaf(ls, "remove", ctl.cmd_listeners_remove, "remove a listener")
     q.add_argument("port")
 
@@ -158,6 +195,12 @@ def register_ctl(sub: argparse._SubParsersAction) -> None:
     q.add_argument("value")
 
     leaf(cs, "reload", ctl.cmd_reload, "ask serve to re-read its config file (SIGHUP)")
+
+    q = leaf(cs, "events", watch.cmd_events,
+             "recent connection events, edits and health transitions (--follow: live)")
+    q.add_argument("--follow", "-f", action="store_true", help="keep printing live ones")
+    leaf(cs, "health", watch.cmd_health,
+         "per (group, target) health from the traffic, and the active checks")
 
 
 def _conn_list_args(q: argparse.ArgumentParser) -> None:

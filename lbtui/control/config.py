@@ -11,18 +11,28 @@ from __future__ import annotations
 import ipaddress
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lbtui import abi, names
-from lbtui.addr import parse_cidr, target_problem
+from lbtui import names
+from lbtui.addr import parse_cidr
 from lbtui.files import FileRefused, read_capped
+from lbtui.model import (
+    PROTOCOLS,
+    XDP_MODES,
+    Config,
+    DatapathSettings,
+    HealthSettings,
+    Listener,
+    MetricsSettings,
+    Settings,
+    SniRoute,
+    SourceRoute,
+    TargetGroup,
+)
 from lbtui.sni import normalize_hostname
-from lbtui.targets import TOTAL_WEIGHT, TargetGroup
+from lbtui.targets import check_targets, typename
 
-PROTOCOLS = ("tcp", "udp", "both")
-XDP_MODES = ("auto", "native", "generic")
 MAX_LISTEN_ENTRIES = 256          # the listen map's size (maps.DEFAULT_CONFIG)
 MAX_CONN_TIMEOUT = 7 * 24 * 3600
 MAX_CONFIG_BYTES = 16 << 20      # a config file larger than this is refused unread
@@ -42,120 +52,38 @@ class ConfigError(ValueError):
                          + "\n  ".join(problems))
 
 
-# --- the model -------------------------------------------------------------------------
+# --- the file's data model ---------------------------------------------------------------
 
 
-@dataclass
-class TargetCfg:
-    ip: str
-    port: int
-    weight: int
+def to_dict(config: Config) -> dict[str, Any]:
+    """The TOML data model of ``config`` (what ``parse_dict`` reads); optional keys left
+    out."""
+    d = config.datapath
+    dp: dict[str, Any] = {"instance": d.instance, "interfaces": list(d.interfaces)}
+    if d.reply_interfaces:
+        dp["reply_interfaces"] = list(d.reply_interfaces)
+    if d.netns is not None:
+        dp["netns"] = d.netns
+    dp["xdp_mode"] = d.xdp_mode
+    dp["keep"] = d.keep
+    out: dict[str, Any] = {"datapath": dp, "settings": dict(vars(config.settings))}
+    if config.health != HealthSettings():
+        out["health"] = dict(vars(config.health))
+    if config.metrics != MetricsSettings():
+        out["metrics"] = dict(vars(config.metrics))
+    if config.listeners:
+        out["listener"] = [_listener_dict(x) for x in config.listeners]
+    if config.source_routes:
+        out["source_route"] = [{"cidr": r.cidr, "stats": r.stats,
+                                "targets": r.group.to_list()}
+                               for r in config.source_routes]
+    if config.sni_routes:
+        out["sni_route"] = [{"hostname": r.hostname, "targets": r.group.to_list()}
+                            for r in config.sni_routes]
+    return out
 
 
-@dataclass
-class ListenerCfg:
-    """One balanced port; identity is the port (one listener per port)."""
-
-    port: int
-    targets: list[TargetCfg]
-    protocol: str = "both"                 # tcp | udp | both
-    interfaces: list[str] | None = None    # None: the [datapath] interfaces
-    stats: bool = True
-    sni: bool = False
-    address: str | None = None             # SNI listeners: the IP the splicer binds
-
-
-@dataclass
-class SourceRouteCfg:
-    cidr: str
-    targets: list[TargetCfg]
-    stats: bool = True
-
-
-@dataclass
-class SniRouteCfg:
-    hostname: str
-    targets: list[TargetCfg]
-
-
-@dataclass
-class SettingsCfg:
-    stats: bool = True
-    connection_timeout: int = 300
-    max_connections: int = 100000
-    max_routes: int = 10000
-    max_sni_routes: int = 1000
-    ringbuf_size: int = 262144
-    sweep_interval: float = 5.0
-
-
-@dataclass
-class DatapathCfg:
-    interfaces: list[str] = field(default_factory=list)
-    instance: str = "default"
-    reply_interfaces: list[str] = field(default_factory=list)
-    netns: str | None = None
-    xdp_mode: str = "auto"
-    keep: bool = False
-
-
-@dataclass
-class Config:
-    datapath: DatapathCfg
-    listeners: list[ListenerCfg] = field(default_factory=list)
-    source_routes: list[SourceRouteCfg] = field(default_factory=list)
-    sni_routes: list[SniRouteCfg] = field(default_factory=list)
-    settings: SettingsCfg = field(default_factory=SettingsCfg)
-    path: Path | None = None
-
-    def listener(self, port: int) -> ListenerCfg | None:
-        return next((x for x in self.listeners if x.port == port), None)
-
-    def source_route(self, cidr: str) -> SourceRouteCfg | None:
-        key = canonical_cidr(cidr)
-        return next((r for r in self.source_routes if canonical_cidr(r.cidr) == key), None)
-
-    def sni_route(self, hostname: str) -> SniRouteCfg | None:
-        key = canonical_hostname(hostname)
-        return next((r for r in self.sni_routes
-                     if canonical_hostname(r.hostname) == key), None)
-
-    def listener_interfaces(self, lst: ListenerCfg) -> list[str]:
-        return list(lst.interfaces) if lst.interfaces is not None else list(
-            self.datapath.interfaces)
-
-    def map_options(self) -> dict[str, int]:
-        """Options for ``maps.create_all_maps``."""
-        s = self.settings
-        return {"max_connections": s.max_connections, "max_routes": s.max_routes,
-                "max_sni_routes": s.max_sni_routes, "ringbuf_size": s.ringbuf_size,
-                "connection_timeout": s.connection_timeout}
-
-    def to_dict(self) -> dict[str, Any]:
-        """The TOML data model (what ``parse_dict`` reads); optional keys left out."""
-        d = self.datapath
-        dp: dict[str, Any] = {"instance": d.instance, "interfaces": list(d.interfaces)}
-        if d.reply_interfaces:
-            dp["reply_interfaces"] = list(d.reply_interfaces)
-        if d.netns is not None:
-            dp["netns"] = d.netns
-        dp["xdp_mode"] = d.xdp_mode
-        dp["keep"] = d.keep
-        out: dict[str, Any] = {"datapath": dp, "settings": dict(vars(self.settings))}
-        if self.listeners:
-            out["listener"] = [_listener_dict(x) for x in self.listeners]
-        if self.source_routes:
-            out["source_route"] = [{"cidr": r.cidr, "stats": r.stats,
-                                    "targets": targets_to_dicts(r.targets)}
-                                   for r in self.source_routes]
-        if self.sni_routes:
-            out["sni_route"] = [{"hostname": r.hostname,
-                                 "targets": targets_to_dicts(r.targets)}
-                                for r in self.sni_routes]
-        return out
-
-
-def _listener_dict(x: ListenerCfg) -> dict[str, Any]:
+def _listener_dict(x: Listener) -> dict[str, Any]:
     d: dict[str, Any] = {"port": x.port, "protocol": x.protocol}
     if x.interfaces is not None:
         d["interfaces"] = list(x.interfaces)
@@ -163,20 +91,8 @@ def _listener_dict(x: ListenerCfg) -> dict[str, Any]:
     d["sni"] = x.sni
     if x.address is not None:
         d["address"] = x.address
-    d["targets"] = targets_to_dicts(x.targets)
+    d["targets"] = x.group.to_list()
     return d
-
-
-def targets_to_dicts(targets: list[TargetCfg]) -> list[dict[str, Any]]:
-    return [{"ip": t.ip, "port": t.port, "weight": t.weight} for t in targets]
-
-
-def group_of(targets: list[TargetCfg]) -> TargetGroup:
-    return TargetGroup.of([(t.ip, t.port, t.weight) for t in targets])
-
-
-def targets_of(group: TargetGroup) -> list[TargetCfg]:
-    return [TargetCfg(t.ip, t.port, t.weight) for t in group.targets]
 
 
 def valid_ifname(name: str) -> bool:
@@ -184,20 +100,6 @@ def valid_ifname(name: str) -> bool:
     whitespace, not '.' or '..'), and no control characters, which no tool can show."""
     return (0 < len(name.encode("utf-8", "surrogatepass")) < 16 and name not in (".", "..")
             and not any(c in "/:" or c.isspace() or not c.isprintable() for c in name))
-
-
-def canonical_cidr(cidr: str) -> str:
-    try:
-        return str(ipaddress.IPv4Network(cidr.strip(), strict=False))
-    except ValueError:
-        return cidr
-
-
-def canonical_hostname(hostname: str) -> str:
-    try:
-        return normalize_hostname(hostname).decode()
-    except ValueError:
-        return hostname
 
 
 # --- loading ---------------------------------------------------------------------------
@@ -254,7 +156,7 @@ def parse_dict(data: dict[str, Any], path: str | Path | None = None) -> Config:
 def validate(config: Config) -> list[str]:
     """Problems of a Config built in code (the same rules as the file)."""
     try:
-        parse_dict(config.to_dict())
+        parse_dict(to_dict(config))
     except ConfigError as e:
         return e.problems
     return []
@@ -262,20 +164,18 @@ def validate(config: Config) -> list[str]:
 
 # --- validation ------------------------------------------------------------------------
 
-_SECTIONS = ("datapath", "settings", "listener", "source_route", "sni_route")
+_SECTIONS = ("datapath", "settings", "health", "metrics", "listener", "source_route",
+             "sni_route")
 _DATAPATH_KEYS = ("instance", "interfaces", "reply_interfaces", "netns", "xdp_mode", "keep")
-_SETTINGS_KEYS = tuple(vars(SettingsCfg()).keys())
+_SETTINGS_KEYS = tuple(vars(Settings()).keys())
+_HEALTH_KEYS = tuple(vars(HealthSettings()).keys())
+_METRICS_KEYS = tuple(vars(MetricsSettings()).keys())
 _LISTENER_KEYS = ("port", "protocol", "interfaces", "stats", "sni", "address", "targets")
 _SOURCE_KEYS = ("cidr", "stats", "targets")
 _SNI_KEYS = ("hostname", "targets")
 _TARGET_KEYS = ("ip", "port", "weight")
 
 _MISSING = object()
-
-
-def _typename(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
 
 
 class _Validator:
@@ -301,13 +201,13 @@ class _Validator:
 
     def boolean(self, loc: str, value: Any) -> Any:
         if not isinstance(value, bool):
-            self.bad(loc, f"must be true or false, not {_typename(value)}")
+            self.bad(loc, f"must be true or false, not {typename(value)}")
             return _MISSING
         return value
 
     def integer(self, loc: str, value: Any, lo: int, hi: int) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
-            self.bad(loc, f"must be an integer {lo}..{hi}, not {_typename(value)}")
+            self.bad(loc, f"must be an integer {lo}..{hi}, not {typename(value)}")
             return _MISSING
         if not lo <= value <= hi:
             self.bad(loc, f"must be {lo}..{hi} (got {value})")
@@ -316,7 +216,7 @@ class _Validator:
 
     def string(self, loc: str, value: Any) -> Any:
         if not isinstance(value, str):
-            self.bad(loc, f"must be a string, not {_typename(value)}")
+            self.bad(loc, f"must be a string, not {typename(value)}")
             return _MISSING
         return value
 
@@ -341,7 +241,7 @@ class _Validator:
     def ifnames(self, loc: str, value: Any, allow_empty: bool) -> list[str]:
         """The valid names (problems with the others are recorded)."""
         if not isinstance(value, list):
-            self.bad(loc, f"must be an array of interface names, not {_typename(value)}")
+            self.bad(loc, f"must be an array of interface names, not {typename(value)}")
             return []
         if not value and not allow_empty:
             self.bad(loc, "must name at least one interface")
@@ -350,7 +250,7 @@ class _Validator:
         for i, name in enumerate(value):
             where = f"{loc}[{i}]"
             if not isinstance(name, str):
-                self.bad(where, f"must be an interface name, not {_typename(name)}")
+                self.bad(where, f"must be an interface name, not {typename(name)}")
             elif not valid_ifname(name):
                 self.bad(where, f"{name!r} is not a valid interface name ({IFNAME_RULE})")
             elif name in out:
@@ -361,20 +261,20 @@ class _Validator:
 
     def table(self, loc: str, value: Any) -> dict[str, Any] | None:
         if not isinstance(value, dict):
-            self.bad(loc, f"must be a table, not {_typename(value)}")
+            self.bad(loc, f"must be a table, not {typename(value)}")
             return None
         return value
 
     def tables(self, loc: str, value: Any) -> list[dict[str, Any]]:
         if not isinstance(value, list):
-            self.bad(loc, f"must be an array of tables ([[{loc}]]), not {_typename(value)}")
+            self.bad(loc, f"must be an array of tables ([[{loc}]]), not {typename(value)}")
             return []
         out = []
         for i, t in enumerate(value):
             if isinstance(t, dict):
                 out.append(t)
             else:
-                self.bad(f"{loc}[{i}]", f"must be a table, not {_typename(t)}")
+                self.bad(f"{loc}[{i}]", f"must be a table, not {typename(t)}")
                 out.append({})
         return out
 
@@ -401,10 +301,12 @@ class _Validator:
         listeners = self.listeners(data.get("listener", []), dp)
         sources = self.source_routes(data.get("source_route", []), st)
         snis = self.sni_routes(data.get("sni_route", []), st)
-        return Config(dp, listeners, sources, snis, st)
+        health = self.health(data.get("health", {}))
+        metrics = self.metrics(data.get("metrics", {}))
+        return Config(dp, listeners, sources, snis, st, health, metrics)
 
-    def datapath(self, raw: Any) -> DatapathCfg:
-        d = DatapathCfg()
+    def datapath(self, raw: Any) -> DatapathSettings:
+        d = DatapathSettings()
         if raw is None:
             return d
         t = self.table("datapath", raw)
@@ -439,8 +341,8 @@ class _Validator:
             d.keep = keep
         return d
 
-    def settings(self, raw: Any) -> SettingsCfg:
-        s = SettingsCfg()
+    def settings(self, raw: Any) -> Settings:
+        s = Settings()
         t = self.table("settings", raw)
         if t is None:
             return s
@@ -459,94 +361,84 @@ class _Validator:
                 setattr(s, key, val)
         if s.ringbuf_size & (s.ringbuf_size - 1):
             self.bad("settings.ringbuf_size", f"must be a power of two (got {s.ringbuf_size})")
-            s.ringbuf_size = SettingsCfg.ringbuf_size
-        if "sweep_interval" in t:
-            val = t["sweep_interval"]
-            if isinstance(val, bool) or not isinstance(val, int | float):
-                self.bad("settings.sweep_interval",
-                         f"must be a number of seconds 0.1..3600, not {_typename(val)}")
-            elif not 0.1 <= val <= 3600:
-                self.bad("settings.sweep_interval", f"must be 0.1..3600 seconds (got {val})")
-            else:
-                s.sweep_interval = float(val)
+            s.ringbuf_size = Settings.ringbuf_size
+        val = self.number("settings.sweep_interval", t, "sweep_interval", 0.1, 3600)
+        if val is not _MISSING:
+            s.sweep_interval = val
         return s
 
+    def number(self, loc: str, t: dict[str, Any], key: str, lo: float, hi: float) -> Any:
+        """An int or float lo..hi if ``key`` is in ``t``; _MISSING if absent or bad."""
+        if key not in t:
+            return _MISSING
+        val = t[key]
+        if isinstance(val, bool) or not isinstance(val, int | float):
+            self.bad(loc, f"must be a number {lo:g}..{hi:g}, not {typename(val)}")
+            return _MISSING
+        if not lo <= val <= hi:
+            self.bad(loc, f"must be {lo:g}..{hi:g} (got {val})")
+            return _MISSING
+        return float(val)
+
+    def health(self, raw: Any) -> HealthSettings:
+        h = HealthSettings()
+        t = self.table("health", raw)
+        if t is None:
+            return h
+        self.keys("health", t, _HEALTH_KEYS)
+        for key, lo, hi in (("window", 5, 3600), ("degraded_ratio", 0, 1),
+                            ("failing_ratio", 0, 1), ("check_interval", 0, 3600),
+                            ("check_timeout", 0.05, 60)):
+            val = self.number(f"health.{key}", t, key, lo, hi)
+            if val is not _MISSING:
+                setattr(h, key, val)
+        for key, lo, hi in (("min_samples", 1, 100000), ("fall", 1, 100), ("rise", 1, 100)):
+            val = self.field("health", t, key, self.integer, lo, hi, default=_MISSING_OK)
+            if val is not _MISSING and val is not _MISSING_OK:
+                setattr(h, key, val)
+        if "check_targets" in t:
+            h.check_targets = self.endpoints("health.check_targets", t["check_targets"])
+        if h.degraded_ratio > h.failing_ratio:
+            self.bad("health.degraded_ratio", f"{h.degraded_ratio:g} is above failing_ratio "
+                                              f"({h.failing_ratio:g})")
+        return h
+
     def targets(self, loc: str, raw: Any, loops: dict[tuple[str, int], str] | None = None
-                ) -> list[TargetCfg]:
-        """``loops``: endpoints no target may equal (SNI listeners this group serves);
-        default: every SNI listener (routes apply on all of them)."""
-        loops = self.sni_endpoints if loops is None else loops
+                ) -> Any:
+        """A validated TargetGroup (the rules of ``lbtui.targets.check_targets``), or
+        _MISSING with every problem recorded. ``loops``: endpoints no target may equal
+        (the SNI listener this group serves; default: every SNI listener, as routes apply
+        on all of them)."""
         if not isinstance(raw, list):
             self.bad(loc, f"must be an array of targets like [{TARGET_EXAMPLE}], "
-                          f"not {_typename(raw)}")
-            return []
-        if not raw:
-            self.bad(loc, "needs at least 1 target")
-            return []
-        if len(raw) > abi.MAX_TARGETS:
-            self.bad(loc, f"{len(raw)} targets, at most {abi.MAX_TARGETS}")
-        out: list[TargetCfg] = []
-        ok = True
-        seen: dict[tuple[str, int], int] = {}
+                          f"not {typename(raw)}")
+            return _MISSING
+        items = []
+        not_tables = set()
         for i, item in enumerate(raw):
-            where = f"{loc}[{i}]"
             if not isinstance(item, dict):
-                self.bad(where, f"must be a table like {TARGET_EXAMPLE}")
-                ok = False
-                continue
-            self.keys(where, item, _TARGET_KEYS)
-            ip = self.target_ip(f"{where}.ip", item)
-            port = self.field(where, item, "port", self.integer, 1, 65535)
-            if "weight" in item:
-                weight = self.integer(f"{where}.weight", item["weight"], 0, TOTAL_WEIGHT)
-            elif len(raw) == 1:
-                weight = TOTAL_WEIGHT
+                self.bad(f"{loc}[{i}]", f"must be a table like {TARGET_EXAMPLE}")
+                not_tables.add(i)
+                item = {}
             else:
-                self.bad(f"{where}.weight", "is required when a group has more than one "
-                                            "target")
-                weight = _MISSING
-            if _MISSING in (ip, port, weight):
-                ok = False
-                continue
-            if (ip, port) in seen:
-                self.bad(where, f"{ip}:{port} is listed twice (also {loc}[{seen[ip, port]}])")
-                ok = False
-                continue
-            if (ip, port) in loops:
-                self.bad(where, f"{ip}:{port} is the address of the SNI listener "
-                                f"{loops[ip, port]}: its splicer would connect to itself (a "
-                                "loop)")
-                ok = False
-                continue
-            seen[ip, port] = i
-            out.append(TargetCfg(ip, port, weight))
-        if ok and out:
-            total = sum(t.weight for t in out)
-            if total != TOTAL_WEIGHT:
-                self.bad(loc, f"weights sum to {total}, must sum to {TOTAL_WEIGHT}")
-        return out
+                self.keys(f"{loc}[{i}]", item, _TARGET_KEYS)
+            items.append(item)
+        specs, problems = check_targets(items)
+        for p in problems:
+            if p.index not in not_tables:      # already said what is wrong there
+                self.problems.append(p.where(loc))
+        if problems or not_tables:
+            return _MISSING
+        loops = self.sni_endpoints if loops is None else loops
+        looped = [i for i, s in enumerate(specs) if (s.ip, s.port) in loops]
+        for i in looped:
+            self.bad(f"{loc}[{i}]", f"{specs[i].ip}:{specs[i].port} is the address of the SNI "
+                                    f"listener {loops[specs[i].ip, specs[i].port]}: its "
+                                    "splicer would connect to itself (a loop)")
+        return _MISSING if looped else TargetGroup(tuple(specs))
 
-    def target_ip(self, loc: str, item: dict[str, Any]) -> Any:
-        if "ip" not in item:
-            self.bad(loc, "is required")
-            return _MISSING
-        raw = item["ip"]
-        if not isinstance(raw, str):
-            self.bad(loc, f"must be an IPv4 address string, not {_typename(raw)}")
-            return _MISSING
-        try:
-            addr = ipaddress.IPv4Address(raw.strip())
-        except ValueError:
-            self.bad(loc, f"{raw!r} is not an IPv4 address (like 198.18.101.2)")
-            return _MISSING
-        problem = target_problem(addr)
-        if problem:
-            self.bad(loc, problem)
-            return _MISSING
-        return str(addr)
-
-    def listeners(self, raw: Any, dp: DatapathCfg) -> list[ListenerCfg]:
-        out: list[ListenerCfg] = []
+    def listeners(self, raw: Any, dp: DatapathSettings) -> list[Listener]:
+        out: list[Listener] = []
         ports: dict[int, int] = {}
         entries = 0
         for i, t in enumerate(self.tables("listener", raw)):
@@ -575,9 +467,11 @@ class _Validator:
             address = None
             if "address" in t:
                 address = self.address(f"{loc}.address", t["address"])
-                if sni is False:
-                    self.bad(f"{loc}.address", "is only used by SNI listeners (sni = true): "
-                                               "the address the splicer listens on")
+                if sni is True and address == "0.0.0.0":
+                    self.bad(f"{loc}.address", "must be one address (normally the VIP), not "
+                                               "0.0.0.0: the splicer never listens on every "
+                                               "interface")
+                    address = _MISSING
             elif sni is True:
                 self.bad(f"{loc}.address", "is required for SNI listeners: the one address "
                                            "the splicer listens on (normally the VIP)")
@@ -587,7 +481,7 @@ class _Validator:
             targets = self.field(loc, t, "targets", self.targets, own)
             entries += len(ifaces if ifaces is not None else dp.interfaces)
             if _MISSING not in (port, proto, stats, sni, targets, address):
-                out.append(ListenerCfg(port, targets, proto, ifaces, stats, sni, address))
+                out.append(Listener(port, targets, proto, ifaces, stats, sni, address))
         if entries > MAX_LISTEN_ENTRIES:
             self.bad("listener", f"{entries} listen entries (listeners x interfaces), at most "
                                  f"{MAX_LISTEN_ENTRIES}")
@@ -604,14 +498,54 @@ class _Validator:
         if addr.is_multicast or str(addr) == "255.255.255.255":
             self.bad(loc, f"{addr} cannot be listened on")
             return _MISSING
-        if addr.is_unspecified:
-            self.bad(loc, "must be one address (normally the VIP), not 0.0.0.0: the splicer "
-                          "never listens on every interface")
-            return _MISSING
         return str(addr)
 
-    def source_routes(self, raw: Any, st: SettingsCfg) -> list[SourceRouteCfg]:
-        out: list[SourceRouteCfg] = []
+    def metrics(self, raw: Any) -> MetricsSettings:
+        m = MetricsSettings()
+        t = self.table("metrics", raw)
+        if t is None:
+            return m
+        self.keys("metrics", t, _METRICS_KEYS)
+        val = self.number("metrics.interval", t, "interval", 1, 3600)
+        if val is not _MISSING:
+            m.interval = val
+        if "textfile_dir" in t:
+            d = self.string("metrics.textfile_dir", t["textfile_dir"])
+            if d is not _MISSING and d and not d.startswith("/"):
+                self.bad("metrics.textfile_dir", f"{d!r} must be an absolute path (or \"\" "
+                                                 "for no textfile)")
+            elif d is not _MISSING:
+                m.textfile_dir = d
+        if "listen" in t and self.string("metrics.listen", t["listen"]) is not _MISSING:
+            if t["listen"].strip():
+                listen = self.endpoint("metrics.listen", t["listen"])
+                m.listen = m.listen if listen is _MISSING else listen
+        return m
+
+    def endpoints(self, loc: str, value: Any) -> list[str]:
+        """A list of "ip:port" strings, canonical (problems recorded)."""
+        if not isinstance(value, list):
+            self.bad(loc, f"must be an array of \"ip:port\" strings, not {typename(value)}")
+            return []
+        got = (self.endpoint(f"{loc}[{i}]", item) for i, item in enumerate(value))
+        return [e for e in got if e is not _MISSING]
+
+    def endpoint(self, loc: str, value: Any) -> Any:
+        """One "ip:port" string, canonical, or _MISSING (the problem recorded)."""
+        if self.string(loc, value) is _MISSING:
+            return _MISSING
+        ip, colon, port = value.strip().rpartition(":")
+        if not colon:
+            self.bad(loc, f"{value!r}: expected IP:PORT (like 198.18.2.11:8080)")
+            return _MISSING
+        addr = self.address(loc, ip)
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            self.bad(loc, f"{value!r}: port must be 1..65535")
+            return _MISSING
+        return _MISSING if addr is _MISSING else f"{addr}:{int(port)}"
+
+    def source_routes(self, raw: Any, st: Settings) -> list[SourceRoute]:
+        out: list[SourceRoute] = []
         seen: dict[str, int] = {}
         tables = self.tables("source_route", raw)
         for i, t in enumerate(tables):
@@ -628,7 +562,7 @@ class _Validator:
             stats = self.field(loc, t, "stats", self.boolean, default=True)
             targets = self.field(loc, t, "targets", self.targets)
             if _MISSING not in (cidr, stats, targets):
-                out.append(SourceRouteCfg(cidr, targets, stats))
+                out.append(SourceRoute(cidr, targets, stats))
         if len(tables) > st.max_routes:
             self.bad("source_route", f"{len(tables)} routes, more than settings.max_routes "
                                      f"({st.max_routes})")
@@ -643,8 +577,8 @@ class _Validator:
             self.problems.append(str(e))
             return _MISSING
 
-    def sni_routes(self, raw: Any, st: SettingsCfg) -> list[SniRouteCfg]:
-        out: list[SniRouteCfg] = []
+    def sni_routes(self, raw: Any, st: Settings) -> list[SniRoute]:
+        out: list[SniRoute] = []
         seen: dict[str, int] = {}
         tables = self.tables("sni_route", raw)
         for i, t in enumerate(tables):
@@ -660,7 +594,7 @@ class _Validator:
                     seen[host] = i
             targets = self.field(loc, t, "targets", self.targets)
             if _MISSING not in (host, targets):
-                out.append(SniRouteCfg(host, targets))
+                out.append(SniRoute(host, targets))
         if len(tables) > st.max_sni_routes:
             self.bad("sni_route", f"{len(tables)} routes, more than settings.max_sni_routes "
                                   f"({st.max_sni_routes})")

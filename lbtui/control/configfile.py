@@ -23,20 +23,21 @@ from tomlkit.container import Container
 from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import AoT, Array, Comment, InlineTable, Item, Table, Whitespace
 
-from lbtui.control.config import (
-    Config,
-    ConfigError,
-    DatapathCfg,
-    SettingsCfg,
-    canonical_cidr,
-    canonical_hostname,
-    parse_config,
-    read_config_text,
-)
+from lbtui.control.config import ConfigError, parse_config, read_config_text, to_dict
 from lbtui.files import atomic_write  # re-exported: callers import it from here
+from lbtui.model import (
+    Config,
+    DatapathSettings,
+    GroupKey,
+    GroupKind,
+    HealthSettings,
+    MetricsSettings,
+    Settings,
+)
 
 _MISSING = object()
-_DATAPATH_DEFAULTS = {k: v for k, v in vars(DatapathCfg()).items() if k != "interfaces"}
+_DATAPATH_DEFAULTS = {k: v for k, v in vars(DatapathSettings()).items()
+                      if k != "interfaces"}
 _LISTENER_DEFAULTS = {"protocol": "both", "stats": True, "sni": False, "interfaces": None,
                       "address": None}
 _SOURCE_DEFAULTS = {"stats": True}
@@ -106,7 +107,7 @@ def save_config(config: Config, path: str | Path | None = None,
                            "and retry"], target) from None
     check = parse_config(text, target)
     check.path = config.path
-    if check.to_dict() != config.to_dict():
+    if to_dict(check) != to_dict(config):
         raise RuntimeError(f"{target}: the edited document does not round-trip; not written")
     atomic_write(target, text, follow_symlinks=True)
     if exact and len(_docs) < 8:
@@ -120,18 +121,28 @@ def save_config(config: Config, path: str | Path | None = None,
 def merge(doc: tomlkit.TOMLDocument, config: Config, old: Config | None = None) -> None:
     """Edit ``doc`` to mean ``config``. ``old``: what ``doc`` means now (its tables in
     order), so unchanged tables are skipped without being read."""
-    new = config.to_dict()
-    was = old.to_dict() if old is not None else {}
+    new = to_dict(config)
+    was = to_dict(old) if old is not None else {}
     _sync_section(doc, "datapath", new["datapath"], _DATAPATH_DEFAULTS)
-    _sync_section(doc, "settings", new["settings"], vars(SettingsCfg()))
+    _sync_section(doc, "settings", new["settings"], vars(Settings()))
+    _sync_section(doc, "health", dict(vars(config.health)), vars(HealthSettings()))
+    _sync_section(doc, "metrics", dict(vars(config.metrics)), vars(MetricsSettings()))
     _sync_aot(doc, "listener", new.get("listener", []), lambda t: t.get("port"),
               _LISTENER_DEFAULTS, was.get("listener") if old else None)
     _sync_aot(doc, "source_route", new.get("source_route", []),
-              lambda t: canonical_cidr(str(t.get("cidr", ""))), _SOURCE_DEFAULTS,
+              lambda t: _group_key(GroupKind.SOURCE, t.get("cidr")), _SOURCE_DEFAULTS,
               was.get("source_route") if old else None)
     _sync_aot(doc, "sni_route", new.get("sni_route", []),
-              lambda t: canonical_hostname(str(t.get("hostname", ""))), {},
+              lambda t: _group_key(GroupKind.SNI, t.get("hostname")), {},
               was.get("sni_route") if old else None)
+
+
+def _group_key(kind: GroupKind, raw: Any) -> Any:
+    """A route table's identity (canonical prefix or hostname; as written if invalid)."""
+    try:
+        return GroupKey.of(kind, raw).key
+    except ValueError:
+        return raw
 
 
 def _plain(item: Any) -> Any:

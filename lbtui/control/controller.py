@@ -15,44 +15,37 @@ import copy
 import os
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from lbtui import maps as M
-from lbtui.addr import parse_cidr
-from lbtui.control import apply
-from lbtui.control.config import (
-    Config,
-    ConfigError,
-    ListenerCfg,
-    SniRouteCfg,
-    SourceRouteCfg,
-    TargetCfg,
-    canonical_cidr,
-    group_of,
-    load_config,
-    targets_of,
-    validate,
-)
+from lbtui.control.changes import audit
+from lbtui.control.config import ConfigError, load_config, validate
 from lbtui.control.configfile import save_config
 from lbtui.control.instance import Instance
 from lbtui.control.lock import editing, manager_lock
 from lbtui.control.state import read_state
-from lbtui.sni import normalize_hostname
+from lbtui.errors import NotFound
+from lbtui.model import (
+    Config,
+    GroupKey,
+    GroupKind,
+    Listener,
+    Route,
+    SniRoute,
+    SourceRoute,
+)
 from lbtui.targets import TOTAL_WEIGHT, TargetGroup
-
-KINDS = ("listener", "source", "sni")
 
 
 @dataclass(frozen=True)
 class GroupRef:
-    """An editable target group: kind listener|source|sni, key port|cidr|hostname."""
+    """An editable target group, named by its key."""
 
-    kind: str
-    key: Any
+    key: GroupKey
     group: TargetGroup
-    label: str
+    detail: str = ""     # a listener's protocol and flags
 
 
 def redistribute(group: TargetGroup, ip: str, port: int, weight: int) -> TargetGroup:
@@ -65,7 +58,7 @@ def redistribute(group: TargetGroup, ip: str, port: int, weight: int) -> TargetG
     idx = next((i for i, t in enumerate(group.targets) if (t.ip, t.port) == (ip, port)), None)
     if idx is None:
         members = ", ".join(str(t) for t in group.targets)
-        raise ValueError(f"target {ip}:{port} is not in this group ({members})")
+        raise NotFound(f"target {ip}:{port} is not in this group ({members})")
     others = [i for i in range(len(group.targets)) if i != idx]
     rest = TOTAL_WEIGHT - weight
     if not others:
@@ -87,9 +80,72 @@ def redistribute(group: TargetGroup, ip: str, port: int, weight: int) -> TargetG
     return TargetGroup.of([(t.ip, t.port, weights[i]) for i, t in enumerate(group.targets)])
 
 
+class Control(Protocol):
+    """What clients of the control plane (ctl, the console) may do: each call is one
+    transaction (the maps and the config file change together, or nothing changes);
+    ValueError: refused, nothing changed; RuntimeError/OSError: a map update failed and
+    was rolled back."""
+
+    @property
+    def config(self) -> Config: ...
+
+    def groups(self) -> list[GroupRef]: ...
+
+    def set_weights(self, key: GroupKey, group: TargetGroup) -> None: ...
+
+    def set_weight(self, key: GroupKey, target: str, weight: int) -> None: ...
+
+    def drain(self, key: GroupKey, target: str) -> int: ...
+
+    def undrain(self, key: GroupKey, target: str, weight: int) -> None: ...
+
+    def add_listener(self, listener: Listener) -> None: ...
+
+    def update_listener(self, port: int, listener: Listener) -> None: ...
+
+    def remove_listener(self, port: int) -> None: ...
+
+    def add_source_route(self, route: SourceRoute) -> None: ...
+
+    def update_source_route(self, cidr: str, route: SourceRoute) -> None: ...
+
+    def rename_source_route(self, cidr: str, new_cidr: str) -> None: ...
+
+    def remove_source_route(self, cidr: str) -> None: ...
+
+    def add_sni_route(self, route: SniRoute) -> None: ...
+
+    def update_sni_route(self, hostname: str, route: SniRoute) -> None: ...
+
+    def rename_sni_route(self, hostname: str, new_hostname: str) -> None: ...
+
+    def remove_sni_route(self, hostname: str) -> None: ...
+
+    def delete_connection(self, five_tuple: Any) -> bool: ...
+
+    def set_stats(self, enabled: bool) -> None: ...
+
+    def set_connection_timeout(self, seconds: int) -> None: ...
+
+
+def parse_target(target: str) -> tuple[str, int]:
+    """("ip", port) of an "ip:port" target."""
+    from lbtui.addr import parse_ipv4, parse_port
+
+    ip, sep, port = str(target).rpartition(":")
+    if not sep:
+        raise ValueError(f"target {target!r}: expected IP:PORT like 198.18.101.2:8080")
+    return str(parse_ipv4(ip, "target ip")), parse_port(port, "target port")
+
+
 class Controller:
-    def __init__(self, instance: Instance, config_path: Path | None = None) -> None:
+    """The one place a running instance is changed (see the module docstring). ``source``
+    names who edits (ctl, console, reload) in the audit trail."""
+
+    def __init__(self, instance: Instance, config_path: Path | None = None,
+                 source: str = "ctl") -> None:
         self.instance = instance
+        self.source = source
         self.config_path = Path(config_path) if config_path else instance.config_path
         if instance.config is not None:
             self.config: Config = instance.config
@@ -110,21 +166,19 @@ class Controller:
 
     def groups(self) -> list[GroupRef]:
         c = self.config
-        out = [GroupRef("listener", x.port, group_of(x.targets),
-                        f"listener :{x.port}/{x.protocol}" + (" sni" if x.sni else ""))
+        out = [GroupRef(x.key, x.group, x.protocol + (" sni" if x.sni else ""))
                for x in c.listeners]
-        out += [GroupRef("source", r.cidr, group_of(r.targets), f"source {r.cidr}")
-                for r in c.source_routes]
-        out += [GroupRef("sni", r.hostname, group_of(r.targets), f"sni {r.hostname}")
-                for r in c.sni_routes]
+        out += [GroupRef(r.key, r.group) for r in c.source_routes]
+        out += [GroupRef(r.key, r.group) for r in c.sni_routes]
         return out
 
-    def group(self, kind: str, key: Any) -> TargetGroup:
-        return group_of(self._targets_holder(self.config, kind, key).targets)
+    def group(self, key: GroupKey) -> TargetGroup:
+        return _found(self.config, key).group
 
     # --- the edit pipeline -----------------------------------------------------------
 
     def _edit(self, change: Callable[[Config], None]) -> None:
+        """One transaction: ``change`` edits a copy of the file's current config."""
         with editing(self.instance.name):
             try:
                 old = self.refresh()
@@ -135,7 +189,7 @@ class Controller:
             problems = validate(new)
             if problems:
                 raise ValueError("; ".join(problems))
-            txn = apply.sync(self.instance.maps, new, self.instance.ifindexes)
+            txn = self.instance.apply(new)
             if self.config_path is not None:
                 try:
                     save_config(new, self.config_path, old=old)
@@ -145,94 +199,137 @@ class Controller:
             new.path = self.config_path
             self.config = new
             self.instance.config = new
+        audit(self.instance, self.source, old, new)
         if _manager_relevant(old) != _manager_relevant(new):
             if self.instance.managed:          # a console that runs the datapath itself
                 self.instance.sync_splicers()
             else:
                 signal_serve(self.instance.name)
 
-    @staticmethod
-    def _targets_holder(c: Config, kind: str, key: Any) -> Any:
-        if kind == "listener":
-            found: Any = c.listener(_port(key))
-            what = f"no listener on port {key}"
-        elif kind == "source":
-            found = c.source_route(str(parse_cidr(key)))
-            what = f"no source route {key}"
-        elif kind == "sni":
-            found = c.sni_route(normalize_hostname(key).decode())
-            what = f"no SNI route for {key}"
-        else:
-            raise ValueError(f"kind {kind!r}: use one of {', '.join(KINDS)}")
-        if found is None:
-            raise ValueError(what)
-        return found
-
     # --- groups and weights --------------------------------------------------------
 
-    def set_group(self, kind: str, key: Any, group: TargetGroup) -> None:
+    def set_weights(self, key: GroupKey, group: TargetGroup) -> None:
+        """Replace a group's targets and weights."""
         _require_group(group)
-        self._edit(lambda c: setattr(self._targets_holder(c, kind, key), "targets",
-                                     targets_of(group)))
+        self._edit(lambda c: setattr(_found(c, key), "group", group))
 
-    def set_weight(self, kind: str, key: Any, ip: str, port: int, weight: int) -> None:
+    def set_weight(self, key: GroupKey, target: str, weight: int) -> None:
         """One target to ``weight`` (0 drains it), the others rescaled proportionally."""
+        ip, port = parse_target(target)
+
         def change(c: Config) -> None:
-            holder = self._targets_holder(c, kind, key)
-            holder.targets = targets_of(redistribute(group_of(holder.targets), ip, port,
-                                                     weight))
+            holder = _found(c, key)
+            holder.group = redistribute(holder.group, ip, port, weight)
         self._edit(change)
+
+    def drain(self, key: GroupKey, target: str) -> int:
+        """Weight 0 for ``target``: no new connections (established ones stay). Returns
+        the weight it had, for ``undrain``."""
+        ip, port = parse_target(target)
+        before = next((t.weight for t in self.group(key).targets
+                       if (t.ip, t.port) == (ip, port)), None)
+        if before is None:
+            raise NotFound(f"target {target} is not in {key}")
+        self.set_weight(key, target, 0)
+        return before
+
+    def undrain(self, key: GroupKey, target: str, weight: int) -> None:
+        """Give a drained target its weight back (the others rescaled)."""
+        self.set_weight(key, target, weight)
 
     # --- listeners and routes --------------------------------------------------------
 
-    def add_listener(self, listener: ListenerCfg) -> None:
+    def add_listener(self, listener: Listener) -> None:
+        _require_group(listener.group)
+
         def change(c: Config) -> None:
             if c.listener(listener.port) is not None:
-                raise ValueError(f"a listener on port {listener.port} exists; remove it or "
-                                 "edit its targets")
+                raise ValueError(f"a listener on port {listener.port} exists; edit it "
+                                 "instead")
             c.listeners.append(copy.deepcopy(listener))
         self._edit(change)
 
+    def update_listener(self, port: int, listener: Listener) -> None:
+        """Replace the listener on ``port`` (its port may change too) in one transaction:
+        the maps go from the old entries to the new ones with puts before deletes, so the
+        port is never unbalanced in between."""
+        _require_group(listener.group)
+
+        def change(c: Config) -> None:
+            old = _found(c, GroupKey.of(GroupKind.LISTENER, port))
+            if listener.port != old.port and c.listener(listener.port) is not None:
+                raise ValueError(f"a listener on port {listener.port} exists")
+            c.listeners[c.listeners.index(old)] = copy.deepcopy(listener)
+        self._edit(change)
+
     def remove_listener(self, port: int) -> None:
+        self._edit(lambda c: c.listeners.remove(
+            _found(c, GroupKey.of(GroupKind.LISTENER, port))))
+
+    def add_source_route(self, route: SourceRoute) -> None:
+        _require_group(route.group)
+        route = replace(route, cidr=_strict_cidr(route.cidr))
+        key = route.key
+
         def change(c: Config) -> None:
-            found = self._targets_holder(c, "listener", port)
-            c.listeners.remove(found)
+            if c.route(key) is not None:
+                raise ValueError(f"a source route for {key.key} exists; edit it instead")
+            c.source_routes.append(route)
         self._edit(change)
 
-    def add_source_route(self, cidr: str, group: TargetGroup, stats: bool = True) -> None:
-        net = str(parse_cidr(cidr))
-        _require_group(group)
+    def update_source_route(self, cidr: str, route: SourceRoute) -> None:
+        """Replace the source route for ``cidr`` (renamed, new targets or both), in one
+        transaction."""
+        _require_group(route.group)
+        route = replace(route, cidr=_strict_cidr(route.cidr))
+        new_key = route.key
 
         def change(c: Config) -> None:
-            if c.source_route(net) is not None:
-                raise ValueError(f"a source route for {net} exists; remove it or edit its "
-                                 "targets")
-            c.source_routes.append(SourceRouteCfg(net, targets_of(group), stats))
+            old = _found(c, GroupKey.of(GroupKind.SOURCE, cidr))
+            if new_key != old.key and c.route(new_key) is not None:
+                raise ValueError(f"a source route for {new_key.key} exists")
+            c.source_routes[c.source_routes.index(old)] = route
         self._edit(change)
+
+    def rename_source_route(self, cidr: str, new_cidr: str) -> None:
+        old = _found(self.config, GroupKey.of(GroupKind.SOURCE, cidr))
+        self.update_source_route(cidr, replace(old, cidr=new_cidr))
 
     def remove_source_route(self, cidr: str) -> None:
-        def change(c: Config) -> None:
-            found = self._targets_holder(c, "source", cidr)
-            c.source_routes = [r for r in c.source_routes
-                               if canonical_cidr(r.cidr) != canonical_cidr(found.cidr)]
-        self._edit(change)
+        self._edit(lambda c: c.source_routes.remove(
+            _found(c, GroupKey.of(GroupKind.SOURCE, cidr))))
 
-    def add_sni_route(self, hostname: str, group: TargetGroup) -> None:
-        name = normalize_hostname(hostname).decode()
-        _require_group(group)
+    def add_sni_route(self, route: SniRoute) -> None:
+        _require_group(route.group)
+        key = route.key
 
         def change(c: Config) -> None:
-            if c.sni_route(name) is not None:
-                raise ValueError(f"an SNI route for {name} exists; remove it or edit its "
-                                 "targets")
-            c.sni_routes.append(SniRouteCfg(name, targets_of(group)))
+            if c.route(key) is not None:
+                raise ValueError(f"an SNI route for {key.key} exists; edit it instead")
+            c.sni_routes.append(replace(route, hostname=str(key.key)))
         self._edit(change)
+
+    def update_sni_route(self, hostname: str, route: SniRoute) -> None:
+        """Replace the SNI route for ``hostname`` (renamed, new targets or both), in one
+        transaction: the new name is routed before the old one goes."""
+        _require_group(route.group)
+        new_key = route.key
+
+        def change(c: Config) -> None:
+            old = _found(c, GroupKey.of(GroupKind.SNI, hostname))
+            if new_key != old.key and c.route(new_key) is not None:
+                raise ValueError(f"an SNI route for {new_key.key} exists")
+            c.sni_routes[c.sni_routes.index(old)] = replace(route,
+                                                            hostname=str(new_key.key))
+        self._edit(change)
+
+    def rename_sni_route(self, hostname: str, new_hostname: str) -> None:
+        old = _found(self.config, GroupKey.of(GroupKind.SNI, hostname))
+        self.update_sni_route(hostname, replace(old, hostname=new_hostname))
 
     def remove_sni_route(self, hostname: str) -> None:
-        def change(c: Config) -> None:
-            found = self._targets_holder(c, "sni", hostname)
-            c.sni_routes.remove(found)
-        self._edit(change)
+        self._edit(lambda c: c.sni_routes.remove(
+            _found(c, GroupKey.of(GroupKind.SNI, hostname))))
 
     # --- connections and settings ----------------------------------------------------
 
@@ -254,6 +351,24 @@ class Controller:
         if isinstance(seconds, bool) or not isinstance(seconds, int | float):
             raise ValueError(f"sweep_interval: {seconds!r} must be a number of seconds")
         self._edit(lambda c: setattr(c.settings, "sweep_interval", float(seconds)))
+
+
+def _strict_cidr(cidr: str) -> str:
+    """The canonical prefix; host bits set are refused (a typo, not a wider route)."""
+    from lbtui.addr import parse_cidr
+
+    return str(parse_cidr(cidr))
+
+
+def _found(c: Config, key: GroupKey) -> Any:
+    """The listener or route ``key`` names in ``c``; NotFound (a ValueError) if none."""
+    found: Route | None = c.route(key)
+    if found is None:
+        what = {GroupKind.LISTENER: f"no listener on port {key.key}",
+                GroupKind.SOURCE: f"no source route {key.key}",
+                GroupKind.SNI: f"no SNI route for {key.key}"}[key.kind]
+        raise NotFound(what)
+    return found
 
 
 def _manager_relevant(c: Config) -> tuple[Any, ...]:
@@ -278,15 +393,9 @@ def signal_serve(instance: str, sig: int = signal.SIGHUP) -> int | None:
     return pid
 
 
-def _port(key: Any) -> int:
-    from lbtui.addr import parse_port
-
-    return parse_port(key, "listener port")
-
-
 def _require_group(group: Any) -> None:
     if not isinstance(group, TargetGroup):
         raise ValueError("targets: expected a TargetGroup (TargetGroup.of([...]))")
 
 
-__all__ = ["KINDS", "Controller", "GroupRef", "TargetCfg", "redistribute"]
+__all__ = ["Control", "Controller", "GroupRef", "parse_target", "redistribute"]

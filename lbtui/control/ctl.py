@@ -2,35 +2,34 @@
 
 Reads go straight to the pinned maps (``Instance.attach``); edits go through the
 ``Controller`` (edit lock, all-or-nothing map changes, config file written back). Every
-listing takes ``--json``. Exit codes: 0 ok, 1 runtime failure (instance not running, map
-update failed, connection not found), 2 usage or validation error.
+listing takes ``--json`` and prints one ``lbtui.envelope`` document. Exit codes
+(``lbtui.errors``): 0 ok, 1 runtime failure (a map update failed), 2 usage or validation
+error, 3 instance not running, 4 not found (listener, route, target, connection), 5
+``status`` found an interface that lost its XDP program.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import socket
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import humanize
 
-from lbtui import abi, netns
+from lbtui import abi, envelope, errors, netns
 from lbtui import maps as M
 from lbtui.addr import parse_ipv4, parse_port, proto_number
-from lbtui.control.config import ListenerCfg, targets_of
 from lbtui.control.controller import Controller, signal_serve
 from lbtui.control.instance import Instance
+from lbtui.errors import NotFound
+from lbtui.model import GroupKey, Listener, SniRoute, SourceRoute
 from lbtui.targets import TargetGroup
 
+log = logging.getLogger(__name__)
 SETTABLE = ("stats", "connection_timeout", "sweep_interval")
-
-
-class NotFound(RuntimeError):
-    """A looked-up object does not exist (exit 1)."""
 
 
 # --- argument parsing helpers ------------------------------------------------------------
@@ -62,16 +61,17 @@ def parse_endpoint(text: str, what: str) -> tuple[str, int]:
     return str(parse_ipv4(ip, what)), parse_port(port, what)
 
 
-def parse_key(kind: str, key: str) -> Any:
-    return parse_port(key, "listener port") if kind == "listener" else key
+def parse_key(kind: str, key: str) -> GroupKey:
+    return GroupKey.of(kind, key)
 
 
 # --- output ----------------------------------------------------------------------------
 
 
 def emit(args: argparse.Namespace, data: Any, human: str) -> None:
+    """The command's result: a JSON envelope with ``--json``, else ``human``."""
     if getattr(args, "json", False):
-        print(json.dumps(data, indent=1, sort_keys=False))
+        print(envelope.dumps(envelope.ok(data)))
     else:
         print(human)
 
@@ -288,6 +288,13 @@ def status_text(s: dict[str, Any]) -> str:
         mark = "" if i["ours"] else "  (NOT ours)" if i["prog_id"] else "  (detached)"
         lines.append(f"  {i['ifname']:<12} {i['role']:<7} {i['xdp_mode'] or '-':<8} "
                      f"prog {i['prog_id']}{mark}")
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(i["reasons"].items()))
+        lines.append(f"    {'to the stack:':<14} {reasons or 'nothing'}")
+    lines.append("egress (where XDP may redirect)")
+    for e in s["egress"]:
+        lines.append(f"  {e['ifname']:<12} {'redirect' if e['redirect'] else 'stack':<9}"
+                     f"{e['why']}")
+    lines.append(f"local addresses {', '.join(s['local_addresses']) or '-'}")
     lines.append("maps")
     for name, m in s["maps"].items():
         pct = 100 * m["entries"] / m["max_entries"] if m["max_entries"] else 0
@@ -301,10 +308,29 @@ def status_text(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def lost_xdp(s: dict[str, Any]) -> list[str]:
+    """Interfaces of a status document that no longer run this instance's program, each
+    as a phrase ("b2 has no XDP program")."""
+    return [f"{i['ifname']} runs another XDP program (id {i['prog_id']})" if i["prog_id"]
+            else f"{i['ifname']} has no XDP program" for i in s["interfaces"] if not i["ours"]]
+
+
 def cmd_status(args: argparse.Namespace, inst: Instance) -> int:
+    """The instance's state; exit 5 (degraded) when an interface lost our XDP program."""
     s = inst.status()
-    emit(args, s, status_text(s))
-    return 0
+    lost = lost_xdp(s)
+    if not lost:
+        emit(args, s, status_text(s))
+        return errors.OK
+    message = (f"instance {inst.name} is degraded: {'; '.join(lost)}. Restart serve to "
+               "attach its program again (a kept instance re-adopts its maps and "
+               "connections).")
+    if getattr(args, "json", False):
+        print(envelope.dumps(envelope.error("degraded", errors.DEGRADED, message, data=s)))
+    else:
+        print(status_text(s), flush=True)
+        log.error(message)
+    return errors.DEGRADED
 
 
 # --- edits -----------------------------------------------------------------------------
@@ -333,8 +359,8 @@ class _ConnOnly:
 
 def cmd_listeners_add(args: argparse.Namespace, inst: Instance) -> int:
     group = parse_group(args.targets)
-    lst = ListenerCfg(parse_port(args.port, "port"), targets_of(group), args.protocol,
-                      args.interface or None, not args.no_stats, args.sni, args.address)
+    lst = Listener(parse_port(args.port, "port"), group, args.protocol,
+                   args.interface or None, not args.no_stats, args.sni, args.address)
     controller(args, inst).add_listener(lst)
     emit(args, {"added": lst.port}, f"listener :{lst.port} added ({group})")
     return 0
@@ -349,7 +375,8 @@ def cmd_listeners_remove(args: argparse.Namespace, inst: Instance) -> int:
 
 def cmd_sources_add(args: argparse.Namespace, inst: Instance) -> int:
     group = parse_group(args.targets)
-    controller(args, inst).add_source_route(args.cidr, group, stats=not args.no_stats)
+    controller(args, inst).add_source_route(SourceRoute(args.cidr, group,
+                                                        stats=not args.no_stats))
     emit(args, {"added": args.cidr}, f"source route {args.cidr} added ({group})")
     return 0
 
@@ -362,7 +389,7 @@ def cmd_sources_remove(args: argparse.Namespace, inst: Instance) -> int:
 
 def cmd_sni_add(args: argparse.Namespace, inst: Instance) -> int:
     group = parse_group(args.targets)
-    controller(args, inst).add_sni_route(args.hostname, group)
+    controller(args, inst).add_sni_route(SniRoute(args.hostname, group))
     emit(args, {"added": args.hostname}, f"SNI route {args.hostname} added ({group})")
     return 0
 
@@ -377,9 +404,9 @@ def cmd_targets(args: argparse.Namespace, inst: Instance) -> int:
     ctl = controller(args, inst)
     key = parse_key(args.kind, args.key)
     group = parse_group(args.targets)
-    ctl.set_group(args.kind, key, group)
-    emit(args, {"kind": args.kind, "key": key, "targets": group.to_list()},
-         f"{args.kind} {key}: {group}")
+    ctl.set_weights(key, group)
+    emit(args, {"kind": key.kind.value, "key": key.key, "targets": group.to_list()},
+         f"{key}: {group}")
     return 0
 
 
@@ -389,17 +416,17 @@ def cmd_weight(args: argparse.Namespace, inst: Instance) -> int:
     ip, port = parse_endpoint(args.target, "target")
     if not args.weight.strip().isdigit():
         raise ValueError(f"weight {args.weight!r} must be an integer 0..100")
-    ctl.set_weight(args.kind, key, ip, port, int(args.weight))
-    group = ctl.group(args.kind, key)
-    emit(args, {"kind": args.kind, "key": key, "targets": group.to_list()},
-         f"{args.kind} {key}: {group}")
+    ctl.set_weight(key, f"{ip}:{port}", int(args.weight))
+    group = ctl.group(key)
+    emit(args, {"kind": key.kind.value, "key": key.key, "targets": group.to_list()},
+         f"{key}: {group}")
     return 0
 
 
 def cmd_reload(args: argparse.Namespace, inst: Instance) -> int:
     pid = signal_serve(inst.name)
     if pid is None:
-        raise RuntimeError(f"instance {inst.name!r} has no running serve to reload")
+        raise errors.NotRunning(f"instance {inst.name!r} has no running serve to reload")
     emit(args, {"signalled": pid}, f"asked serve (pid {pid}) to reload its config file")
     return 0
 
@@ -411,8 +438,5 @@ def run(args: argparse.Namespace) -> int:
     inst = Instance.attach(args.instance)
     try:
         return int(args.ctl_func(args, inst) or 0)
-    except NotFound as e:
-        print(f"lbtui: {e}", file=sys.stderr, flush=True)
-        return 1
     finally:
         inst.close()

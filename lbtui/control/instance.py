@@ -14,6 +14,7 @@ Layout: pins under ``/sys/fs/bpf/lbtui/<instance>/`` (maps by name, ``prog_xdp``
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import time
@@ -24,13 +25,26 @@ from typing import Any
 from lbtui import abi, bpfsys, netns
 from lbtui import maps as M
 from lbtui.control import apply
-from lbtui.control.config import Config, ConfigError, load_config
-from lbtui.control.lock import FileLock, LockHeld, manager_lock
-from lbtui.control.state import read_state, remove_state, write_state
-from lbtui.datapath import loader
+from lbtui.control.checks import DOWN, CurrentConfig, HealthChecker
+from lbtui.control.config import ConfigError, load_config, parse_dict, to_dict
+from lbtui.control.eventhub import EventHub
+from lbtui.control.lock import FileLock, LockHeld, editing, manager_lock
+from lbtui.control.state import (
+    read_applied,
+    read_state,
+    remove_state,
+    update_state,
+    write_applied,
+    write_state,
+)
+from lbtui.datapath import hostnet, loader
+from lbtui.datapath.egress import EgressWatcher, assess
 from lbtui.datapath.loader import Datapath, DatapathError, xdp_state
-from lbtui.events import aged_event, emit_event
-from lbtui.files import remove_inside
+from lbtui.errors import NotRunning
+from lbtui.files import remove_inside, state_root
+from lbtui.maps.events import aged_event, emit_event
+from lbtui.maps.transaction import Transaction
+from lbtui.model import Config
 from lbtui.names import instance_name
 
 PIN_ROOT = Path(os.environ.get("LBTUI_PIN_ROOT", "/sys/fs/bpf/lbtui"))
@@ -42,18 +56,19 @@ EMIT_PIN = "prog_emit"
 CLOSED_LINGER_S = 10
 
 Progress = Callable[[str], None]
+log = logging.getLogger("lbtui.control")
 
 
 class InstanceError(RuntimeError):
     """The instance cannot be started/attached/stopped; the message says what to do."""
 
 
+class InstanceNotRunning(InstanceError, NotRunning):
+    """Nothing is pinned for the instance (exit 3)."""
+
+
 def pin_dir_of(name: str) -> Path:
     return PIN_ROOT / instance_name(name)
-
-
-def state_root() -> Path:
-    return Path(os.environ.get("LBTUI_STATE_DIR", "/var/lib/lbtui"))
 
 
 def state_dir_of(name: str) -> Path:
@@ -102,11 +117,41 @@ class Instance:
         self.adopted = adopted          # start() found pinned maps and kept them
         self.pin_dir = pin_dir_of(name)
         self.splicers: dict[int, Any] = {}   # SNI listener port -> running Splicer
+        self.egress: EgressWatcher | None = None   # the manager keeps tx_ports current
+        self.hub: EventHub | None = None           # the manager reads the events
+        self.checker: HealthChecker | None = None  # the manager's active health checks
+        self.sysctls: list[dict[str, Any]] = []    # what hostnet.prepare_sysctls changed
 
     @property
     def managed(self) -> bool:
         """True in the process that loaded the datapath and holds the manager lock."""
         return self.datapath is not None
+
+    def out_of_rotation(self) -> frozenset[str]:
+        """Targets ("ip:port") the manager's active checks took out of rotation (another
+        process reads them from the state file)."""
+        if self.checker is not None:
+            return self.checker.out_of_rotation
+        if self.managed:
+            return frozenset()
+        return frozenset((read_state(self.name) or {}).get("out_of_rotation", []))
+
+    def apply(self, config: Config) -> Transaction:
+        """Make the maps match ``config`` (all or nothing), with the targets out of
+        rotation at weight 0; the returned transaction can be rolled back."""
+        txn = apply.sync(self.maps, config, self.ifindexes, self.out_of_rotation())
+        write_applied(self.name, to_dict(config))
+        return txn
+
+    def applied_config(self) -> Config | None:
+        """The config the maps hold now, as last applied by any process."""
+        data = read_applied(self.name)
+        if data is None:
+            return None
+        try:
+            return parse_dict(data)
+        except ConfigError:
+            return None
 
     # --- start / attach ------------------------------------------------------------
 
@@ -137,6 +182,7 @@ class Instance:
         if ns and ns not in _netns_names():
             raise InstanceError(f"network namespace {ns!r} (datapath.netns) does not exist")
         all_ifaces = [*dp_cfg.interfaces, *dp_cfg.reply_interfaces]
+        hostnet.check_interfaces(all_ifaces, ns)
         ifindex = dict(zip(all_ifaces, _ifindexes(all_ifaces, ns), strict=True))
 
         pin_dir = pin_dir_of(name)
@@ -147,6 +193,7 @@ class Instance:
         ours = _own_prog_ids(state, old_prog)
         existing = _check_interfaces(all_ifaces, ifindex, ns, ours)
 
+        M.check_pinned_version(pin_dir)     # another lbtui's maps: refuse, never misread
         adopted = pins_complete(pin_dir)
         if adopted:
             ms = M.MapSet.open_pinned(pin_dir)
@@ -159,6 +206,7 @@ class Instance:
             ms.pin_all(pin_dir)
             os.chmod(pin_dir, 0o700)
         dp: Datapath | None = None
+        inst: Instance | None = None
         try:
             progress("compiling the XDP datapath (BCC)")
             dp = Datapath.load(ms)
@@ -178,7 +226,12 @@ class Instance:
             emit_fd = bpfsys.obj_get(str(pin_dir / EMIT_PIN))
             inst = cls(name, ms, emit_fd, config=config, datapath=dp, lock=lock,
                        netns_name=ns, config_path=config.path, adopted=adopted)
-            txn = apply.sync(ms, config, inst.ifindexes)
+            inst.sysctls = [*state.get("sysctls", []),
+                            *hostnet.prepare_sysctls(all_ifaces, ns)]
+            inst._start_egress(progress)
+            inst.hub = EventHub(ms, name, config.health)
+            inst.hub.start()
+            txn = inst.apply(config)
             progress(f"config applied ({txn.changed} map entries changed)")
             try:
                 inst.sync_splicers(progress)
@@ -186,11 +239,16 @@ class Instance:
                 inst.stop_splicers()
                 raise
             inst.write_state()
+            inst._start_checks()
             return inst
         except BaseException:
+            if inst is not None:
+                inst._stop_threads()
             if not adopted:
                 if dp is not None:
                     dp.detach_all()
+                if inst is not None:
+                    hostnet.restore_sysctls(inst.sysctls, ns)
                 remove_inside(pin_dir, PIN_ROOT)
                 remove_state(name)
             M.close_all_maps(ms)
@@ -200,8 +258,9 @@ class Instance:
     def attach(cls, name: str = "default") -> Instance:
         """Open the pinned maps and programs of a running (or kept) instance."""
         pin_dir = pin_dir_of(name)
+        M.check_pinned_version(pin_dir)
         if not pins_complete(pin_dir):
-            raise InstanceError(f"instance {name!r} is not running: nothing pinned under "
+            raise InstanceNotRunning(f"instance {name!r} is not running: nothing pinned under "
                                 f"{pin_dir} (start it with `lbtui serve --config FILE`)")
         ms = M.MapSet.open_pinned(pin_dir)
         try:
@@ -217,6 +276,46 @@ class Instance:
                 config = load_config(path)
         return cls(name, ms, emit_fd, config=config, netns_name=state.get("netns"),
                    config_path=path)
+
+    def _start_egress(self, progress: Progress) -> None:
+        """Fill tx_ports and local_addrs now, say where packets will take the stack, and
+        keep both current while we manage the instance."""
+        assert self.datapath is not None
+        modes = sorted({a.mode for a in self.datapath.attachments})
+        watcher = EgressWatcher(self.maps, self.netns, lambda: modes, on_change=progress)
+        state = watcher.refresh()
+        for e in state.egress:
+            if not e.redirect:
+                progress(f"note: packets leaving through {e.ifname} go through the kernel "
+                         f"stack ({e.why})")
+        watcher.start()
+        self.egress = watcher
+
+    def _start_checks(self) -> None:
+        """The manager's active health checks (idle while ``[health] check_interval`` is
+        0; the config is re-read as it changes)."""
+        assert self.config is not None and self.hub is not None
+        current = CurrentConfig(self.config_path, self.config)
+        self.checker = HealthChecker(current, self.netns,
+                                     lambda *change: self._rotation_changed(current, *change))
+        self.hub.checks = self.checker.snapshot
+        self.checker.start()
+
+    def _rotation_changed(self, current: CurrentConfig, out: frozenset[str], target: str,
+                          old: str, new: str, why: str) -> None:
+        """A target went out of rotation or came back: log it, show it to every viewer,
+        record it for other processes' edits, and apply it (under the edit lock, with the
+        file's config)."""
+        log.log(logging.WARNING if new == DOWN else logging.INFO,
+                "target %s %s rotation (active check: %s)",
+                target, "taken out of" if new == DOWN else "back in", why)
+        if self.hub is not None:
+            self.hub.publish({"type": "transition", "source": "check", "group": None,
+                              "target": target, "from": old, "to": new, "why": why,
+                              "ts": time.time()})
+        with editing(self.name):
+            update_state(self.name, out_of_rotation=sorted(out))
+            self.apply(current())
 
     # --- state ---------------------------------------------------------------------
 
@@ -241,6 +340,9 @@ class Instance:
             "attachments": self.attachments(),
             "prog_ids": [self.datapath.prog_id] if self.datapath else (
                 read_state(self.name) or {}).get("prog_ids", []),
+            "sysctls": self.sysctls if self.managed else (
+                read_state(self.name) or {}).get("sysctls", []),
+            "out_of_rotation": sorted(self.out_of_rotation()),
             "started": time.time(),
             **extra,
         })
@@ -253,6 +355,7 @@ class Instance:
         maps for a later ``serve`` to re-adopt. A non-manager only closes its fds."""
         try:
             self.stop_splicers()
+            self._stop_threads()
             if self.managed:
                 if keep:
                     self.write_state(pid=None, kept=True)
@@ -261,7 +364,20 @@ class Instance:
         finally:
             self.close()
 
+    def _stop_threads(self) -> None:
+        """The manager's own threads: health checks, the egress watcher, the event hub."""
+        if self.checker is not None:
+            self.checker.stop()
+            self.checker = None
+        if self.egress is not None:
+            self.egress.stop()
+            self.egress = None
+        if self.hub is not None:
+            self.hub.stop()
+            self.hub = None
+
     def close(self) -> None:
+        self._stop_threads()
         if self.emit_fd >= 0:
             os.close(self.emit_fd)
             self.emit_fd = -1
@@ -340,6 +456,16 @@ class Instance:
                     emit_event(self.emit_fd, aged_event(conn, now))
         return removed
 
+    def _egress_now(self) -> dict[str, Any]:
+        """Redirect verdicts per interface, assessed now in the instance's namespace."""
+        atts = self.attachments()
+        modes = {a.get("mode") for a in atts}
+        try:
+            with netns.inside(self.netns):
+                return {e.ifname: e for e in assess(bool(modes) and modes <= {"generic"})}
+        except OSError:
+            return {}
+
     def ifindexes(self, names: Sequence[str]) -> list[int]:
         return _ifindexes(names, self.netns)
 
@@ -351,11 +477,20 @@ class Instance:
         roles = {n: "client" for n in state.get("interfaces", [])}
         roles.update({n: "reply" for n in state.get("reply_interfaces", [])})
         prog_id = _pinned_prog_id(self.pin_dir)
+        reasons = M.read_reasons(self.maps.reasons_map)
+        egress = self._egress_now()
         for a in self.attachments():
             mode, live_id = _xdp_state(a["ifname"], a.get("netns"))
+            e = egress.get(a["ifname"])
             ifaces.append({"ifname": a["ifname"], "role": roles.get(a["ifname"], "?"),
                            "ifindex": a.get("ifindex"), "xdp_mode": mode,
-                           "prog_id": live_id, "ours": bool(live_id) and live_id == prog_id})
+                           "prog_id": live_id, "ours": bool(live_id) and live_id == prog_id,
+                           "redirect": e.redirect if e else False,
+                           "redirect_why": e.why if e else "not found",
+                           "reasons": reasons.get(a.get("ifindex") or -1, {})})
+        tx = set(M.tx_ports(self.maps.tx_ports_map))
+        egress_rows = [{"ifname": e.ifname, "redirect": e.ifindex in tx, "why": e.why}
+                       for e in egress.values()]
         ms = self.maps
         fwd = rev = 0
         for _k, v in M.conntrack_reader(ms.conntrack_map).items():
@@ -363,7 +498,7 @@ class Instance:
                 rev += 1
             else:
                 fwd += 1
-        fill = {name: {"entries": len(list(bpfsys.keys(m.fd, m.key_type))),
+        fill = {name: {"entries": M.count_entries(m),
                        "max_entries": m.max_entries}
                 for name, m in (("listen", ms.listen_map), ("source_routes", ms.config_map),
                                 ("sni_routes", ms.sni_map))}
@@ -380,6 +515,8 @@ class Instance:
             "netns": self.netns,
             "prog_id": prog_id,
             "interfaces": ifaces,
+            "egress": egress_rows,
+            "local_addresses": M.local_addresses(self.maps.local_addrs_map),
             "maps": fill,
             "settings": {"stats": M.stats_enabled(ms.settings_map),
                          "connection_timeout": M.get_connection_timeout(ms.settings_map)},
@@ -488,6 +625,8 @@ def teardown(name: str, attachments: Sequence[dict[str, Any]] | None = None,
             if loader.detach(a["ifname"], ns=a.get("netns"), only_prog_id=live):
                 where = f" in {a['netns']}" if a.get("netns") else ""
                 done.append(f"detached XDP (prog id {live}, {mode}) from {a['ifname']}{where}")
+    done += [f"restored {x}" for x in hostnet.restore_sysctls(state.get("sysctls", []),
+                                                              state.get("netns"))]
     if remove_inside(pin_dir, PIN_ROOT):
         done.append(f"removed pins {pin_dir}")
     with contextlib.suppress(OSError):

@@ -15,6 +15,15 @@ from lbtui.files import atomic_write, remove_inside
 from lbtui.names import instance_name
 
 
+def instance_names() -> list[str]:
+    """Instances that have a state file (serving, or kept forwarding): what shell
+    completion offers for ``--instance``."""
+    try:
+        return sorted(p.stem for p in run_dir().glob("*.json"))
+    except OSError:   # not root: /run/lbtui is not ours to read
+        return []
+
+
 def state_path(instance: str) -> Path:
     return run_dir() / f"{instance_name(instance)}.json"
 
@@ -34,3 +43,26 @@ def write_state(instance: str, state: dict[str, Any]) -> None:
 
 def remove_state(instance: str) -> None:
     remove_inside(state_path(instance), run_dir())
+    remove_inside(applied_path(instance), run_dir())
+
+
+def applied_path(instance: str) -> Path:
+    return run_dir() / f"{instance_name(instance)}.applied.json"
+
+
+def write_applied(instance: str, config: dict[str, Any]) -> None:
+    """Record the config the maps now hold (whoever applied it: serve, ctl, a console), so
+    a reload can say what it changes."""
+    atomic_write(applied_path(instance), json.dumps(config, indent=1) + "\n")
+
+
+def read_applied(instance: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(applied_path(instance).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def update_state(instance: str, **fields: Any) -> None:
+    """Change some fields of the state file (the caller holds the edit lock)."""
+    write_state(instance, {**(read_state(instance) or {}), **fields})

@@ -8,6 +8,7 @@ attached with netlink and stays attached after this process exits (``serve --kee
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from lbtui import bpfsys, netns
+from lbtui.datapath import egress
 from lbtui.maps import MapSet
 
 
@@ -44,8 +46,25 @@ class DatapathError(RuntimeError):
     """Loading or attaching failed; the message says what to do next."""
 
 
+# The oldest kernel the datapath loads on: bpf_ktime_get_coarse_ns (5.11) is the newest
+# kernel feature it uses; the BPF ring buffer and CAP_BPF came in 5.8.
+MIN_KERNEL = (5, 11)
+
+
+def kernel_version(release: str) -> tuple[int, int]:
+    """(major, minor) of a kernel release string such as ``6.1.0-18-amd64``."""
+    major, _, rest = release.partition(".")
+    minor = "".join(itertools.takewhile(str.isdigit, rest))
+    return int(major), int(minor or 0)
+
+
 def preflight() -> None:
     """Fail early, with the fix, when this machine cannot run the datapath."""
+    release = os.uname().release
+    if kernel_version(release) < MIN_KERNEL:
+        raise DatapathError(f"kernel {release} is too old: lbtui's datapath needs Linux "
+                            f"{'.'.join(map(str, MIN_KERNEL))} or newer (Debian 12's own "
+                            "kernel, 6.1, works).")
     if os.geteuid() != 0:
         raise DatapathError("lbtui needs root to load BPF programs: run it with sudo.")
     if not os.path.ismount("/sys/fs/bpf"):
@@ -55,7 +74,7 @@ def preflight() -> None:
     if not (build / "include").exists():
         raise DatapathError(
             f"kernel headers missing: {build} does not exist. Run scripts/setup.sh, which "
-            "installs linux-headers-amd64 and links it there.")
+            "installs linux-headers-ARCH and links it there.")
     try:
         import bcc  # noqa: F401
     except ImportError as e:
@@ -137,6 +156,8 @@ class Datapath:
             raise DatapathError(f"XDP mode {mode!r}: use native, generic or auto")
         with netns.inside(ns):
             ifindex = _ifindex(ifname, ns)
+            if mode == "auto" and egress.native_capable(ifindex) is False:
+                modes = ["generic"]     # the driver says so: no failed attempt, no noise
             for m in modes:
                 if _bcc_lib().bpf_attach_xdp(ifname.encode(), prog_fd, MODES[m]) == 0:
                     break

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -11,6 +10,7 @@ import sys
 import time
 from typing import Any
 
+from lbtui import envelope, errors
 from lbtui.lab.lifecycle import DEFAULT_LAB, TrafficOptions
 from lbtui.names import LAB, arg_type
 
@@ -222,14 +222,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     require_root("lbtui lab status")
     st = status(validate_lab_name(args.lab))
     if args.json:
-        print(json.dumps(st, indent=1, default=str))
+        print(envelope.dumps(envelope.ok(st) if st["exists"] else envelope.error(
+            "not_running", errors.NOT_RUNNING, f"lab {args.lab} is not up", data=st)))
     else:
         print(render_status(st))
         if not st["exists"]:
             others = [x for x in list_labs() if x != args.lab]
             if others:
                 print(f"labs present: {', '.join(others)} (use --lab NAME)")
-    return 0 if st["exists"] else 1
+    return errors.OK if st["exists"] else errors.NOT_RUNNING
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
@@ -246,7 +247,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     topo = Topology.load(lab)
     if topo is None:
         print(f"lbtui: lab {lab} is not up (`lbtui lab up --lab {lab}`)", file=sys.stderr)
-        return 1
+        return errors.NOT_RUNNING
     ns = topo.ns_of(args.node)          # ValueError lists the nodes: exit 2
     sys.stdout.flush()
     os.execvp("ip", ["ip", "netns", "exec", ns, *cmd])

@@ -12,7 +12,8 @@ What it sets up, on the demo topology (2 clients, 4 backends; see ``topology``):
   the listener's group, whatever the port (the SNI splicer honours them too), so
   client2 only sends HTTP);
 - SNI routes www.demo.test -> backend1/backend2, api.demo.test -> backend3/backend4;
-  with the SNI splicer available, port 443 is an SNI listener in front of them.
+  with the SNI splicer available, port 443 is an SNI listener in front of them;
+- active health checks on backend3's HTTP port, which the demo can break (see the file).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ SOURCE_ROUTED_CLIENT = "client2"
 SOURCE_ROUTE_BACKENDS = ((3, 50), (4, 50))
 SNI_ROUTES = {"www.demo.test": ((1, 50), (2, 50)), "api.demo.test": ((3, 70), (4, 30))}
 CONNECTION_TIMEOUT = 60
+CHECKED_BACKEND = "backend3"      # the one with active health checks
 
 
 def instance_name(lab: str) -> str:
@@ -59,7 +61,8 @@ def render(topo: Topology, sni_listener: bool) -> str:
                          f"backends, lab {topo.lab} has {len(topo.clients)} and "
                          f"{len(topo.backends)}")
     routed = topo.node(SOURCE_ROUTED_CLIENT)
-    assert routed is not None
+    checked = topo.node(CHECKED_BACKEND)
+    assert routed is not None and checked is not None
     quoted = ", ".join(f'"{n}"' for n in topo.client_ifnames)
     replies = ", ".join(f'"{n}"' for n in topo.backend_ifnames)
     parts = [f"""\
@@ -81,6 +84,22 @@ keep = false
 stats = true
 # Short, so idle UDP flows age out while you watch.
 connection_timeout = {CONNECTION_TIMEOUT}
+
+# Target health from the traffic, plus active checks on {checked.node}'s HTTP port. Make it
+# refuse connections, as if its server had stopped, and watch it turn failing, leave the
+# rotation and its share move to the others:
+#   lbtui lab exec --lab {topo.lab} {checked.node} -- nft add table ip outage \\
+#     '{{ chain in {{ type filter hook input priority 0;
+#         tcp dport {HTTP_PORT} reject with tcp reset; }}; }}'
+# and bring it back:
+#   lbtui lab exec --lab {topo.lab} {checked.node} -- nft delete table ip outage
+[health]
+window = 30
+check_interval = 1
+check_timeout = 0.5
+fall = 2
+rise = 2
+check_targets = ["{checked.ip}:{HTTP_PORT}"]
 
 # Short HTTP requests: every request is a new connection, so weights show at once.
 [[listener]]

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
+from lbtui.logs import color_enabled
+
 
 class StepFailed(RuntimeError):
     """A set-up step failed; the message names the step, the error and what to do."""
@@ -25,7 +27,8 @@ class StepFailed(RuntimeError):
 class Steps:
     def __init__(self, out: TextIO | None = None, color: bool | None = None) -> None:
         self.out = out or sys.stdout
-        self.color = self.out.isatty() if color is None else color
+        # Colours (and the in-place "… title" line) on a terminal without NO_COLOR only.
+        self.color = color_enabled(self.out) if color is None else color
         self.done: list[tuple[str, float]] = []
         self._pending = False     # a "… title" line is on screen without its newline
 

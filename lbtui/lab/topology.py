@@ -369,17 +369,21 @@ def python_argv(module: str, *args: str) -> list[str]:
 HTTP_PORT = 8080
 ECHO_PORT = 7000
 UDP_PORT = 9000
+TLS_PORT = 8443
 
 
 def start_backend_servers(topo: Topology, http: int = HTTP_PORT, echo: int = ECHO_PORT,
                           udp: int = UDP_PORT, timeout: float = 20, tls: int | None = None,
                           cert: str | Path | None = None, key: str | Path | None = None,
-                          also_http: Sequence[int] = ()) -> None:
+                          also_http: Sequence[int] = (), certs: Path | None = None) -> None:
     """Start lbtui.lab.servers in every backend and wait until each has bound its ports.
-    With ``tls`` (and a certificate), each also serves HTTPS on that port; ``also_http``:
-    more HTTP ports."""
+    With ``tls``, each also serves HTTPS on that port, with ``cert``/``key`` or its own
+    ``<name>.pem`` from ``certs`` (``tlscerts.make_backend_certs``); ``also_http``: more
+    HTTP ports."""
     procs = []
-    tls_args = ["--tls", str(tls), "--cert", str(cert), "--key", str(key)] if tls else []
+    tls_args = (["--tls", str(tls)] + (["--certs", str(certs)] if certs else
+                                       ["--cert", str(cert), "--key", str(key)])
+                if tls else [])
     tls_args += [a for p in also_http for a in ("--also-http", str(p))]
     for e in topo.backends:
         procs.append((e, topo.popen(e.node, python_argv(

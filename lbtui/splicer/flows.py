@@ -9,21 +9,15 @@ datapath counts). Opened/closed events go through lb_emit_event into the one rin
 
 from __future__ import annotations
 
-import errno
-import functools
 import time
 from dataclasses import dataclass
 
-from lbtui import abi, bpfsys
-from lbtui.addr import ip_to_be, port_to_be
-from lbtui.events import LbEvent, emit_event
-from lbtui.maps import CT_F_CLOSE_REQUEST, MapSet, stats_enabled
+from lbtui import abi
+from lbtui.maps import MapSet, stats_enabled
+from lbtui.maps.conntrack import local_flow_entry, refresh_local_flow, remove_flow, write_flow
+from lbtui.maps.events import LbEvent, emit_event
 
 Addr = tuple[str, int]
-BPF_EXIST = 2
-# ip_to_be validates through ipaddress (~10 us); a splicer converts the same few VIPs and
-# targets, and each client a few times, per connection.
-ip_be_cached = functools.lru_cache(maxsize=4096)(ip_to_be)
 
 
 @dataclass(eq=False)
@@ -34,15 +28,12 @@ class FlowEntry:
     stats: bool                       # the chosen route asked for events
     key: abi.CtKey
     value: abi.CtValue
+    group: str = "listener"           # what chose the target: listener | source | sni
+    sni_hash: int = 0
 
     @property
     def flags(self) -> int:
         return self.value.flags
-
-
-def _key(client: Addr, vip: Addr) -> abi.CtKey:
-    return abi.CtKey(ip_be_cached(client[0]), ip_be_cached(vip[0]), port_to_be(client[1]),
-                     port_to_be(vip[1]), abi.IPPROTO_TCP)
 
 
 class FlowRecorder:
@@ -53,15 +44,12 @@ class FlowRecorder:
         self.emit_prog_fd = emit_prog_fd
         self.events_lost = 0
 
-    def open(self, client: Addr, vip: Addr, target: Addr, stats: bool) -> FlowEntry:
+    def open(self, client: Addr, vip: Addr, target: Addr, stats: bool,
+             group: str = "listener", sni_hash: int = 0) -> FlowEntry:
         now = time.monotonic_ns()     # CLOCK_MONOTONIC, as bpf_ktime_get_ns()
-        flags = abi.CT_F_LOCAL | abi.CT_F_SEEN_REPLY | (abi.CT_F_STATS if stats else 0)
-        value = abi.CtValue(orig_dst_ip=ip_be_cached(vip[0]), orig_dst_port=port_to_be(vip[1]),
-                            flags=flags, nat_dst_ip=ip_be_cached(target[0]),
-                            nat_dst_port=port_to_be(target[1]), created_ns=now,
-                            last_seen_ns=now)
-        entry = FlowEntry(client, vip, target, stats, _key(client, vip), value)
-        bpfsys.update(self.maps.conntrack_map.fd, entry.key, entry.value)
+        key, value = local_flow_entry(client, vip, target, stats=stats, now_ns=now)
+        entry = FlowEntry(client, vip, target, stats, key, value, group, sni_hash)
+        write_flow(self.maps.conntrack_map, key, value)
         self._emit(entry, "opened", "")
         return entry
 
@@ -69,42 +57,42 @@ class FlowRecorder:
                 bytes_rev: int, add_flags: int = 0) -> str:
         """Write the current counters (and last_seen = now). Returns "ok";
         "close_requested" when an operator deleted the connection (ctl or console flag the
-        entry, ``maps.CT_F_CLOSE_REQUEST``): the caller resets it; or "reregistered" when
+        entry, ``maps.conntrack.CT_F_CLOSE_REQUEST``): the caller resets it; or "reregistered" when
         the entry was gone (evicted by the LRU map under pressure, or swept) and has been
         written back: the connection is alive, so it stays listed."""
-        fd = self.maps.conntrack_map.fd
-        now = bpfsys.lookup(fd, entry.key, abi.CtValue)
-        if now is not None and now.flags & CT_F_CLOSE_REQUEST:
-            return "close_requested"
         v = entry.value
         v.packets_fwd, v.packets_rev = packets_fwd, packets_rev
         v.bytes_fwd, v.bytes_rev = bytes_fwd, bytes_rev
         v.flags |= add_flags
         v.last_seen_ns = time.monotonic_ns()
-        if now is not None:
-            try:
-                bpfsys.update(fd, entry.key, v, BPF_EXIST)
-                return "ok"
-            except OSError as e:
-                if e.errno != errno.ENOENT:
-                    raise
-        bpfsys.update(fd, entry.key, v)
-        return "reregistered"
+        return refresh_local_flow(self.maps.conntrack_map, entry.key, v)
 
     def close(self, entry: FlowEntry, reason: str) -> None:
         """Remove the entry and emit the closed event (reason: fin, rst or aged)."""
-        bpfsys.delete(self.maps.conntrack_map.fd, entry.key)
+        remove_flow(self.maps.conntrack_map, entry.key)
         if reason == "rst":
             entry.value.flags |= abi.CT_F_RST
         self._emit(entry, "closed", reason)
 
+    def connect_failed(self, client: Addr, vip: Addr, target: Addr, stats: bool,
+                       group: str, sni_hash: int) -> None:
+        """The target did not accept the connection: an event, so the target's health
+        shows it like a SYN the datapath saw unanswered."""
+        now = time.monotonic_ns()
+        self._send(stats, LbEvent(now, "connect_failed", "tcp", "", client[0], client[1],
+                                  vip[0], vip[1], target[0], target[1], now, 0, 0, 0, 0,
+                                  group, False, False, sni_hash))
+
     def _emit(self, entry: FlowEntry, kind: str, reason: str) -> None:
-        if not entry.stats or not stats_enabled(self.maps.settings_map):
-            return
         v = entry.value
-        ev = LbEvent(time.monotonic_ns(), kind, "tcp", reason, entry.client[0],
-                     entry.client[1], entry.vip[0], entry.vip[1], entry.target[0],
-                     entry.target[1], v.created_ns, v.packets_fwd, v.packets_rev,
-                     v.bytes_fwd, v.bytes_rev)
+        self._send(entry.stats, LbEvent(
+            time.monotonic_ns(), kind, "tcp", reason, entry.client[0], entry.client[1],
+            entry.vip[0], entry.vip[1], entry.target[0], entry.target[1], v.created_ns,
+            v.packets_fwd, v.packets_rev, v.bytes_fwd, v.bytes_rev, entry.group, True,
+            False, entry.sni_hash))
+
+    def _send(self, stats: bool, ev: LbEvent) -> None:
+        if not stats or not stats_enabled(self.maps.settings_map):
+            return
         if not emit_event(self.emit_prog_fd, ev):
             self.events_lost += 1

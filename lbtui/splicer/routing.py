@@ -12,16 +12,14 @@ Precedence, per connection:
 
 from __future__ import annotations
 
-import ctypes as ct
 import random
 from dataclasses import dataclass
 
-from lbtui import abi, bpfsys
-from lbtui.addr import port_to_be
+from lbtui import abi
 from lbtui.maps import MapSet
+from lbtui.maps.routes import ListenerLookup, lookup_sni_hash, match_source_route
 from lbtui.sni import hostname_hash
-from lbtui.splicer.flows import ip_be_cached
-from lbtui.targets import RouteRecord, TargetSpec, decode_route
+from lbtui.targets import RouteRecord, TargetSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +27,7 @@ class Decision:
     target: TargetSpec
     kind: str          # "sni" | "source" | "listener": which group chose it
     flags: int         # the chosen route's LB_ROUTE_F_* flags (STATS decides events)
+    sni_hash: int = 0  # kind "sni": the route's hostname hash
 
 
 def pick(route: RouteRecord, rng: random.Random) -> TargetSpec | None:
@@ -61,44 +60,28 @@ class Router:
         self.maps = maps
         self.port = port
         self.rng = rng or random.Random()
-        self._listen_key: abi.ListenKey | None = None
+        self._listener = ListenerLookup(maps.listen_map, port, abi.ROUTE_F_SNI)
 
-    def listener_route(self) -> abi.Route | None:
-        """This port's listen entry flagged SNI. Entries exist per interface and hold the
-        same group; the key found is remembered and re-found if it goes away."""
-        fd = self.maps.listen_map.fd
-        if self._listen_key is not None:
-            v = bpfsys.lookup(fd, self._listen_key, abi.Route)
-            if v is not None and v.flags & abi.ROUTE_F_SNI:
-                return v
-        self._listen_key = None
-        want = port_to_be(self.port)
-        for k in sorted(bpfsys.keys(fd, abi.ListenKey), key=lambda k: k.ifindex):
-            if k.port != want:
-                continue
-            v = bpfsys.lookup(fd, k, abi.Route)
-            if v is not None and v.flags & abi.ROUTE_F_SNI:
-                self._listen_key = k
-                return v
-        return None
+    def listener_route(self) -> RouteRecord | None:
+        """This port's listen entry flagged SNI."""
+        return self._listener.route()
 
     def route(self, server_name: bytes | None, client_ip: str) -> tuple[Decision | None, str]:
         """(decision, kind of group consulted); decision None when that group has no target
         with weight > 0, or when there is no group at all (kind "none")."""
         h = sni_key(server_name)
         if h is not None:
-            v = bpfsys.lookup(self.maps.sni_map.fd, ct.c_uint64(h), abi.Route)
-            if v is not None:
-                return self._decide(v, "sni"), "sni"
-        v = bpfsys.lookup(self.maps.config_map.fd, abi.LpmKey(32, ip_be_cached(client_ip)),
-                          abi.Route)
-        if v is not None:
-            return self._decide(v, "source"), "source"
-        v = self.listener_route()
-        if v is not None:
-            return self._decide(v, "listener"), "listener"
+            r = lookup_sni_hash(self.maps.sni_map, h)
+            if r is not None:
+                return self._decide(r, "sni", h), "sni"
+        r = match_source_route(self.maps.config_map, client_ip)
+        if r is not None:
+            return self._decide(r, "source"), "source"
+        r = self.listener_route()
+        if r is not None:
+            return self._decide(r, "listener"), "listener"
         return None, "none"
 
-    def _decide(self, route: abi.Route, kind: str) -> Decision | None:
-        t = pick(decode_route(route), self.rng)
-        return Decision(t, kind, route.flags) if t is not None else None
+    def _decide(self, route: RouteRecord, kind: str, sni_hash: int = 0) -> Decision | None:
+        t = pick(route, self.rng)
+        return Decision(t, kind, route.flags, sni_hash) if t is not None else None

@@ -552,6 +552,7 @@ class Splicer:
         backend.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         err = backend.connect_ex((decision.target.ip, decision.target.port))
         if err not in (0, errno.EINPROGRESS):
+            self._connect_failed(p, decision, os.strerror(err))
             self._count("rejected.connect_failed")
             self._drop(backend)
             self._drop(p.sock)
@@ -560,7 +561,20 @@ class Splicer:
         self._connecting[backend.fileno()] = c
         self._ep.register(backend.fileno(), _EP_OUT)
 
-    def _reject_connecting(self, c: _Connecting, reason: str) -> None:
+    def _connect_failed(self, p: _Pending, d: Decision, why: str) -> None:
+        """A target that does not accept connections: logged, and an event for its
+        health (the datapath's unanswered SYNs, seen from the splicer)."""
+        log.warning("splicer on port %s: connect to %s for %s:%s failed: %s", self.port,
+                    d.target, *p.client, why)
+        if self._recorder is not None:
+            t = d.target
+            self._recorder.connect_failed(p.client, p.vip, (t.ip, t.port),
+                                          bool(d.flags & abi.ROUTE_F_STATS), d.kind,
+                                          d.sni_hash)
+
+    def _reject_connecting(self, c: _Connecting, reason: str, why: str = "") -> None:
+        if reason in ("connect_failed", "connect_timeout"):
+            self._connect_failed(c.pending, c.decision, why or reason.replace("_", " "))
         self._count(f"rejected.{reason}")
         fd = c.backend.fileno()
         self._connecting.pop(fd, None)
@@ -579,8 +593,7 @@ class Splicer:
             except OSError:
                 return          # not connected yet (a spurious wake-up)
         if err:
-            log.debug("splicer: connect to %s failed: %s", c.decision.target, os.strerror(err))
-            self._reject_connecting(c, "connect_failed")
+            self._reject_connecting(c, "connect_failed", os.strerror(err))
             return
         fd = c.backend.fileno()
         del self._connecting[fd]
@@ -594,7 +607,8 @@ class Splicer:
         t = c.decision.target
         try:
             entry = self._recorder.open(p.client, p.vip, (t.ip, t.port),
-                                        bool(c.decision.flags & abi.ROUTE_F_STATS))
+                                        bool(c.decision.flags & abi.ROUTE_F_STATS),
+                                        c.decision.kind, c.decision.sni_hash)
         except OSError as e:
             log.warning("splicer: conntrack insert for %s:%s failed: %s", *p.client, e)
             self._count("rejected.setup_failed")

@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from bench import compare, cpu
-from bench.contenders import WEIGHTS, haproxy_config, nft_ruleset
+from bench import compare, cpu, hijack
+from bench.contenders import WEIGHTS, haproxy_config, listeners_toml, nft_ruleset
 from bench.servers import http_server_config
+from lbtui.control.config import load_config
 from lbtui.lab.topology import VIP, Endpoint, Topology
+from tests.topologies.serving import write_config
+from tests.topologies.shapes import Shape
 
 
 def _topo() -> Topology:
@@ -97,3 +100,34 @@ def test_quick_settings_are_short_and_default_fits_five_minutes() -> None:
     d, _ = compare.parse_args([])
     per_round = d.conn_seconds + d.udp_seconds + d.bulk_seconds + d.cpu_seconds + 2
     assert d.rounds * len(d.contenders) * per_round < 270
+
+
+@pytest.mark.parametrize("argv", [["--shape", "nowhere"], ["--shape", "bridge", "--lbtui-stats"],
+                                  ["--shape", "redirect", "--lab", "a-very-long-prefix"]])
+def test_compare_rejects_bad_shape_arguments(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        compare.parse_args(argv)
+    assert e.value.code == 2
+
+
+@pytest.mark.parametrize("argv", [["--shape", "bridge", "--mode", "native"],
+                                  ["--load-seconds", "0"], ["--direct-seconds", "31"],
+                                  ["--load-rate", "50"], ["--tag", "bad tag!"]])
+def test_hijack_rejects_bad_arguments(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        hijack.parse_args(argv)
+    assert e.value.code == 2
+
+
+def test_served_lbtui_config_is_one_lbtui_accepts(tmp_path: Path) -> None:
+    """The config the serve-based contender writes passes lbtui's own validation, with the
+    same targets and weights as the other contenders."""
+    topo = _topo()
+    shape = Shape("veth", topo, ["c1", "c2"], ["b1", "b2", "b3"], ("native", "generic",
+                                                                   "auto"))
+    cfg = load_config(write_config(shape, tmp_path, "bench-x", "auto", listeners_toml(topo)))
+    assert cfg.datapath.netns == topo.lb_ns and cfg.datapath.xdp_mode == "auto"
+    http = next(lst for lst in cfg.listeners if lst.port == 80)
+    assert [(t.ip, t.port, t.weight) for t in http.group.targets] == [
+        (b.ip, 8080, w) for b, w in zip(topo.backends, WEIGHTS, strict=True)]
+    assert {lst.port for lst in cfg.listeners} == {80, 5001, 9000}

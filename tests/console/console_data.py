@@ -12,7 +12,8 @@ from lbtui import maps as M
 from lbtui.console.collector import Clock, Collector
 from lbtui.console.eventfeed import EventFeed
 from lbtui.console.snapshot import InstanceInfo
-from lbtui.events import LbEvent
+from lbtui.maps import settings
+from lbtui.maps.events import LbEvent
 from lbtui.targets import TargetGroup
 
 T0_NS = 5_000 * 1_000_000_000          # CLOCK_MONOTONIC of the first snapshot
@@ -62,7 +63,13 @@ def put_flow(ms: M.MapSet, client: tuple[str, int], vip_port: int, target: tuple
 
 
 def set_counter(ms: M.MapSet, slot: int, value: int) -> None:
-    bpfsys.update(ms.counters_map.fd, ct.c_uint32(slot), ct.c_uint64(value))
+    settings.set_counter(ms.counters_map, slot, value)
+
+
+def set_reason(ms: M.MapSet, ifindex: int, reason: int, value: int) -> None:
+    """A per-CPU reasons counter, all of it on CPU 0."""
+    values = (ct.c_uint64 * M.possible_cpus())(value)
+    bpfsys.update(ms.reasons_map.fd, abi.ReasonKey(ifindex, reason), values)
 
 
 def fill_routes(ms: M.MapSet) -> None:
@@ -149,6 +156,8 @@ def warm_collector(ms: M.MapSet, steps: int = 13, every: float = 5.0
         set_counter(ms, abi.CTR_FLOWS_CLOSED, 900 + 7 * step)
         set_counter(ms, abi.CTR_FLOWS_DELETED, 12)
         set_counter(ms, abi.CTR_USER_EVENTS, 3)
+        set_reason(ms, IFINDEX["c1"], abi.REASON_EGRESS_NOT_XDP, 400 + 15 * step)
+        set_reason(ms, IFINDEX["c2"], abi.REASON_NO_FLOW, 7)
         col.collect([])
         if step < steps - 1:
             clock.advance(every)

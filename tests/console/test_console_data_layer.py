@@ -14,7 +14,8 @@ from lbtui import maps as M
 from lbtui.console import conns as C
 from lbtui.console.collector import Clock, Collector
 from lbtui.console.traffic import TrafficTracker, event_key, sparkline
-from lbtui.events import LbEvent
+from lbtui.maps import flowrows as R
+from lbtui.maps.events import LbEvent
 
 pytestmark = pytest.mark.datapath   # real BPF maps
 
@@ -28,34 +29,34 @@ def ms() -> Iterator[M.MapSet]:
 
 def test_rows_decode_exactly_what_list_connections_reads(ms: M.MapSet) -> None:
     D.fill_flows(ms, step=3, now=D.T0_NS)
-    dump = C.read_rows(C.open_reader(ms.conntrack_map, chunk=7))   # many small batches
+    dump = R.read_rows(R.open_reader(ms.conntrack_map, chunk=7))   # many small batches
     conns = {c.five_tuple: c for c in M.list_connections(ms.conntrack_map)}
     assert dump.total == len(conns) == len(dump.rows) == 71
     assert dump.entries == 2 * len(conns)     # reply entries counted in the fill
     for r in dump.rows:
-        c = conns[C.five_tuple(r)]
-        assert C.client_of(r) == f"{c.client_ip}:{c.client_port}"
-        assert C.vip_of(r) == f"{c.vip_ip}:{c.vip_port}"
-        assert C.target_of(r) == c.target
-        assert C.state_of(r) == c.state
-        assert (r[C.FLAGS], r[C.CREATED], r[C.LAST_SEEN], r[C.PKTS_FWD], r[C.PKTS_REV],
-                r[C.BYTES_FWD], r[C.BYTES_REV]) == (
+        c = conns[R.five_tuple(r)]
+        assert R.client_of(r) == f"{c.client_ip}:{c.client_port}"
+        assert R.vip_of(r) == f"{c.vip_ip}:{c.vip_port}"
+        assert R.target_of(r) == c.target
+        assert R.state_of(r) == c.state
+        assert (r[R.FLAGS], r[R.CREATED], r[R.LAST_SEEN], r[R.PKTS_FWD], r[R.PKTS_REV],
+                r[R.BYTES_FWD], r[R.BYTES_REV]) == (
             c.flags, c.created_ns, c.last_seen_ns, c.packets_fwd, c.packets_rev,
             c.bytes_fwd, c.bytes_rev)
 
 
 def test_sampling_keeps_the_true_total(ms: M.MapSet) -> None:
     D.fill_flows(ms, step=5, now=D.T0_NS)        # 40 + 50 + 1 flows
-    dump = C.read_rows(C.open_reader(ms.conntrack_map, chunk=16), max_rows=20)
+    dump = R.read_rows(R.open_reader(ms.conntrack_map, chunk=16), max_rows=20)
     assert dump.sampled and len(dump.rows) == 20
     assert dump.total == 91 and dump.entries == 182
-    full = C.read_rows(C.open_reader(ms.conntrack_map), max_rows=1000)
+    full = R.read_rows(R.open_reader(ms.conntrack_map), max_rows=1000)
     assert not full.sampled and len(full.rows) == 91
 
 
 def test_sort_every_column_and_filter(ms: M.MapSet) -> None:
     D.fill_flows(ms, step=2, now=D.T0_NS)
-    dump = C.read_rows(C.open_reader(ms.conntrack_map))
+    dump = R.read_rows(R.open_reader(ms.conntrack_map))
     for name in C.COLUMN_NAMES:
         for reverse in (False, True):
             view = C.apply_view(dump, C.ViewSpec(name, reverse))
@@ -65,19 +66,19 @@ def test_sort_every_column_and_filter(ms: M.MapSet) -> None:
     ages = [C.COLUMNS[5].text(r, D.T0_NS) for r in C.apply_view(dump, C.ViewSpec("age")).rows]
     assert ages[0] == "0s" and ages[-1] == "4m40s"          # age ascending: newest first
     by_target = C.apply_view(dump, C.ViewSpec("target"))
-    ips = [socket.inet_aton(C.target_of(r).split(":")[0]) for r in by_target.rows]
+    ips = [socket.inet_aton(R.target_of(r).split(":")[0]) for r in by_target.rows]
     assert ips == sorted(ips)                    # numeric, not string, order
     view = C.apply_view(dump, C.ViewSpec("age", False, "103.2 UDP"))
-    assert [C.client_of(r) for r in view.rows] == ["198.18.1.2:53000"]
+    assert [R.client_of(r) for r in view.rows] == ["198.18.1.2:53000"]
     view = C.apply_view(dump, C.ViewSpec("age", False, "reset"))
-    assert view.rows and all(C.state_of(r) == "reset" for r in view.rows)
+    assert view.rows and all(R.state_of(r) == "reset" for r in view.rows)
     assert view.total == dump.total
 
 
 def _row(port: int, target: int, pf: int, bf: int, flags: int = abi.CT_F_SEEN_REPLY
-         ) -> C.Row:
+         ) -> R.Row:
     t = M.FiveTuple("198.18.1.2", D.VIP, port, 80)
-    return C.make_row(t, (f"198.18.10{target}.2", 8080), flags=flags, packets=(pf, pf),
+    return R.make_row(t, (f"198.18.10{target}.2", 8080), flags=flags, packets=(pf, pf),
                       nbytes=(bf, 2 * bf))
 
 

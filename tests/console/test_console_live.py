@@ -23,7 +23,6 @@ from textual.pilot import Pilot
 
 from lbtui import abi, bpfsys, netns
 from lbtui import maps as M
-from lbtui.console import conns as C
 from lbtui.console.app import ConsoleApp
 from lbtui.console.forms.base import FormScreen
 from lbtui.console.forms.dialogs import ConfirmScreen, QuitScreen
@@ -33,6 +32,7 @@ from lbtui.control.config import load_config
 from lbtui.control.instance import Instance, pin_dir_of, teardown
 from lbtui.datapath import loader
 from lbtui.lab import topology as T
+from lbtui.maps import flowrows as R
 from lbtui.targets import TargetGroup
 
 pytestmark = [pytest.mark.datapath, pytest.mark.netns]
@@ -192,10 +192,10 @@ async def test_weights_form_changes_map_bytes_and_config_file(lab, started) -> N
         want = TargetGroup.of([(b[0].ip, 8080, 70), (b[1].ip, 8080, 30), (b[2].ip, 8080, 0)])
         entries = listen_bytes(inst, 80)
         assert len(entries) == 2   # c1 and c2
-        flags = abi.ROUTE_F_STATS | abi.ROUTE_F_TCP
+        flags = abi.ROUTE_F_STATS | abi.ROUTE_F_TCP | abi.ROUTE_F_LOCAL   # no address: local ones
         assert set(entries.values()) == {bytes(want.to_route(flags))}
         cfg = load_config(path)
-        assert [(t.ip, t.weight) for t in cfg.listener(80).targets] == [
+        assert [(t.ip, t.weight) for t in cfg.listener(80).group.targets] == [
             (b[0].ip, 70), (b[1].ip, 30), (b[2].ip, 0)]
         assert "# web: the weights the tests edit" in path.read_text()   # comments kept
         # The drained backend gets no new connection.
@@ -303,7 +303,7 @@ async def test_palette_drains_a_target_from_live_data(lab, started) -> None:
         rec = M.lookup_listen_port(inst.maps.listen_map, inst.ifindexes(["c1"])[0], 80)
         assert {t.ip: t.weight for t in rec.targets}[b3] == 0
         assert sum(t.weight for t in rec.targets) == 100
-        assert {t.ip: t.weight for t in load_config(path).listener(80).targets}[b3] == 0
+        assert {t.ip: t.weight for t in load_config(path).listener(80).group.targets}[b3] == 0
         await pilot.press("q", "k")
 
 
@@ -336,7 +336,7 @@ async def test_delete_connection_removes_it_from_the_map(lab, started) -> None:
             view = app.conns_view
             await until(pilot, lambda: view.view is not None and len(view.view.rows) == 1,
                         "the echo flow alone in the filtered table")
-            assert C.five_tuple(view.table.selected) == five
+            assert R.five_tuple(view.table.selected) == five
             await pilot.press("d")
             assert isinstance(app.screen, ConfirmScreen)
             await pilot.press("y")
@@ -363,18 +363,18 @@ async def test_sort_and_filter_over_real_flows(lab, started) -> None:
         # Sort by target (age -> state -> proto -> target), then reverse.
         await pilot.press("less_than_sign", "less_than_sign", "less_than_sign")
         await until(pilot, lambda: view.view.spec.sort == "target", "sorted by target")
-        got = [C.target_of(r) for r in view.view.rows]
+        got = [R.target_of(r) for r in view.view.rows]
         key = [socket.inet_aton(t.split(":")[0]) for t in got]
         assert key == sorted(key) and len(set(got)) > 1
         await pilot.press("r")
         await until(pilot, lambda: view.view.spec.reverse, "reversed")
-        key = [socket.inet_aton(C.target_of(r).split(":")[0]) for r in view.view.rows]
+        key = [socket.inet_aton(R.target_of(r).split(":")[0]) for r in view.view.rows]
         assert key == sorted(key, reverse=True)
         # Filter on one backend's address: exactly its flows remain.
         await pilot.press("slash", *b2, "enter")
         await until(pilot, lambda: view.view.spec.filter == b2, "filtered")
         await fresh(pilot)
-        shown = {C.target_of(r) for r in view.view.rows}
+        shown = {R.target_of(r) for r in view.view.rows}
         assert shown == {f"{b2}:8080"}
         assert len(view.view.rows) == sum(c.target_ip == b2 for c in flows) == answers.count(
             "backend2")
@@ -540,4 +540,4 @@ def test_cli_refuses_bad_input_and_starts_nothing(lab, state_dir, tmp_path) -> N
     assert r.returncode == 2 and "--config" in r.stderr
     r = subprocess.run([*LBTUI, "console", "--attach", f"{name}-none"],
                        capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1 and "is not running" in r.stderr
+    assert r.returncode == 3 and "is not running" in r.stderr

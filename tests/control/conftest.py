@@ -107,12 +107,16 @@ class EchoClient:
 class Serve:
     """A real ``lbtui serve`` subprocess; ``wait_ready`` waits for its serving line."""
 
-    def __init__(self, config: Path, *args: str) -> None:
+    def __init__(self, config: Path, *args: str, env: dict[str, str] | None = None,
+                 argv: list[str] | None = None, cwd: Path | None = None) -> None:
+        """``argv``: how to run lbtui (default: this checkout's); ``env``: added to the
+        environment."""
         self.config = config
         self.lines: list[str] = []
-        self.proc = subprocess.Popen([*LBTUI, "serve", "--config", str(config), *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, env=dict(os.environ))
+        self.proc = subprocess.Popen([*(argv or LBTUI), "serve", "--config", str(config),
+                                      *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, cwd=cwd,
+                                     env={**os.environ, **(env or {})})
         self._ready = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -159,6 +163,31 @@ class Serve:
         return rc
 
 
+class NotifySocket:
+    """The service manager's end of NOTIFY_SOCKET: an abstract datagram socket."""
+
+    def __init__(self) -> None:
+        self.name = f"@lbtui-test-notify-{os.getpid()}-{time.monotonic_ns()}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + self.name[1:])
+        self.messages: list[list[str]] = []
+
+    def wait_for(self, field: str, timeout: float, proc: subprocess.Popen[str]) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(field in m for m in self.messages):
+            left = deadline - time.monotonic()
+            if left <= 0 or proc.poll() is not None:
+                raise AssertionError(f"no {field} (rc {proc.poll()}): {self.messages}")
+            self.sock.settimeout(min(left, 0.5))
+            try:
+                self.messages.append(self.sock.recv(4096).decode().split("\n"))
+            except TimeoutError:
+                continue
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def ctl(name: str, *args: str, json_out: bool = False) -> subprocess.CompletedProcess[str]:
     argv = [*LBTUI, "ctl", "--instance", name, *args] + (["--json"] if json_out else [])
     return subprocess.run(argv, capture_output=True, text=True, timeout=60)
@@ -175,7 +204,9 @@ def ctl_json(name: str, *args: str) -> Any:
 
     r = ctl(name, *args, json_out=True)
     assert r.returncode == 0, (args, r.stdout, r.stderr)
-    return json.loads(r.stdout)
+    doc = json.loads(r.stdout)
+    assert doc["version"] == 1 and doc["ok"] is True, doc     # the --json envelope
+    return doc["data"]
 
 
 def dump_maps(name: str, conntrack: bool = True) -> dict[str, Any]:
@@ -216,8 +247,8 @@ def start_serve(instance_cleanup: list[str]) -> Iterator[Any]:
     down (request it after make_lab)."""
     procs: list[Serve] = []
 
-    def _start(config: Path, *args: str, ready: bool = True) -> Serve:
-        s = Serve(config, *args)
+    def _start(config: Path, *args: str, ready: bool = True, **kw: Any) -> Serve:
+        s = Serve(config, *args, **kw)
         procs.append(s)
         return s.wait_ready() if ready else s
 

@@ -9,22 +9,24 @@ import time
 from pathlib import Path
 
 import pytest
+from hubviewer import HubViewer
 
 from lbtui import abi, bpfsys, netns
 from lbtui import maps as M
 from lbtui.control import controller as controller_mod
-from lbtui.control.config import ListenerCfg, TargetCfg, load_config
+from lbtui.control.config import load_config
 from lbtui.control.controller import Controller
 from lbtui.control.instance import Instance, InstanceError, pin_dir_of
 from lbtui.control.lock import run_dir
 from lbtui.control.state import read_state
-from lbtui.events import EventReader, LbEvent
 from lbtui.lab import topology as T
+from lbtui.model import GroupKey, Listener, SniRoute, SourceRoute
 from lbtui.targets import TargetGroup
 
 from .conftest import http_get, instance_name, lab_config, spread
 
 pytestmark = [pytest.mark.datapath, pytest.mark.netns]
+HTTP = GroupKey.of("listener", 80)
 
 
 def start(topo: T.Topology, tmp_path: Path, cleanup: list[str], **kw: object
@@ -53,19 +55,19 @@ def test_start_edit_stop(make_lab, state_dir, instance_cleanup, tmp_path: Path) 
         assert prog and all(xdp_prog(topo, i) == prog for i in ("b1", "b2", "b3"))
 
         ctl = Controller(inst)
-        ctl.set_weight("listener", 80, b1, T.HTTP_PORT, 0)          # drain backend1
-        assert ctl.group("listener", 80).to_list()[:2] == [
+        assert ctl.drain(HTTP, f"{b1}:{T.HTTP_PORT}") == 50          # drain backend1
+        assert ctl.group(HTTP).to_list()[:2] == [
             {"ip": b1, "port": 8080, "weight": 0}, {"ip": b2, "port": 8080, "weight": 100}]
         assert set(spread(topo, 20)) == {"backend2"}
-        ctl.set_group("listener", 80, TargetGroup.of([(b3, T.HTTP_PORT, 100)]))
+        ctl.set_weights(HTTP, TargetGroup.of([(b3, T.HTTP_PORT, 100)]))
         assert set(spread(topo, 10)) == {"backend3"}
-        ctl.add_source_route("198.18.1.0/24", TargetGroup.of([(b2, T.HTTP_PORT, 100)]))
+        ctl.add_source_route(SourceRoute("198.18.1.0/24", TargetGroup.single(b2, T.HTTP_PORT)))
         assert set(spread(topo, 10)) == {"backend2"}
         ctl.remove_source_route("198.18.1.0/24")
-        ctl.add_listener(ListenerCfg(81, [TargetCfg(b1, T.HTTP_PORT, 100)], "tcp"))
+        ctl.add_listener(Listener(81, TargetGroup.single(b1, T.HTTP_PORT), "tcp"))
         assert http_get(topo, 81) == "backend1"
         ctl.remove_listener(81)
-        ctl.add_sni_route("API.example.com", TargetGroup.of([(b1, 443, 100)]))
+        ctl.add_sni_route(SniRoute("API.example.com", TargetGroup.single(b1, 443)))
         assert M.list_sni_routes(inst.maps.sni_map)[0].hostname == "api.example.com"
         ctl.set_connection_timeout(42)
         ctl.set_stats(False)
@@ -77,7 +79,7 @@ def test_start_edit_stop(make_lab, state_dir, instance_cleanup, tmp_path: Path) 
         assert "# control-plane test config" in text and "# line echo" in text
         c = load_config(path)
         assert [x.port for x in c.listeners] == [80, 7000]
-        assert c.listeners[0].targets == [TargetCfg(b3, 8080, 100)]
+        assert c.listeners[0].group == TargetGroup.single(b3, 8080)
         assert c.sni_routes[0].hostname == "api.example.com" and not c.source_routes
         assert (c.settings.connection_timeout, c.settings.stats) == (42, False)
         assert stat.S_IMODE(path.stat().st_mode) == 0o640
@@ -101,21 +103,24 @@ def test_bad_input_changes_nothing(make_lab, state_dir, instance_cleanup, tmp_pa
         b1 = topo.backends[0].ip
         before_file, before_maps = path.read_bytes(), M.list_listen_ports(inst.maps.listen_map)
         bad = [
-            (lambda: ctl.add_listener(ListenerCfg(81, [TargetCfg(b1, 1, 100)], "tcp",
-                                                  ["zz"])), "not in datapath.interfaces"),
-            (lambda: ctl.add_listener(ListenerCfg(80, [TargetCfg(b1, 1, 100)])),
+            (lambda: ctl.add_listener(Listener(81, TargetGroup.single(b1, 1), "tcp",
+                                               ["zz"])), "not in datapath.interfaces"),
+            (lambda: ctl.add_listener(Listener(80, TargetGroup.single(b1, 1))),
              "a listener on port 80 exists"),
-            (lambda: ctl.set_weight("listener", 80, "198.18.9.9", 1, 0), "not in this group"),
-            (lambda: ctl.set_weight("listener", 7000, b1, T.ECHO_PORT, 0),
+            (lambda: ctl.set_weight(HTTP, "198.18.9.9:1", 0), "not in this group"),
+            (lambda: ctl.set_weight(GroupKey.of("listener", 7000), f"{b1}:{T.ECHO_PORT}", 0),
              "only target"),
-            (lambda: ctl.set_weight("listener", 80, b1, T.HTTP_PORT, 101), "0..100"),
-            (lambda: ctl.set_group("pool", 80, TargetGroup.single(b1, 1)), "kind 'pool'"),
+            (lambda: ctl.set_weight(HTTP, f"{b1}:{T.HTTP_PORT}", 101), "0..100"),
+            (lambda: ctl.set_weights(GroupKey.of("pool", 80), TargetGroup.single(b1, 1)),
+             "kind 'pool'"),
             (lambda: ctl.remove_listener(99), "no listener on port 99"),
             (lambda: ctl.remove_source_route("198.18.1.0/24"), "no source route"),
             (lambda: ctl.remove_sni_route("a.example.com"), "no SNI route"),
-            (lambda: ctl.add_source_route("198.18.1.1/24", TargetGroup.single(b1, 1)),
+            (lambda: ctl.add_source_route(SourceRoute("198.18.1.1/24",
+                                                      TargetGroup.single(b1, 1))),
              "host bits"),
-            (lambda: ctl.add_sni_route("bad_host", TargetGroup.single(b1, 1)), "invalid"),
+            (lambda: ctl.add_sni_route(SniRoute("bad_host", TargetGroup.single(b1, 1))),
+             "invalid"),
             (lambda: ctl.set_connection_timeout(-1), "connection_timeout: must be 0..604800"),
         ]
         for call, message in bad:
@@ -145,7 +150,7 @@ def test_failed_map_update_rolls_back_every_map(make_lab, state_dir, instance_cl
         before_file = path.read_bytes()
         ctl = Controller(inst)
         with pytest.raises(OSError):
-            ctl.add_listener(ListenerCfg(81, [TargetCfg(topo.backends[1].ip, 8080, 100)]))
+            ctl.add_listener(Listener(81, TargetGroup.single(topo.backends[1].ip, 8080)))
         after = {bytes(k): bytes(bpfsys.lookup(lm.fd, k, abi.Route))
                  for k in bpfsys.keys(lm.fd, abi.ListenKey)}
         assert after == before
@@ -166,7 +171,8 @@ def test_failed_map_update_rolls_back_every_map(make_lab, state_dir, instance_cl
         controller_mod.save_config = disk_full  # type: ignore[assignment]
         try:
             with pytest.raises(OSError, match="No space"):
-                ctl.add_sni_route("api.example.com", TargetGroup.single("198.18.101.2", 443))
+                ctl.add_sni_route(SniRoute("api.example.com",
+                                           TargetGroup.single("198.18.101.2", 443)))
         finally:
             controller_mod.save_config = orig
         assert ({bytes(k) for k in bpfsys.keys(ms.sni_map.fd, ct.c_uint64)},
@@ -214,8 +220,7 @@ def test_sweep_removes_aged_flows_and_emits_aged_events(make_lab, state_dir, ins
     topo = make_lab(1, 1)
     inst, _ = start(topo, tmp_path, instance_cleanup, http_weights=(100,),
                     settings="connection_timeout = 1\n")
-    events: list[LbEvent] = []
-    reader = EventReader(inst.maps.stats_ringbuf, events.append)
+    viewer = HubViewer(inst.name)
     try:
         assert http_get(topo) == "backend1"
         flows = M.list_connections(inst.maps.conntrack_map)
@@ -226,7 +231,8 @@ def test_sweep_removes_aged_flows_and_emits_aged_events(make_lab, state_dir, ins
         assert [c.five_tuple for c in removed] == [flows[0].five_tuple]
         assert M.list_connections(inst.maps.conntrack_map) == []
         assert len(list(M.conntrack_reader(inst.maps.conntrack_map).items())) == 0
-        reader.poll(100)
+        viewer.wait_for(lambda: any(e.kind == "closed" for e in viewer.events()), "closed")
+        events = viewer.events()
         aged = [e for e in events if e.reason == "aged"]
         # An HTTP flow closes with FINs, whose closed event the kernel already sent; only
         # flows that went idle get an aged event. Make one: an open, idle echo connection.
@@ -237,14 +243,14 @@ def test_sweep_removes_aged_flows_and_emits_aged_events(make_lab, state_dir, ins
         assert echo.roundtrip() == "backend1"
         removed = inst.sweep(now_ns=time.monotonic_ns() + 2_000_000_000)
         assert [c.client_port for c in removed] == [echo.local[1]]
-        reader.poll(100)
-        aged = [e for e in events if e.reason == "aged"]
+        viewer.wait_for(lambda: any(e.reason == "aged" for e in viewer.events()), "aged")
+        aged = [e for e in viewer.events() if e.reason == "aged"]
         assert len(aged) == 1 and aged[0].client_port == echo.local[1]
         assert aged[0].target == f"{topo.backends[0].ip}:{T.ECHO_PORT}"
         assert aged[0].packets_fwd >= 3
         echo.close()
     finally:
-        reader.close()
+        viewer.close()
         inst.stop()
 
 

@@ -3,6 +3,7 @@ client namespace through the XDP datapath, restarts, ``kill -9`` with --keep, ``
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -140,26 +141,34 @@ def test_ctl_end_to_end_against_serve(make_lab, state_dir, instance_cleanup, sta
     ctl_ok(name, "listeners", "remove", "81")
     assert [x["port"] for x in ctl_json(name, "listeners")] == [80, 7000]
 
-    # Bad input: exit 2, nothing changed.
+    # Bad input: exit 2 (usage/validation) or 4 (not found), nothing changed.
     before = (path.read_bytes(), ctl_json(name, "listeners"))
-    for args, msg in [
-        (("listeners", "add", "82", f"{b1}:8080=60", f"{b2}:8080=30"), "must sum to 100"),
-        (("listeners", "add", "80", f"{b1}:8080"), "a listener on port 80 exists"),
+    for args, msg, want in [
+        (("listeners", "add", "82", f"{b1}:8080=60", f"{b2}:8080=30"), "must sum to 100", 2),
+        (("listeners", "add", "80", f"{b1}:8080"), "a listener on port 80 exists", 2),
         (("listeners", "add", "82", f"{b1}:8080", "--interface", "b1"),
-         "not in datapath.interfaces"),
-        (("weight", "listener", "99", f"{b1}:8080", "0"), "no listener on port 99"),
-        (("weight", "listener", "80", "nonsense", "0"), "expected IP:PORT"),
-        (("sources", "add", "198.18.1.1/24", f"{b1}:8080"), "host bits"),
-        (("sni", "remove", "nope.example.com"), "no SNI route"),
-        (("settings", "set", "max_routes", "5"), "cannot be changed at run time"),
-        (("settings", "set", "connection_timeout", "soon"), "integer number of seconds"),
-        (("frobnicate",), "invalid choice"),
+         "not in datapath.interfaces", 2),
+        (("weight", "listener", "99", f"{b1}:8080", "0"), "no listener on port 99", 4),
+        (("weight", "listener", "80", f"{b1}:9999", "0"), "not in this group", 4),
+        (("weight", "listener", "80", "nonsense", "0"), "expected IP:PORT", 2),
+        (("sources", "add", "198.18.1.1/24", f"{b1}:8080"), "host bits", 2),
+        (("sni", "remove", "nope.example.com"), "no SNI route", 4),
+        (("listeners", "remove", "99"), "no listener on port 99", 4),
+        (("settings", "set", "max_routes", "5"), "cannot be changed at run time", 2),
+        (("settings", "set", "connection_timeout", "soon"), "integer number of seconds", 2),
+        (("frobnicate",), "invalid choice", 2),
     ]:
         # In-process (the same code as the ctl command, without a Python start-up each).
         code = cli_main(["ctl", "--instance", name, *args])
         err = capsys.readouterr().err
-        assert code == 2, (args, err)
+        assert code == want, (args, err)
         assert msg in err, (args, err)
+    # With --json the same errors are one envelope on stdout.
+    code = cli_main(["ctl", "--instance", name, "--json", "sni", "remove", "nope.example.com"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 4 and doc["ok"] is False and doc["version"] == 1
+    assert doc["error"]["kind"] == "not_found" and doc["error"]["exit_code"] == 4
+    assert "no SNI route" in doc["error"]["message"]
     assert (path.read_bytes(), ctl_json(name, "listeners")) == before
 
     # Connections: list, look up, delete (then they are gone: exit 1).
@@ -178,7 +187,7 @@ def test_ctl_end_to_end_against_serve(make_lab, state_dir, instance_cleanup, sta
         ctl_ok(name, "connections", "delete", *flow)
         for action in ("lookup", "delete"):
             r = ctl(name, "connections", action, *flow)
-            assert r.returncode == 1 and "no tracked connection" in r.stderr
+            assert r.returncode == 4 and "no tracked connection" in r.stderr   # not found
 
     # Settings.
     ctl_ok(name, "settings", "set", "connection_timeout", "77")
@@ -230,7 +239,7 @@ def test_ctl_end_to_end_against_serve(make_lab, state_dir, instance_cleanup, sta
         r = lbtui("down", "--instance", name)
         assert r.returncode == 0 and "nothing to remove" in r.stdout
     r = ctl(name, "status")
-    assert r.returncode == 1 and "is not running" in r.stderr
+    assert r.returncode == 3 and "is not running" in r.stderr    # 3: not running
 
 
 def test_restart_reproduces_the_maps(make_lab, state_dir, instance_cleanup, start_serve,
@@ -309,14 +318,22 @@ def test_kill9_with_keep_keeps_established_connections(make_lab, state_dir, inst
         assert {i["prog_id"] for i in st["interfaces"]} == {st["prog_id"]}
         assert all(i["ours"] for i in st["interfaces"])
 
-        # A clean stop with --keep also leaves it forwarding ...
+        # A clean stop without --keep ends the balancing: the tracked flow is gone, and
+        # only a SYN opens a flow, so the old connection's next segment is not balanced.
         again.stop()
         kept = start_serve(path, "--keep")
+        with pytest.raises((OSError, AssertionError)):
+            echo.roundtrip()
+        # A clean stop with --keep leaves it forwarding ...
+        echo.close()
+        echo = EchoClient(topo)
         assert echo.roundtrip() == "backend1"
         assert kept.stop() == 0 and "left forwarding" in kept.output
         assert echo.roundtrip() == "backend1"
         st = ctl_json(name, "status")
         assert st["manager_pid"] is None and st["kept"] is True
+        r = ctl(name, "reload")                              # forwarding, but no serve
+        assert r.returncode == 3 and "no running serve" in r.stderr
 
         # ... until `down`, which detaches and unpins (idempotently).
         r = lbtui("down", "--instance", name)
@@ -404,10 +421,11 @@ targets = [{{ ip = "{b2}", port = 8443 }}]
     assert listening(topo.lb_ns, 443) <= socket_inodes(serve.pid)   # serve's own socket
     assert listening(topo.lb_ns, 443)
 
-    assert tls_get(topo, certs.ca, "api.example.com") == "backend2"
-    assert tls_get(topo, certs.ca, "www.example.com") == "backend1"    # no route: default
+    # The backend answers with its name and the server name it saw in the replayed hello.
+    assert tls_get(topo, certs.ca, "api.example.com") == "backend2 sni=api.example.com"
+    assert tls_get(topo, certs.ca, "www.example.com") == "backend1 sni=www.example.com"
     ctl_ok(name, "sni", "add", "www.example.com", f"{b3}:8443")        # next connection
-    assert tls_get(topo, certs.ca, "www.example.com") == "backend3"
+    assert tls_get(topo, certs.ca, "www.example.com") == "backend3 sni=www.example.com"
     assert http_get(topo) in ("backend1", "backend2")                  # XDP still balances
 
     mark = serve.mark()
@@ -421,6 +439,6 @@ targets = [{{ ip = "{b2}", port = 8443 }}]
     ctl_ok(name, "listeners", "add", "443", f"{b1}:8443", "--protocol", "tcp", "--sni",
            "--address", topo.vip)
     serve.wait_for("SNI splicer listening", since=mark)
-    assert tls_get(topo, certs.ca, "api.example.com") == "backend2"
+    assert tls_get(topo, certs.ca, "api.example.com") == "backend2 sni=api.example.com"
     assert f'address = "{topo.vip}"' in path.read_text()
     assert serve.stop() == 0 and not listening(topo.lb_ns, 443)

@@ -13,6 +13,7 @@ from dp_harness import DpNet, Harness, build_net, default_ns_name, teardown_net
 
 from lbtui import maps as M
 from lbtui import netns
+from lbtui.datapath import egress
 from lbtui.datapath.loader import Datapath
 
 
@@ -32,6 +33,7 @@ def _harness(datapath: Datapath, net: DpNet) -> Iterator[Harness]:
     h.events()          # discard what earlier tests left in the ring buffer
     try:
         with netns.inside(net.ns):
+            egress.sync(datapath.maps, generic_only=False)   # as the manager would
             yield h
     finally:
         h.close()

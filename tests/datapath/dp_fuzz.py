@@ -10,7 +10,9 @@ whether the datapath may touch it; after the run it checks:
 - the verdict is XDP_PASS or XDP_REDIRECT (never ABORTED, DROP or TX);
 - a packet that is not ours comes back byte-identical;
 - a packet that is ours is rewritten, only in the bytes a NAT may change (MACs, TTL, IP
-  checksum, addresses, ports, L4 checksum), to the address the flow says;
+  checksum, addresses, ports, L4 checksum), to the address the flow says: a SYN (or any
+  UDP datagram) on a listener opens a flow, a tracked flow keeps its target, a reply is
+  rewritten while its flow lives;
 - a rewritten packet whose checksums were valid has valid checksums; UDP 0 stays 0.
 """
 
@@ -48,6 +50,7 @@ from dp_packets import (
 )
 
 from lbtui import abi, bpfsys
+from lbtui import maps as M
 from lbtui.addr import be_to_ip, be_to_port
 from lbtui.targets import TargetGroup
 
@@ -88,6 +91,9 @@ class Expect:
     # Allowed results for the rewritten endpoint: (ip, port) pairs.
     dst: frozenset[tuple[str, int]] = frozenset()
     src: tuple[str, int] | None = None
+    # A new flow may be refused (passed untouched) when a candidate target already
+    # answers this client port for a live flow to another address (a reply-tuple clash).
+    may_refuse: bool = False
 
 
 def _closed(flags: int) -> bool:
@@ -99,18 +105,21 @@ class Oracle:
     def __init__(self, h: Harness) -> None:
         self.h = h
 
-    def _stale_reply(self, key: abi.CtKey, rct: abi.CtValue, p: Parsed) -> bool:
-        """A reply tuple whose flow is gone (or finished, for a new handshake) no longer
-        rewrites SYN-ACKs or UDP answers: they are someone else's connection."""
+    def _reply_is_ours(self, key: abi.CtKey, rct: abi.CtValue, p: Parsed) -> bool:
+        """A reply tuple is only an index into its flow. It rewrites a packet only while
+        the flow exists and still names this target; a live flow's reply is rewritten
+        unless it is a SYN without ACK (the target opening a connection); a finished
+        flow's only for the TCP segment that completes its close (no handshake, no UDP)."""
         fkey = abi.CtKey(key.dst_ip, rct.orig_dst_ip, key.dst_port, rct.orig_dst_port,
                          key.proto)
         fct = bpfsys.lookup(self.h.maps.conntrack_map.fd, fkey, abi.CtValue)
-        ours = fct is not None and (fct.nat_dst_ip, fct.nat_dst_port) == (key.src_ip,
-                                                                          key.src_port)
-        handshake = p.tcp_flags is not None and bool(p.tcp_flags & SYN)
-        if not ours:
-            return p.proto == 17 or handshake
-        return handshake and _closed(fct.flags)  # type: ignore[union-attr]
+        if fct is None or fct.flags & (abi.CT_F_REPLY | abi.CT_F_LOCAL) or (
+                fct.nat_dst_ip, fct.nat_dst_port) != (key.src_ip, key.src_port):
+            return False
+        syn = p.tcp_flags is not None and bool(p.tcp_flags & SYN)
+        if _closed(fct.flags):
+            return p.proto == 6 and not syn
+        return not (syn and not p.tcp_flags & ACK)  # type: ignore[operator]
 
     def expect(self, frame: bytes, iface: str) -> tuple[Expect, Parsed | None]:
         p = parse(frame)
@@ -125,7 +134,7 @@ class Oracle:
             if ct.flags & abi.CT_F_LOCAL:
                 return Expect(False), p
             if ct.flags & abi.CT_F_REPLY:
-                if self._stale_reply(key, ct, p):
+                if not self._reply_is_ours(key, ct, p):
                     return Expect(False), p
                 return Expect(True, "reply", src=(be_to_ip(ct.orig_dst_ip),
                                                   be_to_port(ct.orig_dst_port))), p
@@ -141,10 +150,29 @@ class Oracle:
             return Expect(False), p
         if flags & abi.ROUTE_F_SNI:
             return Expect(False), p
+        if p.proto == 6 and not p.syn_only:
+            return Expect(False), p                      # only a SYN opens a TCP flow
         if _in_routed(p.src):
             group = ROUTED
-        return Expect(True, "new", dst=frozenset((t.ip, t.port) for t in group.targets
-                                                 if t.weight)), p
+        dst = frozenset((t.ip, t.port) for t in group.targets if t.weight)
+        return Expect(True, "new", dst=dst, may_refuse=any(
+            self._reply_tuple_taken(ip, port, key) for ip, port in dst)), p
+
+    def _reply_tuple_taken(self, ip: str, port: int, key: abi.CtKey) -> bool:
+        """Does a live flow to another address answer from (ip, port) to this client?"""
+        rkey = abi.CtKey(M.FiveTuple(ip, "0.0.0.0", port, 1).key().src_ip, key.src_ip,
+                         M.FiveTuple(ip, "0.0.0.0", port, 1).key().src_port, key.src_port,
+                         key.proto)
+        rct = bpfsys.lookup(self.h.maps.conntrack_map.fd, rkey, abi.CtValue)
+        if rct is None or not rct.flags & abi.CT_F_REPLY:
+            return False
+        if (rct.orig_dst_ip, rct.orig_dst_port) == (key.dst_ip, key.dst_port):
+            return False
+        fkey = abi.CtKey(key.src_ip, rct.orig_dst_ip, key.src_port, rct.orig_dst_port,
+                         key.proto)
+        fct = bpfsys.lookup(self.h.maps.conntrack_map.fd, fkey, abi.CtValue)
+        return fct is not None and not _closed(fct.flags) and (
+            fct.nat_dst_ip, fct.nat_dst_port) == (rkey.src_ip, rkey.src_port)
 
 
 def _allowed_offsets(p: Parsed) -> set[int]:
@@ -277,6 +305,9 @@ def check_one(h: Harness, oracle: Oracle, s: Summary, kind: str, frame: bytes, i
         return
     changed = {i for i in range(len(frame)) if out[i] != frame[i]}
     if not changed:
+        if exp.may_refuse and r.verdict == XDP_PASS:
+            s.paths["refused"] += 1
+            return
         s.fail(f"ours ({exp.path}) but untouched", frame, iface)
         return
     if changed - _allowed_offsets(p):

@@ -7,12 +7,16 @@ and neighbours. Running inside our own namespace means the datapath never consul
 namespace, and we control exactly which next hops are known:
 
     c1  198.18.1.1/24    client link; permanent neighbour 198.18.1.2 (CLIENT)
-    c2  198.18.2.1/24    a second client link (no listen entries unless a test adds them)
+    c2  198.18.2.1/24    a second client link (no listen entries unless a test adds them);
+                         permanent neighbour 198.18.2.2 (CLIENT2), not redirect-capable
     b1  198.18.101.1/24  backend link; permanent neighbours T1, T2, T3, T4 -> XDP_REDIRECT
     b2  198.18.102.1/24  backend link without neighbours: FAR -> fib NO_NEIGH -> XDP_PASS
     lo  198.18.0.10/32   the VIP
 
-Each link is a veth whose peer stays in the same namespace (up, no address).
+Each link is a veth whose peer stays in the same namespace (up, no address). The peers of
+c1 and b1 have GRO on, which makes c1 and b1 able to take XDP frames: the control plane's
+own assessment (lbtui.datapath.egress) then puts them into the egress devmap; c2 and b2
+stay out of it, so a packet routed there goes to the stack.
 Nothing connects to the root namespace; only 198.18.0.0/15 is used.
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -33,7 +38,8 @@ from pyroute2 import netns as pr_netns
 
 from lbtui import abi, bpfsys, netns
 from lbtui import maps as M
-from lbtui.events import EventReader, LbEvent
+from lbtui.datapath import egress
+from lbtui.maps.events import EventReader, LbEvent
 from lbtui.targets import TargetGroup
 
 if TYPE_CHECKING:
@@ -45,14 +51,17 @@ VERDICTS = {0: "ABORTED", 1: "DROP", 2: "PASS", 3: "TX", 4: "REDIRECT"}
 VIP = "198.18.0.10"
 CLIENT = "198.18.1.2"
 CLIENT_MAC = "02:00:c6:12:01:02"
+CLIENT2 = "198.18.2.2"
+CLIENT2_MAC = "02:00:c6:12:02:02"
 T1, T2, T3, T4 = "198.18.101.2", "198.18.101.3", "198.18.101.4", "198.18.101.5"
 FAR = "198.18.102.2"
 BACKEND_MACS = {T1: "02:00:c6:12:65:02", T2: "02:00:c6:12:65:03",
                 T3: "02:00:c6:12:65:04", T4: "02:00:c6:12:65:05"}
 
+REDIRECT_CAPABLE_PEERS = ("c1p", "b1p")
 LINKS = {"c1": ("198.18.1.1", 24), "c2": ("198.18.2.1", 24),
          "b1": ("198.18.101.1", 24), "b2": ("198.18.102.1", 24)}
-NEIGHBOURS = {"c1": {CLIENT: CLIENT_MAC}, "b1": BACKEND_MACS}
+NEIGHBOURS = {"c1": {CLIENT: CLIENT_MAC}, "c2": {CLIENT2: CLIENT2_MAC}, "b1": BACKEND_MACS}
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,9 @@ def build_net(name: str, *, vip_local: bool = True) -> DpNet:
             _sysctl("net.ipv4.conf.all.forwarding", "1")
         finally:
             pr_netns.popns()
+        for peer in REDIRECT_CAPABLE_PEERS:
+            subprocess.run(["ip", "netns", "exec", name, "ethtool", "-K", peer, "gro", "on"],
+                           check=True, capture_output=True)
     except BaseException:
         teardown_net(name)
         raise
@@ -168,6 +180,10 @@ class Harness:
     def counters(self) -> dict[str, int]:
         return M.read_counters(self.maps.counters_map)
 
+    def reasons(self, iface: str = "c1") -> dict[str, int]:
+        """Packets handed to the stack (or handled specially) on ``iface``, by reason."""
+        return M.read_reasons(self.maps.reasons_map).get(self.net.ifindex[iface], {})
+
     def connection(self, client: str, cport: int, vport: int, proto: int = abi.IPPROTO_TCP,
                    vip: str = VIP) -> M.Connection | None:
         return M.lookup_connection(self.maps.conntrack_map, (client, vip, cport, vport, proto))
@@ -218,6 +234,7 @@ def standalone(tag: str, opts: dict[str, Any] | None = None, *, vip_local: bool 
         ms.pin_all(pin)
         dp = Datapath.load(ms)
         with dp_net(name, vip_local=vip_local) as net, netns.inside(net.ns):
+            egress.sync(ms, generic_only=False)
             h = Harness(dp.prog_fd, ms, net)
             try:
                 yield h, dp

@@ -20,6 +20,8 @@ BPF_HASH(t_listen, struct lb_listen_key, struct lb_route, 1);
 BPF_HASH(t_lpm, struct lb_lpm_key, struct lb_target, 1);
 BPF_HASH(t_ct, struct lb_ct_key, struct lb_ct_value, 1);
 BPF_HASH(t_event, __u32, struct lb_event, 1);
+BPF_HASH(t_vip, struct lb_vip_key, __u32, 1);
+BPF_HASH(t_reason, struct lb_reason_key, __u64, 1);
 """
 
 TABLES = {                 # abi type -> (table, "Key" | "Leaf")
@@ -30,6 +32,8 @@ TABLES = {                 # abi type -> (table, "Key" | "Leaf")
     abi.CtKey: ("t_ct", "Key"),
     abi.CtValue: ("t_ct", "Leaf"),
     abi.Event: ("t_event", "Leaf"),
+    abi.VipKey: ("t_vip", "Key"),
+    abi.ReasonKey: ("t_reason", "Key"),
 }
 
 

@@ -16,6 +16,6 @@ def test_fuzz_never_aborts_touches_only_ours_and_keeps_checksums_valid(dp: Harne
     assert not s.failures, f"seed {SEED}:\n" + "\n".join(s.failures)
     assert s.packets == 10_000
     # The stream must exercise every path, or the properties above prove little.
-    assert min(s.paths[p] for p in ("new", "forward", "reply")) >= 300, s.paths
+    assert min(s.paths[p] for p in ("new", "forward", "reply")) >= 250, s.paths
     assert s.paths["untouched"] >= 3000, s.paths
     assert s.verdicts["REDIRECT"] >= 500 and s.checked_checksums >= 1000, s

@@ -20,6 +20,7 @@ from dp_harness import (
 from dp_packets import LINUX_SYN_OPTIONS, assert_checksums_valid, decode, fast_tcp, tcp
 
 from lbtui import abi, bpfsys
+from lbtui import maps as M
 from lbtui.targets import TargetGroup
 
 G1 = TargetGroup.single(T1, 8080)
@@ -132,6 +133,7 @@ def test_route_without_a_usable_target_passes_untouched_and_counts_no_target(
     route = abi.Route(target_count=count)
     for i, cum in enumerate(cumulative[:abi.MAX_TARGETS]):
         route.targets[i] = abi.Target(0x0265_12C6 + i, 0x901F, cum)   # 198.18.101.2+i:8080
+    M.mark_ports(dp.maps.ports_map, listen=[80])   # raw map writers mark the prefilter
     bpfsys.update(dp.maps.listen_map.fd, abi.ListenKey(dp.net.ifindex["c1"], 0x5000, 0),
                   route)
     syn = fast_tcp(CLIENT, VIP, 40000, 80)
@@ -139,6 +141,7 @@ def test_route_without_a_usable_target_passes_untouched_and_counts_no_target(
     assert (r.verdict, r.data) == (XDP_PASS, syn)
     assert dp.ct_entries() == {}
     assert dp.counters()["no_target"] == 1 and dp.counters()["flows_created"] == 0
+    assert dp.reasons("c1") == {"no_target": 1}
 
 
 @pytest.mark.parametrize("heavy", [0, 7], ids=["first-slot", "last-slot"])

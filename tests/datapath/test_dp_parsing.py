@@ -102,6 +102,7 @@ def test_ip_fragments_pass_untouched(ours: Harness, ip_flags: int, frag: int, pr
     pkt["IP"].flags, pkt["IP"].frag = ip_flags, frag
     del pkt["IP"].chksum
     assert_untouched(ours, bytes(pkt))
+    assert ours.reasons("c1") == {"fragment": 1}
 
 
 def test_dont_fragment_is_not_a_fragment(ours: Harness) -> None:
@@ -121,6 +122,9 @@ def test_ip_options_are_skipped_using_ihl(ours: Harness, options: list, proto: s
              else udp(CLIENT, VIP, 40000, 53, b"payload", ip_options=options))
     sent = decode(frame)
     assert sent["IP"].ihl > 5
+    r = ours.run(frame)
+    assert r.verdict == XDP_PASS, "a router processes options: the stack forwards it"
+    assert ours.reasons("c1") == {"ip_options": 1}
     out = decode(assert_dnated(ours, frame))
     assert out["IP"].options == sent["IP"].options
     assert bytes(out[proto.upper()].payload) == b"payload"
@@ -135,6 +139,7 @@ def test_reply_with_ip_options_is_rewritten(ours: Harness) -> None:
 
 
 def test_tcp_options_up_to_40_bytes_are_carried_and_checksummed(ours: Harness) -> None:
+    assert_dnated(ours, tcp(CLIENT, VIP, 40000, 80))          # the SYN opens the flow
     opts = [*LINUX_SYN_OPTIONS, ("SAck", (1, 2, 3, 4)), ("NOP", None), ("NOP", None)]
     frame = tcp(CLIENT, VIP, 40000, 80, "PA", options=opts, payload=b"data after options")
     sent = decode(frame)

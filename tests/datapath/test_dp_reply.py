@@ -37,12 +37,35 @@ def test_reply_is_rewritten_to_come_from_vip_port_and_counted_on_the_forward_ent
     assert conn.target_ip == T1
 
 
-def test_reply_is_rewritten_even_when_the_forward_entry_was_evicted(dp: Harness) -> None:
+def test_reply_whose_flow_was_evicted_passes_untouched_and_its_tuple_goes(dp: Harness
+                                                                          ) -> None:
+    """The reply tuple is only an index into its flow: without the forward entry nothing
+    says the target still talks to a balanced client, so the packet is not ours."""
     dp.listen(80, TargetGroup.single(T1, 8080))
     dp.run(fast_tcp(CLIENT, VIP, 40000, 80))
     fwd = M.FiveTuple(CLIENT, VIP, 40000, 80).key()
     assert bpfsys.delete(dp.maps.conntrack_map.fd, fwd)
-    r = dp.run(fast_tcp(T1, CLIENT, 8080, 40000, 0x10), iface="b1")   # mid-flow ACK
+    ack = fast_tcp(T1, CLIENT, 8080, 40000, 0x10)                     # mid-flow ACK
+    r = dp.run(ack, iface="b1")
+    assert (r.verdict, r.data) == (XDP_PASS, ack)
+    assert dp.ct_entries() == {}
+    assert dp.reasons("b1") == {"stale_reply": 1}
+
+
+def test_reply_entry_lost_to_eviction_or_sweep_is_rebuilt_by_forward_traffic(
+        dp: Harness) -> None:
+    dp.listen(80, TargetGroup.single(T1, 8080))
+    dp.run(fast_tcp(CLIENT, VIP, 40000, 80))
+    reply = M.FiveTuple(T1, CLIENT, 8080, 40000).key()
+    assert bpfsys.delete(dp.maps.conntrack_map.fd, reply)
+    # The next forward packet in a new clock tick re-creates it from the flow.
+    flow = M.FiveTuple(CLIENT, VIP, 40000, 80).key()
+    v = bpfsys.lookup(dp.maps.conntrack_map.fd, flow, abi.CtValue)
+    v.last_seen_ns -= 1_000_000_000
+    bpfsys.update(dp.maps.conntrack_map.fd, flow, v)
+    dp.run(fast_tcp(CLIENT, VIP, 40000, 80, 0x10))
+    assert dp.counters()["replies_rebuilt"] == 1
+    r = dp.run(fast_tcp(T1, CLIENT, 8080, 40000, 0x10), iface="b1")
     out = decode(r.data)
     assert (out["IP"].src, out["TCP"].sport) == (VIP, 80)
     assert_checksums_valid(r.data)

@@ -10,7 +10,7 @@ from dp_packets import ACK, RST, SYN, fast_tcp, parse
 from lbtui import abi, bpfsys
 from lbtui import maps as M
 from lbtui.datapath.loader import Datapath
-from lbtui.events import LbEvent, emit_event
+from lbtui.maps.events import LbEvent, emit_event
 from lbtui.targets import TargetGroup
 
 SPREAD = TargetGroup.of([(T1, 8080, 50), (T2, 8080, 30), (T3, 8080, 20)])
@@ -45,10 +45,14 @@ def test_full_conntrack_keeps_admitting_new_flows_and_evictions_are_derivable(sm
     evicted = c["flows_created"] - c["flows_deleted"] - present
     assert evicted >= n - cap // 2, (c, present)
 
-    # An evicted flow's next segment gets the same target (the pick hashes the 5-tuple).
+    # Only a SYN opens a flow: an evicted flow's next segment goes to the stack, counted;
+    # a SYN on that tuple (a retransmission) gets the same target (the pick hashes it).
     first = 30000
     assert small.connection(CLIENT, first, 80) is None, "the oldest flow was evicted"
-    again = parse(small.run(fast_tcp(CLIENT, VIP, first, 80, ACK)).data)
+    ack = fast_tcp(CLIENT, VIP, first, 80, ACK)
+    assert small.run(ack).data == ack
+    assert small.reasons("c1") == {"no_flow": 1}
+    again = parse(small.run(fast_tcp(CLIENT, VIP, first, 80)).data)
     assert again is not None and again.dst == picked[first]
 
 

@@ -17,8 +17,8 @@ import pytest
 from lbtui import abi, netns
 from lbtui import maps as M
 from lbtui.datapath.loader import Datapath
-from lbtui.events import EventReader, LbEvent
 from lbtui.lab import topology as T
+from lbtui.maps.events import EventReader, LbEvent
 from lbtui.targets import TargetGroup
 
 HTTP, ECHO, UDP = T.HTTP_PORT, T.ECHO_PORT, T.UDP_PORT

@@ -61,7 +61,7 @@ def wait_ready(lab: str, timeout: float = 120, proc: subprocess.Popen[Any] | Non
 
 
 def status(lab: str) -> dict[str, Any]:
-    return json.loads(lbtui("lab", "status", "--lab", lab, "--json").stdout)
+    return json.loads(lbtui("lab", "status", "--lab", lab, "--json").stdout)["data"]
 
 
 def root_links() -> set[str]:

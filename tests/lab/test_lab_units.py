@@ -111,12 +111,12 @@ def test_demo_config_is_valid_and_says_what_the_demo_promises(sni: bool) -> None
     assert cfg.datapath.reply_interfaces == ["b1", "b2", "b3", "b4"]
     ports = {x.port: x for x in cfg.listeners}
     assert set(ports) == ({80, 7000, 9000, 443} if sni else {80, 7000, 9000})
-    assert [t.weight for t in ports[80].targets] == [40, 30, 20, 10]
+    assert [t.weight for t in ports[80].group.targets] == [40, 30, 20, 10]
     assert ports[9000].protocol == "udp" and ports[80].protocol == "tcp"
     if sni:
-        assert ports[443].sni and {t.port for t in ports[443].targets} == {8443}
+        assert ports[443].sni and {t.port for t in ports[443].group.targets} == {8443}
     assert [r.cidr for r in cfg.source_routes] == ["198.18.2.0/24"]
-    assert {(t.ip, t.port) for t in cfg.source_routes[0].targets} == {
+    assert {(t.ip, t.port) for t in cfg.source_routes[0].group.targets} == {
         ("198.18.103.2", 8081), ("198.18.104.2", 8081)}
     assert {r.hostname for r in cfg.sni_routes} == {"www.demo.test", "api.demo.test"}
 

@@ -8,13 +8,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from hubviewer import HubViewer
 from labcheck import lab_name, lab_resources, lbtui, root_links, status, wait_for, wait_gone
 
 from lbtui import abi
 from lbtui import maps as M
 from lbtui.control.config import load_config
 from lbtui.control.instance import Instance
-from lbtui.events import EventReader, LbEvent
 from lbtui.lab import demo_config as D
 from lbtui.lab.lifecycle import sni_available
 from lbtui.lab.traffic import read_traffic
@@ -78,8 +78,7 @@ def test_status_shows_namespaces_processes_xdp_and_traffic(lab: str) -> None:
 
 def test_traffic_is_in_conntrack_and_the_event_stream(lab: str) -> None:
     inst = Instance.attach(D.instance_name(lab))
-    events: list[LbEvent] = []
-    reader = EventReader(inst.maps.stats_ringbuf, events.append)
+    viewer = HubViewer(inst.name)      # the lab's manager reads the ring buffer
     try:
         conns = M.list_connections(inst.maps.conntrack_map)
         by_port = {c.vip_port for c in conns if c.vip_ip == "198.18.0.10"}
@@ -90,11 +89,11 @@ def test_traffic_is_in_conntrack_and_the_event_stream(lab: str) -> None:
         sni = sni_available()
 
         def complete() -> bool:
+            events = viewer.events()
             return {e.kind for e in events} >= {"opened", "closed"} and (
                 not sni or any(e.vip_port == 443 for e in events))
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not complete():
-            reader.poll(200)
+        viewer.wait_for(complete, "opened and closed events")
+        events = viewer.events()
         opened = [e for e in events if e.kind == "opened"]
         closed = [e for e in events if e.kind == "closed"]
         assert opened and closed
@@ -105,7 +104,7 @@ def test_traffic_is_in_conntrack_and_the_event_stream(lab: str) -> None:
             assert any(e.vip_port == 443 and e.target_port == D.TLS_BACKEND_PORT
                        for e in opened)
     finally:
-        reader.close()
+        viewer.close()
         inst.close()
 
 
@@ -121,7 +120,7 @@ def test_drain_through_ctl_shifts_new_connections(lab: str) -> None:
     assert sum(after.values()) - sum(before.values()) > 30
     # The edit persisted in the lab's config file (what the console edits too).
     cfg = load_config(status(lab)["config_path"])
-    weights = {t.ip: t.weight for t in cfg.listener(80).targets}
+    weights = {t.ip: t.weight for t in cfg.listener(80).group.targets}
     assert weights[drained] == 0 and sum(weights.values()) == 100
 
 
@@ -152,4 +151,4 @@ def test_down_leaves_nothing_and_is_idempotent(lab: str) -> None:
     p = lbtui("lab", "down", "--lab", lab)
     assert "nothing to remove" in p.stdout
     p = lbtui("lab", "status", "--lab", lab, check=False)
-    assert p.returncode == 1 and "not up" in p.stdout
+    assert p.returncode == 3 and "not up" in p.stdout      # 3: not running

@@ -97,7 +97,7 @@ class Live:
             data = b""
             while chunk := s.recv(4096):
                 data += chunk
-        return data.split(b"\r\n\r\n", 1)[1].decode().strip()
+        return data.split(b"\r\n\r\n", 1)[1].decode().split()[0]   # "backend2 sni=..."
 
 
 SNI_CONFIG = """

@@ -1,4 +1,5 @@
-"""A namespace lab for SNI tests: TLS backends whose certificates name them, the real XDP
+"""A namespace lab for SNI tests: the lab's TLS backends, each with a certificate naming it,
+and bulk servers (tlstools.py); the real XDP
 datapath with an SNI listener on VIP:443, SNI routes in the sni map, and a Splicer."""
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ import pytest
 from lbtui import abi, netns
 from lbtui import maps as M
 from lbtui.lab import topology as T
+from lbtui.lab.tlscerts import make_backend_certs
+from lbtui.lab.topology import TLS_PORT
 from lbtui.splicer import Splicer
-from lbtui.splicer.testing_backends import TLS_PORT, make_certs, start_tls_backends
 from lbtui.targets import TargetGroup
+
+from .tlstools import SNI_DOMAIN, start_bulk_servers
 
 SNI_PORT = 443
 BULK_VIP_PORT = 8443
@@ -111,10 +115,12 @@ def sni_lab(datapath, tmp_path: Path) -> Iterator[Callable[..., SniLab]]:
         name = f"{LAB_PREFIX}-{_labs}"
         names.append(name)
         topo = T.build(name, n_clients, n_backends)
-        certs = make_certs(tmp_path / f"certs-{_labs}", [e.node for e in topo.backends],
-                           [topo.vip] + [e.ip for e in topo.backends]).parent
+        certs = make_backend_certs(tmp_path / f"certs-{_labs}", [e.node for e in topo.backends],
+                                   dns=[f"*.{SNI_DOMAIN}"],
+                                   ips=[topo.vip] + [e.ip for e in topo.backends])
         T.attach_datapath(topo, datapath)
-        start_tls_backends(topo, certs)
+        T.start_backend_servers(topo, tls=TLS_PORT, certs=certs)
+        start_bulk_servers(topo)
         lab = SniLab(topo, datapath.maps, datapath, certs)
         built.append(lab)
         return lab

@@ -7,7 +7,8 @@ import ssl
 import pytest
 
 from lbtui.splicer.hello import HelloBuffer, HelloError, parse_client_hello
-from lbtui.splicer.testing_backends import fake_hello
+
+from .tlstools import fake_hello
 
 
 def _hello(name: str | None = "a.sni.test", max_version: ssl.TLSVersion | None = None) -> bytes:

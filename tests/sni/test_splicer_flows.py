@@ -10,10 +10,10 @@ import pytest
 
 from lbtui import abi
 from lbtui import maps as M
-from lbtui.events import EventReader, LbEvent
-from lbtui.splicer.testing_backends import TLS_PORT, client_context
+from lbtui.maps.events import EventReader, LbEvent
 
 from .conftest import wait_for
+from .tlstools import TLS_PORT, client_context
 
 pytestmark = [pytest.mark.datapath, pytest.mark.netns, pytest.mark.timeout(300)]
 

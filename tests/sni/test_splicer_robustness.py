@@ -13,16 +13,16 @@ import time
 import pytest
 
 from lbtui import maps as M
-from lbtui.lab.topology import python_argv
-from lbtui.splicer.testing_backends import (
+
+from . import tlstools
+from .conftest import splicer_diagnostics, wait_for
+from .tlstools import (
     BULK_PORT,
     cert_cn,
     client_context,
     fake_hello,
     https_get,
 )
-
-from .conftest import splicer_diagnostics, wait_for
 
 pytestmark = [pytest.mark.datapath, pytest.mark.netns, pytest.mark.timeout(300)]
 
@@ -224,8 +224,8 @@ def _stalled(lab, n: int, nbytes: int = 3) -> list[socket.socket]:
 def test_slowloris_does_not_lock_out_good_clients(lab):
     good_n = 60
     good = subprocess.Popen(
-        ["ip", "netns", "exec", lab.topo.clients[1].ns, *python_argv(
-            "lbtui.splicer.testing_backends", "handshakes", "--host", lab.vip, "--port",
+        ["ip", "netns", "exec", lab.topo.clients[1].ns, *tlstools.argv(
+            "handshakes", "--host", lab.vip, "--port",
             "443", "--certs", str(lab.certs), "--sni", "a.sni.test", "--count", str(good_n),
             "--concurrency", "4")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     held: list[socket.socket] = []
@@ -277,7 +277,7 @@ def test_client_data_right_after_the_hello_arrives_once_in_order(sni_lab, nbytes
     sp = lab.splicer(BULK_PORT)
     for mode in ("up", "down"):
         for _ in range(5):
-            argv = python_argv("lbtui.splicer.testing_backends", "bulk", "--host", lab.vip,
+            argv = tlstools.argv("bulk", "--host", lab.vip,
                                "--port", str(BULK_PORT), "--mode", mode, "--bytes",
                                str(nbytes), "--eager")
             try:

@@ -19,11 +19,11 @@ import pytest
 
 from lbtui import abi, bpfsys
 from lbtui import maps as M
-from lbtui.lab.topology import python_argv
 from lbtui.sni import hostname_hash
-from lbtui.splicer.testing_backends import TLS_PORT, client_context, https_get
 
+from . import tlstools
 from .conftest import wait_for
+from .tlstools import TLS_PORT, client_context, https_get
 
 pytestmark = [pytest.mark.datapath, pytest.mark.netns, pytest.mark.timeout(300)]
 
@@ -96,7 +96,7 @@ def test_curl_resolve(lab):
 
 
 def _handshakes(lab, sni, count, client=0):
-    argv = python_argv("lbtui.splicer.testing_backends", "handshakes", "--host", lab.vip,
+    argv = tlstools.argv("handshakes", "--host", lab.vip,
                        "--port", "443", "--certs", str(lab.certs), "--count", str(count),
                        "--concurrency", "4")
     if sni:

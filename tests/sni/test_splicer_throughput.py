@@ -18,11 +18,11 @@ import statistics
 import pytest
 
 from lbtui import maps as M
-from lbtui.events import EventReader
-from lbtui.lab.topology import python_argv
-from lbtui.splicer.testing_backends import BULK_PORT
+from lbtui.maps.events import EventReader
 
+from . import tlstools
 from .conftest import wait_for
+from .tlstools import BULK_PORT
 
 pytestmark = [pytest.mark.datapath, pytest.mark.netns, pytest.mark.timeout(300)]
 
@@ -32,7 +32,7 @@ RATIO_FLOOR = 0.2   # guards against a broken relay; the goal (0.8) is printed, 
 
 
 def _bulk(lab, host: str, port: int, mode: str, sni: str | None = "bulk.sni.test") -> dict:
-    argv = python_argv("lbtui.splicer.testing_backends", "bulk", "--host", host, "--port",
+    argv = tlstools.argv("bulk", "--host", host, "--port",
                        str(port), "--mode", mode, "--bytes", str(NBYTES))
     if sni:
         argv += ["--sni", sni]

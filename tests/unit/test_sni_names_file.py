@@ -8,13 +8,15 @@ from pathlib import Path
 import pytest
 
 from lbtui import maps as M
+from lbtui.maps import sni_names
 
 
 def test_names_file_written_once_per_deferred_batch(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     writes: list[str] = []
-    real = M.atomic_write
-    monkeypatch.setattr(M, "atomic_write", lambda p, text: (writes.append(text), real(p, text)))
+    real = sni_names.atomic_write
+    monkeypatch.setattr(sni_names, "atomic_write",
+                        lambda p, text: (writes.append(text), real(p, text)))
     names = M.SniNames(tmp_path / "sni-names.json")
     names.set(1, "a.example.test")
     assert len(writes) == 1

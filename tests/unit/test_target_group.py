@@ -29,22 +29,24 @@ def test_eight_targets_are_allowed_nine_are_not() -> None:
     eight = [(f"198.18.101.{i}", 80, w) for i, w in
              zip(range(2, 10), (30, 10, 10, 10, 10, 10, 10, 10), strict=True)]
     assert len(TargetGroup.of(eight).targets) == 8
-    with pytest.raises(ValueError, match="9 given, at most 8"):
+    with pytest.raises(ValueError, match="9 targets, at most 8"):
         TargetGroup.of([*eight[:-1], ("198.18.101.20", 80, 5), ("198.18.101.21", 80, 5)])
     with pytest.raises(ValueError, match="at least 1"):
         TargetGroup.of([])
 
 
 @pytest.mark.parametrize(("targets", "message"), [
-    ([(T1, 80, 50), (T2, 80, 49)], r"weights: sum to 99, must sum to 100"),
-    ([(T1, 80, 50), (T2, 80, 51)], r"weights: sum to 101"),
-    ([(T1, 80, 101), (T2, 80, -1)], r"targets\[0\]\.weight: 101 must be 0\.\.100"),
-    ([(T1, 80, 100), (T2, 80, -1)], r"targets\[1\]\.weight: -1 must be 0\.\.100"),
-    ([(T1, 80, 50.0), (T2, 80, 50)], r"targets\[0\]\.weight: 50\.0 must be an integer"),
-    ([(T1, 80, "50"), (T2, 80, 50)], r"targets\[0\]\.weight: '50' must be an integer"),
-    ([(T1, 80, True)], r"targets\[0\]\.weight: True must be an integer"),
-    ([(T1, 80, 50), (T2, 80)], r"targets\[1\]\.weight: required"),
-    ([(T1, 80, 0)], r"weights: sum to 0"),
+    ([(T1, 80, 50), (T2, 80, 49)], r"targets: weights sum to 99, must sum to 100"),
+    ([(T1, 80, 50), (T2, 80, 51)], r"targets: weights sum to 101"),
+    ([(T1, 80, 101), (T2, 80, -1)], r"targets\[0\]\.weight: must be 0\.\.100 \(got 101\)"),
+    ([(T1, 80, 100), (T2, 80, -1)], r"targets\[1\]\.weight: must be 0\.\.100 \(got -1\)"),
+    ([(T1, 80, 50.0), (T2, 80, 50)], r"targets\[0\]\.weight: must be an integer 0\.\.100, "
+                                     r"not a number"),
+    ([(T1, 80, "50"), (T2, 80, 50)], r"targets\[0\]\.weight: must be an integer 0\.\.100, "
+                                     r"not a string"),
+    ([(T1, 80, True)], r"targets\[0\]\.weight: must be an integer 0\.\.100, not a boolean"),
+    ([(T1, 80, 50), (T2, 80)], r"targets\[1\]\.weight: is required"),
+    ([(T1, 80, 0)], r"targets: weights sum to 0"),
     ([("999.1.1.1", 80, 100)], r"targets\[0\]\.ip: '999\.1\.1\.1' is not an IPv4 address"),
     ([("0.0.0.0", 80, 100)], r"targets\[0\]\.ip: 0\.0\.0\.0 is in 0\.0\.0\.0/8 \(this host\)"),
     ([("224.0.0.1", 80, 100)], r"targets\[0\]\.ip: 224\.0\.0\.1 is a multicast address"),
@@ -53,9 +55,9 @@ def test_eight_targets_are_allowed_nine_are_not() -> None:
     ([("250.1.1.1", 80, 100)], r"is in class E \(reserved\)"),
     ([("255.255.255.255", 80, 100)], r"cannot be a target"),
     ([("2001:db8::1", 80, 100)], r"targets\[0\]\.ip"),
-    ([(T1, 0, 100)], r"targets\[0\]\.port: 0 is out of range"),
-    ([(T1, 65536, 100)], r"targets\[0\]\.port: 65536 is out of range"),
-    ([(T1, "http", 100)], r"targets\[0\]\.port: 'http' is not a port"),
+    ([(T1, 0, 100)], r"targets\[0\]\.port: must be 1\.\.65535 \(got 0\)"),
+    ([(T1, 65536, 100)], r"targets\[0\]\.port: must be 1\.\.65535 \(got 65536\)"),
+    ([(T1, "http", 100)], r"targets\[0\]\.port: must be an integer 1\.\.65535, not a string"),
     ([(T1, 80, 50), (T1, 80, 50)], r"targets\[1\]: 198\.18\.101\.2:80 is listed twice"),
     ([42], r"targets\[0\]: expected"),
     ([(T1,)], r"targets\[0\]: expected"),

@@ -13,6 +13,7 @@ from textual.widgets import Input, Static
 
 from lbtui.console import conns as C
 from lbtui.console.linetable import LineTable, TableColumn
+from lbtui.maps import flowrows as R
 
 CONN_COLUMNS = [TableColumn(c.name, c.width, c.text, c.right) for c in C.COLUMNS]
 
@@ -42,7 +43,7 @@ class ConnectionsView(Vertical):
             super().__init__()
 
     class DeleteRequested(Message):
-        def __init__(self, row: C.Row) -> None:
+        def __init__(self, row: R.Row) -> None:
             self.row = row
             super().__init__()
 
@@ -61,7 +62,7 @@ class ConnectionsView(Vertical):
         yield Static(id="conns-title")
         yield Input(placeholder="filter: text in client, VIP, target, protocol or state "
                     "(Enter keeps it, Esc clears)", id="conns-filter")
-        table = LineTable(CONN_COLUMNS, key=lambda r: r[C.KEY], id="conns-table")
+        table = LineTable(CONN_COLUMNS, key=lambda r: r[R.KEY], id="conns-table")
         table.sorted_column = self.spec.sort
         yield table
 

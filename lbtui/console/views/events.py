@@ -14,7 +14,7 @@ from textual.widgets import Input, Static
 
 from lbtui.console import fmt
 from lbtui.console.linetable import LineTable, TableColumn
-from lbtui.events import LbEvent
+from lbtui.maps.events import LbEvent
 
 KEEP = 10_000   # events kept for the view
 

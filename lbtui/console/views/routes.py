@@ -12,6 +12,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from lbtui.console.groups import Group, find_group
+from lbtui.model import GroupKind
 
 
 def keep_cursor(table: DataTable, rows: list[tuple[str, tuple]]) -> None:
@@ -77,10 +78,10 @@ class RoutesView(Vertical):
                 if t.weight == 0:
                     weight.append(" drained", "yellow")
                 rows.append((f"{g.ref}|{t}", (
-                    g.kind if first else "", _match(g) if first else "",
+                    g.kind.value if first else "", _match(g) if first else "",
                     g.detail if first else "", str(t), weight)))
         keep_cursor(self.query_one(DataTable), rows)
-        n = {k: sum(g.kind == k for g in groups) for k in ("listener", "source", "sni")}
+        n = {k.value: sum(g.kind is k for g in groups) for k in GroupKind}
         self.query_one("#routes-title", Static).update(
             f"[b]Routes[/b]  {n['listener']} listeners · {n['source']} source routes · "
             f"{n['sni']} SNI routes")
@@ -119,4 +120,4 @@ class RoutesView(Vertical):
 
 
 def _match(g: Group) -> str:
-    return f":{g.key}" if g.kind == "listener" else str(g.key)
+    return f":{g.key.key}" if g.kind is GroupKind.LISTENER else str(g.key.key)

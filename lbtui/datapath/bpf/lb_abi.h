@@ -11,6 +11,11 @@
 #ifndef LBTUI_LB_ABI_H
 #define LBTUI_LB_ABI_H
 
+/* Bumped whenever a map's layout, a map's meaning or the set of pinned maps changes. It is
+ * stored in settings[LB_SETTING_ABI_VERSION] when the maps are created, so a later lbtui
+ * refuses pinned maps it would misread instead of reading the wrong bytes. */
+#define LB_ABI_VERSION 2
+
 #define LB_MAX_TARGETS 8
 
 /* Route flags (struct lb_route.flags). One meaning per bit, everywhere. Bit 0 keeps the
@@ -23,6 +28,12 @@
  * listen key has no protocol); with one set, the other protocol passes untouched. */
 #define LB_ROUTE_F_TCP   (1 << 2)
 #define LB_ROUTE_F_UDP   (1 << 3)
+/* Destination filter for new flows (listeners written from a config file). Without either
+ * bit a listener takes every destination address on its port (the seed's listen key has no
+ * address). LOCAL: only addresses local to the LB's namespace (the local_addrs map, kept
+ * current by the control plane); ADDRESS: only (address, port) pairs in the vips map. */
+#define LB_ROUTE_F_LOCAL   (1 << 4)
+#define LB_ROUTE_F_ADDRESS (1 << 5)
 
 /* listen map: HASH, 8 B key. */
 struct lb_listen_key {
@@ -58,7 +69,11 @@ struct lb_lpm_key {
 
 /* conntrack map: LRU_HASH shared by all CPUs (never per-CPU: a reply handled on another
  * CPU must see the NAT state), 16 B key. Each flow has two entries: the forward tuple
- * (client -> VIP) and the reply tuple (target -> client), told apart by LB_CT_F_REPLY. */
+ * (client -> VIP) and the reply tuple (target -> client), told apart by LB_CT_F_REPLY.
+ * The forward entry is the flow; the reply entry is an index into it, used only while the
+ * forward entry is alive and still names that target. Forward traffic refreshes the reply
+ * entry (and re-creates it if the LRU evicted it); a finished flow's reply entry goes with
+ * the packet that finishes it, so it never answers for another connection. */
 struct lb_ct_key {
     __be32 src_ip;
     __be32 dst_ip;
@@ -77,6 +92,8 @@ struct lb_ct_key {
 #define LB_CT_F_STATS        (1 << 5) /* flow emits open/close events */
 #define LB_CT_F_CLOSE_SENT   (1 << 6) /* the closed event was emitted */
 #define LB_CT_F_LOCAL        (1 << 7) /* proxied by a userspace splicer: XDP passes it */
+#define LB_CT_F_SOURCE       (1 << 8) /* a source route chose the target (else the listener) */
+#define LB_CT_F_RST_REV      (1 << 9) /* the target sent an RST */
 
 /* Conntrack value, 64 B. In a forward entry orig_dst is the VIP the client dialled and
  * nat_dst the chosen target; the reply entry holds the same pair, so the reply path can
@@ -101,26 +118,90 @@ struct lb_ct_value {
 #define LB_SETTING_CONN_TIMEOUT_S  1
 #define LB_SETTING_NH_CACHE_MS     2  /* next-hop cache lifetime in ms; 0 disables it */
 #define LB_SETTING_NH_GENERATION   3  /* bump to invalidate every cached next hop */
+#define LB_SETTING_ABI_VERSION     15 /* LB_ABI_VERSION of whoever created the maps */
 #define LB_SETTINGS_MAX            16
 
-/* counters map: ARRAY u32 -> u64, bumped with atomic adds. Slots written by the kernel
- * and slots written by userspace never overlap. */
+/* counters map: PERCPU_ARRAY u32 -> u64, each CPU adding to its own slot; readers sum the
+ * CPUs. Slots written by the kernel and slots written by userspace never overlap. */
 #define LB_CTR_FLOWS_CREATED     0  /* kernel: new conntrack flows (2 entries each) */
 #define LB_CTR_EVENTS_LOST       1  /* kernel: ring buffer reserve failures */
 #define LB_CTR_NO_TARGET         2  /* kernel: new flow found no target with weight > 0 */
 #define LB_CTR_FLOWS_CLOSED      3  /* kernel: flows closed by FIN/RST */
 #define LB_CTR_SNI_PASSED        4  /* kernel: packets passed to the SNI splicer */
 #define LB_CTR_USER_EVENTS       5  /* kernel: events submitted for userspace (lb_emit_event) */
+#define LB_CTR_REPLIES_REBUILT   6  /* kernel: reply entries re-created from their flow */
 #define LB_CTR_FLOWS_DELETED     8  /* userspace: flows deleted by lbtui (sweep, ctl, console) */
 #define LB_COUNTERS_MAX          16
 
-/* stats ring buffer events: naturally aligned, 72 B. */
-#define LB_EVENT_OPENED 1
-#define LB_EVENT_CLOSED 2
+/* tx_ports map: DEVMAP_HASH ifindex -> ifindex. The control plane fills it with the egress
+ * interfaces it verified can take XDP frames (a native XDP transmit, or generic XDP on every
+ * ingress); bpf_redirect_map falls back to XDP_PASS for any other, so a frame is never
+ * redirected where the kernel would drop it. */
+#define LB_MAX_TX_PORTS 256
+
+/* ports map: ARRAY u32 -> u64, a bitmap over 16-bit ports. Words [0, 1024) mark the
+ * destination ports of listeners, words [1024, 2048) the source ports of targets (where
+ * replies come from). A packet with neither bit set is not ours and leaves after two array
+ * reads, before any hash lookup. Bits are only ever set while the maps live, so flows that
+ * outlive their listener or target keep working. */
+#define LB_PORTS_LISTEN_BASE 0
+#define LB_PORTS_TARGET_BASE 1024
+#define LB_PORTS_MAX         2048
+
+/* local_addrs map: HASH __be32 address -> __u32 (1). The IPv4 addresses local to the LB's
+ * namespace, for LB_ROUTE_F_LOCAL listeners. */
+#define LB_MAX_LOCAL_ADDRS 1024
+
+/* vips map: HASH, for LB_ROUTE_F_ADDRESS listeners. */
+struct lb_vip_key {
+    __be32 ip;
+    __be16 port;
+    __u16 pad;
+};
+#define LB_MAX_VIPS 1024
+
+/* reasons map: PERCPU_HASH, packets per (ingress interface, reason) that lbtui handed to
+ * the kernel stack instead of forwarding them itself, or handled specially. */
+struct lb_reason_key {
+    __u32 ifindex;
+    __u32 reason;
+};
+#define LB_MAX_REASON_KEYS 4096
+
+#define LB_REASON_FIB_MISS        1  /* no route for the rewritten packet */
+#define LB_REASON_NO_NEIGH        2  /* next hop's link-layer address not known yet */
+#define LB_REASON_MTU             3  /* larger than the egress MTU: the stack answers */
+#define LB_REASON_EGRESS_NOT_XDP  4  /* egress interface cannot take XDP frames */
+#define LB_REASON_VLAN            5  /* VLAN-tagged: the stack owns tag handling */
+#define LB_REASON_TTL             6  /* TTL expiring: the stack sends time exceeded */
+#define LB_REASON_FRAGMENT        7  /* IP fragment: not balanced, passed untouched */
+#define LB_REASON_IP_OPTIONS      8  /* translated, forwarded by the stack (options) */
+#define LB_REASON_CSUM_PARTIAL    9  /* translated, forwarded by the stack (partial csum) */
+#define LB_REASON_NO_FLOW         10 /* TCP non-SYN to a listener with no flow */
+#define LB_REASON_NO_TARGET       11 /* every target drained */
+#define LB_REASON_REPLY_CLASH     12 /* the target's reply tuple belongs to a live flow */
+#define LB_REASON_STALE_REPLY     13 /* reply tuple of a finished flow: not ours */
+#define LB_REASON_NOT_VIP         14 /* listener port, but not an address it serves */
+#define LB_REASON_ICMP            15 /* ICMP error of a balanced flow, translated */
+#define LB_REASONS_MAX            16
+
+/* stats ring buffer events: naturally aligned, 80 B. */
+#define LB_EVENT_OPENED         1
+#define LB_EVENT_CLOSED         2
+#define LB_EVENT_CONNECT_FAILED 3  /* userspace: the SNI splicer could not reach the target */
 
 #define LB_CLOSE_FIN  1
 #define LB_CLOSE_RST  2
 #define LB_CLOSE_AGED 3  /* only produced by userspace sweeps */
+
+/* What chose the target (struct lb_event.group). */
+#define LB_GROUP_LISTENER 0
+#define LB_GROUP_SOURCE   1
+#define LB_GROUP_SNI      2
+
+/* struct lb_event.flags */
+#define LB_EVENT_F_REPLIED    (1 << 0) /* the target answered at least once */
+#define LB_EVENT_F_RST_TARGET (1 << 1) /* closed by an RST the target sent */
 
 struct lb_event {
     __u64 ts_ns;
@@ -129,6 +210,7 @@ struct lb_event {
     __u64 bytes_fwd;
     __u64 bytes_rev;
     __u64 created_ns;
+    __u64 sni_hash;      /* SNI-routed flows: the route's hostname hash; else 0 */
     __be32 client_ip;
     __be32 vip_ip;
     __be32 target_ip;
@@ -138,7 +220,9 @@ struct lb_event {
     __u8 type;           /* LB_EVENT_* */
     __u8 proto;          /* IPPROTO_TCP / IPPROTO_UDP */
     __u8 reason;         /* LB_CLOSE_* for closed events */
-    __u8 pad[3];
+    __u8 group;          /* LB_GROUP_* */
+    __u8 flags;          /* LB_EVENT_F_* */
+    __u8 pad;
 };
 
 #endif /* LBTUI_LB_ABI_H */

@@ -1,8 +1,15 @@
 /* lbtui XDP datapath: layer-4 DNAT load balancing with shared conntrack.
  *
- * Packet path: parse -> conntrack lookup -> (reply: restore VIP) |
- * (established: keep target) | (new: source route, else listen entry; weighted pick) ->
- * DNAT with incremental checksums -> bpf_fib_lookup + redirect, else XDP_PASS.
+ * Packet path: parse -> port prefilter (two array reads decide that most foreign traffic is
+ * not ours) -> conntrack lookup -> (reply: restore VIP) | (established: keep target) |
+ * (new: SYN or first datagram on a listener; source route, else the listener's group;
+ * weighted pick) -> DNAT with incremental checksums -> forward.
+ *
+ * Forwarding: bpf_fib_lookup, then bpf_redirect_map into tx_ports, which holds only the
+ * egress interfaces the control plane verified can take XDP frames; anything else (no
+ * route, unknown neighbour, an egress that cannot take XDP frames, VLAN, expiring TTL, IP
+ * options, partial checksums) goes to the kernel stack, counted per ingress interface and
+ * reason. lbtui never drops a packet: what it cannot deliver itself, the stack delivers.
  * Traffic that matches nothing of ours is passed byte-identical. */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
@@ -32,7 +39,14 @@ BPF_TABLE_PINNED("hash", __u64, struct lb_route, sni, LB_MAX_SNI, LB_PIN_DIR "/s
 BPF_TABLE_PINNED("lru_hash", struct lb_ct_key, struct lb_ct_value, conntrack,
                  LB_MAX_CONNTRACK, LB_PIN_DIR "/conntrack");
 BPF_TABLE_PINNED("array", __u32, __u32, settings, LB_SETTINGS_MAX, LB_PIN_DIR "/settings");
-BPF_TABLE_PINNED("array", __u32, __u64, counters, LB_COUNTERS_MAX, LB_PIN_DIR "/counters");
+BPF_TABLE_PINNED("percpu_array", __u32, __u64, counters, LB_COUNTERS_MAX,
+                 LB_PIN_DIR "/counters");
+BPF_TABLE_PINNED("array", __u32, __u64, ports, LB_PORTS_MAX, LB_PIN_DIR "/ports");
+BPF_TABLE_PINNED("hash", __be32, __u32, local_addrs, LB_MAX_LOCAL_ADDRS,
+                 LB_PIN_DIR "/local_addrs");
+BPF_TABLE_PINNED("hash", struct lb_vip_key, __u32, vips, LB_MAX_VIPS, LB_PIN_DIR "/vips");
+BPF_TABLE_PINNED("percpu_hash", struct lb_reason_key, __u64, reasons, LB_MAX_REASON_KEYS,
+                 LB_PIN_DIR "/reasons");
 
 /* BPF_RINGBUF_OUTPUT with a pinned section: same table methods, BCC adopts the pinned map. */
 struct stats_table_t {
@@ -47,11 +61,24 @@ struct stats_table_t {
 __attribute__((section("maps/ringbuf:" LB_PIN_DIR "/stats")))
 struct stats_table_t stats = { .max_entries = LB_RINGBUF_BYTES };
 
+/* The egress devmap (a DEVMAP_HASH pinned by lbtui.maps), declared like BCC's
+ * BPF_DEVMAP so that .redirect_map() is available, with a pinned section. */
+struct tx_ports_table_t {
+    __u32 key;
+    __u32 leaf;
+    __u64 (*redirect_map)(int, int);
+    __u32 max_entries;
+};
+__attribute__((section("maps/devmap:" LB_PIN_DIR "/tx_ports")))
+struct tx_ports_table_t tx_ports = { .max_entries = LB_MAX_TX_PORTS };
+
+/* Counters are per CPU: a plain add on this CPU's slot, no shared cache line; readers
+ * sum the CPUs. */
 static __always_inline void lb_count(__u32 slot)
 {
     __u64 *v = counters.lookup(&slot);
     if (v)
-        __sync_fetch_and_add(v, 1);
+        *v += 1;
 }
 
 static __always_inline __u32 lb_setting(__u32 index)
@@ -60,6 +87,34 @@ static __always_inline __u32 lb_setting(__u32 index)
     return v ? *v : 0;
 }
 
+/* Count a packet by (ingress interface, reason). A lost insert race or a full map loses a
+ * count, never a packet. */
+static __always_inline void lb_reason(__u32 ifindex, __u32 reason)
+{
+    struct lb_reason_key k = { .ifindex = ifindex, .reason = reason };
+    __u64 *v = reasons.lookup(&k);
+    if (v) {
+        *v += 1;                        /* per-CPU slot: a plain add */
+        return;
+    }
+    __u64 one = 1;
+    reasons.insert(&k, &one);
+}
+
+/* Hand a packet to the kernel stack, counting why. */
+static __always_inline int lb_pass(__u32 ifindex, __u32 reason)
+{
+    lb_reason(ifindex, reason);
+    return XDP_PASS;
+}
+
+static __always_inline int lb_port_marked(__u32 base, __be16 port)
+{
+    __u16 p = bpf_ntohs(port);
+    __u32 idx = base + (p >> 6);
+    __u64 *word = ports.lookup(&idx);
+    return word && ((*word >> (p & 63)) & 1);
+}
 
 #define LB_NS_PER_S 1000000000ULL
 
@@ -157,135 +212,20 @@ static __always_inline void lb_emit(__u8 type, __u8 reason, const struct lb_ct_k
     e->client_port = fkey->src_port;
     e->vip_port = v->orig_dst_port;
     e->target_port = v->nat_dst_port;
+    e->sni_hash = 0;
     e->type = type;
     e->proto = fkey->proto;
     e->reason = reason;
-    e->pad[0] = e->pad[1] = e->pad[2] = 0;
+    e->group = (v->flags & LB_CT_F_SOURCE) ? LB_GROUP_SOURCE : LB_GROUP_LISTENER;
+    e->flags = ((v->flags & LB_CT_F_SEEN_REPLY) ? LB_EVENT_F_REPLIED : 0) |
+               ((v->flags & LB_CT_F_RST_REV) ? LB_EVENT_F_RST_TARGET : 0);
+    e->pad = 0;
     stats.ringbuf_submit(e, 0);
 }
 
-/* Record FIN/RST seen in one direction of a forward flow; emit "closed" once. */
-static __always_inline void lb_track_tcp_close(struct lb_pkt *p, const struct lb_ct_key *fkey,
-                                               struct lb_ct_value *fct, int reverse, __u64 now)
+static __always_inline int lb_is_closed(__u16 flags)
 {
-    __u16 bits = 0;
-    if (!p->tcp)
-        return;
-    if (p->tcp->rst)
-        bits |= LB_CT_F_RST;
-    if (p->tcp->fin)
-        bits |= reverse ? LB_CT_F_FIN_REV : LB_CT_F_FIN_FWD;
-    if (!bits)
-        return;
-    __u16 flags = lb_ct_fetch_or_flags(fct, bits) | bits;
-    int closed = (flags & LB_CT_F_RST) ||
-                 ((flags & LB_CT_F_FIN_FWD) && (flags & LB_CT_F_FIN_REV));
-    if (!closed || (flags & LB_CT_F_CLOSE_SENT))
-        return;
-    if (lb_ct_fetch_or_flags(fct, LB_CT_F_CLOSE_SENT) & LB_CT_F_CLOSE_SENT)
-        return;                         /* another CPU won the race to report it */
-    lb_count(LB_CTR_FLOWS_CLOSED);
-    if ((flags & LB_CT_F_STATS) && lb_setting(LB_SETTING_STATS_ENABLED))
-        lb_emit(LB_EVENT_CLOSED, (flags & LB_CT_F_RST) ? LB_CLOSE_RST : LB_CLOSE_FIN,
-                fkey, fct, now);
-}
-
-static __always_inline void lb_rewrite_dst(struct lb_pkt *p, __be32 ip, __be16 port)
-{
-    struct iphdr *iph = p->iph;
-    if (p->tcp || *p->l4_check) {       /* UDP checksum 0 means "none" and stays 0 */
-        lb_csum_replace4(p->l4_check, iph->daddr, ip);
-        lb_csum_replace2(p->l4_check, *p->dport, port);
-        if (p->udp && *p->l4_check == 0)
-            *p->l4_check = 0xffff;
-    }
-    lb_csum_replace4(&iph->check, iph->daddr, ip);
-    iph->daddr = ip;
-    *p->dport = port;
-}
-
-static __always_inline void lb_rewrite_src(struct lb_pkt *p, __be32 ip, __be16 port)
-{
-    struct iphdr *iph = p->iph;
-    if (p->tcp || *p->l4_check) {
-        lb_csum_replace4(p->l4_check, iph->saddr, ip);
-        lb_csum_replace2(p->l4_check, *p->sport, port);
-        if (p->udp && *p->l4_check == 0)
-            *p->l4_check = 0xffff;
-    }
-    lb_csum_replace4(&iph->check, iph->saddr, ip);
-    iph->saddr = ip;
-    *p->sport = port;
-}
-
-/* Next-hop cache: bpf_fib_lookup is the most expensive step of a forwarded packet (~160 ns
- * in a VM), and a balancer sends most packets to a handful of addresses. Each CPU keeps
- * the last answer per (ingress interface, destination) slot for settings[NH_CACHE_MS]
- * milliseconds; bumping settings[NH_GENERATION] drops them all at once. Internal to the
- * program (not part of the map ABI), so not pinned. */
-#define LB_NH_SLOTS 256
-
-struct lb_nh {
-    __be32 dst;
-    __u32 ifindex_in;
-    __u32 ifindex_out;
-    __u32 generation;
-    __u8 smac[ETH_ALEN];
-    __u8 dmac[ETH_ALEN];
-    __u32 pad;
-    __u64 expires_ns;
-};
-
-BPF_PERCPU_ARRAY(nh_cache, struct lb_nh, LB_NH_SLOTS);
-
-static __always_inline int lb_redirect_to(struct lb_pkt *p, const __u8 *smac, const __u8 *dmac,
-                                          __u32 ifindex)
-{
-    lb_ip_decrease_ttl(p->iph);
-    __builtin_memcpy(p->eth->h_dest, dmac, ETH_ALEN);
-    __builtin_memcpy(p->eth->h_source, smac, ETH_ALEN);
-    return bpf_redirect(ifindex, 0);
-}
-
-/* Route the rewritten packet ourselves when the kernel knows the next hop; otherwise let
- * the stack forward it. */
-static __always_inline int lb_forward(struct xdp_md *ctx, struct lb_pkt *p, __u64 now)
-{
-    struct bpf_fib_lookup fib = {};
-    struct iphdr *iph = p->iph;
-    struct lb_nh *nh = NULL;
-    __u32 cache_ms, generation = 0;
-
-    if (p->vlan || iph->ttl <= 1)
-        return XDP_PASS;                /* VLAN egress / ICMP time exceeded: the stack's job */
-    cache_ms = lb_setting(LB_SETTING_NH_CACHE_MS);
-    if (cache_ms) {
-        __u32 slot = (bpf_ntohl(iph->daddr) ^ (ctx->ingress_ifindex << 5)) & (LB_NH_SLOTS - 1);
-        nh = nh_cache.lookup(&slot);
-        generation = lb_setting(LB_SETTING_NH_GENERATION);
-        if (nh && nh->dst == iph->daddr && nh->ifindex_in == ctx->ingress_ifindex &&
-            nh->generation == generation && now < nh->expires_ns)
-            return lb_redirect_to(p, nh->smac, nh->dmac, nh->ifindex_out);
-    }
-    fib.family = LB_AF_INET;
-    fib.tos = iph->tos;
-    fib.l4_protocol = iph->protocol;
-    fib.tot_len = p->ip_len;
-    fib.ipv4_src = iph->saddr;
-    fib.ipv4_dst = iph->daddr;
-    fib.ifindex = ctx->ingress_ifindex;
-    if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
-        return XDP_PASS;
-    if (nh) {
-        nh->dst = iph->daddr;
-        nh->ifindex_in = ctx->ingress_ifindex;
-        nh->ifindex_out = fib.ifindex;
-        nh->generation = generation;
-        __builtin_memcpy(nh->smac, fib.smac, ETH_ALEN);
-        __builtin_memcpy(nh->dmac, fib.dmac, ETH_ALEN);
-        nh->expires_ns = now + (__u64)cache_ms * 1000000ULL;
-    }
-    return lb_redirect_to(p, fib.smac, fib.dmac, fib.ifindex);
+    return (flags & LB_CT_F_RST) || ((flags & LB_CT_F_FIN_FWD) && (flags & LB_CT_F_FIN_REV));
 }
 
 static __always_inline int lb_is_expired(const struct lb_ct_value *v, __u64 now)
@@ -295,9 +235,260 @@ static __always_inline int lb_is_expired(const struct lb_ct_value *v, __u64 now)
            now - v->last_seen_ns > (__u64)timeout_s * LB_NS_PER_S;
 }
 
-static __always_inline int lb_is_closed(__u16 flags)
+/* Record FIN/RST seen in one direction of a forward flow; emit "closed" once. Returns the
+ * flow's flags after this packet. */
+static __always_inline __u16 lb_track_tcp_close(struct lb_pkt *p, const struct lb_ct_key *fkey,
+                                                struct lb_ct_value *fct, int reverse, __u64 now)
 {
-    return (flags & LB_CT_F_RST) || ((flags & LB_CT_F_FIN_FWD) && (flags & LB_CT_F_FIN_REV));
+    __u16 bits = 0;
+    if (!p->tcp)
+        return fct->flags;
+    if (p->tcp->rst)
+        bits |= reverse ? (LB_CT_F_RST | LB_CT_F_RST_REV) : LB_CT_F_RST;
+    if (p->tcp->fin)
+        bits |= reverse ? LB_CT_F_FIN_REV : LB_CT_F_FIN_FWD;
+    if (!bits)
+        return fct->flags;
+    __u16 flags = lb_ct_fetch_or_flags(fct, bits) | bits;
+    if (!lb_is_closed(flags) || (flags & LB_CT_F_CLOSE_SENT))
+        return flags;
+    if (lb_ct_fetch_or_flags(fct, LB_CT_F_CLOSE_SENT) & LB_CT_F_CLOSE_SENT)
+        return flags;                   /* another CPU won the race to report it */
+    lb_count(LB_CTR_FLOWS_CLOSED);
+    if ((flags & LB_CT_F_STATS) && lb_setting(LB_SETTING_STATS_ENABLED))
+        lb_emit(LB_EVENT_CLOSED, (flags & LB_CT_F_RST) ? LB_CLOSE_RST : LB_CLOSE_FIN,
+                fkey, fct, now);
+    return flags;
+}
+
+/* Handlers return an XDP action, or LB_FORWARD: "translated, now forward it", so the
+ * forwarding code (the largest part of the program) exists once. */
+#define LB_FORWARD (-1)
+
+/* --- address rewriting ------------------------------------------------------------------- */
+
+/* Rewrite one address and port of a TCP/UDP packet with incremental checksum updates. A
+ * partial L4 checksum covers the addresses only (the ports are summed at transmit). */
+static __always_inline void lb_rewrite(struct lb_pkt *p, __be32 *addr, __be16 *port,
+                                       __be32 ip, __be16 new_port)
+{
+    struct iphdr *iph = p->iph;
+    if (p->partial) {
+        lb_csum_partial_replace4(p->l4_check, *addr, ip);
+    } else if (p->tcp || *p->l4_check) {  /* UDP checksum 0 means "none" and stays 0 */
+        lb_csum_replace4(p->l4_check, *addr, ip);
+        lb_csum_replace2(p->l4_check, *port, new_port);
+        if (p->udp && *p->l4_check == 0)
+            *p->l4_check = 0xffff;
+    }
+    lb_csum_replace4(&iph->check, *addr, ip);
+    *addr = ip;
+    *port = new_port;
+}
+
+static __always_inline void lb_rewrite_dst(struct lb_pkt *p, __be32 ip, __be16 port)
+{
+    lb_rewrite(p, &p->iph->daddr, p->dport, ip, port);
+}
+
+static __always_inline void lb_rewrite_src(struct lb_pkt *p, __be32 ip, __be16 port)
+{
+    lb_rewrite(p, &p->iph->saddr, p->sport, ip, port);
+}
+
+/* --- forwarding ------------------------------------------------------------------------- */
+
+/* Next-hop cache: bpf_fib_lookup is the most expensive step of a forwarded packet (~160 ns
+ * in a VM), and a balancer sends most packets to a handful of addresses. Each CPU keeps
+ * the last answer per (ingress interface, destination) slot for settings[NH_CACHE_MS]
+ * milliseconds; bumping settings[NH_GENERATION] drops them all at once (the control plane
+ * does so whenever tx_ports changes). Internal to the program (not part of the map ABI),
+ * so not pinned. */
+#define LB_NH_SLOTS 256
+
+struct lb_nh {
+    __be32 dst;
+    __u32 ifindex_in;
+    __u32 ifindex_out;
+    __u32 generation;
+    __u8 smac[ETH_ALEN];
+    __u8 dmac[ETH_ALEN];
+    __u32 max_len;          /* the largest packet the lookup passed (its MTU check) */
+    __u64 expires_ns;
+};
+
+BPF_PERCPU_ARRAY(nh_cache, struct lb_nh, LB_NH_SLOTS);
+
+/* Redirect into tx_ports, or let the stack forward the packet when the egress interface is
+ * not one the control plane verified (the helper falls back to XDP_PASS). The frame is
+ * only rewritten for the link once the redirect is certain, so a passed packet reaches the
+ * stack as it arrived, apart from the translation. */
+static __always_inline int lb_redirect_to(struct xdp_md *ctx, struct lb_pkt *p,
+                                          const __u8 *smac, const __u8 *dmac, __u32 ifindex)
+{
+    if (tx_ports.redirect_map(ifindex, XDP_PASS) != XDP_REDIRECT)
+        return lb_pass(ctx->ingress_ifindex, LB_REASON_EGRESS_NOT_XDP);
+    lb_ip_decrease_ttl(p->iph);
+    __builtin_memcpy(p->eth->h_dest, dmac, ETH_ALEN);
+    __builtin_memcpy(p->eth->h_source, smac, ETH_ALEN);
+    return XDP_REDIRECT;
+}
+
+/* Route the rewritten packet ourselves when the kernel knows the next hop and the egress
+ * takes XDP frames; otherwise let the stack forward it. */
+static __always_inline int lb_forward(struct xdp_md *ctx, struct lb_pkt *p, __u64 now)
+{
+    struct bpf_fib_lookup fib = {};
+    struct iphdr *iph = p->iph;
+    struct lb_nh *nh = NULL;
+    __u32 in = ctx->ingress_ifindex;
+    __u32 cache_ms, generation = 0;
+
+    if (p->vlan)
+        return lb_pass(in, LB_REASON_VLAN);         /* tag handling is the stack's */
+    if (p->partial)
+        return lb_pass(in, LB_REASON_CSUM_PARTIAL); /* an XDP frame would lose the skb's flag */
+    if (p->options)
+        return lb_pass(in, LB_REASON_IP_OPTIONS);   /* routers process options: the stack */
+    if (iph->ttl <= 1)
+        return lb_pass(in, LB_REASON_TTL);          /* the stack sends time exceeded */
+    cache_ms = lb_setting(LB_SETTING_NH_CACHE_MS);
+    if (cache_ms) {
+        __u32 slot = (bpf_ntohl(iph->daddr) ^ (in << 5)) & (LB_NH_SLOTS - 1);
+        nh = nh_cache.lookup(&slot);
+        generation = lb_setting(LB_SETTING_NH_GENERATION);
+        if (nh && nh->dst == iph->daddr && nh->ifindex_in == in &&
+            nh->generation == generation && now < nh->expires_ns &&
+            p->ip_len <= nh->max_len)
+            return lb_redirect_to(ctx, p, nh->smac, nh->dmac, nh->ifindex_out);
+    }
+    fib.family = LB_AF_INET;
+    fib.tos = iph->tos;
+    fib.l4_protocol = iph->protocol;
+    fib.tot_len = p->ip_len;
+    fib.ipv4_src = iph->saddr;
+    fib.ipv4_dst = iph->daddr;
+    fib.ifindex = in;
+    int rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+    if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+        return lb_pass(in, LB_REASON_NO_NEIGH);
+    if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+        return lb_pass(in, LB_REASON_MTU);
+    if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+        return lb_pass(in, LB_REASON_FIB_MISS);
+    if (nh) {
+        /* A hit for the same next hop only widens what the entry vouches for; a larger
+         * packet than any checked so far takes the lookup (and its MTU check) again. */
+        int same = nh->dst == iph->daddr && nh->ifindex_in == in &&
+                   nh->ifindex_out == fib.ifindex && nh->generation == generation &&
+                   now < nh->expires_ns;
+        nh->max_len = same && nh->max_len > p->ip_len ? nh->max_len : p->ip_len;
+        nh->dst = iph->daddr;
+        nh->ifindex_in = in;
+        nh->ifindex_out = fib.ifindex;
+        nh->generation = generation;
+        __builtin_memcpy(nh->smac, fib.smac, ETH_ALEN);
+        __builtin_memcpy(nh->dmac, fib.dmac, ETH_ALEN);
+        nh->expires_ns = now + (__u64)cache_ms * 1000000ULL;
+    }
+    return lb_redirect_to(ctx, p, fib.smac, fib.dmac, fib.ifindex);
+}
+
+/* Classify the L4 checksum before the first rewrite (see lb_csum.h). */
+static __always_inline void lb_check_partial(struct xdp_md *ctx, struct lb_pkt *p)
+{
+    void *data_end = (void *)(long)ctx->data_end;
+    p->partial = lb_csum_is_partial(p->iph, p->proto, p->l4_check, p->l4, p->l4_len,
+                                    data_end);
+}
+
+/* --- conntrack -------------------------------------------------------------------------- */
+
+static __always_inline void lb_reply_key_of(struct lb_ct_key *rkey, const struct lb_ct_key *fkey,
+                                            const struct lb_ct_value *fct)
+{
+    rkey->src_ip = fct->nat_dst_ip;
+    rkey->dst_ip = fkey->src_ip;
+    rkey->src_port = fct->nat_dst_port;
+    rkey->dst_port = fkey->src_port;
+    rkey->proto = fkey->proto;
+}
+
+static __always_inline void lb_forward_key_of(struct lb_ct_key *fkey, const struct lb_ct_key *rkey,
+                                              const struct lb_ct_value *rct)
+{
+    fkey->src_ip = rkey->dst_ip;
+    fkey->dst_ip = rct->orig_dst_ip;
+    fkey->src_port = rkey->dst_port;
+    fkey->dst_port = rct->orig_dst_port;
+    fkey->proto = rkey->proto;
+}
+
+static __always_inline void lb_reply_value_of(struct lb_ct_value *rv, const struct lb_ct_value *fv,
+                                              __u64 now)
+{
+    rv->orig_dst_ip = fv->orig_dst_ip;
+    rv->orig_dst_port = fv->orig_dst_port;
+    rv->nat_dst_ip = fv->nat_dst_ip;
+    rv->nat_dst_port = fv->nat_dst_port;
+    rv->created_ns = fv->created_ns;
+    rv->last_seen_ns = now;
+    rv->flags = (fv->flags & LB_CT_F_STATS) | LB_CT_F_REPLY;
+}
+
+/* The forward entry a reply entry points at, if that flow still uses this reply tuple. */
+static __always_inline struct lb_ct_value *lb_flow_of_reply(const struct lb_ct_key *rkey,
+                                                            const struct lb_ct_value *rct,
+                                                            struct lb_ct_key *fkey)
+{
+    lb_forward_key_of(fkey, rkey, rct);
+    struct lb_ct_value *fct = conntrack.lookup(fkey);
+    if (!fct || (fct->flags & (LB_CT_F_REPLY | LB_CT_F_LOCAL)) ||
+        fct->nat_dst_ip != rkey->src_ip || fct->nat_dst_port != rkey->src_port)
+        return NULL;
+    return fct;
+}
+
+/* Remove a flow's reply entry, but only if it is still this flow's. */
+static __always_inline void lb_forget_reply(const struct lb_ct_key *fkey,
+                                            const struct lb_ct_value *fct)
+{
+    struct lb_ct_key rkey = {};
+    lb_reply_key_of(&rkey, fkey, fct);
+    struct lb_ct_value *r = conntrack.lookup(&rkey);
+    if (r && r->orig_dst_ip == fct->orig_dst_ip && r->orig_dst_port == fct->orig_dst_port)
+        conntrack.delete(&rkey);
+}
+
+/* Once a tick per flow, on forward traffic: refresh the reply entry's last_seen (so the
+ * sweep sees a flow whose target is quiet as alive), and re-create it if the LRU evicted
+ * or a sweep removed it, so the target's next reply is translated. Never over another
+ * flow's entry. */
+static __always_inline void lb_keep_reply(const struct lb_ct_key *fkey,
+                                          const struct lb_ct_value *fct, __u64 now)
+{
+    if (lb_is_closed(fct->flags))
+        return;
+    struct lb_ct_key rkey = {};
+    lb_reply_key_of(&rkey, fkey, fct);
+    struct lb_ct_value *r = conntrack.lookup(&rkey);
+    if (r) {
+        if (r->orig_dst_ip == fct->orig_dst_ip && r->orig_dst_port == fct->orig_dst_port &&
+            r->last_seen_ns != now)
+            r->last_seen_ns = now;
+        return;
+    }
+    struct lb_ct_value rv = {};
+    lb_reply_value_of(&rv, fct, now);
+    if (conntrack.insert(&rkey, &rv) == 0)
+        lb_count(LB_CTR_REPLIES_REBUILT);
+}
+
+/* A reply tuple whose flow is gone, finished or someone else's: not ours. */
+static __always_inline int lb_stale_reply(struct xdp_md *ctx, const struct lb_ct_key *key)
+{
+    conntrack.delete((struct lb_ct_key *)key);
+    return lb_pass(ctx->ingress_ifindex, LB_REASON_STALE_REPLY);
 }
 
 /* A packet from a target back to its client: restore VIP:port as the source. */
@@ -306,48 +497,130 @@ static __always_inline int lb_handle_reply(struct xdp_md *ctx, struct lb_pkt *p,
                                            struct lb_ct_value *rct, __u64 now)
 {
     struct lb_ct_key fkey = {};
-    fkey.src_ip = key->dst_ip;
-    fkey.dst_ip = rct->orig_dst_ip;
-    fkey.src_port = key->dst_port;
-    fkey.dst_port = rct->orig_dst_port;
-    fkey.proto = key->proto;
-    if (rct->last_seen_ns != now)
-        rct->last_seen_ns = now;
-
-    /* Count and track only on the forward entry this reply belongs to: after a tuple was
-     * re-picked to another target, a straggler from the old target must not touch the new
-     * flow (its counters, FIN/RST state or closed event). */
-    struct lb_ct_value *fct = conntrack.lookup(&fkey);
-    int ours = fct && fct->nat_dst_ip == key->src_ip && fct->nat_dst_port == key->src_port;
-    /* A reply tuple outlives its flow until the sweep. If the client then reuses its port
-     * to talk to the target directly, the target's SYN-ACK (or UDP answer) must not be
-     * dressed up as the VIP: a handshake answer needs a live flow of ours, a UDP answer
-     * any flow of ours. Other TCP segments are rewritten even without the forward entry,
-     * so a flow survives the LRU evicting that entry. */
+    struct lb_ct_value *fct = lb_flow_of_reply(key, rct, &fkey);
+    if (!fct)
+        return lb_stale_reply(ctx, key);
+    __u16 flags = fct->flags;
     int handshake = p->tcp && p->tcp->syn;
-    if ((!ours && (p->udp || handshake)) ||
-        (ours && handshake && lb_is_closed(fct->flags))) {
-        conntrack.delete((struct lb_ct_key *)key);
-        return XDP_PASS;
-    }
-    if (ours) {
+    if (lb_is_closed(flags) || lb_is_expired(fct, now)) {
+        /* A finished flow answers no handshake and no datagram: those belong to a new
+         * connection that reuses the tuple. The target's packets completing the close
+         * (ACKs of the client's FIN, repeated FINs, crossing in a simultaneous close)
+         * still belong to the flow until the sweep removes it, or a direct SYN on the
+         * tuple does (lb_forget_finished_reply). */
+        if (handshake || !p->tcp || !lb_is_closed(flags) || (flags & LB_CT_F_RST))
+            return lb_stale_reply(ctx, key);
+        lb_ct_account(&fct->packets_rev, &fct->bytes_rev, p->ip_len);
+    } else {
+        if (handshake && !p->tcp->ack)
+            return XDP_PASS;            /* the target opening a connection: not a reply */
         if (fct->last_seen_ns != now)
             fct->last_seen_ns = now;
-        lb_ct_account(&fct->packets_rev, &fct->bytes_rev, p->ip_len);
-        if (!(fct->flags & LB_CT_F_SEEN_REPLY))
+        if (rct->last_seen_ns != now)
+            rct->last_seen_ns = now;
+        if (!(flags & LB_CT_F_SEEN_REPLY))
             lb_ct_fetch_or_flags(fct, LB_CT_F_SEEN_REPLY);
-        lb_track_tcp_close(p, &fkey, fct, 1, now);
+        lb_ct_account(&fct->packets_rev, &fct->bytes_rev, p->ip_len);
+        if (lb_track_tcp_close(p, &fkey, fct, 1, now) & LB_CT_F_RST)
+            conntrack.delete((struct lb_ct_key *)key);   /* reset: nothing may follow */
     }
-    lb_rewrite_src(p, rct->orig_dst_ip, rct->orig_dst_port);
-    return lb_forward(ctx, p, now);
+    lb_rewrite_src(p, fkey.dst_ip, fkey.dst_port);
+    return LB_FORWARD;
 }
 
-/* First packet of a flow on a listen entry: choose a target, record both tuples. */
-static __always_inline int lb_handle_new(struct xdp_md *ctx, struct lb_pkt *p,
-                                         const struct lb_ct_key *key)
+/* A packet of a known flow from its client. */
+static __always_inline int lb_handle_established(struct xdp_md *ctx, struct lb_pkt *p,
+                                                 const struct lb_ct_key *key,
+                                                 struct lb_ct_value *ct, __u64 now)
 {
+    if (ct->last_seen_ns != now) {
+        ct->last_seen_ns = now;         /* changes once a tick: fewer shared-line writes */
+        lb_keep_reply(key, ct, now);
+    }
+    lb_ct_account(&ct->packets_fwd, &ct->bytes_fwd, p->ip_len);
+    if (lb_track_tcp_close(p, key, ct, 0, now) & LB_CT_F_RST)
+        lb_forget_reply(key, ct);       /* reset: nothing of the target's may follow */
+    lb_rewrite_dst(p, ct->nat_dst_ip, ct->nat_dst_port);
+    return LB_FORWARD;
+}
+
+/* A client's SYN straight to a target's port (not through a listener's tuple)? */
+static __always_inline int lb_is_direct_syn(const struct lb_pkt *p)
+{
+    return p->tcp && p->tcp->syn && !p->tcp->ack &&
+           lb_port_marked(LB_PORTS_TARGET_BASE, *p->dport);
+}
+
+/* A direct connection from a client to a target reuses a finished balanced flow's
+ * tuple: the finished flow's reply entry goes now, so nothing the target answers (a
+ * SYN-ACK, or the ACK of a socket still in TIME_WAIT) is rewritten to come from the VIP. */
+static __always_inline void lb_forget_finished_reply(const struct lb_ct_key *key)
+{
+    struct lb_ct_key rkey = {};
+    rkey.src_ip = key->dst_ip;
+    rkey.dst_ip = key->src_ip;
+    rkey.src_port = key->dst_port;
+    rkey.dst_port = key->src_port;
+    rkey.proto = key->proto;
+    struct lb_ct_value *r = conntrack.lookup(&rkey);
+    if (!r || !(r->flags & LB_CT_F_REPLY))
+        return;
+    struct lb_ct_key fkey = {};
+    struct lb_ct_value *fct = lb_flow_of_reply(&rkey, r, &fkey);
+    if (!fct || lb_is_closed(fct->flags) || lb_is_expired(fct, lb_now()))
+        conntrack.delete(&rkey);
+}
+
+/* Is the reply entry ``r`` (under ``rkey``) used by a live flow? */
+static __always_inline int lb_reply_is_live(const struct lb_ct_key *rkey,
+                                            const struct lb_ct_value *r, __u64 now)
+{
+    struct lb_ct_key fkey = {};
+    struct lb_ct_value *fct = lb_flow_of_reply(rkey, r, &fkey);
+    return fct && !lb_is_closed(fct->flags) && !lb_is_expired(fct, now);
+}
+
+/* Take the reply tuple for a new flow. 0: ours (new, the same flow created on another CPU
+ * at the same moment, or a finished flow's leftover taken over); -1: a live flow of
+ * another listener already answers from this tuple (the target sees one connection). */
+static __always_inline int lb_claim_reply(const struct lb_ct_key *rkey,
+                                          const struct lb_ct_value *rv, __u64 now)
+{
+    if (conntrack.insert((struct lb_ct_key *)rkey, (struct lb_ct_value *)rv) == 0)
+        return 0;
+    struct lb_ct_value *old = conntrack.lookup((struct lb_ct_key *)rkey);
+    if (old && lb_reply_is_live(rkey, old, now)) {
+        if (old->orig_dst_ip == rv->orig_dst_ip && old->orig_dst_port == rv->orig_dst_port)
+            return 0;
+        return -1;
+    }
+    conntrack.update((struct lb_ct_key *)rkey, (struct lb_ct_value *)rv);
+    return 0;
+}
+
+/* Does this listener serve the packet's destination address? */
+static __always_inline int lb_serves_address(const struct lb_route *route,
+                                             const struct lb_ct_key *key)
+{
+    if (route->flags & LB_ROUTE_F_ADDRESS) {
+        struct lb_vip_key vk = { .ip = key->dst_ip, .port = key->dst_port };
+        return vips.lookup(&vk) != NULL;
+    }
+    if (route->flags & LB_ROUTE_F_LOCAL) {
+        __be32 ip = key->dst_ip;
+        return local_addrs.lookup(&ip) != NULL;
+    }
+    return 1;
+}
+
+/* First packet of a flow on a listener: choose a target, record both tuples. ``reuse``:
+ * a finished or aged flow of the same tuple is being replaced. */
+static __always_inline int lb_handle_new(struct xdp_md *ctx, struct lb_pkt *p,
+                                         const struct lb_ct_key *key, int reuse)
+{
+    __u32 in = ctx->ingress_ifindex;
     struct lb_listen_key lkey = {};
-    lkey.ifindex = ctx->ingress_ifindex;
+    lkey.ifindex = in;
     lkey.port = key->dst_port;
     struct lb_route *route = listen.lookup(&lkey);
     if (!route)
@@ -359,16 +632,23 @@ static __always_inline int lb_handle_new(struct xdp_md *ctx, struct lb_pkt *p,
         lb_count(LB_CTR_SNI_PASSED);
         return XDP_PASS;                /* the userspace splicer owns this listener */
     }
+    if (p->tcp && !(p->tcp->syn && !p->tcp->ack))
+        return lb_pass(in, LB_REASON_NO_FLOW);  /* only a SYN opens a TCP flow */
+    if (!lb_serves_address(route, key))
+        return lb_pass(in, LB_REASON_NOT_VIP);
 
     struct lb_lpm_key skey = { .prefixlen = 32, .ip = key->src_ip };
     struct lb_route *sroute = config.lookup(&skey);
-    if (sroute)
+    __u16 chosen_by = 0;
+    if (sroute) {
         route = sroute;
+        chosen_by = LB_CT_F_SOURCE;
+    }
 
     struct lb_target t = {};
     if (lb_pick(route, lb_flow_hash(key), &t) != 0) {
         lb_count(LB_CTR_NO_TARGET);
-        return XDP_PASS;                /* every target drained: the stack refuses it */
+        return lb_pass(in, LB_REASON_NO_TARGET);    /* every target drained */
     }
 
     __u64 now = lb_now();
@@ -381,82 +661,178 @@ static __always_inline int lb_handle_new(struct xdp_md *ctx, struct lb_pkt *p,
     v.last_seen_ns = now;
     v.packets_fwd = 1;
     v.bytes_fwd = p->ip_len;
-    if (route->flags & LB_ROUTE_F_STATS)
-        v.flags = LB_CT_F_STATS;
+    v.flags = chosen_by | ((route->flags & LB_ROUTE_F_STATS) ? LB_CT_F_STATS : 0);
 
+    /* Reply entry first: once the forward entry exists, another CPU may forward this
+     * flow's packets and the target may answer. */
     struct lb_ct_key rkey = {};
-    rkey.src_ip = t.ip;
-    rkey.dst_ip = key->src_ip;
-    rkey.src_port = t.port;
-    rkey.dst_port = key->src_port;
-    rkey.proto = key->proto;
+    lb_reply_key_of(&rkey, key, &v);
     struct lb_ct_value rv = {};
-    rv.orig_dst_ip = v.orig_dst_ip;
-    rv.orig_dst_port = v.orig_dst_port;
-    rv.nat_dst_ip = v.nat_dst_ip;
-    rv.nat_dst_port = v.nat_dst_port;
-    rv.created_ns = now;
-    rv.last_seen_ns = now;
-    rv.flags = v.flags | LB_CT_F_REPLY;
-
-    /* Reply entry first: once the forward entry exists, a reply may already be on its way. */
-    conntrack.update(&rkey, &rv);
-    conntrack.update((struct lb_ct_key *)key, &v);
+    lb_reply_value_of(&rv, &v, now);
+    if (lb_claim_reply(&rkey, &rv, now) != 0)
+        return lb_pass(in, LB_REASON_REPLY_CLASH);
+    if (reuse) {
+        conntrack.update((struct lb_ct_key *)key, &v);
+    } else if (conntrack.insert((struct lb_ct_key *)key, &v) != 0) {
+        /* Another CPU created this flow a moment ago (a retransmitted SYN): follow it. */
+        struct lb_ct_value *won = conntrack.lookup((struct lb_ct_key *)key);
+        if (!won)
+            return XDP_PASS;
+        lb_rewrite_dst(p, won->nat_dst_ip, won->nat_dst_port);
+        return LB_FORWARD;
+    }
     lb_count(LB_CTR_FLOWS_CREATED);
     if ((v.flags & LB_CT_F_STATS) && lb_setting(LB_SETTING_STATS_ENABLED))
         lb_emit(LB_EVENT_OPENED, 0, key, &v, now);
 
     lb_rewrite_dst(p, t.ip, t.port);
-    return lb_forward(ctx, p, now);
+    return LB_FORWARD;
+}
+
+/* --- ICMP errors ------------------------------------------------------------------------ */
+
+/* Rewrite one address and port of the packet an ICMP error quotes, keeping the quoted IP
+ * and L4 checksums and the ICMP checksum (which covers the quote) consistent. */
+static __always_inline void lb_icmp_rewrite_quote(struct lb_pkt *p, int dst, __be32 ip,
+                                                  __be16 port)
+{
+    struct iphdr *in = p->inner;
+    __u16 *icheck = &p->icmp->check;
+    __be32 *addr = dst ? &in->daddr : &in->saddr;
+    __be16 *pp = dst ? p->dport : p->sport;
+    __be32 old_ip = *addr;
+    __be16 old_port = *pp;
+    __u16 old_ip_check = in->check;
+    lb_csum_replace4(&in->check, old_ip, ip);
+    lb_csum_replace4(icheck, old_ip, ip);
+    lb_csum_replace2(icheck, old_port, port);
+    lb_csum_replace2(icheck, old_ip_check, in->check);
+    if (p->l4_check && (p->proto == IPPROTO_TCP || *p->l4_check)) {
+        __u16 old_l4_check = *p->l4_check;
+        lb_csum_replace4(p->l4_check, old_ip, ip);
+        lb_csum_replace2(p->l4_check, old_port, port);
+        lb_csum_replace2(icheck, old_l4_check, *p->l4_check);
+    }
+    *addr = ip;
+    *pp = port;
+}
+
+/* ICMP has no pseudo-header: only the outer IP checksum covers the outer addresses. */
+static __always_inline void lb_icmp_rewrite_outer(struct iphdr *iph, __be32 *addr, __be32 ip)
+{
+    lb_csum_replace4(&iph->check, *addr, ip);
+    *addr = ip;
+}
+
+/* "Fragmentation needed", "port unreachable" and their kin about a balanced flow travel
+ * translated like the flow: PMTU discovery and errors work through the balancer. */
+static __always_inline int lb_handle_icmp(struct xdp_md *ctx, struct lb_pkt *p)
+{
+    struct iphdr *in = p->inner;
+    struct lb_ct_key k = {};
+    k.proto = p->proto;
+    /* About a packet a client sent, after DNAT, to a target (the quote reads client ->
+     * target): from the target or a router on the way; the client must see the VIP. */
+    if (lb_port_marked(LB_PORTS_TARGET_BASE, *p->dport)) {
+        k.src_ip = in->daddr;
+        k.dst_ip = in->saddr;
+        k.src_port = *p->dport;
+        k.dst_port = *p->sport;
+        struct lb_ct_value *r = conntrack.lookup(&k);
+        if (r && (r->flags & LB_CT_F_REPLY)) {
+            struct lb_ct_key fkey = {};
+            struct lb_ct_value *fct = lb_flow_of_reply(&k, r, &fkey);
+            if (fct) {
+                if (p->iph->saddr == in->daddr)
+                    lb_icmp_rewrite_outer(p->iph, &p->iph->saddr, fkey.dst_ip);
+                lb_icmp_rewrite_quote(p, 1, fkey.dst_ip, fkey.dst_port);
+                lb_reason(ctx->ingress_ifindex, LB_REASON_ICMP);
+                return LB_FORWARD;
+            }
+        }
+    }
+    /* About a reply the balancer sent as the VIP (the quote reads VIP -> client): from
+     * the client or a router on its side; the target must see its own address. */
+    if (lb_port_marked(LB_PORTS_LISTEN_BASE, *p->sport)) {
+        k.src_ip = in->daddr;
+        k.dst_ip = in->saddr;
+        k.src_port = *p->dport;
+        k.dst_port = *p->sport;
+        struct lb_ct_value *f = conntrack.lookup(&k);
+        if (f && !(f->flags & (LB_CT_F_REPLY | LB_CT_F_LOCAL))) {
+            __be32 target_ip = f->nat_dst_ip;
+            __be16 target_port = f->nat_dst_port;
+            if (p->iph->daddr == in->saddr)
+                lb_icmp_rewrite_outer(p->iph, &p->iph->daddr, target_ip);
+            lb_icmp_rewrite_quote(p, 0, target_ip, target_port);
+            lb_reason(ctx->ingress_ifindex, LB_REASON_ICMP);
+            return LB_FORWARD;
+        }
+    }
+    return XDP_PASS;
+}
+
+/* --- entry points ----------------------------------------------------------------------- */
+
+/* Dispatch a TCP/UDP packet of ours to its handler. */
+static __always_inline int lb_handle_l4(struct xdp_md *ctx, struct lb_pkt *p, int to_listener)
+{
+    struct lb_ct_key key = {};
+    key.src_ip = p->iph->saddr;
+    key.dst_ip = p->iph->daddr;
+    key.src_port = *p->sport;
+    key.dst_port = *p->dport;
+    key.proto = p->proto;
+
+    struct lb_ct_value *ct = conntrack.lookup(&key);
+    if (!ct) {
+        if (lb_is_direct_syn(p))
+            lb_forget_finished_reply(&key);
+        return to_listener ? lb_handle_new(ctx, p, &key, 0) : XDP_PASS;
+    }
+    __u16 flags = ct->flags;
+    if (flags & LB_CT_F_LOCAL)
+        return XDP_PASS;                /* a userspace splicer terminates this flow */
+    /* Read the clock only for packets we own: it costs about as much as a map lookup. */
+    __u64 now = lb_now();
+    if (flags & LB_CT_F_REPLY)
+        return lb_handle_reply(ctx, p, &key, ct, now);
+    /* A new SYN on a finished or aged tuple, or a UDP datagram after the timeout, starts a
+     * new flow; everything else keeps its target. */
+    int syn = p->tcp && p->tcp->syn && !p->tcp->ack;
+    int reuse = (syn && (lb_is_closed(flags) || lb_is_expired(ct, now))) ||
+                (p->udp && lb_is_expired(ct, now));
+    if (!reuse)
+        return lb_handle_established(ctx, p, &key, ct, now);
+    /* The old incarnation's reply tuple must not outlive it (the new flow may go to
+     * another target); lb_handle_new writes a fresh one for the new target. */
+    lb_forget_reply(&key, ct);
+    return lb_handle_new(ctx, p, &key, 1);
 }
 
 int lb_xdp(struct xdp_md *ctx)
 {
     struct lb_pkt p = {};
-    if (lb_parse(ctx, &p) != 0)
+    int act;
+    int kind = lb_parse(ctx, &p);
+    if (kind == LB_PKT_L4) {
+        /* Ours only if it goes to a listener's port or comes from a target's port. */
+        int to_listener = lb_port_marked(LB_PORTS_LISTEN_BASE, *p.dport);
+        if (!to_listener && !lb_port_marked(LB_PORTS_TARGET_BASE, *p.sport) &&
+            !lb_is_direct_syn(&p))
+            return XDP_PASS;
+        lb_check_partial(ctx, &p);
+        act = lb_handle_l4(ctx, &p, to_listener);
+    } else if (kind == LB_PKT_ICMP_ERROR) {
+        act = lb_handle_icmp(ctx, &p);
+    } else if (kind == LB_PKT_FRAGMENT) {
+        return lb_pass(ctx->ingress_ifindex, LB_REASON_FRAGMENT);
+    } else {
         return XDP_PASS;
-
-    struct lb_ct_key key = {};
-    key.src_ip = p.iph->saddr;
-    key.dst_ip = p.iph->daddr;
-    key.src_port = *p.sport;
-    key.dst_port = *p.dport;
-    key.proto = p.proto;
-    int syn = p.tcp && p.tcp->syn && !p.tcp->ack;
-
-    struct lb_ct_value *ct = conntrack.lookup(&key);
-    if (ct) {
-        __u16 flags = ct->flags;
-        if (flags & LB_CT_F_LOCAL)
-            return XDP_PASS;            /* a userspace splicer terminates this flow */
-        /* Read the clock only for packets we own: it costs about as much as a map lookup,
-         * and most traffic on a listen interface is not ours. */
-        __u64 now = lb_now();
-        if (flags & LB_CT_F_REPLY)
-            return lb_handle_reply(ctx, &p, &key, ct, now);
-        /* A new SYN on a finished or aged tuple, or a UDP datagram after the timeout,
-         * starts a new flow; everything else keeps its target. */
-        int reuse = (syn && (lb_is_closed(flags) || lb_is_expired(ct, now))) ||
-                    (p.udp && lb_is_expired(ct, now));
-        if (!reuse) {
-            if (ct->last_seen_ns != now)
-                ct->last_seen_ns = now;     /* changes once a tick: fewer shared-line writes */
-            lb_ct_account(&ct->packets_fwd, &ct->bytes_fwd, p.ip_len);
-            lb_track_tcp_close(&p, &key, ct, 0, now);
-            lb_rewrite_dst(&p, ct->nat_dst_ip, ct->nat_dst_port);
-            return lb_forward(ctx, &p, now);
-        }
-        /* The old incarnation's reply tuple must not outlive it (the new flow may go to
-         * another target); handle_new writes a fresh one for the new target. */
-        struct lb_ct_key old_rkey = {};
-        old_rkey.src_ip = ct->nat_dst_ip;
-        old_rkey.dst_ip = key.src_ip;
-        old_rkey.src_port = ct->nat_dst_port;
-        old_rkey.dst_port = key.src_port;
-        old_rkey.proto = key.proto;
-        conntrack.delete(&old_rkey);
     }
-    return lb_handle_new(ctx, &p, &key);
+    if (act != LB_FORWARD)
+        return act;
+    return lb_forward(ctx, &p, lb_now());
 }
 
 /* Userspace's way into the one event stream: run with BPF_PROG_TEST_RUN on a buffer that

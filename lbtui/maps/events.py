@@ -1,4 +1,5 @@
-"""The stats ring buffer, decoded: connection opened / closed events."""
+"""The stats ring buffer (a map like the others): connection opened / closed events,
+decoded, encoded for userspace emission, and read with a callback."""
 
 from __future__ import annotations
 
@@ -9,16 +10,19 @@ from typing import Any
 
 from lbtui import abi
 from lbtui.addr import be_to_ip, be_to_port, proto_name
-from lbtui.maps import BpfMap
+from lbtui.maps.mapset import BpfMap
 
 _CB = ct.CFUNCTYPE(ct.c_int, ct.c_void_p, ct.c_void_p, ct.c_int)
 CLOSE_REASONS = {abi.CLOSE_FIN: "fin", abi.CLOSE_RST: "rst", abi.CLOSE_AGED: "aged"}
+KINDS = {abi.EVENT_OPENED: "opened", abi.EVENT_CLOSED: "closed",
+         abi.EVENT_CONNECT_FAILED: "connect_failed"}
+GROUPS = {abi.GROUP_LISTENER: "listener", abi.GROUP_SOURCE: "source", abi.GROUP_SNI: "sni"}
 
 
 @dataclass(frozen=True, slots=True)
 class LbEvent:
     ts_ns: int
-    kind: str            # "opened" | "closed"
+    kind: str            # "opened" | "closed" | "connect_failed"
     proto: str
     reason: str          # close reason ("fin", "rst", "aged"); "" for opened
     client_ip: str
@@ -32,6 +36,10 @@ class LbEvent:
     packets_rev: int
     bytes_fwd: int
     bytes_rev: int
+    group: str = "listener"   # what chose the target: listener | source | sni
+    replied: bool = False     # the target answered at least once
+    rst_by_target: bool = False
+    sni_hash: int = 0         # SNI-routed: the route's hostname hash
 
     @property
     def target(self) -> str:
@@ -44,14 +52,21 @@ class LbEvent:
     def to_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.__slots__}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LbEvent:
+        """The inverse of ``to_dict`` (unknown keys, such as a hub's, are ignored)."""
+        return cls(**{f: d[f] for f in cls.__slots__ if f in d})
+
 
 def decode_event(e: abi.Event) -> LbEvent:
     return LbEvent(
-        e.ts_ns, "opened" if e.type == abi.EVENT_OPENED else "closed", proto_name(e.proto),
+        e.ts_ns, KINDS.get(e.type, "closed"), proto_name(e.proto),
         CLOSE_REASONS.get(e.reason, "") if e.type == abi.EVENT_CLOSED else "",
         be_to_ip(e.client_ip), be_to_port(e.client_port), be_to_ip(e.vip_ip),
         be_to_port(e.vip_port), be_to_ip(e.target_ip), be_to_port(e.target_port),
-        e.created_ns, e.packets_fwd, e.packets_rev, e.bytes_fwd, e.bytes_rev)
+        e.created_ns, e.packets_fwd, e.packets_rev, e.bytes_fwd, e.bytes_rev,
+        GROUPS.get(e.group, "listener"), bool(e.flags & abi.EVENT_F_REPLIED),
+        bool(e.flags & abi.EVENT_F_RST_TARGET), e.sni_hash)
 
 
 def aged_event(conn: Any, now_ns: int) -> LbEvent:
@@ -60,7 +75,9 @@ def aged_event(conn: Any, now_ns: int) -> LbEvent:
     return LbEvent(now_ns, "closed", proto_name(conn.proto), "aged", conn.client_ip,
                    conn.client_port, conn.vip_ip, conn.vip_port, conn.target_ip,
                    conn.target_port, conn.created_ns, conn.packets_fwd, conn.packets_rev,
-                   conn.bytes_fwd, conn.bytes_rev)
+                   conn.bytes_fwd, conn.bytes_rev,
+                   "source" if conn.flags & abi.CT_F_SOURCE else "listener",
+                   bool(conn.flags & abi.CT_F_SEEN_REPLY), bool(conn.flags & abi.CT_F_RST_REV))
 
 
 def encode_event(ev: LbEvent) -> bytes:
@@ -72,9 +89,11 @@ def encode_event(ev: LbEvent) -> bytes:
         client_ip=ip_to_be(ev.client_ip), vip_ip=ip_to_be(ev.vip_ip),
         target_ip=ip_to_be(ev.target_ip), client_port=port_to_be(ev.client_port),
         vip_port=port_to_be(ev.vip_port), target_port=port_to_be(ev.target_port),
-        type=abi.EVENT_OPENED if ev.kind == "opened" else abi.EVENT_CLOSED,
-        proto=proto_number(ev.proto),
-        reason={v: k for k, v in CLOSE_REASONS.items()}.get(ev.reason, 0))
+        type={v: k for k, v in KINDS.items()}[ev.kind], proto=proto_number(ev.proto),
+        reason={v: k for k, v in CLOSE_REASONS.items()}.get(ev.reason, 0),
+        group={v: k for k, v in GROUPS.items()}.get(ev.group, abi.GROUP_LISTENER),
+        flags=(abi.EVENT_F_REPLIED if ev.replied else 0)
+        | (abi.EVENT_F_RST_TARGET if ev.rst_by_target else 0), sni_hash=ev.sni_hash)
     return bytes(e)
 
 

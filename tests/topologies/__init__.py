@@ -1,0 +1,1 @@
+"""Namespace shapes of operators' networks and the test matrix over them."""
