@@ -325,13 +325,13 @@ def teardown(lab: str, progress: Progress = _quiet) -> bool:
     return found or bool(names)
 
 
-# A lab's namespaces: lbt-<lab>-<node>, node names without '-' (lab "a" never claims
-# "lbt-a-b-client1", which belongs to lab "a-b").
-_LAB_NS = re.compile(rf"{NS_PREFIX}(?P<lab>.+)-(?:lb|client[0-9]+|backend[0-9]+)")
+# A lab's namespaces: lbt-<lab>-<node>, and node names (lb, client1, switch...) never
+# contain '-', so lab "a" never claims "lbt-a-b-client1", which belongs to lab "a-b".
+_LAB_NS = re.compile(rf"{NS_PREFIX}(?P<lab>.+)-[A-Za-z0-9_]+")
 
 
 def lab_namespaces(lab: str) -> list[str]:
-    """The namespaces present that belong to ``lab`` (exactly, by the node-name pattern)."""
+    """The namespaces present that belong to ``lab`` (exactly: its name, then one node)."""
     out = []
     for n in pr_netns.listnetns():
         m = _LAB_NS.fullmatch(n)
