@@ -30,6 +30,26 @@ def parse_ipv4(ip: IpLike, what: str = "IP address") -> ipaddress.IPv4Address:
     raise ValueError(f"{what}: {ip!r} is not an IPv4 address (like 198.18.2.11)")
 
 
+# Addresses no packet can be forwarded to: this host (0.0.0.0/8, loopback), link-local
+# (not routable), class E (reserved, with the limited broadcast) and multicast.
+_NO_TARGET = (
+    (ipaddress.IPv4Network("0.0.0.0/8"), "is in 0.0.0.0/8 (this host)"),
+    (ipaddress.IPv4Network("127.0.0.0/8"), "is a loopback address"),
+    (ipaddress.IPv4Network("169.254.0.0/16"), "is a link-local address"),
+    (ipaddress.IPv4Network("224.0.0.0/4"), "is a multicast address"),
+    (ipaddress.IPv4Network("240.0.0.0/4"), "is in class E (reserved) or the broadcast "
+                                           "address"),
+)
+
+
+def target_problem(addr: ipaddress.IPv4Address) -> str | None:
+    """Why ``addr`` cannot be a backend target (None if it can)."""
+    for net, why in _NO_TARGET:
+        if addr in net:
+            return f"{addr} {why}: it cannot be a target"
+    return None
+
+
 def parse_port(port: object, what: str = "port") -> int:
     if isinstance(port, bool) or not isinstance(port, int):
         if isinstance(port, str) and port.strip().isdigit():
@@ -53,7 +73,8 @@ def parse_cidr(cidr: str | dict | tuple, what: str = "source") -> ipaddress.IPv4
         ip, plen = cidr
     elif isinstance(cidr, str):
         ip, _, plen_s = cidr.strip().partition("/")
-        plen = int(plen_s) if plen_s.isdigit() else (32 if not plen_s else plen_s)
+        plen = int(plen_s) if plen_s.isdigit() else (32 if not plen_s else
+                                                      _netmask_len(plen_s, what))
     else:
         raise ValueError(f"{what}: {cidr!r} is not a CIDR like 198.18.1.0/24")
     if isinstance(plen, bool) or not isinstance(plen, int) or not 0 <= plen <= 32:
@@ -65,6 +86,20 @@ def parse_cidr(cidr: str | dict | tuple, what: str = "source") -> ipaddress.IPv4
         raise ValueError(f"{what}: {addr}/{plen} has host bits set "
                          f"(did you mean {ipaddress.IPv4Network((addr, plen), strict=False)}?)"
                          ) from None
+
+
+def _netmask_len(mask: str, what: str) -> int | str:
+    """The prefix length of a dotted netmask ("255.255.0.0" -> 16); other text is
+    returned as is, for the caller's error."""
+    try:
+        m = int(ipaddress.IPv4Address(mask))
+    except ValueError:
+        return mask
+    n = bin(m).count("1")
+    if m != ((1 << 32) - 1) ^ ((1 << (32 - n)) - 1):
+        raise ValueError(f"{what}: {mask} is not a netmask (contiguous leading ones, like "
+                         "255.255.255.0)")
+    return n
 
 
 def ip_to_be(ip: IpLike) -> int:

@@ -11,6 +11,8 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from lbtui.names import netns_name
+
 CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = "/run/netns"
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -24,7 +26,8 @@ def _setns(fd: int, what: str) -> None:
 
 def _open(name: str) -> int:
     try:
-        return os.open(os.path.join(NETNS_RUN_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+        return os.open(os.path.join(NETNS_RUN_DIR, netns_name(name)),
+                       os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise OSError(f"network namespace {name!r} does not exist (see `ip netns`)") from None
 

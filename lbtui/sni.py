@@ -46,12 +46,32 @@ def normalize_hostname(hostname: str | bytes) -> bytes:
         raise ValueError("hostname: must not be empty")
     if len(raw) > MAX_HOSTNAME:
         raise ValueError(f"hostname {shown[:40]}...: {len(raw)} bytes, at most {MAX_HOSTNAME}")
-    for label in raw.split(b"."):
+    labels = raw.split(b".")
+    for label in labels:
         if not _LABEL.match(label):
             raise ValueError(
                 f"hostname {shown!r}: label {label.decode('ascii', 'replace')!r} is invalid "
                 "(1-63 of a-z, 0-9, '-', not starting or ending with '-')")
+        if label.startswith(b"xn--"):
+            _check_a_label(shown, label)
+    if labels[-1].isdigit():
+        # "198.18.0.10" or "10": TLS clients never send an IP address as SNI (RFC 6066),
+        # and no top-level domain is all digits.
+        raise ValueError(f"hostname {shown!r}: the last label is all digits, as in an IP "
+                         "address; SNI routes match names (TLS clients never send an "
+                         "address as SNI)")
     return raw
+
+
+def _check_a_label(shown: str, label: bytes) -> None:
+    """An "xn--" label must be valid punycode of an IDNA 2008 name (the idna library)."""
+    import idna  # only names with such a label pay for the import
+
+    try:
+        idna.decode(label)
+    except (idna.IDNAError, UnicodeError) as e:
+        raise ValueError(f"hostname {shown!r}: label {label.decode()!r} is not valid "
+                         f"punycode ({e})") from None
 
 
 def hostname_hash(hostname: str | bytes) -> int:

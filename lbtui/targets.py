@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lbtui import abi
-from lbtui.addr import be_to_ip, be_to_port, ip_to_be, parse_port, port_to_be
+from lbtui.addr import be_to_ip, be_to_port, ip_to_be, parse_port, port_to_be, target_problem
 
 TOTAL_WEIGHT = 100
 
@@ -61,9 +61,9 @@ def _target_ip(raw: Any, strict: bool) -> tuple[str | None, str | None]:
         addr = ipaddress.IPv4Address(raw.strip())
     except ValueError:
         return None, f"{raw!r} is not an IPv4 address (like 198.18.101.2)"
-    if addr.is_unspecified or addr.is_multicast or addr == ipaddress.IPv4Address(
-            "255.255.255.255"):
-        return None, f"{addr} cannot be a target"
+    problem = target_problem(addr)
+    if problem:
+        return None, problem
     return str(addr), None
 
 

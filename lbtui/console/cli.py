@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from lbtui.names import INSTANCE, arg_type
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -15,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--config", metavar="FILE", help="config file: start the datapath")
     g.add_argument("--attach", metavar="INSTANCE", nargs="?", const="default",
+                   type=arg_type(INSTANCE),
                    help="attach to a running instance (default: %(const)s)")
     p.add_argument("--refresh", type=float, default=1.0, metavar="SECONDS",
                    help="refresh period (default: %(default)s)")

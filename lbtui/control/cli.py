@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lbtui import logs
 from lbtui.control import ctl, watch
+from lbtui.names import INSTANCE, arg_type
 
 DEFAULT_INSTANCE = "default"
 
@@ -34,8 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("down", help="detach and unpin an instance (idempotent)")
-    p.add_argument("--instance", "-i", default=DEFAULT_INSTANCE, metavar="NAME"
-                   ).completer = complete_instance  # type: ignore[attr-defined]
+    p.add_argument("--instance", "-i", default=DEFAULT_INSTANCE, metavar="NAME",
+                   type=arg_type(INSTANCE)).completer = complete_instance  # type: ignore[attr-defined]
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=cmd_down)
 
@@ -95,6 +96,7 @@ def register_ctl(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="machine-readable output")
     common.add_argument("--instance", "-i", default=argparse.SUPPRESS, metavar="NAME",
+                        type=arg_type(INSTANCE),
                         help=f"instance name (default {DEFAULT_INSTANCE})"
                         ).completer = complete_instance  # type: ignore[attr-defined]
     common.add_argument("--config", "-c", type=Path, default=argparse.SUPPRESS,

@@ -9,12 +9,14 @@ starts from an invalid one. Writing the file back (comments kept) is ``configfil
 from __future__ import annotations
 
 import ipaddress
-import re
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lbtui import names
+from lbtui.addr import parse_cidr
+from lbtui.files import FileRefused, read_capped
 from lbtui.model import (
     PROTOCOLS,
     XDP_MODES,
@@ -33,8 +35,9 @@ from lbtui.targets import check_targets, typename
 
 MAX_LISTEN_ENTRIES = 256          # the listen map's size (maps.DEFAULT_CONFIG)
 MAX_CONN_TIMEOUT = 7 * 24 * 3600
-_INSTANCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
-_NETNS_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAX_CONFIG_BYTES = 16 << 20      # a config file larger than this is refused unread
+IFNAME_RULE = ("1-15 bytes, no '/', ':', whitespace or control characters, not '.' or "
+               "'..'")
 TARGET_EXAMPLE = '{ ip = "198.18.101.2", port = 8080, weight = 50 }'
 
 
@@ -92,18 +95,41 @@ def _listener_dict(x: Listener) -> dict[str, Any]:
     return d
 
 
+def valid_ifname(name: str) -> bool:
+    """The kernel's rule (dev_valid_name: shorter than IFNAMSIZ, no '/', ':' or
+    whitespace, not '.' or '..'), and no control characters, which no tool can show."""
+    return (0 < len(name.encode("utf-8", "surrogatepass")) < 16 and name not in (".", "..")
+            and not any(c in "/:" or c.isspace() or not c.isprintable() for c in name))
+
+
 # --- loading ---------------------------------------------------------------------------
+
+
+def read_config_text(path: str | Path) -> str:
+    """The text of a config file: a regular file of at most MAX_CONFIG_BYTES, UTF-8.
+    Anything else (missing, unreadable, a FIFO or device, too big, not UTF-8) is a
+    ConfigError saying so: a file that vanishes or is swapped is a validation error."""
+    p = Path(path)
+    try:
+        data = read_capped(p, MAX_CONFIG_BYTES)
+    except FileNotFoundError:
+        raise ConfigError([f"{p}: file not found"], p) from None
+    except FileRefused as e:
+        raise ConfigError([str(e)], p) from None
+    except OSError as e:
+        raise ConfigError([f"{p}: cannot be read: {e.strerror or e}"], p) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError([f"{p}: not UTF-8 text (line {line}, byte offset {e.start}); "
+                           "save the file as UTF-8"], p) from None
 
 
 def load_config(path: str | Path) -> Config:
     """Read and validate a config file. Raises ConfigError (a ValueError) listing every
-    problem, or OSError when the file cannot be read."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise ConfigError([f"{p}: file not found"], p) from None
-    return parse_config(text, p)
+    problem, including a file that cannot be read."""
+    return parse_config(read_config_text(path), Path(path))
 
 
 def parse_config(text: str, path: str | Path | None = None) -> Config:
@@ -111,6 +137,9 @@ def parse_config(text: str, path: str | Path | None = None) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"TOML syntax: {e}"], path) from None
+    except RecursionError:
+        raise ConfigError(["TOML: arrays or tables nested too deeply (a config needs at "
+                           "most a few levels)"], path) from None
     return parse_dict(data, path)
 
 
@@ -155,6 +184,9 @@ class _Validator:
 
     def __init__(self) -> None:
         self.problems: list[str] = []
+        # SNI listeners' address:port -> location: a target there makes the splicer
+        # connect to itself.
+        self.sni_endpoints: dict[tuple[str, int], str] = {}
 
     def bad(self, loc: str, msg: str) -> None:
         self.problems.append(f"{loc}: {msg}")
@@ -188,6 +220,16 @@ class _Validator:
             return _MISSING
         return value
 
+    def name(self, loc: str, value: Any, rule: names.NameRule) -> Any:
+        """A name that becomes a path or a namespace (lbtui.names: one rule per kind)."""
+        if self.string(loc, value) is _MISSING:
+            return _MISSING
+        try:
+            return names.check_name(rule, value)
+        except names.BadName as e:
+            self.bad(loc, str(e))
+            return _MISSING
+
     def choice(self, loc: str, value: Any, choices: tuple[str, ...]) -> Any:
         if self.string(loc, value) is _MISSING:
             return _MISSING
@@ -209,10 +251,8 @@ class _Validator:
             where = f"{loc}[{i}]"
             if not isinstance(name, str):
                 self.bad(where, f"must be an interface name, not {typename(name)}")
-            elif not 1 <= len(name) <= 15 or any(c in name for c in "/: \t") or name in (
-                    ".", ".."):
-                self.bad(where, f"{name!r} is not a valid interface name "
-                                "(1-15 characters, no '/', ':' or spaces)")
+            elif not valid_ifname(name):
+                self.bad(where, f"{name!r} is not a valid interface name ({IFNAME_RULE})")
             elif name in out:
                 self.bad(where, f"{name!r} is listed twice")
             else:
@@ -273,13 +313,10 @@ class _Validator:
         if t is None:
             return d
         self.keys("datapath", t, _DATAPATH_KEYS)
-        inst = self.field("datapath", t, "instance", self.string, default=d.instance)
+        inst = self.field("datapath", t, "instance", self.name, names.INSTANCE,
+                          default=d.instance)
         if inst is not _MISSING:
-            if _INSTANCE_RE.match(inst):
-                d.instance = inst
-            else:
-                self.bad("datapath.instance", f"{inst!r}: 1-32 letters, digits, '_' or '-', "
-                                              "starting with a letter or digit")
+            d.instance = inst
         if "interfaces" not in t:
             self.bad("datapath.interfaces", "is required (the client-facing interfaces XDP "
                                             "balances on)")
@@ -292,12 +329,9 @@ class _Validator:
                     self.bad(f"datapath.reply_interfaces[{t['reply_interfaces'].index(name)}]",
                              f"{name!r} is already in datapath.interfaces")
             d.reply_interfaces = reply
-        ns = self.field("datapath", t, "netns", self.string, default=None)
-        if ns not in (None, _MISSING):
-            if _NETNS_RE.match(ns) and ns not in (".", ".."):
-                d.netns = ns
-            else:
-                self.bad("datapath.netns", f"{ns!r} is not a network namespace name")
+        ns = self.field("datapath", t, "netns", self.name, names.NETNS, default=None)
+        if ns is not _MISSING:
+            d.netns = ns
         mode = self.field("datapath", t, "xdp_mode", self.choice, XDP_MODES,
                           default=d.xdp_mode)
         if mode is not _MISSING:
@@ -369,9 +403,12 @@ class _Validator:
                                               f"({h.failing_ratio:g})")
         return h
 
-    def targets(self, loc: str, raw: Any) -> Any:
+    def targets(self, loc: str, raw: Any, loops: dict[tuple[str, int], str] | None = None
+                ) -> Any:
         """A validated TargetGroup (the rules of ``lbtui.targets.check_targets``), or
-        _MISSING with every problem recorded."""
+        _MISSING with every problem recorded. ``loops``: endpoints no target may equal
+        (the SNI listener this group serves; default: every SNI listener, as routes apply
+        on all of them)."""
         if not isinstance(raw, list):
             self.bad(loc, f"must be an array of targets like [{TARGET_EXAMPLE}], "
                           f"not {typename(raw)}")
@@ -392,7 +429,13 @@ class _Validator:
                 self.problems.append(p.where(loc))
         if problems or not_tables:
             return _MISSING
-        return TargetGroup(tuple(specs))
+        loops = self.sni_endpoints if loops is None else loops
+        looped = [i for i, s in enumerate(specs) if (s.ip, s.port) in loops]
+        for i in looped:
+            self.bad(f"{loc}[{i}]", f"{specs[i].ip}:{specs[i].port} is the address of the SNI "
+                                    f"listener {loops[specs[i].ip, specs[i].port]}: its "
+                                    "splicer would connect to itself (a loop)")
+        return _MISSING if looped else TargetGroup(tuple(specs))
 
     def listeners(self, raw: Any, dp: DatapathSettings) -> list[Listener]:
         out: list[Listener] = []
@@ -424,7 +467,18 @@ class _Validator:
             address = None
             if "address" in t:
                 address = self.address(f"{loc}.address", t["address"])
-            targets = self.field(loc, t, "targets", self.targets)
+                if sni is True and address == "0.0.0.0":
+                    self.bad(f"{loc}.address", "must be one address (normally the VIP), not "
+                                               "0.0.0.0: the splicer never listens on every "
+                                               "interface")
+                    address = _MISSING
+            elif sni is True:
+                self.bad(f"{loc}.address", "is required for SNI listeners: the one address "
+                                           "the splicer listens on (normally the VIP)")
+            own: dict[tuple[str, int], str] = {}
+            if sni is True and isinstance(address, str) and isinstance(port, int):
+                own[address, port] = self.sni_endpoints[address, port] = loc
+            targets = self.field(loc, t, "targets", self.targets, own)
             entries += len(ifaces if ifaces is not None else dp.interfaces)
             if _MISSING not in (port, proto, stats, sni, targets, address):
                 out.append(Listener(port, targets, proto, ifaces, stats, sni, address))
@@ -517,16 +571,11 @@ class _Validator:
     def cidr(self, loc: str, value: Any) -> Any:
         if self.string(loc, value) is _MISSING:
             return _MISSING
-        text = value.strip()
         try:
-            net = ipaddress.IPv4Network(text, strict=False)
-        except ValueError:
-            self.bad(loc, f"{value!r} is not an IPv4 prefix like 198.18.1.0/24")
+            return str(parse_cidr(value, loc))   # the same parser as `lbtui ctl sources`
+        except ValueError as e:
+            self.problems.append(str(e))
             return _MISSING
-        if ipaddress.IPv4Address(text.partition("/")[0]) != net.network_address:
-            self.bad(loc, f"{value!r} has host bits set (did you mean {net}?)")
-            return _MISSING
-        return str(net)
 
     def sni_routes(self, raw: Any, st: Settings) -> list[SniRoute]:
         out: list[SniRoute] = []

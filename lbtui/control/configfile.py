@@ -3,13 +3,16 @@
 ``save_config`` turns the file into ``config`` by changing only what differs: a weight edit
 rewrites one number, a removed listener removes its table, a new route is appended. The
 operator's comments, ordering and formatting elsewhere stay as they were. The file is
-written to a temporary file (0600) in the same directory, fsynced and renamed over the
-original, so a crash leaves either the old or the new file, never a torn one.
+written to a temporary file created exclusively in the same directory, fsynced and
+renamed over the original, so a crash leaves either the old or the new file, never a torn
+one. The file keeps its owner and mode (a new file is 0600). A config path that is a
+symbolic link is written through: the file it points to is replaced, the link stays.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -17,9 +20,10 @@ from typing import Any
 
 import tomlkit
 from tomlkit.container import Container
+from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import AoT, Array, Comment, InlineTable, Item, Table, Whitespace
 
-from lbtui.control.config import parse_config, to_dict
+from lbtui.control.config import ConfigError, parse_config, read_config_text, to_dict
 from lbtui.files import atomic_write  # re-exported: callers import it from here
 from lbtui.model import (
     Config,
@@ -83,18 +87,29 @@ def save_config(config: Config, path: str | Path | None = None,
     if target is None:
         raise ValueError("save_config: no path given and the config has none")
     target = target.absolute()
-    base = target.read_text() if target.exists() else None
+    if target.is_symlink():
+        target = target.resolve()           # written through: the link stays a link
+    try:
+        base: str | None = read_config_text(target)
+    except ConfigError:
+        if os.path.lexists(target):
+            raise                           # unreadable, too big, not UTF-8...: not ours
+        base = None                         # a new file
     cached = _docs.pop(target, None)        # dropped for good if anything below fails
     doc = None
     if cached is not None and base is not None and cached[1] == base and (
             cached[0] == _stat_key(target)):
         doc = cached[2]
-    text, doc, exact = _render(config, base, doc, old)
+    try:
+        text, doc, exact = _render(config, base, doc, old)
+    except (TOMLKitError, RecursionError) as e:
+        raise ConfigError([f"the file changed on disk and cannot be edited ({e}); fix it "
+                           "and retry"], target) from None
     check = parse_config(text, target)
     check.path = config.path
     if to_dict(check) != to_dict(config):
         raise RuntimeError(f"{target}: the edited document does not round-trip; not written")
-    atomic_write(target, text)
+    atomic_write(target, text, follow_symlinks=True)
     if exact and len(_docs) < 8:
         _docs[target] = (_stat_key(target), text, doc)
     return target

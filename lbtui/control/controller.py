@@ -24,10 +24,9 @@ from lbtui.control.changes import audit
 from lbtui.control.config import ConfigError, load_config, validate
 from lbtui.control.configfile import save_config
 from lbtui.control.instance import Instance
-from lbtui.control.lock import editing
+from lbtui.control.lock import editing, manager_lock
 from lbtui.control.state import read_state
 from lbtui.errors import NotFound
-from lbtui.files import pid_alive
 from lbtui.model import (
     Config,
     GroupKey,
@@ -380,14 +379,18 @@ def _manager_relevant(c: Config) -> tuple[Any, ...]:
 
 
 def signal_serve(instance: str, sig: int = signal.SIGHUP) -> int | None:
-    """Ask the instance's ``serve`` to reload (never a console manager, which may not
-    expect signals). Returns the pid signalled, if any."""
+    """Ask the instance's ``serve`` to reload. The pid is the manager lock's holder as the
+    kernel lists it (a pid in the state file may be stale: a dead serve's, reused since),
+    and only a serve is signalled (it recorded itself with that very pid); a console
+    manager may not expect signals. Returns the pid signalled, if any."""
+    pid = manager_lock(instance).holder()
+    if not pid or pid < 0 or pid == os.getpid():
+        return None
     state = read_state(instance) or {}
-    pid = state.get("pid")
-    if state.get("manager") == "serve" and pid != os.getpid() and pid_alive(pid):
-        os.kill(pid, sig)
-        return pid
-    return None
+    if state.get("manager") != "serve" or state.get("pid") != pid:
+        return None
+    os.kill(pid, sig)
+    return pid
 
 
 def _require_group(group: Any) -> None:

@@ -43,8 +43,10 @@ from lbtui import maps as M
 from lbtui.control.health import HealthBook, Transition
 from lbtui.control.lock import run_dir
 from lbtui.errors import NotRunning
+from lbtui.files import remove_inside
 from lbtui.maps.events import EventReader, LbEvent
 from lbtui.model import GroupKey, GroupKind, HealthSettings
+from lbtui.names import instance_name
 
 log = logging.getLogger("lbtui.events")
 
@@ -56,7 +58,7 @@ HEALTH_EVERY_S = 1.0
 
 
 def socket_path(instance: str) -> Path:
-    return run_dir() / f"{instance}.events.sock"
+    return run_dir() / f"{instance_name(instance)}.events.sock"
 
 
 class Attribution:
@@ -185,8 +187,7 @@ class EventHub:
             for s in self._subs:
                 s.lines.put(None)
             self._subs.clear()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        remove_inside(self.path, run_dir())
 
     # --- reading and accounting --------------------------------------------------------
 
@@ -271,8 +272,7 @@ class EventHub:
 
 def _listen(path: Path) -> socket.socket:
     """A unix stream socket at ``path`` (a stale one from a crash is replaced), 0600."""
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    remove_inside(path, run_dir())
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)
     try:

@@ -41,10 +41,11 @@ from lbtui.datapath import hostnet, loader
 from lbtui.datapath.egress import EgressWatcher, assess
 from lbtui.datapath.loader import Datapath, DatapathError, xdp_state
 from lbtui.errors import NotRunning
-from lbtui.files import state_root
+from lbtui.files import remove_inside, state_root
 from lbtui.maps.events import aged_event, emit_event
 from lbtui.maps.transaction import Transaction
 from lbtui.model import Config
+from lbtui.names import instance_name
 
 PIN_ROOT = Path(os.environ.get("LBTUI_PIN_ROOT", "/sys/fs/bpf/lbtui"))
 PROG_PIN = "prog_xdp"
@@ -67,12 +68,12 @@ class InstanceNotRunning(InstanceError, NotRunning):
 
 
 def pin_dir_of(name: str) -> Path:
-    return PIN_ROOT / name
+    return PIN_ROOT / instance_name(name)
 
 
 def state_dir_of(name: str) -> Path:
     """Where lbtui.maps keeps this instance's SNI hostnames (beside the pins' name)."""
-    return state_root() / name
+    return state_root() / instance_name(name)
 
 
 def pins_complete(pin_dir: Path) -> bool:
@@ -200,8 +201,7 @@ class Instance:
             progress(f"re-adopting the pinned maps of instance {name} ({pin_dir}); "
                      "established connections are kept")
         else:
-            if pin_dir.exists():
-                loader.remove_pins(pin_dir)      # half-made by a crash during start
+            remove_inside(pin_dir, PIN_ROOT)     # half-made by a crash during start
             ms = M.create_all_maps(config.map_options())
             ms.pin_all(pin_dir)
             os.chmod(pin_dir, 0o700)
@@ -249,7 +249,7 @@ class Instance:
                     dp.detach_all()
                 if inst is not None:
                     hostnet.restore_sysctls(inst.sysctls, ns)
-                loader.remove_pins(pin_dir)
+                remove_inside(pin_dir, PIN_ROOT)
                 remove_state(name)
             M.close_all_maps(ms)
             raise
@@ -396,22 +396,40 @@ class Instance:
         manager runs them: they proxy in this process."""
         if not self.managed or self.config is None:
             return
-        want = {x.port: x.address or "0.0.0.0" for x in self.config.listeners if x.sni}
+        want: dict[int, str] = {}
+        for x in self.config.listeners:
+            if x.sni:
+                if not x.address:      # validation requires it; never every interface
+                    raise InstanceError(f"SNI listener on port {x.port} has no address: "
+                                        "set the one address its splicer listens on")
+                want[x.port] = x.address
+        # New splicers first, old ones stopped only once all started: a failure leaves
+        # the running ones exactly as they were.
+        started: dict[int, Any] = {}
+        try:
+            for port, ip in want.items():
+                old = self.splicers.get(port)
+                if old is not None and old.listen_ip == ip:
+                    continue
+                from lbtui.splicer import Splicer
+
+                sp = Splicer(self.maps, self.emit_fd, ip, port, netns=self.netns,
+                             max_connections=max(1, self.maps.conntrack_map.max_entries // 2))
+                sp.start()
+                started[port] = sp
+        except BaseException:
+            for sp in started.values():
+                with contextlib.suppress(Exception):
+                    sp.stop()
+            raise
         for port, sp in list(self.splicers.items()):
             if want.get(port) != sp.listen_ip:
                 self.splicers.pop(port).stop()
                 progress(f"SNI splicer on port {port} stopped")
-        for port, ip in want.items():
-            if port in self.splicers:
-                continue
-            from lbtui.splicer import Splicer
-
-            sp = Splicer(self.maps, self.emit_fd, ip, port, netns=self.netns,
-                         max_connections=max(1, self.maps.conntrack_map.max_entries // 2))
-            sp.start()
+        where = f" in {self.netns}" if self.netns else ""
+        for port, sp in started.items():
             self.splicers[port] = sp
-            where = f" in {self.netns}" if self.netns else ""
-            progress(f"SNI splicer listening on {ip}:{port}{where}")
+            progress(f"SNI splicer listening on {sp.listen_ip}:{port}{where}")
 
     def stop_splicers(self) -> None:
         while self.splicers:
@@ -609,17 +627,11 @@ def teardown(name: str, attachments: Sequence[dict[str, Any]] | None = None,
                 done.append(f"detached XDP (prog id {live}, {mode}) from {a['ifname']}{where}")
     done += [f"restored {x}" for x in hostnet.restore_sysctls(state.get("sysctls", []),
                                                               state.get("netns"))]
-    if pin_dir.exists():
-        loader.remove_pins(pin_dir)
+    if remove_inside(pin_dir, PIN_ROOT):
         done.append(f"removed pins {pin_dir}")
     with contextlib.suppress(OSError):
         pin_dir.parent.rmdir()  # the last instance leaves no empty /sys/fs/bpf/lbtui
-    sd = state_dir_of(name)
-    if sd.exists():
-        for p in sd.iterdir():
-            p.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            sd.rmdir()
+    remove_inside(state_dir_of(name), state_root())
     if state:
         remove_state(name)
         done.append("removed state file")
@@ -634,10 +646,10 @@ def _remove_lock_files(name: str, held: FileLock | None) -> None:
     for lock in (edit_lock(name), manager_lock(name)):
         if held is not None and lock.path == held.path:
             if held.held:
-                lock.path.unlink(missing_ok=True)
+                remove_inside(lock.path, lock.path.parent)
             continue
         if lock.path.exists() and lock.try_acquire():
-            lock.path.unlink(missing_ok=True)
+            remove_inside(lock.path, lock.path.parent)
             lock.release()
 
 

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lbtui.files import FileLock, LockHeld
+from lbtui.names import instance_name
 
 __all__ = ["FileLock", "LockHeld", "edit_lock", "manager_lock", "run_dir"]
 
@@ -33,11 +34,11 @@ def run_dir() -> Path:
 
 
 def manager_lock(instance: str) -> FileLock:
-    return FileLock(run_dir() / f"{instance}.lock")
+    return FileLock(run_dir() / f"{instance_name(instance)}.lock")
 
 
 def edit_lock(instance: str) -> FileLock:
-    return FileLock(run_dir() / f"{instance}.edit.lock")
+    return FileLock(run_dir() / f"{instance_name(instance)}.edit.lock")
 
 
 @contextlib.contextmanager

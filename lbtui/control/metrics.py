@@ -29,6 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from lbtui.control.health import DEGRADED, FAILING, HEALTHY
+from lbtui.files import remove_inside
 from lbtui.model import MetricsSettings
 
 if TYPE_CHECKING:
@@ -194,7 +195,8 @@ class MetricsExporter:
             self._http.shutdown()
             self._http.server_close()
         if self.textfile is not None:
-            self.textfile.unlink(missing_ok=True)    # a stopped instance has no metrics
+            # A stopped instance has no metrics (only our own file in that directory goes).
+            remove_inside(self.textfile, self.textfile.parent)
 
 
 def _url_host(host: str, port: str) -> str:

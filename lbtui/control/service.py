@@ -24,12 +24,15 @@ from pathlib import Path
 from types import FrameType
 
 from lbtui.control.changes import audit
-from lbtui.control.config import ConfigError, load_config
+from lbtui.control.config import load_config, to_dict
 from lbtui.control.instance import Instance
 from lbtui.control.lock import editing
 from lbtui.control.metrics import MetricsExporter
 from lbtui.control.sdnotify import notify
+from lbtui.control.state import read_applied, write_applied
 from lbtui.control.workcopy import WorkCopy
+from lbtui.maps.transaction import Transaction
+from lbtui.model import Config
 
 Log = Callable[[str], None]
 _log = logging.getLogger(__name__)
@@ -115,7 +118,7 @@ class Service:
                 notify("RELOADING=1", "STATUS=reloading the config file")
                 try:
                     self._resolve_config_path()
-                except OSError as e:   # reload() then reports the file itself
+                except (OSError, ValueError) as e:   # reload() then reports the file itself
                     log_error(f"reload: {e}")
                 self.reload()
                 notify("READY=1", f"STATUS=serving instance {inst.name}")
@@ -145,35 +148,45 @@ class Service:
             _log.debug(f"sweep: {len(removed)} idle flow(s) aged out")
 
     def reload(self) -> None:
-        """Re-read the file (under the edit lock: never a stale read against a concurrent
-        ``ctl`` edit); apply it if valid (all or nothing), else keep running as is."""
+        """Re-read the file under the edit lock (as ctl does, so a concurrent edit is never
+        overwritten by a stale read) and apply it: maps all or nothing, then the SNI
+        splicers. Any failure, of any kind, leaves the maps and the splicers exactly as
+        they were; serve logs why and keeps serving."""
         inst = self.instance
         assert inst is not None and inst.config is not None
-        with editing(inst.name):
-            try:
+        try:
+            with editing(inst.name):
                 new = load_config(self.config_path)
-            except (ConfigError, OSError) as e:
-                log_error(f"reload refused, still running the previous config: {e}")
-                return
-            old = inst.applied_config() or inst.config
-            try:
-                txn = inst.apply(new)
-            except (OSError, ValueError, RuntimeError) as e:
-                log_error(f"reload failed, maps rolled back: {e}")
-                return
-        if new.datapath != inst.config.datapath:
-            self.log("reload: [datapath] changes (interfaces, netns, mode, keep...) take "
-                     "effect at the next start; keep applies now")
-        keep = new.datapath.keep
-        new.datapath = copy.copy(inst.config.datapath)
-        new.datapath.keep = keep
-        inst.config = new
+                old = inst.applied_config() or inst.config
+                txn = self._apply(inst, new)
+        except Exception as e:  # whatever it was, keep serving as before
+            log_error(f"reload refused, still running the previous config: {e}")
+            return
         audit(inst, "reload", old, new)
         self.log(f"reloaded {self.config_path} ({txn.changed} map entries changed)")
+
+    def _apply(self, inst: Instance, new: Config) -> Transaction:
+        """Maps, then splicers; if the splicers fail, the maps (and the record of what
+        they hold) go back to what they were."""
+        running = inst.config
+        assert running is not None
+        applied = read_applied(inst.name)
+        if new.datapath != running.datapath:
+            self.log("reload: [datapath] changes (interfaces, netns, mode, keep...) take "
+                     "effect at the next start; keep applies now")
+        txn = inst.apply(new)
+        keep = new.datapath.keep
+        new.datapath = copy.copy(running.datapath)
+        new.datapath.keep = keep
+        inst.config = new
         try:
             inst.sync_splicers(self.log)
-        except (OSError, RuntimeError, ValueError) as e:
-            log_error(f"SNI splicer: {e}")
+        except BaseException:
+            inst.config = running
+            txn.rollback()
+            write_applied(inst.name, applied if applied is not None else to_dict(running))
+            raise
+        return txn
 
 
 def serve(config_path: str | Path, keep: bool = False) -> int:

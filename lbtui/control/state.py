@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from lbtui.control.lock import run_dir
-from lbtui.files import atomic_write
+from lbtui.files import atomic_write, remove_inside
+from lbtui.names import instance_name
 
 
 def instance_names() -> list[str]:
@@ -24,7 +25,7 @@ def instance_names() -> list[str]:
 
 
 def state_path(instance: str) -> Path:
-    return run_dir() / f"{instance}.json"
+    return run_dir() / f"{instance_name(instance)}.json"
 
 
 def read_state(instance: str) -> dict[str, Any] | None:
@@ -41,12 +42,12 @@ def write_state(instance: str, state: dict[str, Any]) -> None:
 
 
 def remove_state(instance: str) -> None:
-    state_path(instance).unlink(missing_ok=True)
-    applied_path(instance).unlink(missing_ok=True)
+    remove_inside(state_path(instance), run_dir())
+    remove_inside(applied_path(instance), run_dir())
 
 
 def applied_path(instance: str) -> Path:
-    return run_dir() / f"{instance}.applied.json"
+    return run_dir() / f"{instance_name(instance)}.applied.json"
 
 
 def write_applied(instance: str, config: dict[str, Any]) -> None:

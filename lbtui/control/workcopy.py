@@ -25,7 +25,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lbtui.files import atomic_write, state_root
+from lbtui.control.config import MAX_CONFIG_BYTES
+from lbtui.files import atomic_write, read_capped, remove_inside, state_root
+from lbtui.names import instance_name
 
 
 def _sha256(data: bytes) -> str:
@@ -49,7 +51,7 @@ class WorkCopy:
 
     @property
     def copy(self) -> Path:
-        return state_root() / f"{self.instance}.toml"
+        return state_root() / f"{instance_name(self.instance)}.toml"
 
     @property
     def record(self) -> Path:
@@ -68,12 +70,14 @@ class WorkCopy:
         """The file to load and edit now: ``source`` when it is writable, else the working
         copy, made or refreshed as needed. ``notes`` and ``warnings`` say what was done."""
         self.notes, self.warnings = [], []
-        data = self.source.read_bytes()
+        # Capped, regular files only: a FIFO or device swapped in must not block serve.
+        data = read_capped(self.source, MAX_CONFIG_BYTES)
         digest = _sha256(data)
         current = self._current_copy(digest)
         if writable(self.source):
             if current:
-                atomic_write(self.source, self.copy.read_text())
+                atomic_write(self.source, self.copy.read_text(encoding="utf-8"),
+                             follow_symlinks=True)
                 self._remove(self.copy, self.record)
                 self.notes.append(f"run-time edits kept in {self.copy} written back into "
                                   f"{self.source}")
@@ -88,7 +92,7 @@ class WorkCopy:
             self.warnings.append(f"{self.source} changed: run-time edits in {self.copy} "
                                  "replaced by it (the old copy is kept as "
                                  f"{self.copy.name}.replaced)")
-        atomic_write(self.copy, data.decode())
+        atomic_write(self.copy, data.decode("utf-8"))
         atomic_write(self.record, json.dumps({"source": str(self.source.resolve()),
                                               "sha256": digest}) + "\n")
         self.notes.append(f"{self.source} is read-only: copied to {self.copy}, where run-time "
@@ -98,4 +102,4 @@ class WorkCopy:
     @staticmethod
     def _remove(*paths: Path) -> None:
         for p in paths:
-            p.unlink(missing_ok=True)
+            remove_inside(p, state_root())

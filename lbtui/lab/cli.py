@@ -12,6 +12,7 @@ from typing import Any
 
 from lbtui import envelope, errors
 from lbtui.lab.lifecycle import DEFAULT_LAB, TrafficOptions
+from lbtui.names import LAB, arg_type
 
 _TRAFFIC_FLAGS = {  # flag -> (TrafficOptions field, type, help)
     "--http-rate": ("http_rate", float, "new HTTP connections per second (client1; "
@@ -60,7 +61,7 @@ def require_root(what: str) -> None:
 
 
 def _lab_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--lab", default=DEFAULT_LAB, metavar="NAME",
+    p.add_argument("--lab", default=DEFAULT_LAB, metavar="NAME", type=arg_type(LAB),
                    help="lab name: namespaces are lbt-NAME-* (default: %(default)s)")
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lbtui import netns
+from lbtui.files import remove_inside
 from lbtui.lab import demo_config as D
 from lbtui.lab import topology as T
 from lbtui.lab.ownership import LabBusy, LabLock, pid_alive, read_meta, write_meta
@@ -334,9 +335,9 @@ def down(lab: str, progress: Progress = _quiet, held: LabLock | None = None,
             done.append(f"removed the namespaces and files of lab {lab}")
         for lk in (manager_lock(name), edit_lock(name)):
             if lk.path.exists() and lk.try_acquire():
-                lk.path.unlink(missing_ok=True)
+                remove_inside(lk.path, lk.path.parent)
                 lk.release()
-        (T.STATE_DIR / f"{lab}.log").unlink(missing_ok=True)
+        remove_inside(T.STATE_DIR / f"{lab}.log", T.STATE_DIR)
     finally:
         if held is None:
             lock.release(remove=True)

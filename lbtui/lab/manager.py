@@ -16,13 +16,14 @@ from lbtui.lab.cli import add_traffic_flags, traffic_options
 from lbtui.lab.demo import run_demo
 from lbtui.lab.lifecycle import LabRun
 from lbtui.lab.progress import Steps
+from lbtui.names import LAB, arg_type
 
 REPORT_EVERY = 30.0
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--lab", required=True)
+    ap.add_argument("--lab", required=True, type=arg_type(LAB))
     add_traffic_flags(ap)
     a = ap.parse_args(argv)
     run = LabRun(a.lab, traffic_options(a), Steps(color=False), role="lbtui lab up")

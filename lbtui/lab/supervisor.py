@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+from lbtui.names import LAB, arg_type
+
 
 class Watchdog:
     """The owner's handle on its watchdog process."""
@@ -72,7 +74,7 @@ def _cleanup(lab: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--lab", required=True)
+    ap.add_argument("--lab", required=True, type=arg_type(LAB))
     a = ap.parse_args(argv)
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)

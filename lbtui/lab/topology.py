@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
 import signal
 import subprocess
 import sys
@@ -30,7 +30,8 @@ from pathlib import Path
 from pyroute2 import NetNS
 from pyroute2 import netns as pr_netns
 
-from lbtui.files import atomic_write
+from lbtui.files import atomic_write, remove_inside
+from lbtui.names import lab_name
 
 STATE_DIR = Path(os.environ.get("LBTUI_RUN_DIR", "/run/lbtui")) / "labs"
 VIP = "198.18.0.10"
@@ -171,9 +172,8 @@ def _ethtool_tx_off(ns: str, ifname: str) -> None:
 
 
 def validate_lab_name(lab: str) -> str:
-    if not lab or len(lab) > 20 or not all(c.isalnum() or c == "-" for c in lab):
-        raise ValueError(f"lab name {lab!r}: 1-20 letters, digits or '-'")
-    return lab
+    """``lab`` if it is a valid lab name (lbtui.names.LAB), else BadName with the rule."""
+    return lab_name(lab)
 
 
 def build(lab: str, n_clients: int = 2, n_backends: int = 3,
@@ -183,8 +183,7 @@ def build(lab: str, n_clients: int = 2, n_backends: int = 3,
     validate_lab_name(lab)
     if not 1 <= n_clients <= 50 or not 1 <= n_backends <= 50:
         raise ValueError("a lab has 1..50 clients and 1..50 backends")
-    if Topology.load(lab) is not None or any(
-            n.startswith(f"{NS_PREFIX}{lab}-") for n in pr_netns.listnetns()):
+    if Topology.load(lab) is not None or lab_namespaces(lab):
         raise RuntimeError(f"lab {lab!r} already exists: run `lbtui lab down --lab {lab}` "
                            "first")
     topo = Topology(lab=lab, vip=VIP, lb_ns=f"{NS_PREFIX}{lab}-lb", clients=[], backends=[])
@@ -306,7 +305,7 @@ def teardown(lab: str, progress: Progress = _quiet) -> bool:
     for pid in topo.pids if topo else []:
         with suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGTERM)
-    names = {n for n in pr_netns.listnetns() if n.startswith(f"{NS_PREFIX}{lab}-")}
+    names = set(lab_namespaces(lab))
     if topo:
         names |= set(topo.namespaces) & set(pr_netns.listnetns())
     if names:
@@ -315,11 +314,9 @@ def teardown(lab: str, progress: Progress = _quiet) -> bool:
         _kill_ns_processes(ns)
         with suppress(OSError):
             pr_netns.remove(ns)
-    with suppress(FileNotFoundError):
-        (STATE_DIR / f"{lab}.json").unlink()
-    if (STATE_DIR / lab).is_dir():
+    remove_inside(STATE_DIR / f"{lab}.json", STATE_DIR)
+    if remove_inside(STATE_DIR / lab, STATE_DIR):
         found = True
-        shutil.rmtree(STATE_DIR / lab, ignore_errors=True)
     # Deleting a namespace destroys its veths; wait until the kernel has done so, so a
     # rebuild with the same name does not race it.
     deadline = time.monotonic() + 5
@@ -328,12 +325,28 @@ def teardown(lab: str, progress: Progress = _quiet) -> bool:
     return found or bool(names)
 
 
+# A lab's namespaces: lbt-<lab>-<node>, and node names (lb, client1, switch...) never
+# contain '-', so lab "a" never claims "lbt-a-b-client1", which belongs to lab "a-b".
+_LAB_NS = re.compile(rf"{NS_PREFIX}(?P<lab>.+)-[A-Za-z0-9_]+")
+
+
+def lab_namespaces(lab: str) -> list[str]:
+    """The namespaces present that belong to ``lab`` (exactly: its name, then one node)."""
+    out = []
+    for n in pr_netns.listnetns():
+        m = _LAB_NS.fullmatch(n)
+        if m and m["lab"] == lab:
+            out.append(n)
+    return sorted(out)
+
+
 def list_labs() -> list[str]:
     labs = {p.stem for p in STATE_DIR.glob("*.json")} if STATE_DIR.exists() else set()
     labs |= {p.name for p in STATE_DIR.iterdir() if p.is_dir()} if STATE_DIR.exists() else set()
     for n in pr_netns.listnetns():
-        if n.startswith(NS_PREFIX) and n.count("-") >= 2:
-            labs.add(n[len(NS_PREFIX):].rsplit("-", 1)[0])
+        m = _LAB_NS.fullmatch(n)
+        if m:
+            labs.add(m["lab"])
     return sorted(labs)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -155,13 +156,16 @@ def _count_deleted(conntrack_map: BpfMap, n: int) -> None:
 
 
 def delete_connection(conntrack_map: BpfMap, five_tuple: Any) -> bool:
-    """Forget a flow (both its entries). Its next packet is treated as new."""
+    """Forget a flow (both its entries). Its next packet is treated as new. A spliced
+    flow is reset by its splicer (``_close_spliced``)."""
     t = FiveTuple.parse(five_tuple)
     fd = conntrack_map._require_open()
     k = t.key()
     v = bpfsys.lookup(fd, k, abi.CtValue)
     if v is None or v.flags & abi.CT_F_REPLY:
         return False
+    if v.flags & abi.CT_F_LOCAL and time.monotonic_ns() - v.last_seen_ns < SPLICED_STALE_NS:
+        return _close_spliced(conntrack_map, k)
     bpfsys.delete(fd, _reply_key(k, v))
     removed = bpfsys.delete(fd, k)
     _count_deleted(conntrack_map, int(removed))
@@ -249,6 +253,51 @@ def local_flow_entry(client: tuple[str, int], vip: tuple[str, int],
 
 def write_flow(conntrack_map: BpfMap, key: abi.CtKey, value: abi.CtValue) -> None:
     bpfsys.update(conntrack_map._require_open(), key, value)
+
+
+# A spliced flow (CT_F_LOCAL) belongs to the splicer proxying it, which writes its entry
+# back if the LRU map evicts it. An operator's delete must not look like an eviction, so it
+# flags the entry instead and the splicer resets the connection and removes the entry at
+# its next refresh (every second). CT_F_RST is never set on a live spliced entry otherwise.
+CT_F_CLOSE_REQUEST = abi.CT_F_RST
+SPLICED_STALE_NS = 3_000_000_000   # not refreshed for this long: no splicer runs it
+_SPLICED_WAIT_S = 3.0
+
+
+def _close_spliced(conntrack_map: BpfMap, k: abi.CtKey) -> bool:
+    """Ask the splicer to reset a spliced flow and wait until it has; re-flag if a
+    refresh overwrote the flag meanwhile. If no splicer answers in time, remove it here."""
+    fd = conntrack_map._require_open()
+    deadline = time.monotonic() + _SPLICED_WAIT_S
+    while (v := bpfsys.lookup(fd, k, abi.CtValue)) is not None:
+        if time.monotonic() >= deadline:
+            bpfsys.delete(fd, k)
+            break
+        if not v.flags & CT_F_CLOSE_REQUEST:
+            v.flags |= CT_F_CLOSE_REQUEST
+            try:
+                bpfsys.update(fd, k, v, BPF_EXIST)
+            except OSError as e:
+                if e.errno != errno.ENOENT:    # ENOENT: gone meanwhile, done
+                    raise
+        time.sleep(0.05)
+    _count_deleted(conntrack_map, 1)
+    return True
+
+
+def refresh_local_flow(conntrack_map: BpfMap, key: abi.CtKey, value: abi.CtValue) -> str:
+    """A splicer's periodic write of its flow. Returns "ok"; "close_requested" when an
+    operator deleted the connection (``delete_connection`` flags the entry): the splicer
+    resets it; or "reregistered" when the entry was gone (evicted by the LRU map under
+    pressure, or swept) and has been written back: the connection is alive."""
+    fd = conntrack_map._require_open()
+    now = bpfsys.lookup(fd, key, abi.CtValue)
+    if now is not None and now.flags & CT_F_CLOSE_REQUEST:
+        return "close_requested"
+    if now is not None and refresh_flow(conntrack_map, key, value):
+        return "ok"
+    bpfsys.update(fd, key, value)
+    return "reregistered"
 
 
 def refresh_flow(conntrack_map: BpfMap, key: abi.CtKey, value: abi.CtValue) -> bool:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from lbtui import abi
 from lbtui.maps import MapSet, stats_enabled
-from lbtui.maps.conntrack import local_flow_entry, refresh_flow, remove_flow, write_flow
+from lbtui.maps.conntrack import local_flow_entry, refresh_local_flow, remove_flow, write_flow
 from lbtui.maps.events import LbEvent, emit_event
 
 Addr = tuple[str, int]
@@ -54,15 +54,18 @@ class FlowRecorder:
         return entry
 
     def refresh(self, entry: FlowEntry, packets_fwd: int, packets_rev: int, bytes_fwd: int,
-                bytes_rev: int, add_flags: int = 0) -> bool:
-        """Write the current counters (and last_seen = now) if the entry still exists.
-        False when it is gone: someone deleted the connection (ctl or console)."""
+                bytes_rev: int, add_flags: int = 0) -> str:
+        """Write the current counters (and last_seen = now). Returns "ok";
+        "close_requested" when an operator deleted the connection (ctl or console flag the
+        entry, ``maps.conntrack.CT_F_CLOSE_REQUEST``): the caller resets it; or "reregistered" when
+        the entry was gone (evicted by the LRU map under pressure, or swept) and has been
+        written back: the connection is alive, so it stays listed."""
         v = entry.value
         v.packets_fwd, v.packets_rev = packets_fwd, packets_rev
         v.bytes_fwd, v.bytes_rev = bytes_fwd, bytes_rev
         v.flags |= add_flags
         v.last_seen_ns = time.monotonic_ns()
-        return refresh_flow(self.maps.conntrack_map, entry.key, v)
+        return refresh_local_flow(self.maps.conntrack_map, entry.key, v)
 
     def close(self, entry: FlowEntry, reason: str) -> None:
         """Remove the entry and emit the closed event (reason: fin, rst or aged)."""

@@ -21,8 +21,14 @@ connection:
 
 The conntrack entry and opened/closed events are handled by ``FlowRecorder``; counters are
 refreshed every ``stats_interval`` seconds and at close. A flow idle for longer than the
-connection timeout (settings map) is reset ("aged"); a flow whose entry was deleted by an
-operator (ctl or console) is reset too ("deleted").
+connection timeout (settings map) is reset ("aged"); a flow an operator deleted (ctl or
+console: they flag its entry) is reset too ("deleted"), while a flow whose entry the LRU
+conntrack map evicted under pressure is written back and goes on ("reregistered").
+
+Overload: ``start`` raises RLIMIT_NOFILE to fit the caps (or lowers ``max_connections`` to
+fit, with a warning); out of descriptors, the listener is left alone for a moment
+("accept_paused") instead of being polled in a busy loop. The loop thread drops every
+capability once its socket is bound (``lbtui.privilege``).
 """
 
 from __future__ import annotations
@@ -41,7 +47,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lbtui import abi, netns
+from lbtui.addr import parse_ipv4
 from lbtui.maps import MapSet, get_connection_timeout
+from lbtui.privilege import drop_thread_capabilities
+from lbtui.splicer import fdlimit
 from lbtui.splicer.flows import FlowEntry, FlowRecorder
 from lbtui.splicer.hello import (
     DEFAULT_MAX_HELLO,
@@ -60,13 +69,17 @@ log = logging.getLogger(__name__)
 Addr = tuple[str, int]
 REJECT_REASONS = ("not_tls", "malformed", "oversized", "truncated", "timeout", "evicted",
                   "busy", "no_target", "connect_failed", "connect_timeout", "closed_early",
-                  "setup_failed")
+                  "setup_failed", "no_fds")
 CLOSE_REASONS = ("fin", "rst", "aged", "deleted", "stopped")
 _EP_IN, _EP_OUT, _EP_ERR, _EP_HUP = select.EPOLLIN, select.EPOLLOUT, select.EPOLLERR, \
     select.EPOLLHUP
 _EP_RDHUP, _EP_ET = select.EPOLLRDHUP, select.EPOLLET
 _DRAIN_TICK = 0.01
 _ACCEPT_BATCH = 64
+# Out of descriptors (EMFILE, ENFILE, ENOBUFS, ENOMEM): stop accepting this long, leaving
+# clients in the backlog, instead of spinning on a listener that stays readable.
+_ACCEPT_PAUSE = 0.1
+_OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 def _reset_close(sock: socket.socket) -> None:
@@ -142,6 +155,9 @@ class Splicer:
                 raise ValueError(f"{name}: {n!r} must be a positive integer")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port: {port!r} must be an integer 0..65535 (0: any free port)")
+        if parse_ipv4(listen_ip, "listen address").is_unspecified:
+            raise ValueError("listen address: 0.0.0.0 would listen on every interface; give "
+                             "the one address to listen on (normally the VIP)")
         self.maps = maps
         self.emit_prog_fd = emit_prog_fd
         self.listen_ip = listen_ip
@@ -164,6 +180,8 @@ class Splicer:
         self._stopping = False
         self._start_error: BaseException | None = None
         self._wake = -1
+        self._fds_reserved = 0
+        self._accept_resume: float | None = None   # accepting paused until then
         self.address: Addr | None = None
         # Loop-thread state.
         self._pending: dict[int, _Pending] = {}
@@ -185,6 +203,8 @@ class Splicer:
         Raises (and leaves nothing running) if the relay or the bind fails."""
         if self._thread is not None:
             raise RuntimeError("splicer already started")
+        self.max_connections, self._fds_reserved = fdlimit.reserve(self.max_connections,
+                                                                   self.max_pending)
         if self._relay is None:
             self._relay = SockmapRelay(max_sockets=2 * self.max_connections + 64)
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -241,6 +261,9 @@ class Splicer:
             "closed": {k: c.get(f"closed.{k}", 0) for k in CLOSE_REASONS},
             "events_lost": c.get("events_lost", 0),
             "loop_errors": c.get("loop_errors", 0),
+            "accept_paused": c.get("accept_paused", 0),
+            "reregistered": c.get("reregistered", 0),
+            "max_connections": self.max_connections,
         }
         relay = self._relay
         try:
@@ -263,6 +286,8 @@ class Splicer:
             self._counts[key] += n
 
     def _cleanup_shared(self) -> None:
+        fdlimit.release(self._fds_reserved)
+        self._fds_reserved = 0
         if self._own_relay and self._relay is not None:
             self._relay.close()
             self._relay = None
@@ -290,6 +315,8 @@ class Splicer:
                 self._router = Router(self.maps, self.address[1], self._rng)
                 self._recorder = FlowRecorder(self.maps, self.emit_prog_fd)
                 ep = select.epoll()
+                # From here on this thread reads untrusted hellos: it keeps no capability.
+                drop_thread_capabilities()
             except BaseException:
                 lsock.close()
                 raise
@@ -330,6 +357,12 @@ class Splicer:
             timeout = min(timeout, next(iter(self._connecting.values())).deadline - now)
         if self._draining:
             timeout = min(timeout, _DRAIN_TICK)
+        if self._accept_resume is not None:
+            if now >= self._accept_resume:
+                self._accept_resume = None
+                self._ep.modify(self._lsock.fileno(), _EP_IN)
+            else:
+                timeout = min(timeout, self._accept_resume - now)
         self._closed_fds.clear()
         lfd = self._lsock.fileno()
         for fd, events in self._ep.poll(max(timeout, 0.0)):
@@ -392,8 +425,11 @@ class Splicer:
                 sock, client = self._lsock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as e:   # ECONNABORTED, EMFILE...: keep serving the others
-                log.warning("splicer accept on port %s: %s", self.port, e)
+            except OSError as e:
+                if e.errno in _OUT_OF_FDS:
+                    self._pause_accepting(e)
+                else:               # ECONNABORTED...: keep serving the others
+                    log.warning("splicer accept on port %s: %s", self.port, e)
                 return
             self._count("accepted")
             if self._n_flows + len(self._connecting) >= self.max_connections:
@@ -415,6 +451,15 @@ class Splicer:
                          counts.written)
             self._pending[sock.fileno()] = p
             self._ep.register(sock.fileno(), _EP_IN | _EP_RDHUP | _EP_ET)
+
+    def _pause_accepting(self, e: OSError) -> None:
+        """Stop watching the listener for a moment: it stays readable while descriptors
+        are short, so accepting would spin. Waiting clients stay in the backlog."""
+        self._count("accept_paused")
+        log.warning("splicer on port %s: out of descriptors (%s); not accepting for %gs",
+                    self.port, e.strerror, _ACCEPT_PAUSE)
+        self._ep.modify(self._lsock.fileno(), 0)
+        self._accept_resume = time.monotonic() + _ACCEPT_PAUSE
 
     def _make_room(self) -> None:
         """At the pending cap, drop the oldest pending hello for the newcomer; but first
@@ -495,7 +540,14 @@ class Splicer:
             self._drop(p.sock)
             return
         self._count(f"routed.{kind}")
-        backend = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            backend = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        except OSError as e:
+            if e.errno not in _OUT_OF_FDS:
+                raise
+            self._count("rejected.no_fds")
+            self._drop(p.sock)
+            return
         backend.setblocking(False)
         backend.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         err = backend.connect_ex((decision.target.ip, decision.target.port))
@@ -712,8 +764,11 @@ class Splicer:
             return
         flags = (abi.CT_F_FIN_FWD if flow.fin_c else 0) | (abi.CT_F_FIN_REV if flow.fin_b
                                                              else 0)
-        if not self._recorder.refresh(flow.entry, pf, pr, bf, br, flags):
+        outcome = self._recorder.refresh(flow.entry, pf, pr, bf, br, flags)
+        if outcome == "close_requested":
             self._finish(flow, "deleted", c, b)
+        elif outcome == "reregistered":
+            self._count("reregistered")
 
     def _shutdown(self) -> None:
         """Loop exit: reset everything, remove our conntrack entries, close the listener."""

@@ -1,4 +1,5 @@
-"""Writing the config back: minimal edits, comments and order kept, atomic, 0600."""
+"""Writing the config back: minimal edits, comments and order kept, atomic, mode kept
+(0600 for a new file)."""
 
 from __future__ import annotations
 
@@ -143,16 +144,16 @@ def test_fresh_file_from_a_config(tmp_path: Path) -> None:
     assert path.stat().st_uid == os.getuid()
 
 
-def test_save_is_atomic_and_private(tmp_path: Path) -> None:
+def test_save_is_atomic_and_keeps_the_operators_mode(tmp_path: Path) -> None:
     path = tmp_path / "lbtui.toml"
     path.write_text(TEXT)
-    os.chmod(path, 0o644)
+    os.chmod(path, 0o640)
     before = path.stat().st_ino
     c = load_config(path)
     c.settings.stats = False
     save_config(c)                                   # default: config.path
     assert path.stat().st_ino != before              # replaced by rename, not rewritten
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert load_config(path).settings.stats is False
     assert "# operator's header comment" in path.read_text()
     assert [p.name for p in tmp_path.iterdir()] == ["lbtui.toml"]   # no temp left behind

@@ -82,8 +82,11 @@ CASES: list[tuple[Any, str]] = [
      "datapath.colour: unknown key (known: instance, interfaces, reply_interfaces, netns, "
      "xdp_mode, keep)"),
     (edit(**{"datapath.instance": "a/b"}),
-     "datapath.instance: 'a/b': 1-32 letters, digits, '_' or '-', starting with a letter or "
-     "digit"),
+     "datapath.instance: instance name 'a/b' is not allowed: 1-32 ASCII letters, digits, "
+     "'_' or '-', starting with a letter or digit"),
+    (edit(**{"datapath.instance": "x\n"}),
+     "datapath.instance: instance name 'x\\n' is not allowed: 1-32 ASCII letters, digits, "
+     "'_' or '-', starting with a letter or digit"),
     (edit(**{"datapath.instance": 7}), "datapath.instance: must be a string, not an integer"),
     (edit(**{"datapath.interfaces": DELETE}),
      "datapath.interfaces: is required (the client-facing interfaces XDP balances on)"),
@@ -94,14 +97,25 @@ CASES: list[tuple[Any, str]] = [
     (edit(**{"datapath.interfaces": ["c1", 5]}),
      "datapath.interfaces[1]: must be an interface name, not an integer"),
     (edit(**{"datapath.interfaces": ["c1", "x" * 16]}),
-     f"datapath.interfaces[1]: '{'x' * 16}' is not a valid interface name (1-15 characters, "
-     "no '/', ':' or spaces)"),
+     f"datapath.interfaces[1]: '{'x' * 16}' is not a valid interface name (1-15 bytes, "
+     "no '/', ':', whitespace or control characters, not '.' or '..')"),
+    (edit(**{"datapath.interfaces": ["c1", "e\x1b[2J"]}),
+     "datapath.interfaces[1]: 'e\\x1b[2J' is not a valid interface name (1-15 bytes, "
+     "no '/', ':', whitespace or control characters, not '.' or '..')"),
+    (edit(**{"datapath.interfaces": ["c1", "\u00e9" * 8]}),
+     "datapath.interfaces[1]: '\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9' is not a "
+     "valid interface name (1-15 bytes, "
+     "no '/', ':', whitespace or control characters, not '.' or '..')"),
     (edit(**{"datapath.interfaces": ["c1", "c1"]}),
      "datapath.interfaces[1]: 'c1' is listed twice"),
     (edit(**{"datapath.reply_interfaces": ["b1", "c2"]}),
      "datapath.reply_interfaces[1]: 'c2' is already in datapath.interfaces"),
-    (edit(**{"datapath.netns": "a/b"}), "datapath.netns: 'a/b' is not a network namespace "
-                                        "name"),
+    (edit(**{"datapath.netns": "a/b"}),
+     "datapath.netns: network namespace name 'a/b' is not allowed: 1-64 ASCII letters, "
+     "digits, '_', '.' or '-', starting with a letter, digit or '_'"),
+    (edit(**{"datapath.netns": ".."}),
+     "datapath.netns: network namespace name '..' is not allowed: 1-64 ASCII letters, "
+     "digits, '_', '.' or '-', starting with a letter, digit or '_'"),
     (edit(**{"datapath.xdp_mode": "turbo"}),
      "datapath.xdp_mode: must be one of auto, native, generic (got 'turbo')"),
     (edit(**{"datapath.keep": "yes"}), "datapath.keep: must be true or false, not a string"),
@@ -163,7 +177,18 @@ CASES: list[tuple[Any, str]] = [
     (edit(**{"listener.0.targets.1.ip": "198.18.1"}),
      "listener[0].targets[1].ip: '198.18.1' is not an IPv4 address (like 198.18.101.2)"),
     (edit(**{"listener.0.targets.1.ip": "224.0.0.1"}),
-     "listener[0].targets[1].ip: 224.0.0.1 cannot be a target"),
+     "listener[0].targets[1].ip: 224.0.0.1 is a multicast address: it cannot be a target"),
+    (edit(**{"listener.0.targets.1.ip": "127.0.0.53"}),
+     "listener[0].targets[1].ip: 127.0.0.53 is a loopback address: it cannot be a target"),
+    (edit(**{"listener.0.targets.1.ip": "169.254.1.1"}),
+     "listener[0].targets[1].ip: 169.254.1.1 is a link-local address: it cannot be a "
+     "target"),
+    (edit(**{"listener.0.targets.1.ip": "240.0.0.1"}),
+     "listener[0].targets[1].ip: 240.0.0.1 is in class E (reserved) or the broadcast "
+     "address: it cannot be a target"),
+    (edit(**{"listener.0.targets.1.ip": "0.1.2.3"}),
+     "listener[0].targets[1].ip: 0.1.2.3 is in 0.0.0.0/8 (this host): it cannot be a "
+     "target"),
     (edit(**{"listener.0.targets.1.port": DELETE}), "listener[0].targets[1].port: is required"),
     (edit(**{"listener.0.targets.1.weight": 101}),
      "listener[0].targets[1].weight: must be 0..100 (got 101)"),
@@ -177,12 +202,29 @@ CASES: list[tuple[Any, str]] = [
      "listener[0].address: '198.18.0' is not an IPv4 address (like 198.18.0.10)"),
     (edit(**{"listener.0.sni": True, "listener.0.address": "239.1.1.1"}),
      "listener[0].address: 239.1.1.1 cannot be listened on"),
+    (edit(**{"listener.0.sni": True, "listener.0.address": "0.0.0.0"}),
+     "listener[0].address: must be one address (normally the VIP), not 0.0.0.0: the splicer "
+     "never listens on every interface"),
+    (edit(**{"listener.0.sni": True}),
+     "listener[0].address: is required for SNI listeners: the one address the splicer "
+     "listens on (normally the VIP)"),
+    (edit(**{"listener.0.sni": True, "listener.0.address": "198.18.101.2", "listener.0.port":
+             8080}),
+     "listener[0].targets[0]: 198.18.101.2:8080 is the address of the SNI listener "
+     "listener[0]: its splicer would connect to itself (a loop)"),
+    (edit(**{"listener.0.sni": True, "listener.0.address": "198.18.102.2", "listener.0.port":
+             8080}),
+     "sni_route[0].targets[1]: 198.18.102.2:8080 is the address of the SNI listener "
+     "listener[0]: its splicer would connect to itself (a loop)"),
     (edit(**{"listener.0.stats": 1}), "listener[0].stats: must be true or false, not an "
                                       "integer"),
     (edit(**{"source_route.0.cidr": "198.18.1.0/33"}),
-     "source_route[0].cidr: '198.18.1.0/33' is not an IPv4 prefix like 198.18.1.0/24"),
+     "source_route[0].cidr: prefix length 33 must be an integer 0..32"),
     (edit(**{"source_route.0.cidr": "198.18.1.7/24"}),
-     "source_route[0].cidr: '198.18.1.7/24' has host bits set (did you mean 198.18.1.0/24?)"),
+     "source_route[0].cidr: 198.18.1.7/24 has host bits set (did you mean 198.18.1.0/24?)"),
+    (edit(**{"source_route.0.cidr": "198.18.1.0/0.0.0.255"}),
+     "source_route[0].cidr: 0.0.0.255 is not a netmask (contiguous leading ones, like "
+     "255.255.255.0)"),
     (edit(**{"source_route.0.cidr": ["x"]}),
      "source_route[0].cidr: must be a string, not an array"),
     (edit(source_route=[base()["source_route"][0],
@@ -195,6 +237,12 @@ CASES: list[tuple[Any, str]] = [
     (edit(**{"sni_route.0.hostname": "bad_name.example"}),
      "sni_route[0].hostname: hostname 'bad_name.example': label 'bad_name' is invalid (1-63 "
      "of a-z, 0-9, '-', not starting or ending with '-')"),
+    (edit(**{"sni_route.0.hostname": "198.18.0.10"}),
+     "sni_route[0].hostname: hostname '198.18.0.10': the last label is all digits, as in an "
+     "IP address; SNI routes match names (TLS clients never send an address as SNI)"),
+    (edit(**{"sni_route.0.hostname": "xn--abc.example"}),
+     "sni_route[0].hostname: hostname 'xn--abc.example': label 'xn--abc' is not valid "
+     "punycode (Codepoint U+0082 at position 1 of '\\x82\\x81\\x80' not allowed)"),
     (edit(sni_route=[base()["sni_route"][0],
                      dict(base()["sni_route"][0], hostname="API.Example.com.")]),
      "sni_route[1].hostname: api.example.com is already routed by sni_route[0]"),

@@ -35,6 +35,7 @@ def start(topo: T.Topology, tmp_path: Path, cleanup: list[str], **kw: object
     cleanup.append(name)
     path = tmp_path / "lbtui.toml"
     path.write_text(lab_config(topo, name, **kw))  # type: ignore[arg-type]
+    path.chmod(0o640)
     return Instance.start(load_config(path), progress=lambda _m: None), path
 
 
@@ -73,7 +74,7 @@ def test_start_edit_stop(make_lab, state_dir, instance_cleanup, tmp_path: Path) 
         assert M.get_connection_timeout(inst.maps.settings_map) == 42
         assert not M.stats_enabled(inst.maps.settings_map)
 
-        # The file says exactly what the maps hold, comments kept, mode 0600.
+        # The file says exactly what the maps hold, comments kept, its mode kept.
         text = path.read_text()
         assert "# control-plane test config" in text and "# line echo" in text
         c = load_config(path)
@@ -81,7 +82,7 @@ def test_start_edit_stop(make_lab, state_dir, instance_cleanup, tmp_path: Path) 
         assert c.listeners[0].group == TargetGroup.single(b3, 8080)
         assert c.sni_routes[0].hostname == "api.example.com" and not c.source_routes
         assert (c.settings.connection_timeout, c.settings.stats) == (42, False)
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
         st = read_state(inst.name)
         assert st and st["pid"] == os.getpid() and st["config_path"] == str(path)
         assert stat.S_IMODE((run_dir() / f"{inst.name}.json").stat().st_mode) == 0o600

@@ -44,6 +44,7 @@ def setup(topo: T.Topology, tmp_path: Path, cleanup: list[str], **kw: object
     cleanup.append(name)
     path = tmp_path / "lbtui.toml"
     path.write_text(lab_config(topo, name, **kw))  # type: ignore[arg-type]
+    path.chmod(0o640)
     return name, path
 
 
@@ -199,7 +200,8 @@ def test_ctl_end_to_end_against_serve(make_lab, state_dir, instance_cleanup, sta
     serve.wait_for("reloaded", since=mark)
     assert ctl_json(name, "settings")["sweep_interval"] == 0.25
 
-    # The file holds every edit, with the operator's comments, mode 0600.
+    # The file holds every edit, with the operator's comments and mode; lbtui's own files
+    # are 0600.
     text = path.read_text()
     for comment in ("# control-plane test config", "# client side", "# backend3", "# web",
                     "# line echo"):
@@ -207,7 +209,8 @@ def test_ctl_end_to_end_against_serve(make_lab, state_dir, instance_cleanup, sta
     assert "# backend1" not in text                   # its target was removed
     assert 'hostname = "api.example.com"' in text and "connection_timeout = 77" in text
     assert "stats = false" in text and "port = 81" not in text
-    for p in (path, run_dir() / f"{name}.json", run_dir() / f"{name}.lock"):
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    for p in (run_dir() / f"{name}.json", run_dir() / f"{name}.lock"):
         s = p.stat()
         assert (stat.S_IMODE(s.st_mode), s.st_uid) == (0o600, 0), p
     names_file = state_dir / name / "sni-names.json"
