@@ -62,6 +62,7 @@ import json
 import os
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -106,8 +107,9 @@ REPLY = "reply"
 NEW = "new flow"
 NEW_ROUTE = "new flow, source route"
 NEW_FULL = "new flow, table full (evicts)"
+NEW_ALL_CPUS = "new flow, every CPU at once"
 GOALS = {NON_MATCHING: 20, ESTABLISHED: 60, REPLY: 80, NEW: 300, NEW_ROUTE: 300,
-         NEW_FULL: 300}
+         NEW_FULL: 300, NEW_ALL_CPUS: 300}
 LRU_KINDS = {"common": 0, "per-cpu": 1}
 
 
@@ -120,6 +122,7 @@ class BenchPath:
     single: Callable[[int], bytes]          # sample index -> packet for a repeat=1 run
     hot: Callable[[int], bytes] | None = None   # call index -> packet for repeat=HOT_REPEAT
     new_flows: bool = False                 # single packets open flows to delete afterwards
+    cpus: list[int] | None = None           # run each block on these CPUs at the same time
     used: int = 0                           # single packets sent so far
     deleted: int = 0                        # of those, flows deleted again
     rounds: list[list[int]] = field(default_factory=list)
@@ -223,7 +226,8 @@ def configure(h: Harness) -> None:
         h.listen(k, TargetGroup.single(VIP, k + 1), flags=abi.ROUTE_F_STATS)
 
 
-def build_paths(h: Harness, progs: dict[str, int], pass_fd: int) -> list[BenchPath]:
+def build_paths(h: Harness, progs: dict[str, int], pass_fd: int, cpus: list[int]
+                ) -> list[BenchPath]:
     """The timed paths for each program (``progs``: label -> fd), checked to take the path
     they are named after."""
     main_fd = progs[""]
@@ -250,6 +254,10 @@ def build_paths(h: Harness, progs: dict[str, int], pass_fd: int) -> list[BenchPa
             BenchPath(NEW_FULL, label, fd, "c1",
                       syn_from(NEW_FLOW_CLIENTS, (3 * k + 1) * RANGE), new_flows=True),
         ]
+        if len(cpus) > 1:
+            paths.append(BenchPath(NEW_ALL_CPUS, label, fd, "c1",
+                                   syn_from(NEW_FLOW_CLIENTS, (3 * k + 2) * RANGE),
+                                   new_flows=True, cpus=cpus))
     for p in paths:
         if p.name == FLOOR:
             _check(h, p, XDP_PASS, lambda d: d == est)
@@ -335,6 +343,9 @@ def measure(h: Harness, paths: list[BenchPath], rounds: int, per_round: int,
         order = paths[r % len(paths):] + paths[:r % len(paths)]
         for p in order:
             ifindex = h.net.ifindex[p.iface]
+            if p.cpus:
+                p.rounds.append(concurrent_block(p, ifindex, per_round))
+                continue
             block = []
             for _ in range(per_round):
                 block.append(bpfsys.prog_test_run(p.prog_fd, p.single(p.used),
@@ -349,6 +360,31 @@ def measure(h: Harness, paths: list[BenchPath], rounds: int, per_round: int,
         if not keep_new_flows:
             forget_new_flows(h, paths, hot_calls)
         h.events()
+
+
+def concurrent_block(p: BenchPath, ifindex: int, per_cpu: int) -> list[int]:
+    """``per_cpu`` single runs on each of ``p.cpus`` at the same time (one thread pinned to
+    each CPU; ctypes releases the GIL for the syscall), so inserts contend for the LRU's
+    locks as under RSS; returns every run's time."""
+    assert p.cpus
+    n = len(p.cpus)
+    packets = [[p.single(p.used + i * n + t) for i in range(per_cpu)] for t in range(n)]
+    p.used += per_cpu * n
+    times: list[list[int]] = [[] for _ in range(n)]
+    start = threading.Barrier(n)
+
+    def worker(t: int) -> None:
+        os.sched_setaffinity(0, {p.cpus[t]})       # this thread only
+        start.wait()
+        times[t] = [bpfsys.prog_test_run(p.prog_fd, pkt, ingress_ifindex=ifindex
+                                         ).duration_ns for pkt in packets[t]]
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return [x for ts in times for x in ts]
 
 
 HELPERS_SRC = b"""
@@ -503,7 +539,7 @@ def run_size(size: int, lru: str, a: argparse.Namespace, cpus: list[int]
         configure(h)
         used = fill(h, dp.prog_fd, 0, int(size * a.fill) // 2, cpus)
         with on_cpu(cpus[0]):
-            paths = build_paths(h, progs, dp.pass_fd)
+            paths = build_paths(h, progs, dp.pass_fd, cpus)
             entries_90 = count_entries(h)
             phase1 = [p for p in paths if p.name != NEW_FULL]
             measure(h, phase1, a.rounds, a.per_round, a.hot_calls)

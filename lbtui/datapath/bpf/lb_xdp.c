@@ -277,6 +277,8 @@ static __always_inline void lb_rewrite(struct lb_pkt *p, __be32 *addr, __be16 *p
     struct iphdr *iph = p->iph;
     if (p->partial) {
         lb_csum_partial_replace4(p->l4_check, *addr, ip);
+        /* The port is in the rest of the segment, which finishing the field sums. */
+        p->l4_rest = lb_csum16_add(lb_csum16_add(p->l4_rest, (__u16)~*port), new_port);
     } else if (p->tcp || *p->l4_check) {  /* UDP checksum 0 means "none" and stays 0 */
         lb_csum_replace4(p->l4_check, *addr, ip);
         lb_csum_replace2(p->l4_check, *port, new_port);
@@ -330,6 +332,8 @@ static __always_inline int lb_redirect_to(struct xdp_md *ctx, struct lb_pkt *p,
 {
     if (tx_ports.redirect_map(ifindex, XDP_PASS) != XDP_REDIRECT)
         return lb_pass(ctx->ingress_ifindex, LB_REASON_EGRESS_NOT_XDP);
+    if (p->partial)
+        lb_csum_finish(p->l4_check, p->l4_rest, p->proto);
     lb_ip_decrease_ttl(p->iph);
     __builtin_memcpy(p->eth->h_dest, dmac, ETH_ALEN);
     __builtin_memcpy(p->eth->h_source, smac, ETH_ALEN);
@@ -348,8 +352,11 @@ static __always_inline int lb_forward(struct xdp_md *ctx, struct lb_pkt *p, __u6
 
     if (p->vlan)
         return lb_pass(in, LB_REASON_VLAN);         /* tag handling is the stack's */
-    if (p->partial)
-        return lb_pass(in, LB_REASON_CSUM_PARTIAL); /* an XDP frame would lose the skb's flag */
+    /* A partial checksum leaves as an XDP frame only finished (lb_redirect_to), and only
+     * under native XDP: under generic XDP the skb keeps its "finish this checksum" mark,
+     * and a device that honours it would finish the field a second time. */
+    if (p->partial && (!p->completable || lb_setting(LB_SETTING_XDP_GENERIC)))
+        return lb_pass(in, LB_REASON_CSUM_PARTIAL);
     if (p->options)
         return lb_pass(in, LB_REASON_IP_OPTIONS);   /* routers process options: the stack */
     if (iph->ttl <= 1)
@@ -400,8 +407,10 @@ static __always_inline int lb_forward(struct xdp_md *ctx, struct lb_pkt *p, __u6
 static __always_inline void lb_check_partial(struct xdp_md *ctx, struct lb_pkt *p)
 {
     void *data_end = (void *)(long)ctx->data_end;
-    p->partial = lb_csum_is_partial(p->iph, p->proto, p->l4_check, p->l4, p->l4_len,
-                                    data_end);
+    int kind = lb_csum_classify(p->iph, p->proto, p->l4_check, p->l4, p->l4_len, data_end,
+                                &p->l4_rest);
+    p->partial = kind != LB_CSUM_FINISHED;
+    p->completable = kind == LB_CSUM_PARTIAL;
 }
 
 /* --- conntrack -------------------------------------------------------------------------- */
