@@ -18,12 +18,15 @@ import argparse
 import signal
 import socket
 import threading
+from collections.abc import Sequence
 
 _ZEROS = bytes(1 << 20)
 
 
-def http_server_config(name: str, port: int, threads: int) -> str:
-    """HAProxy answering every request with ``<name>\\n`` (and an X-Backend header)."""
+def http_server_config(name: str, ports: Sequence[int], threads: int) -> str:
+    """HAProxy answering every request on each of ``ports`` with ``<name>\\n`` (and an
+    X-Backend header)."""
+    binds = "\n".join(f"  bind :{port}" for port in ports)
     return f"""global
   nbthread {threads}
   maxconn 4000
@@ -33,7 +36,7 @@ defaults
   timeout client 5s
   timeout server 5s
 frontend web
-  bind :{port}
+{binds}
   http-request return status 200 content-type text/plain lf-string "{name}\\n" \
 hdr X-Backend {name}
 """
