@@ -56,6 +56,7 @@ from bench.common import emit, fmt, machine, machine_line, median, table
 from bench.contenders import (
     BULK_PORT,
     DIRECT_HTTP_PORT,
+    ECHO_PORT,
     HTTP_PORT,
     SINGLE_HTTP_PORT,
     UDP_PORT,
@@ -138,7 +139,8 @@ def start_backends(topo: T.Topology, wd: Path) -> list[int]:
         http = topo.popen(b.node, ["haproxy", "-db", "-f", str(cfg)],
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         sink = topo.popen(b.node, [sys.executable, "-m", "bench.servers", "--bulk-port",
-                                   str(BULK_PORT), "--udp-port", str(UDP_PORT)],
+                                   str(BULK_PORT), "--udp-port", str(UDP_PORT),
+                                   "--echo-port", str(ECHO_PORT)],
                           stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
         assert sink.stdout is not None
         if sink.stdout.readline().strip() != "ready":

@@ -51,6 +51,10 @@ DIRECT_HTTP_PORT = 8081
 SINGLE_HTTP_PORT = 8082      # lbtui-single's target port (its own tuples, for the same reason)
 UDP_PORT = 9000
 BULK_PORT = 5001
+ECHO_PORT = 7000        # long-lived, mostly idle connections (bench.synflood)
+# The balanced services: (VIP port, backend port, protocol); HTTP's backend port may differ
+# per contender (see DIRECT_HTTP_PORT, SINGLE_HTTP_PORT).
+TCP_SERVICES = ((BULK_PORT, BULK_PORT), (ECHO_PORT, ECHO_PORT))
 NFT_TABLE = "lbtui_bench"
 
 
@@ -214,9 +218,10 @@ class Lbtui(Contender):
         weights = (100,) if self.single else WEIGHTS
         for c in self.topo.clients:
             ifindex = self.topo.lb_ifindex(c.lb_ifname)
-            for port, backend_port, proto in ((HTTP_VIP_PORT, http_port, abi.ROUTE_F_TCP),
-                                              (BULK_PORT, BULK_PORT, abi.ROUTE_F_TCP),
-                                              (UDP_PORT, UDP_PORT, abi.ROUTE_F_UDP)):
+            for port, backend_port, proto in (
+                    (HTTP_VIP_PORT, http_port, abi.ROUTE_F_TCP),
+                    *((p, bp, abi.ROUTE_F_TCP) for p, bp in TCP_SERVICES),
+                    (UDP_PORT, UDP_PORT, abi.ROUTE_F_UDP)):
                 group = TargetGroup.of([(b.ip, backend_port, w)
                                         for b, w in zip(backends, weights, strict=False)])
                 M.add_listen_port_weighted(ms.listen_map, ifindex, port, group, stat | proto)
@@ -239,7 +244,8 @@ def listeners_toml(topo: Topology) -> str:
     contenders)."""
     out = []
     for port, backend_port, proto in ((HTTP_VIP_PORT, HTTP_PORT, "tcp"),
-                                      (BULK_PORT, BULK_PORT, "tcp"), (UDP_PORT, UDP_PORT, "udp")):
+                                      *((p, bp, "tcp") for p, bp in TCP_SERVICES),
+                                      (UDP_PORT, UDP_PORT, "udp")):
         targets = ", ".join(f'{{ ip = "{b.ip}", port = {backend_port}, weight = {w} }}'
                             for b, w in zip(topo.backends, WEIGHTS, strict=False))
         out.append(f'[[listener]]\nport = {port}\nprotocol = "{proto}"\n'
@@ -286,6 +292,7 @@ def nft_ruleset(topo: Topology) -> str:
     type nat hook prerouting priority dstnat; policy accept;
     ip daddr {topo.vip} tcp dport {HTTP_VIP_PORT} dnat to {m} : {HTTP_PORT}
     ip daddr {topo.vip} tcp dport {BULK_PORT} dnat to {m} : {BULK_PORT}
+    ip daddr {topo.vip} tcp dport {ECHO_PORT} dnat to {m} : {ECHO_PORT}
     ip daddr {topo.vip} udp dport {UDP_PORT} dnat to {m} : {UDP_PORT}
   }}
 }}
@@ -328,6 +335,11 @@ listen http
 listen bulk
   bind {topo.vip}:{BULK_PORT}
 {servers(BULK_PORT)}
+listen echo
+  bind {topo.vip}:{ECHO_PORT}
+  timeout client 120s
+  timeout server 120s
+{servers(ECHO_PORT)}
 """
 
 
