@@ -1,6 +1,6 @@
-"""lbtui vs nftables DNAT vs HAProxy (TCP mode) vs direct, on one namespace lab.
+"""lbtui vs nftables DNAT vs HAProxy (TCP mode) vs direct forwarding, on one namespace lab.
 
-    sudo .venv/bin/python -m bench.compare [--rounds 4] [--quick] [--json out.json]
+    sudo .venv/bin/python -m bench.compare [--rounds 3] [--quick] [--json out.json]
     sudo .venv/bin/python -m bench.compare --shape bridge     # on an operator-shaped network
 
 One lab (2 client namespaces, the LB namespace, 3 backends; ``lbtui.lab.topology``) and the
@@ -20,12 +20,22 @@ metric's median over rounds and its ratio to lbtui. Per contender and round:
 4. CPU per 1,000 requests at a fixed, unsaturated offered load (paced wrk): exact run time
    of every lab process plus ksoftirqd (``bench.cpu`` explains why that captures in-kernel
    forwarding), per request; "LB CPU" is that minus the direct run of the same round;
-5. connect+response latency: sequential new connections from a Python client, p50/p99.
+5. connect+response latency: sequential new connections from a Python client, p50/p99,
+   with connect() alone timed too and the TCP retransmissions (segments, SYNs) the client
+   namespaces counted during those connections, so a tail can be told apart.
+
+The ceiling: ``direct`` (clients talk to backend 1, the LB namespace's kernel routes) and,
+on the lab, ``xdp-redirect`` (the same traffic, forwarded by an XDP program that only
+routes and redirects): lbtui's cost is what it loses against ``xdp-redirect``, veth's XDP
+cost what ``xdp-redirect`` loses against ``direct``.
 
 Hygiene: the lab widens ip_local_port_range and enables tcp_tw_reuse in every namespace (so
 does the benchmark on a shape); nf_conntrack's TIME_WAIT is cut to 1 s in the LB
-namespace. All traffic stays in the network's namespaces (198.18.0.0/15), which are torn
-down at the end, also on failure or Ctrl-C.
+namespace. Before each contender starts, the LB namespace's netfilter conntrack and
+lbtui's conntrack are emptied, so no contender inherits another's flows (``served``
+lbtui starts with new maps anyway). Retransmissions are counted per contender in the
+client namespaces. All traffic stays in the network's namespaces (198.18.0.0/15), which
+are torn down at the end, also on failure or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -45,6 +55,10 @@ from bench import load
 from bench.common import emit, fmt, machine, machine_line, median, table
 from bench.contenders import (
     BULK_PORT,
+    DIRECT_HTTP_PORT,
+    ECHO_PORT,
+    HTTP_PORT,
+    SINGLE_HTTP_PORT,
     UDP_PORT,
     Contender,
     Direct,
@@ -52,7 +66,9 @@ from bench.contenders import (
     Lbtui,
     Nftables,
     ServedLbtui,
+    XdpRedirect,
     check_http,
+    flush_netfilter_conntrack,
     nproc,
     wait_listening,
     workdir,
@@ -62,13 +78,15 @@ from bench.servers import http_server_config
 from lbtui.lab import topology as T
 from tests.topologies import shapes
 
-CONTENDERS = ("lbtui", "lbtui-generic", "direct", "nftables", "haproxy")
+CONTENDERS = ("lbtui", "lbtui-generic", "lbtui-single", "direct", "xdp-redirect", "nftables",
+              "haproxy")
+LAB_ONLY = ("lbtui-single", "xdp-redirect")   # on the lab (every endpoint has XDP) only
 LBTUI = ("lbtui", "lbtui-generic")  # the goals are checked for each XDP mode
 
 
 @dataclass
 class Settings:
-    rounds: int = 4
+    rounds: int = 3
     conn_seconds: int = 3          # wrk -d (whole seconds)
     conn_connections: int = 32     # per client namespace
     udp_seconds: float = 2.0
@@ -116,16 +134,19 @@ def start_backends(topo: T.Topology, wd: Path) -> list[int]:
     pids = []
     for b in topo.backends:
         cfg = wd / f"{b.node}.cfg"
-        cfg.write_text(http_server_config(b.node, 8080, nproc()))
+        ports = (HTTP_PORT, DIRECT_HTTP_PORT, SINGLE_HTTP_PORT)
+        cfg.write_text(http_server_config(b.node, ports, nproc()))
         http = topo.popen(b.node, ["haproxy", "-db", "-f", str(cfg)],
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         sink = topo.popen(b.node, [sys.executable, "-m", "bench.servers", "--bulk-port",
-                                   str(BULK_PORT), "--udp-port", str(UDP_PORT)],
+                                   str(BULK_PORT), "--udp-port", str(UDP_PORT),
+                                   "--echo-port", str(ECHO_PORT)],
                           stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
         assert sink.stdout is not None
         if sink.stdout.readline().strip() != "ready":
             raise RuntimeError(f"bench.servers in {b.node} did not start")
-        wait_listening(topo, topo.clients[0].node, b.ip, 8080, http)
+        for port in ports:
+            wait_listening(topo, topo.clients[0].node, b.ip, port, http)
         pids += [http.pid, sink.pid]
     return pids
 
@@ -134,9 +155,12 @@ def measure(topo: T.Topology, c: Contender, s: Settings, server_pids: list[int]
             ) -> dict[str, float | None]:
     """One round of every metric for the active contender."""
     clients = [e.node for e in topo.clients]
+    client_ns = [e.ns for e in topo.clients]
     ip, port = c.http_target()
     url = f"http://{ip}:{port}/"
     r: dict[str, float | None] = {}
+    client_ns = [*client_ns, topo.lb_ns]        # HAProxy's own connections start there
+    resent = load.tcp_resent(client_ns)
 
     fwd = load.snmp(topo.lb_ns, "Ip")["ForwDatagrams"]
     w = load.wrk(topo, clients, url, s.conn_seconds, s.conn_connections)
@@ -168,9 +192,18 @@ def measure(topo: T.Topology, c: Contender, s: Settings, server_pids: list[int]
     for part in ("servers", "ksoftirqd", "children"):  # where the lab's CPU time went
         r[f"cpu_{part}_ms_per_1k"] = use.groups[part] * per_1k
 
-    lat = sorted(load.latency(topo, clients[0], ip, port, s.latency_count, 30))
-    r["lat_p50_us"] = lat[len(lat) // 2] if lat else None
-    r["lat_p99_us"] = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None
+    before_lat = load.tcp_resent(client_ns)
+    lat = load.latency(topo, clients[0], ip, port, s.latency_count, 30)
+    after = load.tcp_resent(client_ns)
+    r["lat_p50_us"] = lat.percentile(lat.total_us, 0.5)
+    r["lat_p99_us"] = lat.percentile(lat.total_us, 0.99)
+    r["lat_max_us"] = max(lat.total_us, default=None)
+    r["lat_connect_p99_us"] = lat.percentile(lat.connect_us, 0.99)
+    r["lat_over_1ms"] = sum(t > 1000 for t in lat.total_us)
+    r["lat_syn_retrans"] = after["TcpExtTCPSynRetrans"] - before_lat["TcpExtTCPSynRetrans"]
+    r["lat_retrans"] = after["TcpRetransSegs"] - before_lat["TcpRetransSegs"]
+    r["syn_retrans"] = after["TcpExtTCPSynRetrans"] - resent["TcpExtTCPSynRetrans"]
+    r["retrans"] = after["TcpRetransSegs"] - resent["TcpRetransSegs"]
     return r
 
 
@@ -218,23 +251,27 @@ def run(s: Settings, progress: Callable[[str], None] = _log) -> dict:
         shutil.rmtree(pin, ignore_errors=True)
         ms = M.create_all_maps()
         dp = None
+        made: dict[str, Contender] = {}
         try:
-            made: dict[str, Contender] = {
-                "direct": Direct(topo), "nftables": Nftables(topo, wd),
-                "haproxy": Haproxy(topo, wd, nproc())}
+            made.update({"direct": Direct(topo), "nftables": Nftables(topo, wd),
+                         "haproxy": Haproxy(topo, wd, nproc())})
+            if shape is None and "xdp-redirect" in s.contenders:
+                made["xdp-redirect"] = XdpRedirect(topo)
             if shape is not None:
                 made["lbtui"] = ServedLbtui(shape, wd, "auto")
                 made["lbtui-generic"] = ServedLbtui(shape, wd, "generic")
-            elif set(LBTUI) & set(s.contenders):
+            elif {*LBTUI, "lbtui-single"} & set(s.contenders):
                 ms.pin_all(pin)
                 progress("compiling and loading the XDP datapath")
                 dp = Datapath.load(ms)
                 made["lbtui"] = Lbtui(topo, dp, stats=s.lbtui_stats)
                 made["lbtui-generic"] = Lbtui(topo, dp, stats=s.lbtui_stats, mode="generic")
+                made["lbtui-single"] = Lbtui(topo, dp, stats=s.lbtui_stats, single=True)
             for r in range(s.rounds):
                 for name in _round_order(s.contenders, r):
                     c = made[name]
                     progress(f"round {r + 1}/{s.rounds}: {name}")
+                    flush_netfilter_conntrack(topo)
                     c.start()
                     try:
                         if r == 0:
@@ -244,6 +281,8 @@ def run(s: Settings, progress: Callable[[str], None] = _log) -> dict:
                         c.stop()
                     time.sleep(0.3)  # let TIME_WAIT sockets and softirq backlogs settle
         finally:
+            for c in made.values():
+                c.close()
             if dp is not None:
                 dp.detach_all()
             M.close_all_maps(ms)
@@ -310,6 +349,11 @@ def goals(summary: dict[str, dict[str, float | None]],
                 if o and v is not None:
                     out.append((f"{me} {label} above {other}",
                                 f"{v / o:.2f}x{spread(me, other, key, False)}", v > o))
+            if other == "haproxy":
+                o, v = get(other, "lat_p99_us"), get(me, "lat_p99_us")
+                if o and v is not None:
+                    out.append((f"{me} connect+response p99 at or under haproxy's",
+                                f"{v:,.0f} vs {o:,.0f} us", v <= o))
             o, v = get(other, "lb_cpu_ms_per_1k"), get(me, "lb_cpu_ms_per_1k")
             if o is not None and v is not None:
                 wins = [x["cpu_ms_per_1k"] < y["cpu_ms_per_1k"] for x, y in zip(
@@ -318,6 +362,26 @@ def goals(summary: dict[str, dict[str, float | None]],
                 won = f" (lower in {sum(wins)} of {len(wins)} rounds)" if wins else ""
                 out.append((f"{me} LB CPU per 1k requests below {other}",
                             f"{v:.0f} vs {o:.0f} ms{won}", v < o))
+    return out
+
+
+def ceiling(summary: dict[str, dict[str, float | None]], samples: dict[str, list[dict]]
+            ) -> list[str]:
+    """Connections/s against the forwarding ceilings of the same run: what veth's XDP path
+    costs (xdp-redirect vs direct) and what lbtui costs on top (lbtui vs xdp-redirect)."""
+    out = []
+    pairs = [("xdp-redirect", "direct", "XDP redirect alone vs kernel forwarding"),
+             ("lbtui-single", "xdp-redirect",
+              "lbtui-single vs XDP redirect alone (same traffic: lbtui's own cost)"),
+             ("lbtui", "lbtui-single", "lbtui vs lbtui-single (three backends vs one)"),
+             *((n, "direct", f"{n} vs kernel forwarding") for n in LBTUI)]
+    for a, b, label in pairs:
+        x, y = (summary.get(a, {}).get("conns_per_s"), summary.get(b, {}).get("conns_per_s"))
+        if x is None or not y:
+            continue
+        rs = paired_ratios(samples, a, b, "conns_per_s")
+        spread = f" (rounds {100 * min(rs):.0f}-{100 * max(rs):.0f}%)" if len(rs) > 1 else ""
+        out.append(f"{label}: {100 * x / y:.0f}% of the connections/s{spread}")
     return out
 
 
@@ -367,6 +431,21 @@ def render(res: dict) -> str:
     lines += [table(["contender", "conn errors", "stack-fwd pkts/conn", "UDP sent/s",
                      "UDP bad csum",
                      "paced req/s", "LB process ms/1k", "whole machine ms/1k"], extra), ""]
+    tail = []
+    for n in names:
+        m = summary[n]
+        tail.append([n, fmt(m.get("lat_p50_us")), fmt(m.get("lat_p99_us")),
+                     fmt(m.get("lat_max_us")), fmt(m.get("lat_connect_p99_us")),
+                     fmt(m.get("lat_over_1ms")), fmt(m.get("lat_syn_retrans")),
+                     fmt(m.get("lat_retrans")), fmt(m.get("syn_retrans")),
+                     fmt(m.get("retrans"))])
+    lines += [f"latency tail ({s['latency_count']} sequential connections per round, medians "
+              "over rounds) and TCP retransmissions counted in the client and LB namespaces:",
+              table(["contender", "p50 us", "p99 us", "max us", "connect p99 us",
+                     "conns > 1 ms", "SYN resent (latency)", "segs resent (latency)",
+                     "SYN resent (round)", "segs resent (round)"], tail), ""]
+    lines += [f"ceiling: {line}" for line in ceiling(summary, res["samples"])]
+    lines += [""]
     for goal, measured, met in goals(summary, res["samples"]):
         mark = {True: "met", False: "NOT met", None: "?"}[met]
         lines.append(f"goal: {goal:<54} {measured:>30}  {mark}")
@@ -400,7 +479,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
         if bad or not names or len(set(names)) != len(names):
             ap.error(f"--contenders: unknown or repeated {bad or names}; choose from "
                      f"{', '.join(CONTENDERS)}")
+        if a.shape and set(names) & set(LAB_ONLY):
+            ap.error(f"--contenders: {', '.join(LAB_ONLY)} runs on the lab only (it needs an "
+                     "XDP program on every endpoint), not with --shape")
         s.contenders = names
+    elif a.shape:
+        s.contenders = [n for n in s.contenders if n not in LAB_ONLY]
     try:
         s.lab = T.validate_lab_name(a.lab)
     except ValueError as e:

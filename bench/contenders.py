@@ -5,7 +5,11 @@ UDP 9000, bulk TCP 5001) over the same backends with the same weights, and only 
 active at a time:
 
 - ``direct``: no load balancer; clients talk to backend 1 (routed through the LB
-  namespace by the kernel, with no NAT): the ceiling.
+  namespace by the kernel, with no NAT): the ceiling of kernel forwarding.
+- ``xdp-redirect``: the same direct traffic, forwarded by an XDP program that does nothing
+  but route and redirect (bpf_fib_lookup, MAC rewrite, bpf_redirect) on every LB interface
+  in native mode: the ceiling of XDP forwarding on veth, i.e. what veth's XDP path costs
+  before lbtui adds a parse, conntrack and NAT (lab only).
 - ``lbtui``: the XDP datapath attached (native mode) to every LB interface, listen entries
   per client link; ``lbtui-generic`` is the same program in generic (skb) mode, which on
   veth avoids the copy into an XDP buffer and the extra NAPI hop that native mode costs.
@@ -27,9 +31,9 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from lbtui import abi, netns
+from lbtui import abi, bpfsys, netns
 from lbtui import maps as M
-from lbtui.datapath import egress
+from lbtui.datapath import egress, loader
 from lbtui.lab.topology import Topology, attach_datapath
 from lbtui.targets import TargetGroup
 from tests.topologies.serving import Served, serving, write_config
@@ -38,8 +42,19 @@ from tests.topologies.shapes import Shape
 WEIGHTS = (50, 30, 20)
 HTTP_VIP_PORT = 80
 HTTP_PORT = 8080
+# Contenders without NAT reach backend 1 on its own port: a backend 4-tuple that a NAT
+# contender's connection left in TIME_WAIT is then never met by a direct connection, whose
+# SYN (a different client-side tuple, so an unrelated sequence number and timestamp) the
+# backend would answer with an ACK, costing the client an RST and a SYN resent ~8 ms later:
+# one contender's leftovers would show as another's latency tail.
+DIRECT_HTTP_PORT = 8081
+SINGLE_HTTP_PORT = 8082      # lbtui-single's target port (its own tuples, for the same reason)
 UDP_PORT = 9000
 BULK_PORT = 5001
+ECHO_PORT = 7000        # long-lived, mostly idle connections (bench.synflood)
+# The balanced services: (VIP port, backend port, protocol); HTTP's backend port may differ
+# per contender (see DIRECT_HTTP_PORT, SINGLE_HTTP_PORT).
+TCP_SERVICES = ((BULK_PORT, BULK_PORT), (ECHO_PORT, ECHO_PORT))
 NFT_TABLE = "lbtui_bench"
 
 
@@ -50,6 +65,7 @@ class ContenderError(RuntimeError):
 class Contender:
     name = "?"
     udp = True
+    spreads = True          # spreads connections over the backends by weight
 
     def __init__(self, topo: Topology) -> None:
         self.topo = topo
@@ -63,6 +79,9 @@ class Contender:
     def lb_pids(self) -> list[int]:
         """Processes that are the load balancer (for a CPU breakdown); none in-kernel."""
         return []
+
+    def close(self) -> None:
+        """Release what the contender holds for the whole run (after its last stop)."""
 
     def address(self) -> str:
         return self.topo.vip
@@ -79,39 +98,139 @@ class Contender:
 
 class Direct(Contender):
     name = "direct"
+    spreads = False
 
     def address(self) -> str:
         return self.topo.backends[0].ip
 
     def http_target(self) -> tuple[str, int]:
-        return self.address(), HTTP_PORT
+        return self.address(), DIRECT_HTTP_PORT
+
+
+XDP_REDIRECT_SRC = b"""
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/ip.h>
+
+int xdp_redirect_only(struct xdp_md *ctx)
+{
+    void *data = (void *)(long)ctx->data;
+    void *end = (void *)(long)ctx->data_end;
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+        return XDP_PASS;
+    struct iphdr *iph = (void *)(eth + 1);
+    if ((void *)(iph + 1) > end || iph->ttl <= 1)
+        return XDP_PASS;
+    struct bpf_fib_lookup fib = {};
+    fib.family = 2;                     /* AF_INET */
+    fib.tos = iph->tos;
+    fib.l4_protocol = iph->protocol;
+    fib.tot_len = bpf_ntohs(iph->tot_len);
+    fib.ipv4_src = iph->saddr;
+    fib.ipv4_dst = iph->daddr;
+    fib.ifindex = ctx->ingress_ifindex;
+    if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+        return XDP_PASS;
+    __u32 check = iph->check;
+    check += bpf_htons(0x0100);
+    iph->check = (__u16)(check + (check >= 0xFFFF));
+    iph->ttl--;
+    __builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+    __builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+    return bpf_redirect(fib.ifindex, 0);
+}
+"""
+
+
+class XdpRedirect(Direct):
+    """Direct traffic forwarded by an XDP program that only routes and redirects: the
+    XDP ceiling on veth (every lab endpoint carries an XDP program, so veth takes the
+    frames)."""
+
+    name = "xdp-redirect"
+
+    def __init__(self, topo: Topology) -> None:
+        super().__init__(topo)
+        from bcc import BPF
+
+        self._bpf = BPF(text=XDP_REDIRECT_SRC)
+        self.fd = self._bpf.load_func(b"xdp_redirect_only", BPF.XDP).fd
+        self.prog_id = bpfsys.prog_info(self.fd).id
+
+    def _ifnames(self) -> list[str]:
+        return [e.lb_ifname for e in self.topo.clients + self.topo.backends]
+
+    def start(self) -> None:
+        from bcc.libbcc import lib
+
+        with netns.inside(self.topo.lb_ns):
+            for ifname in self._ifnames():
+                if lib.bpf_attach_xdp(ifname.encode(), self.fd, loader.MODES["native"]) != 0:
+                    raise ContenderError(f"attaching the redirect program to {ifname} failed")
+
+    def stop(self) -> None:
+        for ifname in self._ifnames():
+            loader.detach(ifname, ns=self.topo.lb_ns, only_prog_id=self.prog_id)
+
+    def close(self) -> None:
+        self._bpf.cleanup()
+
+
+def flush_netfilter_conntrack(topo: Topology) -> int:
+    """Empty the LB namespace's netfilter conntrack table (DNAT state a contender left
+    behind would still translate a later contender's packets); returns how many entries
+    there were."""
+    from pyroute2 import Conntrack
+
+    with netns.inside(topo.lb_ns), Conntrack() as ct:
+        n = ct.count()
+        ct.flush()
+    return n
 
 
 class Lbtui(Contender):
-    """lbtui's XDP datapath; the program is loaded once, attached only while active."""
+    """lbtui's XDP datapath; the program is loaded once, attached only while active. Its
+    listen entries are written and its conntrack emptied at each start, so no contender
+    inherits another's flows. ``single``: every service goes to backend 1 alone (weight
+    100), the traffic ``xdp-redirect`` carries, so the two differ only by lbtui's work."""
 
     name = "lbtui"
 
     def __init__(self, topo: Topology, datapath: object, stats: bool = False,
-                 mode: str = "native") -> None:
+                 mode: str = "native", single: bool = False) -> None:
         super().__init__(topo)
         self.datapath = datapath
         self.mode = mode
+        self.single = single
+        self.stats = stats
         if mode != "native":
             self.name = f"lbtui-{mode}"
-        ms = datapath.maps  # type: ignore[attr-defined]
-        targets = [b.ip for b in topo.backends]
-        stat = abi.ROUTE_F_STATS if stats else 0
-        for c in topo.clients:
-            ifindex = topo.lb_ifindex(c.lb_ifname)
-            for port, backend_port, proto in ((HTTP_VIP_PORT, HTTP_PORT, abi.ROUTE_F_TCP),
-                                              (BULK_PORT, BULK_PORT, abi.ROUTE_F_TCP),
-                                              (UDP_PORT, UDP_PORT, abi.ROUTE_F_UDP)):
-                group = TargetGroup.of([(ip, backend_port, w)
-                                        for ip, w in zip(targets, WEIGHTS, strict=False)])
+        if single:
+            self.name = "lbtui-single"
+            self.spreads = False
+
+    def _listen(self) -> None:
+        ms = self.datapath.maps  # type: ignore[attr-defined]
+        stat = abi.ROUTE_F_STATS if self.stats else 0
+        http_port = SINGLE_HTTP_PORT if self.single else HTTP_PORT
+        backends = self.topo.backends[:1] if self.single else self.topo.backends
+        weights = (100,) if self.single else WEIGHTS
+        for c in self.topo.clients:
+            ifindex = self.topo.lb_ifindex(c.lb_ifname)
+            for port, backend_port, proto in (
+                    (HTTP_VIP_PORT, http_port, abi.ROUTE_F_TCP),
+                    *((p, bp, abi.ROUTE_F_TCP) for p, bp in TCP_SERVICES),
+                    (UDP_PORT, UDP_PORT, abi.ROUTE_F_UDP)):
+                group = TargetGroup.of([(b.ip, backend_port, w)
+                                        for b, w in zip(backends, weights, strict=False)])
                 M.add_listen_port_weighted(ms.listen_map, ifindex, port, group, stat | proto)
 
     def start(self) -> None:
+        ms = self.datapath.maps  # type: ignore[attr-defined]
+        self._listen()
+        for k in list(bpfsys.keys(ms.conntrack_map.fd, ms.conntrack_map.key_type)):
+            bpfsys.delete(ms.conntrack_map.fd, k)
         attach_datapath(self.topo, self.datapath, mode=self.mode)
         with netns.inside(self.topo.lb_ns):     # what serve does: verified egress only
             egress.sync(self.datapath.maps, generic_only=self.mode == "generic")  # type: ignore[attr-defined]
@@ -125,7 +244,8 @@ def listeners_toml(topo: Topology) -> str:
     contenders)."""
     out = []
     for port, backend_port, proto in ((HTTP_VIP_PORT, HTTP_PORT, "tcp"),
-                                      (BULK_PORT, BULK_PORT, "tcp"), (UDP_PORT, UDP_PORT, "udp")):
+                                      *((p, bp, "tcp") for p, bp in TCP_SERVICES),
+                                      (UDP_PORT, UDP_PORT, "udp")):
         targets = ", ".join(f'{{ ip = "{b.ip}", port = {backend_port}, weight = {w} }}'
                             for b, w in zip(topo.backends, WEIGHTS, strict=False))
         out.append(f'[[listener]]\nport = {port}\nprotocol = "{proto}"\n'
@@ -172,6 +292,7 @@ def nft_ruleset(topo: Topology) -> str:
     type nat hook prerouting priority dstnat; policy accept;
     ip daddr {topo.vip} tcp dport {HTTP_VIP_PORT} dnat to {m} : {HTTP_PORT}
     ip daddr {topo.vip} tcp dport {BULK_PORT} dnat to {m} : {BULK_PORT}
+    ip daddr {topo.vip} tcp dport {ECHO_PORT} dnat to {m} : {ECHO_PORT}
     ip daddr {topo.vip} udp dport {UDP_PORT} dnat to {m} : {UDP_PORT}
   }}
 }}
@@ -214,6 +335,11 @@ listen http
 listen bulk
   bind {topo.vip}:{BULK_PORT}
 {servers(BULK_PORT)}
+listen echo
+  bind {topo.vip}:{ECHO_PORT}
+  timeout client 120s
+  timeout server 120s
+{servers(ECHO_PORT)}
 """
 
 
@@ -287,7 +413,7 @@ def check_http(topo: Topology, c: Contender, requests: int = 20) -> dict[str, in
             if body not in names:
                 raise ContenderError(f"{c.name}: unexpected answer {data[:120]!r}")
             seen[body] = seen.get(body, 0) + 1
-    if not isinstance(c, Direct) and len(seen) < 2:
+    if c.spreads and len(seen) < 2:
         raise ContenderError(f"{c.name}: {requests} connections all went to {seen}")
     return seen
 

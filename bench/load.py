@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from bench.common import REPO
 from lbtui import netns
 from lbtui.lab.topology import Topology
+from tests.topologies import probes as P
 
 WRK_SCRIPT = REPO / "bench" / "wrk_close.lua"
 _BENCH_LINE = re.compile(r"^BENCH (.*)$", re.M)
@@ -158,16 +159,32 @@ def bulk(topo: Topology, node: str, dst: str, port: int, seconds: float) -> floa
 _REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
 
 
+@dataclass
+class Latency:
+    """Sequential connections: each one's connect() time (SYN to SYN-ACK, as the client
+    sees it) and its total (connect + request + response + close), in microseconds."""
+
+    connect_us: list[float]
+    total_us: list[float]
+
+    @staticmethod
+    def percentile(values: Sequence[float], q: float) -> float | None:
+        s = sorted(values)
+        return s[min(len(s) - 1, int(len(s) * q))] if s else None
+
+
 def latency(topo: Topology, node: str, dst: str, port: int, count: int,
-            max_seconds: float) -> list[float]:
+            max_seconds: float) -> Latency:
     """Sequential new connections, one at a time: microseconds from connect() to the
-    server's close after a full response (connect + request + response)."""
-    out: list[float] = []
+    server's close after a full response (connect + request + response), and of connect()
+    alone, so a tail can be placed in the handshake or after it."""
+    out = Latency([], [])
     deadline = time.monotonic() + max_seconds
     with netns.inside(topo.ns_of(node)):
-        while len(out) < count and time.monotonic() < deadline:
+        while len(out.total_us) < count and time.monotonic() < deadline:
             t0 = time.perf_counter_ns()
             with socket.create_connection((dst, port), timeout=2) as s:
+                t_conn = time.perf_counter_ns()
                 s.sendall(_REQUEST)
                 data = b""
                 while chunk := s.recv(4096):
@@ -175,5 +192,16 @@ def latency(topo: Topology, node: str, dst: str, port: int, count: int,
             t1 = time.perf_counter_ns()
             if not data.startswith(b"HTTP/1.1 200"):
                 raise LoadError(f"unexpected response from {dst}:{port}: {data[:80]!r}")
-            out.append((t1 - t0) / 1000)
+            out.connect_us.append((t_conn - t0) / 1000)
+            out.total_us.append((t1 - t0) / 1000)
     return out
+
+
+
+def tcp_resent(namespaces: Sequence[str]) -> dict[str, int]:
+    """Retransmitted segments and SYNs, summed over ``namespaces`` (absolute counters)."""
+    total = dict.fromkeys(P.TCP_RESENT, 0)
+    for ns in namespaces:
+        for k, v in P.tcp_counters(ns).items():
+            total[k] += v
+    return total

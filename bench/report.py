@@ -27,6 +27,7 @@ END = "<!-- bench-results:end -->"
 DOCS = REPO / "docs" / "benchmarks.md"
 PNG = REPO / "docs" / "benchmarks.png"
 COLORS = {"lbtui": "#2b6cb0", "lbtui-generic": "#63b3ed", "direct": "#718096",
+          "xdp-redirect": "#a0aec0", "lbtui-single": "#90cdf4",
           "nftables": "#dd6b20", "haproxy": "#38a169"}
 
 

@@ -23,8 +23,8 @@ from pyroute2 import IPRoute
 from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST, genlmsg
 from pyroute2.netlink.generic import GenericNetlinkSocket
 
+from lbtui import abi, netns
 from lbtui import maps as M
-from lbtui import netns
 
 NETDEV_CMD_DEV_GET = 1
 NETDEV_XDP_ACT_BASIC = 1 << 0      # the driver runs XDP programs natively
@@ -137,10 +137,17 @@ def _why_not(link: Link) -> str:
     return f"the {link.kind or 'device'} driver cannot transmit XDP frames"
 
 
-def sync(maps: M.MapSet, generic_only: bool) -> tuple[list[Egress], bool]:
+def sync(maps: M.MapSet, generic_only: bool, any_generic: bool | None = None
+         ) -> tuple[list[Egress], bool]:
     """Make tx_ports hold exactly the interfaces that can take XDP frames (current
-    namespace). Returns the verdicts and whether the devmap changed; a change also drops
-    the datapath's cached next hops, so no packet follows a stale decision."""
+    namespace), and tell the datapath whether any attachment runs generic XDP
+    (``any_generic``, default ``generic_only``): only native XDP may finish a partial
+    checksum and redirect the packet (see lb_csum.h). Returns the verdicts and whether the
+    devmap changed; a change also drops the datapath's cached next hops, so no packet
+    follows a stale decision."""
+    generic = generic_only if any_generic is None else any_generic
+    if M.get_setting(maps.settings_map, abi.SETTING_XDP_GENERIC) != int(generic):
+        M.set_setting(maps.settings_map, abi.SETTING_XDP_GENERIC, int(generic))
     verdicts = assess(generic_only)
     added, removed = M.set_tx_ports(maps.tx_ports_map,
                                     [e.ifindex for e in verdicts if e.redirect])
@@ -189,7 +196,7 @@ class EgressWatcher:
         with self._lock, netns.inside(self.ns):
             modes = set(self.modes())
             generic_only = bool(modes) and modes <= {"generic"}
-            verdicts, _ = sync(self.maps, generic_only)
+            verdicts, _ = sync(self.maps, generic_only, any_generic="generic" in modes)
             addrs = local_addresses()
             added, removed = M.set_local_addresses(self.maps.local_addrs_map, addrs)
         before = {e.ifname: e.redirect for e in self.state.egress}

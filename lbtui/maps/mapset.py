@@ -24,6 +24,10 @@ DEFAULT_CONFIG: dict[str, int] = {
     "ringbuf_size": 256 * 1024,
     "connection_timeout": 300,
     "nexthop_cache_ms": 100,
+    # 1: the conntrack LRU keeps one LRU list per CPU (BPF_F_NO_COMMON_LRU). Entries stay
+    # visible to every CPU; only eviction bookkeeping is per CPU, and each CPU's list holds
+    # max_connections / CPUs entries, so one busy CPU evicts while the table is half empty.
+    "conntrack_per_cpu_lru": 0,
 }
 
 
@@ -267,11 +271,13 @@ def create_sni_map(max_sni_routes: int = DEFAULT_CONFIG["max_sni_routes"]) -> Bp
     return m
 
 
-def create_conntrack_map(max_connections: int = DEFAULT_CONFIG["max_connections"]) -> BpfMap:
-    """Shared LRU hash, never per-CPU: a reply handled on another CPU than its flow's first
-    packet must see the NAT state. Each flow takes two entries."""
+def create_conntrack_map(max_connections: int = DEFAULT_CONFIG["max_connections"],
+                         per_cpu_lru: bool = False) -> BpfMap:
+    """Shared LRU hash, never a per-CPU hash: a reply handled on another CPU than its
+    flow's first packet must see the NAT state. Each flow takes two entries.
+    ``per_cpu_lru``: per-CPU LRU lists (see DEFAULT_CONFIG["conntrack_per_cpu_lru"])."""
     n = _positive({"max_connections": max_connections}, "max_connections")
-    return _create("conntrack", n)
+    return _create("conntrack", n, bpfsys.BPF_F_NO_COMMON_LRU if per_cpu_lru else 0)
 
 
 def create_settings_map(settings_entries: int = DEFAULT_CONFIG["settings_entries"]) -> BpfMap:
@@ -328,6 +334,9 @@ def create_all_maps(opts: Mapping[str, Any] | None = None) -> MapSet:
             v = o[key]
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{key}: {v!r} must be an integer >= 0")
+        elif key == "conntrack_per_cpu_lru":
+            if o[key] not in (0, 1):
+                raise ValueError(f"{key}: {o[key]!r} must be 0 or 1")
         else:
             _positive(o, key)
     if o["settings_entries"] < abi.SETTINGS_MAX:
@@ -338,7 +347,8 @@ def create_all_maps(opts: Mapping[str, Any] | None = None) -> MapSet:
         created["config"] = create_config_map(o["max_routes"])
         created["listen"] = create_listen_map(o["max_listen_ports"])
         created["sni"] = create_sni_map(o["max_sni_routes"])
-        created["conntrack"] = create_conntrack_map(o["max_connections"])
+        created["conntrack"] = create_conntrack_map(o["max_connections"],
+                                                    bool(o["conntrack_per_cpu_lru"]))
         created["settings"] = create_settings_map(o["settings_entries"])
         created["stats"] = create_stats_ringbuf(o["ringbuf_size"])
         created["counters"] = create_counters_map()

@@ -34,7 +34,7 @@ def test_every_contender_forwarded_connections_bulk_and_latency(compare_quick) -
 
 def test_xdp_contenders_bypass_the_lb_stack_and_netfilter_uses_it(compare_quick) -> None:
     samples = compare_quick.result["samples"]
-    for name in ("lbtui", "lbtui-generic", "haproxy"):  # XDP redirects; HAProxy proxies
+    for name in ("lbtui", "lbtui-generic", "lbtui-single", "xdp-redirect", "haproxy"):
         assert samples[name][0]["kernel_fwd_per_conn"] < 0.5, name
     for name in ("direct", "nftables"):  # SYN, ACK, request, FIN, ACK... both directions
         assert samples[name][0]["kernel_fwd_per_conn"] > 4, name
@@ -42,7 +42,8 @@ def test_xdp_contenders_bypass_the_lb_stack_and_netfilter_uses_it(compare_quick)
 
 def test_udp_reaches_backends_intact_except_on_haproxy(compare_quick) -> None:
     samples = compare_quick.result["samples"]
-    for name in ("lbtui", "lbtui-generic", "direct", "nftables"):
+    for name in ("lbtui", "lbtui-generic", "lbtui-single", "direct", "xdp-redirect",
+                 "nftables"):
         (r,) = samples[name]
         assert r["udp_pps"] > 1000, (name, r)
         assert r["udp_pps"] >= 0.9 * r["udp_sent_pps"], (name, r)
@@ -53,8 +54,28 @@ def test_udp_reaches_backends_intact_except_on_haproxy(compare_quick) -> None:
 def test_haproxy_process_cpu_is_counted_and_in_kernel_lbs_have_none(compare_quick) -> None:
     samples = compare_quick.result["samples"]
     assert samples["haproxy"][0]["lb_proc_ms_per_1k"] > 1
-    for name in ("lbtui", "lbtui-generic", "nftables", "direct"):
+    for name in ("lbtui", "lbtui-generic", "lbtui-single", "nftables", "direct",
+                 "xdp-redirect"):
         assert samples[name][0]["lb_proc_ms_per_1k"] is None
+
+
+def test_latency_tail_is_broken_down_and_retransmissions_counted(compare_quick) -> None:
+    """Each contender's handshake time and the retransmissions its clients counted, and
+    the ceilings of the same run, are printed next to the p99 they explain."""
+    lines = compare_quick.proc.stdout.splitlines()
+    assert any(line.startswith("latency tail") for line in lines)
+    for label in ("XDP redirect alone vs kernel forwarding",
+                  "lbtui-single vs XDP redirect alone (same traffic: lbtui's own cost)",
+                  "lbtui vs kernel forwarding"):
+        assert any(line.startswith(f"ceiling: {label}: ") for line in lines), label
+    assert any(line.startswith("goal: lbtui connect+response p99 at or under haproxy's")
+               for line in lines)
+    for name in CONTENDERS:
+        (r,) = compare_quick.result["samples"][name]
+        assert 0 < r["lat_connect_p99_us"] <= r["lat_max_us"], (name, r)
+        for key in ("lat_syn_retrans", "lat_retrans", "syn_retrans", "retrans",
+                    "lat_over_1ms"):
+            assert isinstance(r[key], int) and r[key] >= 0, (name, key, r)
 
 
 def test_lab_and_pins_are_gone_afterwards(compare_quick) -> None:

@@ -41,7 +41,7 @@ def test_nft_ruleset_splits_100_slots_by_the_weights() -> None:
 
 def test_haproxy_configs_pass_haproxy_check(tmp_path: Path) -> None:
     for name, text in (("lb", haproxy_config(_topo(), 2)),
-                       ("backend", http_server_config("backend1", 8080, 2))):
+                       ("backend", http_server_config("backend1", [8080], 2))):
         cfg = tmp_path / f"{name}.cfg"
         cfg.write_text(text)
         p = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)

@@ -118,6 +118,9 @@ struct lb_ct_value {
 #define LB_SETTING_CONN_TIMEOUT_S  1
 #define LB_SETTING_NH_CACHE_MS     2  /* next-hop cache lifetime in ms; 0 disables it */
 #define LB_SETTING_NH_GENERATION   3  /* bump to invalidate every cached next hop */
+/* 1 while any interface of the instance runs generic XDP (written by the control plane's
+ * egress assessment): partial checksums then go to the stack, never finished by XDP. */
+#define LB_SETTING_XDP_GENERIC     4
 #define LB_SETTING_ABI_VERSION     15 /* LB_ABI_VERSION of whoever created the maps */
 #define LB_SETTINGS_MAX            16
 

@@ -10,8 +10,9 @@
  * the skb's flag, so it reads the field: a field equal to the pseudo-header sum is partial
  * (or, once in 65536 packets, a finished checksum that happens to have that value; a full
  * verification tells the two apart). A partial field must be updated without the ports
- * (they are summed at transmit) and without complementing, and must not leave as an XDP
- * frame, which drops the skb's flag: such packets go to the stack. */
+ * (they are summed at transmit) and without complementing. It must not leave as an XDP
+ * frame as it is (the frame drops the skb's flag): the program finishes it first, from the
+ * segment's sum it took to verify it (lb_csum_finish), or hands the packet to the stack. */
 #ifndef LBTUI_LB_CSUM_H
 #define LBTUI_LB_CSUM_H
 
@@ -117,20 +118,36 @@ static __always_inline int lb_l4_sum(void *l4, __u32 len, void *data_end)
     return lb_fold32((__u32)acc);
 }
 
-/* 1 when the L4 checksum field is partial (see the top of this file). */
-static __always_inline int lb_csum_is_partial(const struct iphdr *iph, __u8 proto,
-                                              __u16 *check, void *l4, __u32 l4_len,
-                                              void *data_end)
+#define LB_CSUM_FINISHED 0       /* a finished checksum (or UDP without one) */
+#define LB_CSUM_PARTIAL  1       /* partial; *rest holds the sum of the rest of the segment */
+#define LB_CSUM_TOO_LONG 2       /* taken for partial, too long to sum: not finishable */
+
+/* Classify the L4 checksum field (see the top of this file). For a partial field, *rest
+ * is the one's complement sum of the segment without the field: what finishing it needs. */
+static __always_inline int lb_csum_classify(const struct iphdr *iph, __u8 proto,
+                                            __u16 *check, void *l4, __u32 l4_len,
+                                            void *data_end, __u16 *rest)
 {
     if (proto == IPPROTO_UDP && *check == 0)
-        return 0;                       /* UDP without a checksum */
+        return LB_CSUM_FINISHED;        /* UDP without a checksum */
     __u16 pseudo = lb_pseudo_sum(iph, proto, l4_len);
     if (*check != pseudo)
-        return 0;
+        return LB_CSUM_FINISHED;
     int sum = lb_l4_sum(l4, l4_len, data_end);
     if (sum < 0)
-        return 1;
-    return lb_csum16_add((__u16)sum, pseudo) != 0xffff;
+        return LB_CSUM_TOO_LONG;
+    if (lb_csum16_add((__u16)sum, pseudo) == 0xffff)
+        return LB_CSUM_FINISHED;        /* a finished checksum equal to the pseudo sum */
+    *rest = lb_csum16_add((__u16)sum, (__u16)~pseudo);   /* the segment minus its field */
+    return LB_CSUM_PARTIAL;
+}
+
+/* Finish a partial field whose segment, apart from the field, sums to ``rest``: the field
+ * holds the pseudo-header sum, so the finished checksum is the complement of both. */
+static __always_inline void lb_csum_finish(__u16 *check, __u16 rest, __u8 proto)
+{
+    __u16 c = (__u16)~lb_csum16_add(*check, rest);
+    *check = (proto == IPPROTO_UDP && c == 0) ? 0xffff : c;   /* UDP: 0 means "none" */
 }
 
 /* The kernel's ip_decrease_ttl(): TTL sits in the high byte of its 16-bit word. */

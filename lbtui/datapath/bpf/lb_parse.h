@@ -48,6 +48,9 @@ struct lb_pkt {
     __u8 vlan;
     __u8 options;            /* the IP header carries options (IHL > 5) */
     __u8 partial;            /* the L4 checksum is partial (set by lb_check_partial) */
+    __u8 completable;        /* partial, and l4_rest holds the rest of the segment's sum */
+    __u16 l4_rest;           /* partial: one's complement sum of the L4 segment without its
+                              * checksum field, kept current through the rewrite */
     /* ICMP errors: the quoted packet. sport/dport/proto above then describe it, and
      * l4_check points at its L4 checksum when the quote is long enough (else NULL). */
     struct lb_icmp_hdr *icmp;

@@ -262,8 +262,10 @@ static __always_inline __u16 lb_track_tcp_close(struct lb_pkt *p, const struct l
 }
 
 /* Handlers return an XDP action, or LB_FORWARD: "translated, now forward it", so the
- * forwarding code (the largest part of the program) exists once. */
+ * forwarding code (the largest part of the program) exists once; lb_handle_new returns
+ * LB_NOT_OURS for a packet no listener takes (its caller passes it untouched). */
 #define LB_FORWARD (-1)
+#define LB_NOT_OURS (-2)
 
 /* --- address rewriting ------------------------------------------------------------------- */
 
@@ -275,6 +277,8 @@ static __always_inline void lb_rewrite(struct lb_pkt *p, __be32 *addr, __be16 *p
     struct iphdr *iph = p->iph;
     if (p->partial) {
         lb_csum_partial_replace4(p->l4_check, *addr, ip);
+        /* The port is in the rest of the segment, which finishing the field sums. */
+        p->l4_rest = lb_csum16_add(lb_csum16_add(p->l4_rest, (__u16)~*port), new_port);
     } else if (p->tcp || *p->l4_check) {  /* UDP checksum 0 means "none" and stays 0 */
         lb_csum_replace4(p->l4_check, *addr, ip);
         lb_csum_replace2(p->l4_check, *port, new_port);
@@ -328,6 +332,8 @@ static __always_inline int lb_redirect_to(struct xdp_md *ctx, struct lb_pkt *p,
 {
     if (tx_ports.redirect_map(ifindex, XDP_PASS) != XDP_REDIRECT)
         return lb_pass(ctx->ingress_ifindex, LB_REASON_EGRESS_NOT_XDP);
+    if (p->partial)
+        lb_csum_finish(p->l4_check, p->l4_rest, p->proto);
     lb_ip_decrease_ttl(p->iph);
     __builtin_memcpy(p->eth->h_dest, dmac, ETH_ALEN);
     __builtin_memcpy(p->eth->h_source, smac, ETH_ALEN);
@@ -346,8 +352,11 @@ static __always_inline int lb_forward(struct xdp_md *ctx, struct lb_pkt *p, __u6
 
     if (p->vlan)
         return lb_pass(in, LB_REASON_VLAN);         /* tag handling is the stack's */
-    if (p->partial)
-        return lb_pass(in, LB_REASON_CSUM_PARTIAL); /* an XDP frame would lose the skb's flag */
+    /* A partial checksum leaves as an XDP frame only finished (lb_redirect_to), and only
+     * under native XDP: under generic XDP the skb keeps its "finish this checksum" mark,
+     * and a device that honours it would finish the field a second time. */
+    if (p->partial && (!p->completable || lb_setting(LB_SETTING_XDP_GENERIC)))
+        return lb_pass(in, LB_REASON_CSUM_PARTIAL);
     if (p->options)
         return lb_pass(in, LB_REASON_IP_OPTIONS);   /* routers process options: the stack */
     if (iph->ttl <= 1)
@@ -398,8 +407,10 @@ static __always_inline int lb_forward(struct xdp_md *ctx, struct lb_pkt *p, __u6
 static __always_inline void lb_check_partial(struct xdp_md *ctx, struct lb_pkt *p)
 {
     void *data_end = (void *)(long)ctx->data_end;
-    p->partial = lb_csum_is_partial(p->iph, p->proto, p->l4_check, p->l4, p->l4_len,
-                                    data_end);
+    int kind = lb_csum_classify(p->iph, p->proto, p->l4_check, p->l4, p->l4_len, data_end,
+                                &p->l4_rest);
+    p->partial = kind != LB_CSUM_FINISHED;
+    p->completable = kind == LB_CSUM_PARTIAL;
 }
 
 /* --- conntrack -------------------------------------------------------------------------- */
@@ -614,7 +625,9 @@ static __always_inline int lb_serves_address(const struct lb_route *route,
 }
 
 /* First packet of a flow on a listener: choose a target, record both tuples. ``reuse``:
- * a finished or aged flow of the same tuple is being replaced. */
+ * a finished or aged flow of the same tuple is being replaced. LB_NOT_OURS when no
+ * listener takes the packet (no listener, the other protocol, the SNI splicer's, not an
+ * address it serves). */
 static __always_inline int lb_handle_new(struct xdp_md *ctx, struct lb_pkt *p,
                                          const struct lb_ct_key *key, int reuse)
 {
@@ -624,18 +637,20 @@ static __always_inline int lb_handle_new(struct xdp_md *ctx, struct lb_pkt *p,
     lkey.port = key->dst_port;
     struct lb_route *route = listen.lookup(&lkey);
     if (!route)
-        return XDP_PASS;                /* not ours: untouched */
+        return LB_NOT_OURS;
     if ((route->flags & (LB_ROUTE_F_TCP | LB_ROUTE_F_UDP)) &&
         !(route->flags & (p->tcp ? LB_ROUTE_F_TCP : LB_ROUTE_F_UDP)))
-        return XDP_PASS;                /* listener is for the other protocol */
+        return LB_NOT_OURS;             /* listener is for the other protocol */
     if (route->flags & LB_ROUTE_F_SNI) {
         lb_count(LB_CTR_SNI_PASSED);
-        return XDP_PASS;                /* the userspace splicer owns this listener */
+        return LB_NOT_OURS;             /* the userspace splicer owns this listener */
     }
     if (p->tcp && !(p->tcp->syn && !p->tcp->ack))
         return lb_pass(in, LB_REASON_NO_FLOW);  /* only a SYN opens a TCP flow */
-    if (!lb_serves_address(route, key))
-        return lb_pass(in, LB_REASON_NOT_VIP);
+    if (!lb_serves_address(route, key)) {
+        lb_reason(in, LB_REASON_NOT_VIP);
+        return LB_NOT_OURS;
+    }
 
     struct lb_lpm_key skey = { .prefixlen = 32, .ip = key->src_ip };
     struct lb_route *sroute = config.lookup(&skey);
@@ -786,9 +801,15 @@ static __always_inline int lb_handle_l4(struct xdp_md *ctx, struct lb_pkt *p, in
 
     struct lb_ct_value *ct = conntrack.lookup(&key);
     if (!ct) {
+        int act = to_listener ? lb_handle_new(ctx, p, &key, 0) : LB_NOT_OURS;
+        if (act != LB_NOT_OURS)
+            return act;
+        /* Checked only for SYNs no listener took: a balanced SYN's reversed tuple is
+         * never a finished flow's reply tuple worth a lookup (listener port = target
+         * port is common, and this lookup misses the cache like the insert after it). */
         if (lb_is_direct_syn(p))
             lb_forget_finished_reply(&key);
-        return to_listener ? lb_handle_new(ctx, p, &key, 0) : XDP_PASS;
+        return XDP_PASS;
     }
     __u16 flags = ct->flags;
     if (flags & LB_CT_F_LOCAL)
@@ -807,7 +828,8 @@ static __always_inline int lb_handle_l4(struct xdp_md *ctx, struct lb_pkt *p, in
     /* The old incarnation's reply tuple must not outlive it (the new flow may go to
      * another target); lb_handle_new writes a fresh one for the new target. */
     lb_forget_reply(&key, ct);
-    return lb_handle_new(ctx, p, &key, 1);
+    int act = lb_handle_new(ctx, p, &key, 1);
+    return act == LB_NOT_OURS ? XDP_PASS : act;
 }
 
 int lb_xdp(struct xdp_md *ctx)
