@@ -23,9 +23,11 @@ UDP answerer on 9001 in every backend. Per cell (shape x senders x mode):
    into, the packets of the burst's flows (forward and reply), and the packets lbtui
    handed to the stack, by reason;
 4. the rate: wrk (``Connection: close``, so every request is a new connection) from both
-   clients through VIP:81 for ``--rate-seconds``, against the same from both clients
-   straight to backend1:8080 without lbtui (routed by the LB namespace's kernel, no NAT),
-   run before and after the cell. Both load the same one server: through VIP:80 four
+   clients through VIP:81 for ``--rate-seconds``; then serve stops and the same wrk runs
+   straight to backend1:8080 (routed by the LB namespace's kernel, no NAT, no XDP).
+   ``--rounds`` times, each with a fresh serve (the burst only in the first), after one
+   direct run before the first cell: each round's ratio is lbtui's rate over the mean of
+   the direct runs on either side. Both load the same one server: through VIP:80 four
    HAProxy processes would share the 2 CPUs instead of one, which costs more than the path.
 
 "redirect" is the flows' packets minus those handed to the stack after translation (the
@@ -60,14 +62,14 @@ from pathlib import Path
 from typing import Any
 
 from bench import load
-from bench.common import emit, fmt, machine, machine_line, table
+from bench.common import emit, fmt, machine, machine_line, median, table
 from bench.compare import start_backends
 from bench.contenders import HTTP_PORT, HTTP_VIP_PORT, workdir
 from bench.cpu import task_runtime_ns
 from lbtui import netns
 from lbtui.lab import topology as T
 from tests.topologies import probes, shapes
-from tests.topologies.serving import LBTUI, serving
+from tests.topologies.serving import LBTUI, Served, serving
 
 UDP_VIP_PORT = 9000
 RATE_VIP_PORT = 81               # the rate run's listener: backend1 alone, as direct
@@ -94,12 +96,13 @@ class Settings:
     senders: list[str] = field(default_factory=lambda: list(SENDERS))
     connections: int = 200       # curl connections per client in the burst
     udp: int = 100               # UDP flows per client in the burst
-    rate_seconds: int = 3        # each wrk run
+    rate_seconds: int = 2        # each wrk run
+    rounds: int = 3              # of lbtui's rate and direct's, alternating
     events: bool = True          # [settings] stats: connection events (the default)
     tag: str = "pb"
 
 
-QUICK = {"connections": 40, "udp": 20, "rate_seconds": 1}
+QUICK = {"connections": 40, "udp": 20, "rate_seconds": 1, "rounds": 1}
 
 
 def _log(msg: str) -> None:
@@ -198,15 +201,17 @@ class Cell:
     flow_packets: int
     reasons: dict[str, int]               # summed over the interfaces
     burst: dict[str, int]
-    lbtui_rate: float
-    lbtui_errors: int
-    serve_cpu: float                      # CPU seconds of serve per second of lbtui's run
-    direct_rates: list[float] = field(default_factory=list)   # the runs before and after
-    direct_errors: int = 0
+    direct_rates: list[float] = field(default_factory=list)   # before, after each round
+    lbtui_rates: list[float] = field(default_factory=list)    # one per round
+    serve_cpu: list[float] = field(default_factory=list)      # CPU s per s, per round
+    wrk_errors: int = 0
 
     @property
-    def direct_rate(self) -> float:
-        return sum(self.direct_rates) / len(self.direct_rates) if self.direct_rates else 0.0
+    def ratios(self) -> list[float]:
+        """lbtui's rate in each round over the mean of the direct runs either side."""
+        d = self.direct_rates
+        return [x / ((d[i] + d[i + 1]) / 2) for i, x in enumerate(self.lbtui_rates)
+                if i + 1 < len(d) and d[i] + d[i + 1] > 0]
 
     @property
     def stack(self) -> int:
@@ -229,48 +234,61 @@ def wrk_rate(topo: T.Topology, url: str, s: Settings) -> load.WrkResult:
                     WRK_CONNECTIONS)
 
 
-def run_cell(shape: shapes.Shape, senders: str, mode: str, s: Settings, wd: Path) -> Cell:
-    """Serve in ``mode``: the burst, what status and the flows say about it, the rate."""
-    topo = shape.topo
-    instance = f"{shape.lab}-{mode}"
-    config = write_config(shape, wd, instance, mode, s.events)
-    with serving(config, instance) as served:
-        b = burst(topo, s)
-        status = served.status()
-        conns = connections(instance)
-        cpu = task_runtime_ns(served.proc.pid)
-        mine = wrk_rate(topo, f"http://{topo.vip}:{RATE_VIP_PORT}/", s)
-        cpu = task_runtime_ns(served.proc.pid) - cpu
+def observe(served: Served, shape: shapes.Shape, senders: str, mode: str,
+            s: Settings) -> Cell:
+    """The burst, and what status and the flows say about it."""
+    b = burst(shape.topo, s)
+    status = served.status()
+    conns = connections(served.instance)
     return Cell(shape.name, senders, mode,
                 xdp={i["ifname"]: i["xdp_mode"] for i in status["interfaces"]},
                 egress={e["ifname"]: e["redirect"] for e in status["egress"]},
                 flows=len(conns),
                 flow_packets=sum(c["packets_fwd"] + c["packets_rev"] for c in conns),
-                reasons=summarize_reasons(status), burst=asdict(b),
-                lbtui_rate=mine.rate, lbtui_errors=mine.errors,
-                serve_cpu=cpu / 1e9 / mine.seconds if mine.seconds else 0.0)
+                reasons=summarize_reasons(status), burst=asdict(b))
+
+
+def run_cell(shape: shapes.Shape, senders: str, mode: str, s: Settings, wd: Path,
+             direct: load.WrkResult) -> tuple[Cell, load.WrkResult]:
+    """``s.rounds`` rounds of a fresh serve in ``mode`` (the first also runs the burst)
+    and its rate through lbtui, each followed by a direct run (``direct``: the run before
+    the first). Returns the cell and the last direct run."""
+    topo = shape.topo
+    instance = f"{shape.lab}-{mode}"
+    config = write_config(shape, wd, instance, mode, s.events)
+    cell: Cell | None = None
+    rates, cpus, directs, errors = [], [], [direct.rate], direct.errors
+    for _ in range(s.rounds):
+        with serving(config, instance) as served:
+            cell = cell or observe(served, shape, senders, mode, s)
+            cpu = task_runtime_ns(served.proc.pid)
+            mine = wrk_rate(topo, f"http://{topo.vip}:{RATE_VIP_PORT}/", s)
+            cpu = task_runtime_ns(served.proc.pid) - cpu
+        direct = wrk_rate(topo, f"http://{topo.backends[0].ip}:{HTTP_PORT}/", s)
+        rates.append(mine.rate)
+        cpus.append(cpu / 1e9 / mine.seconds if mine.seconds else 0.0)
+        directs.append(direct.rate)
+        errors += mine.errors + direct.errors
+    assert cell is not None
+    cell.lbtui_rates, cell.serve_cpu, cell.direct_rates = rates, cpus, directs
+    cell.wrk_errors = errors
+    return cell, direct
 
 
 def run_senders(shape: shapes.Shape, senders: str, modes: list[str], s: Settings, wd: Path,
                 progress: Callable[[str], None]) -> list[Cell]:
-    """Every mode's cell, with a direct run before the first and after each: a cell's
-    direct rate is the mean of the runs on either side of it (drift hits both alike)."""
-    topo = shape.topo
+    """Every mode's cell; direct runs alternate with lbtui's, so the same drift hits
+    both."""
     set_senders(shape, senders)
-    url = f"http://{topo.backends[0].ip}:{HTTP_PORT}/"
-    before = wrk_rate(topo, url, s)
+    direct = wrk_rate(shape.topo, f"http://{shape.topo.backends[0].ip}:{HTTP_PORT}/", s)
     cells = []
     for mode in modes:
         what = f"{shape.name}/{senders}/{mode}"
-        progress(f"{what}: direct {before.rate:,.0f} conns/s; lbtui serve")
-        cell = run_cell(shape, senders, mode, s, wd)
-        after = wrk_rate(topo, url, s)
-        cell.direct_rates = [before.rate, after.rate]
-        cell.direct_errors = before.errors + after.errors
+        progress(f"{what}: {s.rounds} round(s) of lbtui serve and direct")
+        cell, direct = run_cell(shape, senders, mode, s, wd, direct)
         progress(f"{what}: {cell.redirect} redirected, {cell.stack} to the stack; "
-                 f"lbtui {cell.lbtui_rate:,.0f} conns/s, direct {after.rate:,.0f}")
+                 f"lbtui/direct {', '.join(f'{100 * r:.0f}%' for r in cell.ratios)}")
         cells.append(cell)
-        before = after
     return cells
 
 
@@ -338,39 +356,48 @@ def _pct(part: int, whole: int) -> str:
     return f"{part:,} ({100 * part / whole:.0f}%)" if whole else f"{part:,}"
 
 
+def ratio_cell(ratios: list[float]) -> str:
+    """The median ratio, and the range over rounds when there are several."""
+    m = median(ratios)
+    if m is None:
+        return "n/a"
+    spread = f" ({100 * min(ratios):.0f}-{100 * max(ratios):.0f})" if len(ratios) > 1 else ""
+    return f"{100 * m:.0f}%{spread}"
+
+
 def row(c: Cell) -> list[str]:
     top = sorted(((n, v) for n, v in c.reasons.items() if v), key=lambda x: -x[1])[:3]
-    ratio = c.lbtui_rate / c.direct_rate if c.direct_rate else None
+    cpu = median(c.serve_cpu)
     return [c.shape, c.senders, c.mode, xdp_summary(c.xdp), egress_summary(c.egress),
             fmt(c.flow_packets), _pct(c.redirect, c.flow_packets),
             _pct(c.stack, c.flow_packets), fmt(c.burst["kernel_fwd"]),
             ", ".join(f"{n} {v}" for n, v in top) or "-",
-            fmt(c.direct_rate), fmt(c.lbtui_rate),
-            f"{100 * ratio:.0f}%" if ratio is not None else "n/a",
-            f"{100 * c.serve_cpu:.0f}%"]
+            fmt(median(c.direct_rates)), fmt(median(c.lbtui_rates)), ratio_cell(c.ratios),
+            f"{100 * cpu:.0f}%" if cpu is not None else "n/a"]
 
 
 def render(res: dict) -> str:
     s = res["settings"]
     cells = [Cell(**c) for c in res["cells"]]
     failed = [f"{c.shape}/{c.senders}/{c.mode}: {c.burst['tcp_failed']} TCP failed, "
-              f"{c.burst['udp_lost']} UDP unanswered, wrk errors {c.direct_errors} direct, "
-              f"{c.lbtui_errors} lbtui" for c in cells
-              if c.burst["tcp_failed"] or c.burst["udp_lost"] or c.lbtui_errors
-              or c.direct_errors]
+              f"{c.burst['udp_lost']} UDP unanswered, {c.wrk_errors} wrk errors"
+              for c in cells if c.burst["tcp_failed"] or c.burst["udp_lost"] or c.wrk_errors]
     lines = [machine_line(res["machine"]),
              f"burst per client: {s['connections']} HTTP connections + {s['udp']} UDP flows; "
-             f"rates: wrk {s['rate_seconds']} s x {WRK_CONNECTIONS} connections per client "
-             f"to backend1, direct then through lbtui; connection events "
-             f"{'on' if s['events'] else 'off'}; run took {res['elapsed_s']:.0f}s", "",
+             f"rates: {s['rounds']} round(s) of wrk {s['rate_seconds']} s x "
+             f"{WRK_CONNECTIONS} connections per client to backend1, through lbtui (a fresh "
+             f"serve each) then direct; connection events {'on' if s['events'] else 'off'}; "
+             f"run took {res['elapsed_s']:.0f}s", "",
              table(COLUMNS, [row(c) for c in cells]), "",
              "senders: offload = endpoints with the kernel's default tx checksum offload "
              "(CHECKSUM_PARTIAL packets), full = offload off (full checksums, as from a NIC)",
              "redirect: the burst's flow packets XDP forwarded itself; stack: those it handed "
              "to the kernel after translation (by reason: lbtui ctl status); kernel fwd: "
              "the LB namespace's IpForwDatagrams during the burst",
-             "serve CPU: the serve process's CPU time during lbtui's rate run, in % of one "
-             "CPU"]
+             "conns/s: medians over rounds; vs direct: median (range) of each round's lbtui "
+             "rate over the mean of the direct runs either side of it",
+             "serve CPU: the serve process's CPU time during lbtui's rate runs, in % of one "
+             "CPU (median)"]
     lines += [f"skipped {x}" for x in res.get("skipped", [])]
     lines += [f"FAILED {f}" for f in failed] or ["every connection and datagram answered, "
                                                  "no wrk errors"]
@@ -399,7 +426,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
                     "burst (1..2000, default 200)")
     ap.add_argument("--udp", type=int, help="UDP flows per client in the burst (0..1000, "
                     "default 100)")
-    ap.add_argument("--rate-seconds", type=int, help="each wrk run (1..30, default 3)")
+    ap.add_argument("--rate-seconds", type=int, help="each wrk run (1..30, default 2)")
+    ap.add_argument("--rounds", type=int, help="rate runs of lbtui (each with a fresh serve) "
+                    "and of direct, alternating (1..10, default 3)")
     ap.add_argument("--no-events", action="store_true", help="serve with connection events "
                     "off ([settings] stats = false; default on, as in a fresh config)")
     ap.add_argument("--quick", action="store_true", help="a small burst, 1 s wrk runs")
@@ -416,7 +445,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
     if a.senders:
         s.senders = [x for x in SENDERS
                      if x in _names(a.senders, SENDERS, "--senders", ap)]
-    for attr, lo, hi in (("connections", 1, 2000), ("udp", 0, 1000), ("rate_seconds", 1, 30)):
+    for attr, lo, hi in (("connections", 1, 2000), ("udp", 0, 1000), ("rate_seconds", 1, 30),
+                         ("rounds", 1, 10)):
         value = getattr(a, attr)
         if value is not None:
             if not lo <= value <= hi:
