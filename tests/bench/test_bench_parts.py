@@ -31,7 +31,7 @@ def _topo() -> Topology:
 def test_nft_ruleset_splits_100_slots_by_the_weights() -> None:
     rules = nft_ruleset(_topo())
     maps = re.findall(r"numgen random mod (\d+) map \{ ([^}]*) \}", rules)
-    assert len(maps) == 3  # http, bulk, udp
+    assert len(maps) == 4  # http, bulk, echo, udp
     for mod, body in maps:
         assert int(mod) == sum(WEIGHTS)
         spans = [tuple(map(int, part.split(":")[0].split("-"))) for part in body.split(",")]
