@@ -47,7 +47,7 @@ def test_haproxy_configs_pass_haproxy_check(tmp_path: Path) -> None:
         p = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
         assert p.returncode == 0, p.stdout + p.stderr
     lb = haproxy_config(_topo(), 2)
-    assert [int(w) for w in re.findall(r"weight (\d+)", lb)] == list(WEIGHTS) * 2
+    assert [int(w) for w in re.findall(r"weight (\d+)", lb)] == list(WEIGHTS) * 3  # http, bulk, echo
 
 
 def test_task_runtime_grows_with_work() -> None:
@@ -130,4 +130,4 @@ def test_served_lbtui_config_is_one_lbtui_accepts(tmp_path: Path) -> None:
     http = next(lst for lst in cfg.listeners if lst.port == 80)
     assert [(t.ip, t.port, t.weight) for t in http.group.targets] == [
         (b.ip, 8080, w) for b, w in zip(topo.backends, WEIGHTS, strict=True)]
-    assert {lst.port for lst in cfg.listeners} == {80, 5001, 9000}
+    assert {lst.port for lst in cfg.listeners} == {80, 5001, 7000, 9000}
