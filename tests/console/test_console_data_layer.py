@@ -220,6 +220,7 @@ def test_fake_collector_shows_what_the_real_one_reads(ms: M.MapSet) -> None:
     assert (real.conns.total, real.conns.entries) == (fake.conns.total, fake.conns.entries)
     assert real.rates == fake.rates and real.active == fake.active
     assert real.stack_pps == fake.stack_pps and real.reasons == fake.reasons
+    assert real.reason_rates == fake.reason_rates and real.reason_rates
     assert real.counters == fake.counters and real.ct_max == fake.ct_max
     assert real.listeners == fake.listeners
     assert real.source_routes == fake.source_routes and real.sni_routes == fake.sni_routes
