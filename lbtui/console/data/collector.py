@@ -14,10 +14,11 @@ from dataclasses import dataclass, replace
 
 from lbtui import maps as M
 from lbtui.console.data.snapshot import InstanceInfo, ListenerRow, Rates, Snapshot
-from lbtui.console.data.traffic import TrafficTracker
+from lbtui.console.data.traffic import TargetTraffic, TrafficTracker
 from lbtui.maps.events import LbEvent
 from lbtui.maps.flowrows import ConnDump, open_reader, read_rows
 from lbtui.maps.routes import SniRouteRecord
+from lbtui.targets import RouteRecord
 
 # Past this many flows the console keeps a sample (the title says so): decoding a million
 # flows into Python objects costs seconds and hundreds of MB per refresh.
@@ -89,7 +90,8 @@ class Collector:
         snap.total_ms = (self.clock.perf() - t0) * 1000
         return snap
 
-    def _rates_from(self, now: int, counters: dict[str, int], targets: dict) -> Rates:
+    def _rates_from(self, now: int, counters: dict[str, int],
+                    targets: dict[str, TargetTraffic]) -> Rates:
         prev, self._prev_counters = self._prev_counters, (now, counters)
         if prev is None or now <= prev[0]:
             if prev is not None:
@@ -118,16 +120,13 @@ class Collector:
 
     def _listeners(self) -> list[ListenerRow]:
         """Listen entries grouped by port (one entry per interface in the map)."""
-        by_port: dict[tuple[int, object], list[int]] = {}
-        routes = {}
+        by_port: dict[tuple[int, RouteRecord], list[int]] = {}
         for rec in M.list_listen_ports(self.maps.listen_map):
-            k = (rec.port, rec.route)
-            by_port.setdefault(k, []).append(rec.ifindex)
-            routes[k] = rec.route
+            by_port.setdefault((rec.port, rec.route), []).append(rec.ifindex)
         out = []
         for (port, route), idxs in sorted(by_port.items(), key=lambda kv: kv[0][0]):
             names = tuple(self.info.ifnames.get(i, f"if{i}") for i in sorted(idxs))
-            out.append(ListenerRow(port, names, routes[(port, route)]))
+            out.append(ListenerRow(port, names, route))
         return out
 
 

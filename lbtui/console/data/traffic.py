@@ -12,6 +12,7 @@ import socket
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from lbtui import abi
 from lbtui.maps.events import LbEvent
@@ -23,10 +24,12 @@ from lbtui.maps.flowrows import (
     PKTS_FWD,
     PKTS_REV,
     TARGET,
-    Row,
     target_str,
 )
 
+# A conntrack row as flowrows reads it: (key, flags, target, created_ns, last_seen_ns,
+# packets and bytes both ways).
+FlowRow = tuple[Any, ...]
 WINDOW_NS = 60 * 1_000_000_000
 GONE_WAIT_NS = 10 * 1_000_000_000
 # The hot loop below indexes rows by number; this is the layout it relies on.
@@ -102,25 +105,26 @@ class TrafficTracker:
     """Turns successive conntrack dumps into per-target rates (see the module doc)."""
 
     def __init__(self) -> None:
-        self._prev: dict[bytes, Row] = {}
+        self._prev: dict[bytes, FlowRow] = {}
         self._prev_ns: int | None = None
         # Flows that left the map before their closed event arrived: last row, when.
-        self._gone: dict[bytes, tuple[Row, int]] = {}
+        self._gone: dict[bytes, tuple[FlowRow, int]] = {}
         self.targets: dict[str, TargetTraffic] = {}
 
-    def update(self, rows: list[Row], now_ns: int, closed: Iterable[LbEvent] = ()
+    def update(self, rows: list[FlowRow], now_ns: int, closed: Iterable[LbEvent] = ()
                ) -> dict[str, TargetTraffic]:
         """Account one snapshot taken at ``now_ns`` (CLOCK_MONOTONIC). A snapshot at the
         same instant as the last one changes nothing."""
-        if self._prev_ns is not None and now_ns <= self._prev_ns:
+        prev_ns = self._prev_ns
+        if prev_ns is not None and now_ns <= prev_ns:
             return self.targets
-        primed = self._prev_ns is not None
-        dt = (now_ns - self._prev_ns) / 1e9 if primed else 0.0
+        primed = prev_ns is not None
+        dt = (now_ns - prev_ns) / 1e9 if prev_ns is not None else 0.0
         prev = self._prev
         get_prev = prev.get
         acc: dict[bytes, list[int]] = {}   # target -> [active, flows, new, pf, pr, bf, br]
         get_acc = acc.get
-        cur: dict[bytes, Row] = {}
+        cur: dict[bytes, FlowRow] = {}
         rst, fins = abi.CT_F_RST, abi.CT_F_FIN_FWD | abi.CT_F_FIN_REV
         # The hot loop of a refresh (once per flow): no function calls in it.
         for r in rows:
@@ -184,7 +188,7 @@ class TrafficTracker:
         return self.targets
 
     @staticmethod
-    def _add_final(acc: dict[bytes, list[int]], last: Row, e: LbEvent) -> None:
+    def _add_final(acc: dict[bytes, list[int]], last: FlowRow, e: LbEvent) -> None:
         """A flow gone from the map: what its final counters add to its last row."""
         a = acc.setdefault(last[TARGET], [0, 0, 0, 0, 0, 0, 0])
         a[3] += max(0, e.packets_fwd - last[PKTS_FWD])
