@@ -19,7 +19,7 @@ from lbtui import maps as M
 from lbtui.console.data.collector import Clock, Collector
 from lbtui.console.data.eventfeed import EventFeed
 from lbtui.console.data.snapshot import InstanceInfo, ListenerRow, Rates, Snapshot
-from lbtui.console.data.traffic import TrafficTracker
+from lbtui.console.data.traffic import TrafficTracker, by_group
 from lbtui.maps import flowrows as R
 from lbtui.maps import settings
 from lbtui.maps.events import LbEvent
@@ -311,7 +311,7 @@ class FakeCollector:
         rows = list(self.rows.values())
         targets = self.tracker.update(rows, self.clock.mono)    # same instant: unchanged
         ts = targets.values()
-        names = settings.REASON_NAMES
+        reason_names = settings.REASON_NAMES
         return Snapshot(
             seq=self.seq, now_ns=self.clock.mono, wall=self.clock.wall(), info=self.info,
             conns=R.ConnDump(rows, len(rows), 2 * len(rows)),
@@ -327,7 +327,8 @@ class FakeCollector:
                         sum(t.bps_rev for t in ts)),
             active=sum(t.active for t in ts), stats_enabled=True, conn_timeout=300,
             counters=counters_at(self.step), ct_max=CT_MAX,
-            reasons={i: {names[r]: n for r, n in per.items()}
+            reasons={i: {reason_names[r]: n for r, n in per.items()}
                      for i, per in reasons_at(self.step).items()},
             stack_pps=self.stack_pps, reason_rates=self.reason_rates,
-            sni_names={hostname_hash(h): h for h, _ in SNI_ROUTES})
+            sni_names=(names := {hostname_hash(h): h for h, _ in SNI_ROUTES}),
+            group_traffic=by_group(self.tracker.by_via, names))

@@ -14,7 +14,12 @@ from dataclasses import dataclass, replace
 
 from lbtui import maps as M
 from lbtui.console.data.snapshot import InstanceInfo, ListenerRow, Rates, Snapshot
-from lbtui.console.data.traffic import TargetTraffic, TrafficTracker
+from lbtui.console.data.traffic import (
+    TargetTraffic,
+    TrafficTracker,
+    by_group,
+    source_finder,
+)
 from lbtui.maps.events import LbEvent
 from lbtui.maps.flowrows import ConnDump, open_reader, read_rows
 from lbtui.maps.routes import SniRouteRecord
@@ -68,7 +73,9 @@ class Collector:
             self._sweep()
         dump: ConnDump = read_rows(self._reader, self.max_rows)
         read_ms = (self.clock.perf() - t0) * 1000
-        targets = self.tracker.update(dump.rows, now, events)
+        sources = M.list_source_routes(self.maps.config_map)
+        targets = self.tracker.update(dump.rows, now, events,
+                                      source_finder(r.cidr for r in sources))
         counters = M.read_counters(self.maps.counters_map)
         self._rates = self._rates_from(now, counters, targets)
         reasons = M.read_reasons(self.maps.reasons_map)
@@ -77,14 +84,14 @@ class Collector:
         self._seq += 1
         snap = Snapshot(
             seq=self._seq, now_ns=now, wall=self.clock.wall(), info=self.info, conns=dump,
-            listeners=self._listeners(), source_routes=M.list_source_routes(
-                self.maps.config_map), sni_routes=named(M.list_sni_routes(self.maps.sni_map),
-                                                        names),
+            listeners=self._listeners(), source_routes=sources,
+            sni_routes=named(M.list_sni_routes(self.maps.sni_map), names),
             targets={k: copy.deepcopy(v) for k, v in targets.items()}, events=events,
             rates=self._rates, active=sum(t.active for t in targets.values()),
             stats_enabled=M.stats_enabled(self.maps.settings_map),
             conn_timeout=M.get_connection_timeout(self.maps.settings_map),
             counters=counters, ct_max=self.maps.conntrack_map.max_entries, reasons=reasons,
+            group_traffic=by_group(self.tracker.by_via, names),
             stack_pps=self._stack_pps, reason_rates=self._reason_rates, sni_names=names,
             read_ms=read_ms)
         snap.total_ms = (self.clock.perf() - t0) * 1000

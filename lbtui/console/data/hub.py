@@ -43,11 +43,6 @@ class TargetHealth:
     def ref(self) -> tuple[GroupKey, str]:
         return self.group, self.target
 
-    @property
-    def open_now(self) -> int:
-        """Connections opened and not yet closed (as the events tell it)."""
-        return max(0, self.opened - self.closed)
-
 
 @dataclass(frozen=True)
 class CheckState:

@@ -70,7 +70,7 @@ class Snapshot:
     listeners: list[ListenerRow]
     source_routes: list[SourceRouteRecord]
     sni_routes: list[SniRouteRecord]
-    targets: dict[str, TargetTraffic]
+    targets: dict[str, TargetTraffic]       # per address
     events: list[LbEvent]       # new since the previous snapshot
     rates: Rates
     active: int                 # flows not closed (of the rows read)
@@ -86,6 +86,8 @@ class Snapshot:
     reason_rates: dict[int, dict[str, float]] = field(default_factory=dict)
     sni_names: dict[int, str] = field(default_factory=dict)   # hash -> hostname
     hub: HubState = field(default_factory=HubState)    # health, checks, edits
+    # The same per (group, target): the group that chose each flow's target.
+    group_traffic: dict[tuple[GroupKey, str], TargetTraffic] = field(default_factory=dict)
     # New connections per (group, target), from the hub's counts.
     group_new: dict[tuple[GroupKey, str], GroupNew] = field(default_factory=dict)
     read_ms: float = 0.0        # conntrack read + decode

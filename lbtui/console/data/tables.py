@@ -31,10 +31,11 @@ class RouteRow:
 
 @dataclass(frozen=True)
 class TargetRow:
-    """A target of a group with its traffic; ``group`` None for a target that has flows
-    but no route names any more. ``health`` is this group's account of it (the hub's,
-    None without one), ``check`` the active checks' verdict on the address, ``new`` its
-    new connections in this group (None: only the address's, from conntrack)."""
+    """A target of a group with the traffic that group sent it; ``group`` None for a
+    target that has flows but no route names any more. ``health`` is this group's account
+    of it (the hub's, None without one), ``check`` the active checks' verdict on the
+    address, ``new`` its new connections in this group as the hub counts them (None: from
+    conntrack only)."""
 
     group: Group | None
     target: str
@@ -63,8 +64,7 @@ class TargetRow:
 
     @property
     def active(self) -> int:
-        """Open connections: this group's (from the hub's events), else the address's."""
-        return self.health.open_now if self.health is not None else self.traffic.active
+        return self.traffic.active
 
     @property
     def ref(self) -> tuple[str, str]:
@@ -83,8 +83,11 @@ def route_rows(groups: Sequence[Group]) -> list[RouteRow]:
 
 
 def traffic_of(snap: Snapshot, group: Group | None, target: str) -> TargetTraffic:
-    """A target's traffic as the snapshot accounts it."""
-    return snap.targets.get(target) or TargetTraffic(target)
+    """A target's traffic in ``group`` (the flows that group sent it), or all of the
+    address's when there is no group."""
+    if group is None:
+        return snap.targets.get(target) or TargetTraffic(target)
+    return snap.group_traffic.get((group.key, target)) or TargetTraffic(target)
 
 
 def target_rows(snap: Snapshot, groups: Sequence[Group]) -> list[TargetRow]:
