@@ -138,10 +138,25 @@ async def drive(app: ConsoleApp, topo: T.Topology, out: Path, warmup: float) -> 
         while not out_of_rotation():
             assert time.monotonic() < t_end, f"{checked} never failed and left the rotation"
             await pilot.pause(0.5)
-        await pilot.pause(3.0)           # a few refreshes of traffic without it
         await shot(["3"], "14-health", "lbtui console: a failing backend out of rotation")
+        for r in app.query_one(TargetsView).rows:
+            if r.target == checked and r.health is not None:
+                print(f"[screenshots] {r.label} {checked}: {r.state}, check {r.rotation}, "
+                      f"{r.health}", flush=True)
         await shot(["4", "slash", *keys("!event:opened !event:closed"), "enter"],
                    "15-incident-events", "lbtui console: edits and changes of state")
+        # The operator deletes long-lived echo connections (d on Connections, confirmed):
+        # their clients' next segments have no flow, and the datapath hands them to the
+        # stack (reason no_flow).
+        await pilot.press("escape", "1", "slash", *keys(f"vip:{topo.vip}:7000"), "enter")
+        await pilot.pause(1.2)
+        for _ in range(4):
+            if app.conns_view.table.selected is None:
+                break
+            await pilot.press("d")
+            await pilot.pause(0.3)
+            await pilot.press("y")
+            await pilot.pause(0.6)
         await pilot.press("escape")
         await shot(["6"], "16-reasons", "lbtui console: why packets went to the stack")
         await pilot.press("q")

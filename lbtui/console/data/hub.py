@@ -192,8 +192,9 @@ class OpenedTracker:
         dt = (now_ns - self._prev_ns) / 1e9 if self._prev_ns is not None else 0.0
         out = {}
         for h in health:
-            # A hub that restarted counts from zero again: no negative rates.
-            new = max(0, h.opened - self._prev.get(h.ref, 0)) if dt > 0 else 0
+            before = self._prev.get(h.ref, 0)
+            # A hub that restarted counts from zero again: all it counted is new.
+            new = (h.opened - before if h.opened >= before else h.opened) if dt > 0 else 0
             hist = self._history.setdefault(h.ref, deque())
             hist.append((now_ns, new))
             while hist and now_ns - hist[0][0] >= self.window_ns:

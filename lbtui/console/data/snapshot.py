@@ -119,11 +119,6 @@ class Snapshot:
         order = moving or list(self.reason_totals())
         return [(k, rates.get(k, 0.0)) for k in order[:n]]
 
-    def top_reason(self) -> str | None:
-        """The reason most packets went to the stack for, over all interfaces."""
-        top = self.top_reasons(1)
-        return top[0][0] if top else None
-
     def wall_of(self, mono_ns: int) -> float:
         """time.time() of a CLOCK_MONOTONIC timestamp (event times)."""
         return self.wall - (self.now_ns - mono_ns) / 1e9
