@@ -1,7 +1,7 @@
 """Targets: one row per (group, target): configured weight against the actual share of the
 group's new connections, the target's health in that group (judged from its traffic:
-unanswered SYNs, resets, timeouts, failed connects) and the active checks' verdict (in or
-out of rotation), and the address's traffic; from a target to its connections."""
+unanswered SYNs, resets, timeouts, failed connects), the active checks' verdict (in or
+out of rotation), and the traffic that group sent it; from a target to its connections."""
 
 from __future__ import annotations
 
@@ -130,8 +130,7 @@ class TargetsView(ListView):
         bad = sum(r.state == FAILING or r.rotation == "OUT" for r in self.rows)
         alarm = f"[b red]{bad} failing or out[/]" if bad else ""
         self.title(f"[b]Targets[/b]  per group: weight vs share of new connections (last "
-                   f"minute), health, checks; traffic per address{note}", alarm,
-                   self._hub_note)
+                   f"minute), health, checks, traffic{note}", alarm, self._hub_note)
 
     def _request(self, action: str) -> None:
         row = self.table.selected
