@@ -1,5 +1,5 @@
-"""Live helpers for console tests: HTTP through a lab's VIP, a real ``lbtui serve`` in a
-subprocess, consoles attached to it and a ``ctl events --follow`` reader."""
+"""Live helpers for console tests: HTTP through a lab's VIP, ``ctl`` runs, consoles
+attached to a running instance and a ``ctl events --follow`` reader."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
+
+from consolepilot import until
+from textual.pilot import Pilot
 
 from lbtui import netns
 from lbtui.console.app import ConsoleApp
 from lbtui.console.session import build_app
-from lbtui.control.eventhub import socket_path
-from lbtui.control.instance import Instance, teardown
+from lbtui.control.instance import Instance
 from lbtui.lab import topology as T
 
 LBTUI = [sys.executable, "-m", "lbtui.cli"]
@@ -51,46 +51,23 @@ def ctl(name: str, *args: str) -> str:
     return r.stdout
 
 
-@contextlib.contextmanager
-def serving(config: Path, name: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A real ``lbtui serve`` of ``config`` (output in ``log``), ready once its event hub
-    answers; stopped and its instance torn down afterwards, also on failure."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen([*LBTUI, "serve", "--config", str(config)], stdout=out,
-                                stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while not _answers(socket_path(name)):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"serve not ready (rc {proc.poll()}):\n"
-                                     f"{log.read_text()}")
-            time.sleep(0.1)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        teardown(name)
-
-
-def _answers(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        try:
-            s.connect(str(path))
-        except OSError:
-            return False
-    return True
-
-
-async def attached_console(name: str, refresh: float = 0.2) -> tuple[ConsoleApp, Instance]:
-    """A console attached to a running instance, as `lbtui console --attach` opens it
-    (built on a thread: pyroute2's sync API refuses to run inside an event loop)."""
+@contextlib.asynccontextmanager
+async def console_on(name: str, size: tuple[int, int], refresh: float = 0.2
+                     ) -> AsyncIterator[tuple[ConsoleApp, Pilot[str | None]]]:
+    """A console attached to a running instance, as `lbtui console --attach` opens it,
+    driven by Pilot from its first snapshot on the instance's event hub; the instance is
+    let go (kept running) afterwards."""
+    # build_app reads XDP state with pyroute2's sync API, which refuses to run inside an
+    # event loop: attach and build on a thread, as the CLI does before its loop starts.
     inst = await asyncio.to_thread(Instance.attach, name)
-    return await asyncio.to_thread(build_app, inst, refresh_interval=refresh), inst
+    try:
+        app = await asyncio.to_thread(build_app, inst, refresh_interval=refresh)
+        async with app.run_test(size=size) as pilot:
+            await until(pilot, lambda: app.snapshot is not None and app.snapshot.hub.connected,
+                        "the console on the event hub")
+            yield app, pilot
+    finally:
+        await asyncio.to_thread(inst.stop, True)
 
 
 class EventsFollower:

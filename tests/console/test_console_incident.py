@@ -18,16 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from consolelab import (
-    EventsFollower,
-    attached_console,
-    ctl,
-    http_get,
-    serving,
-    try_get,
-)
+from consolelab import EventsFollower, console_on, ctl, http_get, try_get
 from consolepilot import until
-from textual.pilot import Pilot
+from topologies.serving import serving
 
 from lbtui import netns
 from lbtui.console.app import ConsoleApp
@@ -38,7 +31,6 @@ from lbtui.console.views.reasons import ReasonsView
 from lbtui.console.views.routes import RoutesView
 from lbtui.console.views.targets import TargetsView
 from lbtui.control.eventhub import HEALTH_EVERY_S
-from lbtui.datapath import loader
 from lbtui.lab import topology as T
 from lbtui.maps.events import LbEvent
 
@@ -48,22 +40,6 @@ REFRESH = 0.2
 EXTRA = (8090, 7090, 9090)     # the ports of the server the tests stop (http, echo, udp)
 CHECK = {"interval": 0.2, "timeout": 0.5, "fall": 2}
 _count = 0
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[T.Topology]:
-    try:
-        loader.preflight()
-    except loader.DatapathError as e:
-        pytest.fail(f"console incident tests need root and BPF: {e}", pytrace=False)
-    name = f"h4-{os.getpid() % 100000}"
-    T.teardown(name)
-    topo = T.build(name, 1, 3)
-    try:
-        T.start_backend_servers(topo)
-        yield topo
-    finally:
-        T.teardown(name)
 
 
 @pytest.fixture
@@ -155,12 +131,6 @@ def target_row(app: ConsoleApp, group: str, target: str) -> TargetRow | None:
                  if r.label == group and r.target == target), None)
 
 
-async def hub_connected(pilot: Pilot) -> None:
-    app: ConsoleApp = pilot.app  # type: ignore[assignment]
-    await until(pilot, lambda: app.snapshot is not None and app.snapshot.hub.connected,
-                "the console on the event hub")
-
-
 # --- one stream for every viewer ------------------------------------------------------------
 
 
@@ -168,13 +138,11 @@ async def test_two_consoles_and_ctl_get_the_same_events_shared_targets_per_group
         lab, state_dir, tmp_path, extra_server) -> None:
     name, path = served(lab, tmp_path)
     b1 = f"{lab.backends[0].ip}:8080"
-    with serving(path, name, tmp_path / "serve.log"):
+    with serving(path, name):
         follower = EventsFollower(name)
-        (one, i1), (two, i2) = [await attached_console(name, REFRESH) for _ in range(2)]
         try:
-            async with one.run_test(size=SIZE) as p1, two.run_test(size=SIZE) as p2:
-                await hub_connected(p1)
-                await hub_connected(p2)
+            async with console_on(name, SIZE, REFRESH) as (one, p1), \
+                    console_on(name, SIZE, REFRESH) as (two, p2):
                 answers = await asyncio.to_thread(
                     lambda: [http_get(lab, port=80) for _ in range(20)]
                     + [http_get(lab, port=82) for _ in range(10)])
@@ -233,8 +201,6 @@ async def test_two_consoles_and_ctl_get_the_same_events_shared_targets_per_group
                 await p1.press("4")
         finally:
             follower.close()
-            for inst in (i1, i2):
-                await asyncio.to_thread(inst.stop, True)
 
 
 # --- a backend stops ---------------------------------------------------------------------------
@@ -244,51 +210,46 @@ async def test_a_stopped_backend_turns_failing_leaves_the_rotation_and_traffic_m
         lab, state_dir, tmp_path, extra_server) -> None:
     name, path = served(lab, tmp_path)
     b3 = f"{lab.backends[2].ip}:{EXTRA[0]}"
-    with serving(path, name, tmp_path / "serve.log"):
-        app, inst = await attached_console(name, REFRESH)
-        try:
-            async with app.run_test(size=SIZE) as pilot:
-                await hub_connected(pilot)
-                await pilot.press("3")
-                answers = await asyncio.to_thread(lambda: [http_get(lab) for _ in range(10)])
-                assert "backend3" in answers
-                await until(pilot, lambda: (r := target_row(app, "listener :80", b3))
-                            is not None and r.rotation == "in" and r.state == "healthy",
-                            "backend3 checked, in rotation and healthy")
+    with serving(path, name):
+        async with console_on(name, SIZE, REFRESH) as (app, pilot):
+            await pilot.press("3")
+            answers = await asyncio.to_thread(lambda: [http_get(lab) for _ in range(10)])
+            assert "backend3" in answers
+            await until(pilot, lambda: (r := target_row(app, "listener :80", b3))
+                        is not None and r.rotation == "in" and r.state == "healthy",
+                        "backend3 checked, in rotation and healthy")
 
-                extra_server.kill()                  # its server stops
-                extra_server.wait(10)
-                t0 = time.monotonic()
-                # Requests while the checks notice: those given backend3 are refused.
-                during = await asyncio.to_thread(lambda: Counter(try_get(lab)
-                                                                 for _ in range(30)))
-                assert during["refused"] >= 3, during
+            extra_server.kill()                  # its server stops
+            extra_server.wait(10)
+            t0 = time.monotonic()
+            # Requests while the checks notice: those given backend3 are refused.
+            during = await asyncio.to_thread(lambda: Counter(try_get(lab)
+                                                             for _ in range(30)))
+            assert during["refused"] >= 3, during
 
-                def out() -> bool:
-                    r = target_row(app, "listener :80", b3)
-                    return r is not None and r.rotation == "OUT" and r.state == "failing"
-                limit = (CHECK["fall"] * CHECK["interval"] + CHECK["timeout"]
-                         + HEALTH_EVERY_S + 2 * REFRESH + 0.5)
-                await until(pilot, out, "backend3 failing and out of rotation", timeout=10)
-                took = time.monotonic() - t0
-                assert took < limit, f"failing after {took:.1f}s (limit {limit:.1f}s)"
-                row = target_row(app, "listener :80", b3)
-                assert row is not None and row.health is not None
-                assert row.health.resets == during["refused"]      # every refusal counted
-                assert row.weight == 0                 # the checks took it out of the map
-                assert app.query_one("#targets-table").row_class(row) == "bad"
-                assert "1 failing or out" in str(
-                    app.query_one("#targets-title").render())
+            def out() -> bool:
+                r = target_row(app, "listener :80", b3)
+                return r is not None and r.rotation == "OUT" and r.state == "failing"
+            limit = (CHECK["fall"] * CHECK["interval"] + CHECK["timeout"]
+                     + HEALTH_EVERY_S + 2 * REFRESH + 0.5)
+            await until(pilot, out, "backend3 failing and out of rotation", timeout=10)
+            took = time.monotonic() - t0
+            assert took < limit, f"failing after {took:.1f}s (limit {limit:.1f}s)"
+            row = target_row(app, "listener :80", b3)
+            assert row is not None and row.health is not None
+            assert row.health.resets == during["refused"]      # every refusal counted
+            assert row.weight == 0                 # the checks took it out of the map
+            assert app.query_one("#targets-table").row_class(row) == "bad"
+            assert "1 failing or out" in str(
+                app.query_one("#targets-title").render())
 
-                # The traffic moved: nothing refused, nothing to backend3.
-                after = await asyncio.to_thread(lambda: Counter(try_get(lab)
-                                                                for _ in range(20)))
-                assert set(after) <= {"backend1", "backend2"}, after
-                # Both changes of state are in Events, coloured.
-                await until(pilot, lambda: {(n.kind, n.new) for n in notices(app)} >= {
-                    ("health", "failing"), ("check", "down")}, "the transitions in Events")
-        finally:
-            await asyncio.to_thread(inst.stop, True)
+            # The traffic moved: nothing refused, nothing to backend3.
+            after = await asyncio.to_thread(lambda: Counter(try_get(lab)
+                                                            for _ in range(20)))
+            assert set(after) <= {"backend1", "backend2"}, after
+            # Both changes of state are in Events, coloured.
+            await until(pilot, lambda: {(n.kind, n.new) for n in notices(app)} >= {
+                ("health", "failing"), ("check", "down")}, "the transitions in Events")
 
 
 # --- reasons ----------------------------------------------------------------------------------
@@ -311,31 +272,26 @@ async def test_reasons_view_counts_what_real_traffic_sent_to_the_stack(
         lab, state_dir, tmp_path) -> None:
     name, path = served(lab, tmp_path)
     ifname = lab.client_ifnames[0]
-    with serving(path, name, tmp_path / "serve.log"):
-        app, inst = await attached_console(name, REFRESH)
-        try:
-            async with app.run_test(size=SIZE) as pilot:
-                await hub_connected(pilot)
-                await pilot.press("6")
-                view = app.query_one(ReasonsView)
-                assert not [r for r in view.rows if r.reason == "no_flow"]
-                for _ in range(3):
-                    s = await asyncio.to_thread(echo_then_forgotten, lab, name)
-                    # Passed to the stack, which knows no such connection: it resets it.
-                    s.sendall(b"more\n")
-                    with contextlib.suppress(OSError):
-                        s.recv(100)
-                    s.close()
+    with serving(path, name):
+        async with console_on(name, SIZE, REFRESH) as (app, pilot):
+            await pilot.press("6")
+            view = app.query_one(ReasonsView)
+            assert not [r for r in view.rows if r.reason == "no_flow"]
+            for _ in range(3):
+                s = await asyncio.to_thread(echo_then_forgotten, lab, name)
+                # Passed to the stack, which knows no such connection: it resets it.
+                s.sendall(b"more\n")
+                with contextlib.suppress(OSError):
+                    s.recv(100)
+                s.close()
 
-                def no_flow() -> bool:
-                    return any(r.reason == "no_flow" and r.interface == ifname and r.per_s > 0
-                               for r in view.rows)
-                await until(pilot, no_flow, "no_flow moving on the client interface")
-                status = await asyncio.to_thread(ctl, name, "status", "--json")
-                row = next(r for r in view.rows if r.reason == "no_flow")
-                assert row.total >= 1 and "TCP non-SYN" in row.meaning
-                assert "no_flow" in status
-                header = str(app.query_one("#header").render())
-                assert "no_flow" in header
-        finally:
-            await asyncio.to_thread(inst.stop, True)
+            def no_flow() -> bool:
+                return any(r.reason == "no_flow" and r.interface == ifname and r.per_s > 0
+                           for r in view.rows)
+            await until(pilot, no_flow, "no_flow moving on the client interface")
+            status = await asyncio.to_thread(ctl, name, "status", "--json")
+            row = next(r for r in view.rows if r.reason == "no_flow")
+            assert row.total >= 1 and "TCP non-SYN" in row.meaning
+            assert "no_flow" in status
+            header = str(app.query_one("#header").render())
+            assert "no_flow" in header

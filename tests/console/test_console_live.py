@@ -45,22 +45,6 @@ SIZE = (150, 40)
 _count = 0
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[T.Topology]:
-    try:
-        loader.preflight()
-    except loader.DatapathError as e:
-        pytest.fail(f"console live tests need root and BPF: {e}", pytrace=False)
-    name = f"h3-{os.getpid() % 100000}"
-    T.teardown(name)
-    topo = T.build(name, 2, 3)
-    try:
-        T.start_backend_servers(topo)
-        yield topo
-    finally:
-        T.teardown(name)
-
-
 def config_text(topo: T.Topology, name: str, settings: str = "") -> str:
     b = topo.backends
     return f"""\
