@@ -1,10 +1,11 @@
-"""The console app: header, five views, modal editors, and the collection loop.
+"""The console app: header, six views, modal editors, and the collection loop.
 
 Collection never runs on the UI thread: a thread worker takes one snapshot (and sorts and
 filters the connections for the table), posts it, and only when the UI has shown it is
 the next one-shot timer armed, so refreshes never overlap and a slow read stretches the
 period instead of queueing. Events come from a second thread worker that follows the
-instance's event stream with a finite timeout and checks for cancellation.
+instance's event hub with a finite timeout and checks for cancellation; each snapshot
+carries what the hub said since the last one (health, checks, edits, changes of state).
 
 Edits, exports and stopping the instance leave the event loop one way,
 ``lbtui.console.blocking.run_blocking``: forms await it, the app awaits it in async
