@@ -75,7 +75,7 @@ class HelpScreen(ModalScreen[None]):
                 "is red, degraded or drained yellow; try [i]!state:healthy[/i]. Events "
                 "lists, among the flows, every edit (from the console, ctl or a reload: "
                 "who, old -> new) and every change of health "
-                "([i]event:edit[/i], [i]event:health[/i], [i]event:check[/i]). "
+                "([i]event:edit user:alice[/i], [i]event:health[/i], [i]event:check[/i]). "
                 "[b]Reasons[/b] (6) counts the packets XDP handed to the kernel stack "
                 "instead of forwarding them, per interface and reason, per second and in "
                 "all; the header names the busiest. Every view follows edits made elsewhere "

@@ -93,6 +93,8 @@ async def test_filters_in_events_routes_and_targets() -> None:
         await pilot.press("escape", "slash", *keys("event:edit why:ctl"), "enter")
         edits = list(events.table.rows)
         assert len(edits) == 1 and edits[0].who == "alice" and " -> " in edits[0].what
+        await pilot.press("escape", "slash", *keys("user:alice"), "enter")
+        assert list(events.table.rows) == edits
         await pilot.press("escape", "slash", *keys(
             "target:198.18.103.2:8080 !event:opened !event:closed"), "enter")
         assert sorted(n.kind for n in events.table.rows) == ["check", "health"]

@@ -98,8 +98,10 @@ def event_class(e: Row) -> str | None:
 class EventsView(ListView):
     NAME = "events"
     FIELDS = tuple(c.key for c in EVENT_COLUMNS if c.searchable)
+    # An edit's user and change sit in the client and vip columns (see note_line).
     ALIASES: ClassVar[dict[str, str]] = {"kind": "event", "reason": "why",
-                                         "backend": "target"}
+                                         "backend": "target", "user": "client",
+                                         "change": "vip"}
     EXAMPLE = "why:rst !event:opened  event:edit"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p,space", "pause", "Pause", id="events.pause"),
