@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from lbtui import logs
 from lbtui.control import ctl, watch
 from lbtui.names import INSTANCE, arg_type
 
+if TYPE_CHECKING:
+    from lbtui.cli import Subparsers
+
 DEFAULT_INSTANCE = "default"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("serve", help="run an instance headless (service)",
                        description="Load the datapath, apply the config file, sweep aged "
                                    "flows; SIGINT/SIGTERM stop it, SIGHUP reloads the file.")
@@ -35,12 +39,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("down", help="detach and unpin an instance (idempotent)")
-    p.add_argument("--instance", "-i", default=DEFAULT_INSTANCE, metavar="NAME",
-                   type=arg_type(INSTANCE)).completer = complete_instance  # type: ignore[attr-defined]
+    _instance_option(p, default=DEFAULT_INSTANCE)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=cmd_down)
 
     register_ctl(sub)
+
+
+def _instance_option(p: argparse.ArgumentParser, **kw: Any) -> None:
+    """``--instance NAME``, validated, and completed from the instances present."""
+    action = p.add_argument("--instance", "-i", metavar="NAME", type=arg_type(INSTANCE), **kw)
+    # argcomplete reads this attribute; argparse.Action does not declare it.
+    action.completer = complete_instance  # type: ignore[attr-defined]
 
 
 def complete_instance(**_kw: object) -> list[str]:
@@ -90,15 +100,13 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_ctl(sub: argparse._SubParsersAction) -> None:
+def register_ctl(sub: Subparsers) -> None:
     # --json/--instance/--config are accepted before or after the command words.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="machine-readable output")
-    common.add_argument("--instance", "-i", default=argparse.SUPPRESS, metavar="NAME",
-                        type=arg_type(INSTANCE),
-                        help=f"instance name (default {DEFAULT_INSTANCE})"
-                        ).completer = complete_instance  # type: ignore[attr-defined]
+    _instance_option(common, default=argparse.SUPPRESS,
+                     help=f"instance name (default {DEFAULT_INSTANCE})")
     common.add_argument("--config", "-c", type=Path, default=argparse.SUPPRESS,
                         metavar="FILE", help="config file to edit (default: the one serve "
                                              "recorded)")
@@ -112,7 +120,7 @@ def register_ctl(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=ctl_main, debug=False)
     cs = p.add_subparsers(dest="ctl_command", metavar="COMMAND", required=True)
 
-    def leaf(parent: argparse._SubParsersAction, name: str, fn: object, help: str
+    def leaf(parent: Subparsers, name: str, fn: object, help: str
              ) -> argparse.ArgumentParser:
         q = parent.add_parser(name, help=help, parents=[common])
         q.set_defaults(ctl_func=fn)
@@ -121,7 +129,7 @@ def register_ctl(sub: argparse._SubParsersAction) -> None:
     leaf(cs, "status", ctl.cmd_status, "interfaces, XDP mode, prog ids, map fill, counters")
 
     def section(name: str, help: str, list_fn: object
-                ) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+                ) -> tuple[argparse.ArgumentParser, Subparsers]:
         """A command group; without an action it lists (``ctl listeners``)."""
         q = cs.add_parser(name, help=help, parents=[common])
         q.set_defaults(ctl_func=list_fn)

@@ -17,7 +17,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from lbtui import maps as M
 from lbtui.control.changes import audit
@@ -37,6 +37,8 @@ from lbtui.model import (
     SourceRoute,
 )
 from lbtui.targets import TOTAL_WEIGHT, TargetGroup
+
+R = TypeVar("R", bound=Route)
 
 
 @dataclass(frozen=True)
@@ -256,7 +258,7 @@ class Controller:
         _require_group(listener.group)
 
         def change(c: Config) -> None:
-            old = _found(c, GroupKey.of(GroupKind.LISTENER, port))
+            old = _listener(c, port)
             if listener.port != old.port and c.listener(listener.port) is not None:
                 raise ValueError(f"a listener on port {listener.port} exists")
             c.listeners[c.listeners.index(old)] = copy.deepcopy(listener)
@@ -264,7 +266,7 @@ class Controller:
 
     def remove_listener(self, port: int) -> None:
         self._edit(lambda c: c.listeners.remove(
-            _found(c, GroupKey.of(GroupKind.LISTENER, port))))
+            _listener(c, port)))
 
     def add_source_route(self, route: SourceRoute) -> None:
         _require_group(route.group)
@@ -285,19 +287,19 @@ class Controller:
         new_key = route.key
 
         def change(c: Config) -> None:
-            old = _found(c, GroupKey.of(GroupKind.SOURCE, cidr))
+            old = _source_route(c, cidr)
             if new_key != old.key and c.route(new_key) is not None:
                 raise ValueError(f"a source route for {new_key.key} exists")
             c.source_routes[c.source_routes.index(old)] = route
         self._edit(change)
 
     def rename_source_route(self, cidr: str, new_cidr: str) -> None:
-        old = _found(self.config, GroupKey.of(GroupKind.SOURCE, cidr))
+        old = _source_route(self.config, cidr)
         self.update_source_route(cidr, replace(old, cidr=new_cidr))
 
     def remove_source_route(self, cidr: str) -> None:
         self._edit(lambda c: c.source_routes.remove(
-            _found(c, GroupKey.of(GroupKind.SOURCE, cidr))))
+            _source_route(c, cidr)))
 
     def add_sni_route(self, route: SniRoute) -> None:
         _require_group(route.group)
@@ -316,7 +318,7 @@ class Controller:
         new_key = route.key
 
         def change(c: Config) -> None:
-            old = _found(c, GroupKey.of(GroupKind.SNI, hostname))
+            old = _sni_route(c, hostname)
             if new_key != old.key and c.route(new_key) is not None:
                 raise ValueError(f"an SNI route for {new_key.key} exists")
             c.sni_routes[c.sni_routes.index(old)] = replace(route,
@@ -324,12 +326,12 @@ class Controller:
         self._edit(change)
 
     def rename_sni_route(self, hostname: str, new_hostname: str) -> None:
-        old = _found(self.config, GroupKey.of(GroupKind.SNI, hostname))
+        old = _sni_route(self.config, hostname)
         self.update_sni_route(hostname, replace(old, hostname=new_hostname))
 
     def remove_sni_route(self, hostname: str) -> None:
         self._edit(lambda c: c.sni_routes.remove(
-            _found(c, GroupKey.of(GroupKind.SNI, hostname))))
+            _sni_route(c, hostname)))
 
     # --- connections and settings ----------------------------------------------------
 
@@ -360,9 +362,24 @@ def _strict_cidr(cidr: str) -> str:
     return str(parse_cidr(cidr))
 
 
-def _found(c: Config, key: GroupKey) -> Any:
+def _found(c: Config, key: GroupKey) -> Route:
     """The listener or route ``key`` names in ``c``; NotFound (a ValueError) if none."""
-    found: Route | None = c.route(key)
+    return _must(c.route(key), key)
+
+
+def _listener(c: Config, port: int) -> Listener:
+    return _must(c.listener(port), GroupKey.of(GroupKind.LISTENER, port))
+
+
+def _source_route(c: Config, cidr: str) -> SourceRoute:
+    return _must(c.source_route(cidr), GroupKey.of(GroupKind.SOURCE, cidr))
+
+
+def _sni_route(c: Config, hostname: str) -> SniRoute:
+    return _must(c.sni_route(hostname), GroupKey.of(GroupKind.SNI, hostname))
+
+
+def _must(found: R | None, key: GroupKey) -> R:
     if found is None:
         what = {GroupKind.LISTENER: f"no listener on port {key.key}",
                 GroupKind.SOURCE: f"no source route {key.key}",

@@ -214,7 +214,8 @@ def cmd_connections_lookup(args: argparse.Namespace, inst: Instance) -> int:
 
 def cmd_connections_delete(args: argparse.Namespace, inst: Instance) -> int:
     t = _five_tuple(args)
-    if not controller(args, inst, need_file=False).delete_connection(t):
+    # The conntrack map alone: deleting a flow needs no config file.
+    if not M.delete_connection(inst.maps.conntrack_map, t):
         raise NotFound(f"no tracked connection {t}")
     emit(args, {"deleted": str(t)}, f"deleted {t}")
     return 0
@@ -336,25 +337,12 @@ def cmd_status(args: argparse.Namespace, inst: Instance) -> int:
 # --- edits -----------------------------------------------------------------------------
 
 
-def controller(args: argparse.Namespace, inst: Instance, need_file: bool = True
-               ) -> Controller:
+def controller(args: argparse.Namespace, inst: Instance) -> Controller:
     path = getattr(args, "config", None)
-    if need_file and path is None and inst.config_path is None:
+    if path is None and inst.config_path is None:
         raise RuntimeError(f"instance {inst.name!r} has no recorded config file; pass "
                            "--config FILE")
-    if not need_file and inst.config is None and path is None and inst.config_path is None:
-        return _ConnOnly(inst)  # type: ignore[return-value]
     return Controller(inst, path)
-
-
-class _ConnOnly:
-    """Connection deletes need no config file."""
-
-    def __init__(self, inst: Instance) -> None:
-        self.inst = inst
-
-    def delete_connection(self, t: Any) -> bool:
-        return M.delete_connection(self.inst.maps.conntrack_map, t)
 
 
 def cmd_listeners_add(args: argparse.Namespace, inst: Instance) -> int:
