@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -36,7 +35,6 @@ PROG_NAME = "lb_xdp"
 PASS_PROG_NAME = "lb_xdp_pass"
 EMIT_PROG_NAME = "lb_emit_event"
 
-XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
 MODES = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
@@ -226,8 +224,3 @@ def detach(ifname: str, *, ns: str | None = None, only_prog_id: int | None = Non
             return False
         ret: int = _bcc_lib().bpf_attach_xdp(ifname.encode(), -1, MODES.get(mode or "", 0))
         return ret == 0
-
-
-def remove_pins(pin_dir: Path) -> None:
-    if pin_dir.exists():
-        shutil.rmtree(pin_dir, ignore_errors=True)
