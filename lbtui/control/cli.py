@@ -136,11 +136,21 @@ def register_ctl(sub: Subparsers) -> None:
         return q, q.add_subparsers(dest=f"{name}_command", metavar="ACTION")
 
     target_help = "targets as IP:PORT=WEIGHT (weights sum to 100; one target may omit it)"
-    _, ls = section("listeners", "list/add/remove listeners", ctl.cmd_listeners_list)
-    leaf(ls, "list", ctl.cmd_listeners_list, "list listeners")
-    q = leaf(ls, "add", ctl.cmd_listeners_add, "add a listener")
-    q.add_argument("port")
-    q.add_argument("targets", nargs="+", metavar="TARGET", help=target_help)
+
+    def routes(name: str, plural: str, one: str, key: str, add_help: str,
+               fns: tuple[object, object, object]) -> argparse.ArgumentParser:
+        """``ctl NAME [list | add KEY TARGET... | remove KEY]``; returns the add parser."""
+        list_fn, add_fn, remove_fn = fns
+        _, acts = section(name, f"list/add/remove {plural}", list_fn)
+        leaf(acts, "list", list_fn, f"list {plural}")
+        add = leaf(acts, "add", add_fn, add_help)
+        add.add_argument(key)
+        add.add_argument("targets", nargs="+", metavar="TARGET", help=target_help)
+        leaf(acts, "remove", remove_fn, f"remove {one}").add_argument(key)
+        return add
+
+    q = routes("listeners", "listeners", "a listener", "port", "add a listener",
+               (ctl.cmd_listeners_list, ctl.cmd_listeners_add, ctl.cmd_listeners_remove))
     q.add_argument("--protocol", choices=("tcp", "udp", "both"), default="both")
     q.add_argument("--interface", action="append", metavar="IFNAME",
                    help="limit to these interfaces (repeat; default: datapath.interfaces)")
@@ -149,25 +159,12 @@ def register_ctl(sub: Subparsers) -> None:
     q.add_argument("--address", metavar="IP",
                    help="the VIP it serves (SNI listeners: where the splicer listens); "
                         "default: every address local to the balancer")
-    q = leaf(ls, "remove", ctl.cmd_listeners_remove, "remove a listener")
-    q.add_argument("port")
-
-    _, ss = section("sources", "list/add/remove source routes", ctl.cmd_sources_list)
-    leaf(ss, "list", ctl.cmd_sources_list, "list source routes")
-    q = leaf(ss, "add", ctl.cmd_sources_add, "route clients in CIDR to targets")
-    q.add_argument("cidr")
-    q.add_argument("targets", nargs="+", metavar="TARGET", help=target_help)
+    q = routes("sources", "source routes", "a source route", "cidr",
+               "route clients in CIDR to targets",
+               (ctl.cmd_sources_list, ctl.cmd_sources_add, ctl.cmd_sources_remove))
     q.add_argument("--no-stats", action="store_true", help="emit no connection events")
-    q = leaf(ss, "remove", ctl.cmd_sources_remove, "remove a source route")
-    q.add_argument("cidr")
-
-    _, ns = section("sni", "list/add/remove SNI routes", ctl.cmd_sni_list)
-    leaf(ns, "list", ctl.cmd_sni_list, "list SNI routes")
-    q = leaf(ns, "add", ctl.cmd_sni_add, "route a TLS hostname to targets")
-    q.add_argument("hostname")
-    q.add_argument("targets", nargs="+", metavar="TARGET", help=target_help)
-    q = leaf(ns, "remove", ctl.cmd_sni_remove, "remove an SNI route")
-    q.add_argument("hostname")
+    routes("sni", "SNI routes", "an SNI route", "hostname", "route a TLS hostname to targets",
+           (ctl.cmd_sni_list, ctl.cmd_sni_add, ctl.cmd_sni_remove))
 
     kinds = ("listener", "source", "sni")
     q = leaf(cs, "targets", ctl.cmd_targets, "replace a group's targets and weights")

@@ -345,47 +345,48 @@ def controller(args: argparse.Namespace, inst: Instance) -> Controller:
     return Controller(inst, path)
 
 
+def _done(args: argparse.Namespace, verb: str, key: str | int, what: str,
+          group: TargetGroup | None = None) -> int:
+    """Report an added or removed listener or route (``what`` names it)."""
+    emit(args, {verb: key}, f"{what} {verb}" + (f" ({group})" if group is not None else ""))
+    return 0
+
+
 def cmd_listeners_add(args: argparse.Namespace, inst: Instance) -> int:
     group = parse_group(args.targets)
     lst = Listener(parse_port(args.port, "port"), group, args.protocol,
                    args.interface or None, not args.no_stats, args.sni, args.address)
     controller(args, inst).add_listener(lst)
-    emit(args, {"added": lst.port}, f"listener :{lst.port} added ({group})")
-    return 0
+    return _done(args, "added", lst.port, f"listener :{lst.port}", group)
 
 
 def cmd_listeners_remove(args: argparse.Namespace, inst: Instance) -> int:
     port = parse_port(args.port, "port")
     controller(args, inst).remove_listener(port)
-    emit(args, {"removed": port}, f"listener :{port} removed")
-    return 0
+    return _done(args, "removed", port, f"listener :{port}")
 
 
 def cmd_sources_add(args: argparse.Namespace, inst: Instance) -> int:
     group = parse_group(args.targets)
     controller(args, inst).add_source_route(SourceRoute(args.cidr, group,
                                                         stats=not args.no_stats))
-    emit(args, {"added": args.cidr}, f"source route {args.cidr} added ({group})")
-    return 0
+    return _done(args, "added", args.cidr, f"source route {args.cidr}", group)
 
 
 def cmd_sources_remove(args: argparse.Namespace, inst: Instance) -> int:
     controller(args, inst).remove_source_route(args.cidr)
-    emit(args, {"removed": args.cidr}, f"source route {args.cidr} removed")
-    return 0
+    return _done(args, "removed", args.cidr, f"source route {args.cidr}")
 
 
 def cmd_sni_add(args: argparse.Namespace, inst: Instance) -> int:
     group = parse_group(args.targets)
     controller(args, inst).add_sni_route(SniRoute(args.hostname, group))
-    emit(args, {"added": args.hostname}, f"SNI route {args.hostname} added ({group})")
-    return 0
+    return _done(args, "added", args.hostname, f"SNI route {args.hostname}", group)
 
 
 def cmd_sni_remove(args: argparse.Namespace, inst: Instance) -> int:
     controller(args, inst).remove_sni_route(args.hostname)
-    emit(args, {"removed": args.hostname}, f"SNI route {args.hostname} removed")
-    return 0
+    return _done(args, "removed", args.hostname, f"SNI route {args.hostname}")
 
 
 def cmd_targets(args: argparse.Namespace, inst: Instance) -> int:
