@@ -28,6 +28,7 @@ from lbtui.control.lock import editing, manager_lock
 from lbtui.control.state import read_state
 from lbtui.errors import NotFound
 from lbtui.model import (
+    HASHES,
     Config,
     GroupKey,
     GroupKind,
@@ -237,6 +238,13 @@ class Controller:
         """Give a drained target its weight back (the others rescaled)."""
         self.set_weight(key, target, weight)
 
+    def set_hash(self, key: GroupKey, hash_name: str) -> None:
+        """How the group picks a target for new connections: "weighted" or "maglev"
+        (established connections keep theirs)."""
+        if hash_name not in HASHES:
+            raise ValueError(f"hash {hash_name!r}: use one of {', '.join(HASHES)}")
+        self._edit(lambda c: setattr(_found(c, key), "hash", hash_name))
+
     # --- listeners and routes --------------------------------------------------------
 
     def add_listener(self, listener: Listener) -> None:
@@ -259,7 +267,7 @@ class Controller:
             old = _found(c, GroupKey.of(GroupKind.LISTENER, port))
             if listener.port != old.port and c.listener(listener.port) is not None:
                 raise ValueError(f"a listener on port {listener.port} exists")
-            c.listeners[c.listeners.index(old)] = copy.deepcopy(listener)
+            c.listeners[c.listeners.index(old)] = _keep_hash(copy.deepcopy(listener), old)
         self._edit(change)
 
     def remove_listener(self, port: int) -> None:
@@ -288,7 +296,7 @@ class Controller:
             old = _found(c, GroupKey.of(GroupKind.SOURCE, cidr))
             if new_key != old.key and c.route(new_key) is not None:
                 raise ValueError(f"a source route for {new_key.key} exists")
-            c.source_routes[c.source_routes.index(old)] = route
+            c.source_routes[c.source_routes.index(old)] = _keep_hash(route, old)
         self._edit(change)
 
     def rename_source_route(self, cidr: str, new_cidr: str) -> None:
@@ -319,8 +327,8 @@ class Controller:
             old = _found(c, GroupKey.of(GroupKind.SNI, hostname))
             if new_key != old.key and c.route(new_key) is not None:
                 raise ValueError(f"an SNI route for {new_key.key} exists")
-            c.sni_routes[c.sni_routes.index(old)] = replace(route,
-                                                            hostname=str(new_key.key))
+            c.sni_routes[c.sni_routes.index(old)] = _keep_hash(
+                replace(route, hostname=str(new_key.key)), old)
         self._edit(change)
 
     def rename_sni_route(self, hostname: str, new_hostname: str) -> None:
@@ -351,6 +359,12 @@ class Controller:
         if isinstance(seconds, bool) or not isinstance(seconds, int | float):
             raise ValueError(f"sweep_interval: {seconds!r} must be a number of seconds")
         self._edit(lambda c: setattr(c.settings, "sweep_interval", float(seconds)))
+
+
+def _keep_hash(new: Any, old: Route) -> Any:
+    """An update that does not say how its group hashes (hash None) keeps the old
+    route's choice: editors that do not show the option never reset it."""
+    return replace(new, hash=old.hash) if new.hash is None else new
 
 
 def _strict_cidr(cidr: str) -> str:

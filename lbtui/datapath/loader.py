@@ -18,6 +18,7 @@ from pathlib import Path
 from lbtui import bpfsys, netns
 from lbtui.datapath import egress
 from lbtui.maps import MapSet
+from lbtui.maps.maglev import table_size
 
 
 def _bpf_dir() -> Path:
@@ -124,6 +125,8 @@ class Datapath:
             f"-DLB_MAX_SNI={maps.sni_map.max_entries}",
             f"-DLB_MAX_CONNTRACK={maps.conntrack_map.max_entries}",
             f"-DLB_RINGBUF_BYTES={maps.stats_ringbuf.max_entries}",
+            f"-DLB_MAX_MAGLEV={maps.maglev_map.max_entries}",
+            f"-DLB_MAGLEV_SIZE={table_size(maps.maglev_map)}",
             "-Wno-unused-function",
         ]
         try:
