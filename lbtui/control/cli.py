@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lbtui import logs
 from lbtui.control import ctl, watch
+from lbtui.maglev import HASHES
 from lbtui.names import INSTANCE, arg_type
 
 DEFAULT_INSTANCE = "default"
@@ -128,6 +129,8 @@ def register_ctl(sub: argparse._SubParsersAction) -> None:
         return q, q.add_subparsers(dest=f"{name}_command", metavar="ACTION")
 
     target_help = "targets as IP:PORT=WEIGHT (weights sum to 100; one target may omit it)"
+    hash_help = ("how new connections pick a target: weighted (default) or maglev (the same "
+                 "target on every balancer with this config; see docs/scale-out.md)")
     _, ls = section("listeners", "list/add/remove listeners", ctl.cmd_listeners_list)
     leaf(ls, "list", ctl.cmd_listeners_list, "list listeners")
     q = leaf(ls, "add", ctl.cmd_listeners_add, "add a listener")
@@ -141,6 +144,7 @@ def register_ctl(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--address", metavar="IP",
                    help="the VIP it serves (SNI listeners: where the splicer listens); "
                         "default: every address local to the balancer")
+    q.add_argument("--hash", choices=HASHES, help=hash_help)
     q = leaf(ls, "remove", ctl.cmd_listeners_remove, "remove a listener")
     q.add_argument("port")
 
@@ -150,6 +154,7 @@ def register_ctl(sub: argparse._SubParsersAction) -> None:
     q.add_argument("cidr")
     q.add_argument("targets", nargs="+", metavar="TARGET", help=target_help)
     q.add_argument("--no-stats", action="store_true", help="emit no connection events")
+    q.add_argument("--hash", choices=HASHES, help=hash_help)
     q = leaf(ss, "remove", ctl.cmd_sources_remove, "remove a source route")
     q.add_argument("cidr")
 
@@ -158,6 +163,7 @@ def register_ctl(sub: argparse._SubParsersAction) -> None:
     q = leaf(ns, "add", ctl.cmd_sni_add, "route a TLS hostname to targets")
     q.add_argument("hostname")
     q.add_argument("targets", nargs="+", metavar="TARGET", help=target_help)
+    q.add_argument("--hash", choices=HASHES, help=hash_help)
     q = leaf(ns, "remove", ctl.cmd_sni_remove, "remove an SNI route")
     q.add_argument("hostname")
 
@@ -172,6 +178,11 @@ def register_ctl(sub: argparse._SubParsersAction) -> None:
     q.add_argument("key", help="listener port, source CIDR or SNI hostname")
     q.add_argument("target", metavar="IP:PORT")
     q.add_argument("weight")
+    q = leaf(cs, "hash", ctl.cmd_hash,
+             "set how a group picks targets for new connections (established ones stay)")
+    q.add_argument("kind", choices=kinds)
+    q.add_argument("key", help="listener port, source CIDR or SNI hostname")
+    q.add_argument("hash", choices=HASHES, help=hash_help)
 
     xp, xs = section("connections", "list/look up/delete tracked connections",
                      ctl.cmd_connections_list)

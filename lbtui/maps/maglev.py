@@ -66,6 +66,18 @@ def pick_target(maglev_map: BpfMap, table: int, targets: tuple[TargetSpec, ...],
     return targets[i] if i < len(targets) else None
 
 
+def groups_in_use(*route_maps: BpfMap) -> int:
+    """Maglev groups the routes in ``route_maps`` (listen, config, sni) use now."""
+    pairs = set()
+    for m in route_maps:
+        fd = m._require_open()
+        for k in bpfsys.keys(fd, m.key_type):
+            v = bpfsys.lookup(fd, k, abi.Route)
+            if v is not None and v.flags & abi.ROUTE_F_MAGLEV:
+                pairs.add(v.table // 2)
+    return len(pairs)
+
+
 def group_id(key: GroupKey) -> GroupId:
     """The identity of the group ``key`` names (SNI: by hostname hash, as the map is)."""
     if key.kind is GroupKind.SNI:
