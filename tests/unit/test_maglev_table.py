@@ -101,7 +101,7 @@ def test_the_table_ignores_listing_order_node_and_time() -> None:
 
 def test_a_group_without_weight_has_an_empty_table() -> None:
     drained = (TargetSpec("198.18.101.2", 80, 0), TargetSpec("198.18.101.3", 80, 0))
-    table = maglev.build_table(drained, 1021)
+    table = maglev.build_table(drained, 4093)
     assert set(table) == {maglev.NO_TARGET}
     assert maglev.pick(table, drained, 12345) is None
 
@@ -116,12 +116,12 @@ def test_flow_hash_is_the_datapaths_formula() -> None:
 
 
 @pytest.mark.parametrize("size,problem", [
-    (65537, None), (1021, None), (655373, None),
+    (65537, None), (4093, None), (655373, None),
     (65536, "must be a prime (got 65536; nearest primes 65521 and 65537)"),
-    (1019, "must be a prime 1021..655373 (got 1019)"),
-    (655379, "must be a prime 1021..655373 (got 655379)"),
-    (True, "must be a prime integer 1021..655373"),
-    ("65537", "must be a prime integer 1021..655373"),
+    (4091, "must be a prime 4093..655373 (got 4091)"),
+    (655379, "must be a prime 4093..655373 (got 655379)"),
+    (True, "must be a prime integer 4093..655373"),
+    ("65537", "must be a prime integer 4093..655373"),
 ])
 def test_table_sizes(size: object, problem: str | None) -> None:
     assert maglev.table_size_problem(size) == problem
