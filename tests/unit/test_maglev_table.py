@@ -1,45 +1,27 @@
 """The Maglev table builder (lbtui.maglev): shares follow the weights, removing a target
 moves (almost) only its own flows, and the table depends on nothing but the targets and the
 size. Measured over 100k 5-tuples with the datapath's flow hash (its Python mirror; the
-kernel's agreement with it is tests/datapath/test_dp_maglev.py)."""
+kernel's agreement with it is tests/datapath/test_dp_maglev.py), with the helpers of
+bench.maglev, which prints the same measurements for docs/scale-out.md."""
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 
 import pytest
 
+from bench.maglev import VIP, equal_group, flow_hashes, lookups
 from lbtui import maglev
 from lbtui.control.controller import redistribute
 from lbtui.targets import TargetGroup, TargetSpec
 
-VIP = "198.18.0.10"
 TUPLES = 100_000
-
-
-def flows(n: int = TUPLES, seed: int = 14) -> list[int]:
-    """Flow hashes of ``n`` distinct TCP 5-tuples to VIP:80 from 198.18.1.0/24-ish clients."""
-    rng = random.Random(seed)
-    seen: set[tuple[str, int]] = set()
-    while len(seen) < n:
-        seen.add((f"198.18.{rng.randrange(1, 4)}.{rng.randrange(2, 255)}",
-                  rng.randrange(1024, 65536)))
-    return [maglev.flow_hash(ip, VIP, port, 80, 6) for ip, port in sorted(seen)]
-
-
-HASHES = flows()
-
-
-def group(n: int) -> TargetGroup:
-    """n targets with weights as equal as integers summing to 100 allow."""
-    return TargetGroup.of([(f"198.18.101.{i + 2}", 8080, 100 // n + (i < 100 % n))
-                           for i in range(n)])
+HASHES = flow_hashes(TUPLES)       # flow hashes of 100k distinct TCP 5-tuples to VIP:80
+group = equal_group                # n targets, weights as equal as sum-100 integers allow
 
 
 def picks(g: TargetGroup, size: int = maglev.DEFAULT_TABLE_SIZE) -> list[str]:
-    table = maglev.build_table(g.targets, size)
-    return [str(maglev.pick(table, g.targets, h)) for h in HASHES]
+    return lookups(g, size, HASHES)
 
 
 @pytest.mark.parametrize("weights", [(40, 30, 20, 10), (25, 25, 25, 25), (1, 99),
