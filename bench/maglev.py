@@ -14,19 +14,29 @@ columns take the target out of rotation instead (the others keep their weights, 
 health checks do), which isolates Maglev's own churn from the rescaling; the last column
 is the same removal with the default weighted pick. Pure Python, no
 privileges; the kernel picks exactly what these tables say (tests/datapath/test_dp_maglev).
+
+``--kernel`` (root) also times a new flow's first packet through the real XDP program
+(BPF_PROG_TEST_RUN, one run per syscall, every packet a new 5-tuple, in a namespace this
+run creates and removes) for a weighted and a Maglev listener of the same 4 targets, in
+interleaved rounds on one CPU, against the empty program's floor: what the Maglev pick
+(one more array lookup) costs per new flow.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
 
-from bench.common import emit, fmt, machine, machine_line, table
-from lbtui import maglev
+from bench.common import REPO, emit, fmt, machine, machine_line, table
+from lbtui import bpfsys, maglev
+from lbtui.control import apply
 from lbtui.control.controller import redistribute
+from lbtui.model import Config, DatapathSettings, Listener
 from lbtui.targets import TargetGroup
 
 # 1021 is below the minimum table size: measured (built unchecked) to show why it is.
@@ -100,10 +110,51 @@ def build_row(size: int) -> dict[str, float]:
             "group_kib": 2 * ((size + 7) // 8 * 8) / 1024}
 
 
+def kernel_costs(rounds: int, per_round: int) -> list[dict[str, float]]:
+    """Median ns per new flow's first packet: floor, weighted and Maglev listeners."""
+    sys.path.insert(0, str(REPO / "tests" / "datapath"))
+    from dp_harness import T1, T2, T3, T4, XDP_REDIRECT, standalone
+    from dp_packets import fast_tcp
+
+    vip = "198.18.0.10"
+    group = TargetGroup.of([(T1, 8080, 40), (T2, 8080, 30), (T3, 8080, 20), (T4, 8080, 10)])
+    cfg = Config(DatapathSettings(interfaces=["c1"]), [
+        Listener(80, group, "tcp", stats=False, address=vip),
+        Listener(81, group, "tcp", stats=False, address=vip, hash="maglev")])
+    flows = 2 * rounds * per_round
+    samples: dict[str, list[int]] = {"empty program (floor)": [], "new flow, weighted": [],
+                                     "new flow, maglev": []}
+    with standalone("mg", {"max_connections": 2 * flows + 1024}, vip_local=False) as (h, dp):
+        apply.sync(h.maps, cfg, lambda names: [h.net.ifindex[n] for n in names])
+        ifindex = h.net.ifindex["c1"]
+        paths = list(zip(samples, ((dp.pass_fd, 80), (h.prog_fd, 80), (h.prog_fd, 81)),
+                         strict=True))
+        saved = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {min(saved)})
+        try:
+            n = 0
+            for r in range(rounds):
+                for name, (fd, port) in paths[r % 3:] + paths[:r % 3]:
+                    for _ in range(per_round):
+                        n += 1
+                        pkt = fast_tcp(f"198.18.1.{2 + n % 250}", vip, 1024 + n // 250, port)
+                        res = bpfsys.prog_test_run(fd, pkt, ingress_ifindex=ifindex)
+                        if fd != dp.pass_fd and res.retval != XDP_REDIRECT:
+                            raise RuntimeError(f"{name}: verdict {res.retval}, not REDIRECT")
+                        samples[name].append(res.duration_ns)
+        finally:
+            os.sched_setaffinity(0, saved)
+    floor = statistics.median(samples["empty program (floor)"])
+    return [{"path": name, "samples": len(v), "median_ns": statistics.median(v),
+             "above_floor_ns": statistics.median(v) - floor} for name, v in samples.items()]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.maglev", description=__doc__.split("\n")[0])
     ap.add_argument("--tuples", type=int, default=100_000)
     ap.add_argument("--quick", action="store_true", help="two table sizes, N = 2..4")
+    ap.add_argument("--kernel", action="store_true",
+                    help="also time the XDP pick per new flow (root; a namespace of its own)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
     sizes = (4093, 65537) if a.quick else SIZES
@@ -111,7 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     hashes = flow_hashes(a.tuples)
     builds = [build_row(s) for s in sizes]
     removals = [removal(n, s, hashes) for s in sizes for n in counts]
+    costs = kernel_costs(4 if a.quick else 20, 200 if a.quick else 1000) if a.kernel else []
     m = machine()
+    sections = (["New flow through the XDP program (single runs, median ns)\n" + table(
+        ["path", "samples", "median ns", "above floor ns"],
+        [[r["path"], fmt(r["samples"]), fmt(r["median_ns"]), fmt(r["above_floor_ns"])]
+         for r in costs])] if costs else [])
     text = "\n\n".join([
         machine_line(m),
         "Maglev table per size (4 targets 40/30/20/10)\n" + table(
@@ -125,9 +181,10 @@ def main(argv: list[str] | None = None) -> int:
               fmt(r["extra_pct"], 2), fmt(r["bound_pct"], 1), fmt(r["oor_moved_pct"], 2),
               fmt(r["oor_extra_pct"], 2), fmt(r["weighted_moved_pct"], 2)]
              for r in removals]),
+        *sections,
     ])
     return emit(text, {"machine": m, "tuples": a.tuples, "builds": builds,
-                       "removals": removals}, a.json)
+                       "removals": removals, "kernel": costs}, a.json)
 
 
 if __name__ == "__main__":
