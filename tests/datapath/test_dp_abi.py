@@ -76,8 +76,19 @@ def test_python_layout_equals_the_compiled_header(compiled: object, py_type: typ
     assert layout(c_type) == layout(py_type)
 
 
-def test_maglev_tables_of_any_size_keep_the_layout() -> None:
-    """The loader compiles lb_maglev_table with the pinned map's size: one byte per slot."""
+def test_maglev_tables_of_any_size_keep_the_layout(session_datapath: object) -> None:
+    """The loader compiles lb_maglev_table with the pinned map's size (-DLB_MAGLEV_SIZE):
+    the header and maglev_table_type agree on other sizes too (one byte per slot)."""
+    from bcc import BPF
+
+    b = BPF(text=b'#include "lb_abi.h"\nBPF_ARRAY(t_maglev, struct lb_maglev_table, 1);\n',
+            cflags=[f"-I{BPF_DIR}", "-DLB_MAGLEV_SIZE=4093"])
+    try:
+        leaf = b[b"t_maglev"].Leaf
+        assert ct.sizeof(leaf) == ct.sizeof(abi.maglev_table_type(4093)) == 4093
+        assert layout(leaf) == layout(abi.maglev_table_type(4093))
+    finally:
+        b.cleanup()
     for size in (4093, abi.MAGLEV_SIZE, 655373):
         t = abi.maglev_table_type(size)
         assert ct.sizeof(t) == size and t.slot.offset == 0
