@@ -80,7 +80,8 @@ def sync(maps: MapSet, config: Config, ifindex_of: IfindexOf,
     """Make the maps match ``config``; returns the applied transaction (for rollback if a
     later step fails). Raises (after rolling back) if a map update fails."""
     current = current_entries(maps)
-    tables = TablePlanner.of(maps.maglev_map, current)
+    staying = {group_id(r.key) for r in config.routes() if uses_maglev(r)}
+    tables = TablePlanner.of(maps.maglev_map, current, staying)
     changes = plan(maps, desired_entries(config, ifindex_of, out_of_rotation, tables), current)
     mark_config_ports(maps, config)
     txn = Transaction()

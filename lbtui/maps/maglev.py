@@ -102,11 +102,16 @@ class TablePlanner:
     current: dict[GroupId, set[int]] = field(default_factory=dict)  # tables routes name now
     chosen: dict[GroupId, int] = field(default_factory=dict)
     writes: dict[int, bytes] = field(default_factory=dict)
+    staying: set[GroupId] | None = None    # the Maglev groups of the desired state
 
     @classmethod
-    def of(cls, maglev_map: BpfMap, current: Entries) -> TablePlanner:
-        """A planner over the route entries the maps hold now (``current_entries``)."""
-        p = cls(maglev_map)
+    def of(cls, maglev_map: BpfMap, current: Entries,
+           staying: set[GroupId] | None = None) -> TablePlanner:
+        """A planner over the route entries the maps hold now (``current_entries``).
+        ``staying``: every Maglev group of the desired state, if known; then a change that
+        removes one group and adds another can reuse the leaving group's spare table when
+        the map is otherwise full."""
+        p = cls(maglev_map, staying=staying)
         for name in ("listen", "config", "sni"):
             for e in current[name].values():
                 if e.value.flags & abi.ROUTE_F_MAGLEV:
@@ -128,7 +133,7 @@ class TablePlanner:
         spare = [t ^ 1 for t in sorted(named) if t ^ 1 not in named]
         if len(pairs) == 1 and spare:
             return self._choose(gid, spare[0], content)
-        return self._choose(gid, 2 * self._free_pair(gid), content)
+        return self._choose(gid, self._free_table(gid), content)
 
     def _choose(self, gid: GroupId, table: int, content: bytes | None = None) -> int:
         self.chosen[gid] = table
@@ -136,13 +141,20 @@ class TablePlanner:
             self.writes[table] = content
         return table
 
-    def _free_pair(self, gid: GroupId) -> int:
-        """A pair no route names now and no other group of the desired state uses (a
-        pair freed by this very change is not reused until the change is applied)."""
+    def _free_table(self, gid: GroupId) -> int:
+        """The first table of a pair no route names now and no other group of the
+        desired state uses. When there is none: the spare table of a group this change
+        removes (its routes name the other table until they are deleted, after the new
+        table is written)."""
         busy = {t // 2 for ts in self.current.values() for t in ts}
         busy |= {t // 2 for t in self.chosen.values()}
         cap = group_capacity(self.maglev_map)
-        free = next((p for p in range(cap) if p not in busy), None)
+        free = next((2 * p for p in range(cap) if p not in busy), None)
+        if free is None and self.staying is not None:
+            taken = {t // 2 for t in self.chosen.values()}
+            free = next((t ^ 1 for g, ts in sorted(self.current.items())
+                         if g not in self.staying and len(ts) == 1
+                         for t in ts if t // 2 not in taken), None)
         if free is None:
             raise ValueError(
                 f"{gid[0]} group: no free Maglev table (the maglev map holds {cap} groups, "
