@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ctypes as ct
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 MAX_TARGETS = 8
 
 ROUTE_F_STATS = 1 << 0
@@ -18,6 +18,7 @@ ROUTE_F_TCP = 1 << 2
 ROUTE_F_UDP = 1 << 3
 ROUTE_F_LOCAL = 1 << 4
 ROUTE_F_ADDRESS = 1 << 5
+ROUTE_F_MAGLEV = 1 << 6
 
 CT_F_REPLY = 1 << 0
 CT_F_SEEN_REPLY = 1 << 1
@@ -102,9 +103,23 @@ class Route(ct.Structure):
         ("target_count", ct.c_uint8),
         ("reserved", ct.c_uint8 * 3),
         ("flags", ct.c_uint16),
-        ("reserved2", ct.c_uint16),
+        ("table", ct.c_uint16),
         ("targets", Target * MAX_TARGETS),
     ]
+
+
+MAGLEV_SIZE = 65537          # the header's default table size (the layout test's)
+MAGLEV_NO_TARGET = 255
+
+
+def maglev_table_type(size: int) -> type[ct.Structure]:
+    """struct lb_maglev_table for a map whose tables have ``size`` slots."""
+    return _maglev_types.setdefault(size, type(
+        f"MaglevTable{size}", (ct.Structure,), {"_fields_": [("slot", ct.c_uint8 * size)]}))
+
+
+_maglev_types: dict[int, type[ct.Structure]] = {}
+MaglevTable = maglev_table_type(MAGLEV_SIZE)
 
 
 class LpmKey(ct.Structure):
@@ -184,4 +199,5 @@ LAYOUTS: dict[str, tuple[type[ct.Structure], str, int]] = {
     "event": (Event, "lb_event", 80),
     "vip_key": (VipKey, "lb_vip_key", 8),
     "reason_key": (ReasonKey, "lb_reason_key", 8),
+    "maglev_table": (MaglevTable, "lb_maglev_table", MAGLEV_SIZE),
 }

@@ -14,12 +14,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from lbtui import maglev
 from lbtui.addr import parse_port
 from lbtui.sni import normalize_hostname
 from lbtui.targets import TargetGroup, TargetSpec
 
 PROTOCOLS = ("tcp", "udp", "both")
 XDP_MODES = ("auto", "native", "generic")
+HASHES = maglev.HASHES        # how a group picks a target; None on a route: the default
 
 
 class GroupKind(StrEnum):
@@ -87,6 +89,9 @@ class Listener:
     # The VIP it serves (and an SNI listener's splicer binds); None: every address local
     # to the balancer's namespace.
     address: str | None = None
+    # How its group picks a target (HASHES); None: the default ("weighted"), and an update
+    # given None keeps the listener's current choice.
+    hash: str | None = None
 
     @property
     def key(self) -> GroupKey:
@@ -100,6 +105,7 @@ class SourceRoute:
     cidr: str
     group: TargetGroup
     stats: bool = True
+    hash: str | None = None                # as Listener.hash
 
     @property
     def key(self) -> GroupKey:
@@ -112,6 +118,7 @@ class SniRoute:
 
     hostname: str
     group: TargetGroup
+    hash: str | None = None                # as Listener.hash
 
     @property
     def key(self) -> GroupKey:
@@ -127,6 +134,8 @@ class Settings:
     max_sni_routes: int = 1000
     ringbuf_size: int = 262144
     sweep_interval: float = 5.0
+    maglev_table_size: int = maglev.DEFAULT_TABLE_SIZE
+    max_maglev_groups: int = 64
 
 
 @dataclass
@@ -167,6 +176,11 @@ class DatapathSettings:
 
 
 Route = Listener | SourceRoute | SniRoute
+
+
+def uses_maglev(route: Route) -> bool:
+    """Does the route's group pick with a Maglev lookup table?"""
+    return route.hash == "maglev"
 
 
 @dataclass
@@ -214,9 +228,12 @@ class Config:
         s = self.settings
         return {"max_connections": s.max_connections, "max_routes": s.max_routes,
                 "max_sni_routes": s.max_sni_routes, "ringbuf_size": s.ringbuf_size,
-                "connection_timeout": s.connection_timeout}
+                "connection_timeout": s.connection_timeout,
+                "maglev_table_size": s.maglev_table_size,
+                "max_maglev_groups": s.max_maglev_groups}
 
 
-__all__ = ["PROTOCOLS", "XDP_MODES", "Config", "DatapathSettings", "GroupKey", "GroupKind",
-           "HealthSettings", "Listener", "MetricsSettings", "Route", "Settings", "SniRoute",
-           "SourceRoute", "TargetGroup", "TargetSpec", "canonical_cidr"]
+__all__ = ["HASHES", "PROTOCOLS", "XDP_MODES", "Config", "DatapathSettings", "GroupKey",
+           "GroupKind", "HealthSettings", "Listener", "MetricsSettings", "Route", "Settings",
+           "SniRoute", "SourceRoute", "TargetGroup", "TargetSpec", "canonical_cidr",
+           "uses_maglev"]

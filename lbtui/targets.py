@@ -200,8 +200,12 @@ class TargetGroup:
                      for t in self.targets)
         return TargetGroup(kept) if any(t.weight for t in kept) else self
 
-    def to_route(self, flags: int = 0) -> abi.Route:
-        route = abi.Route(target_count=len(self.targets), flags=flags)
+    def to_route(self, flags: int = 0, table: int | None = None) -> abi.Route:
+        """The route value; with ``table`` (a maglev map index) the group picks with
+        that Maglev lookup table (ROUTE_F_MAGLEV)."""
+        if table is not None:
+            flags |= abi.ROUTE_F_MAGLEV
+        route = abi.Route(target_count=len(self.targets), flags=flags, table=table or 0)
         for slot, (t, cum) in enumerate(zip(self.targets, self.cumulative_weights, strict=True)):
             route.targets[slot] = abi.Target(ip_to_be(t.ip), port_to_be(t.port), cum)
         return route
@@ -221,13 +225,19 @@ class RouteRecord:
     flags: int
     targets: tuple[TargetSpec, ...]
     cumulative_weights: tuple[int, ...]
+    table: int = 0               # ROUTE_F_MAGLEV: the maglev map index of its table
 
     @property
     def group(self) -> TargetGroup:
         return TargetGroup(self.targets)
 
+    @property
+    def hash(self) -> str:
+        """How the group picks a target: "maglev" or "weighted"."""
+        return "maglev" if self.flags & abi.ROUTE_F_MAGLEV else "weighted"
+
     def to_dict(self) -> dict[str, Any]:
-        return {"target_count": self.target_count, "flags": self.flags,
+        return {"target_count": self.target_count, "flags": self.flags, "hash": self.hash,
                 "targets": [{"ip": t.ip, "port": t.port, "weight": t.weight}
                             for t in self.targets],
                 "cumulative_weights": list(self.cumulative_weights)}
@@ -241,4 +251,4 @@ def decode_route(route: abi.Route) -> RouteRecord:
         specs.append(TargetSpec(be_to_ip(t.ip), be_to_port(t.port), t.cumulative_weight - prev))
         cums.append(t.cumulative_weight)
         prev = t.cumulative_weight
-    return RouteRecord(n, route.flags, tuple(specs), tuple(cums))
+    return RouteRecord(n, route.flags, tuple(specs), tuple(cums), route.table)

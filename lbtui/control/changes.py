@@ -8,6 +8,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from lbtui.control.eventhub import announce
+from lbtui.maglev import DEFAULT_HASH
 from lbtui.model import Config, Listener, Route
 
 if TYPE_CHECKING:
@@ -17,10 +18,11 @@ log = logging.getLogger("lbtui.control")
 
 
 def _options(r: Route) -> dict[str, Any]:
+    hash_name = r.hash or DEFAULT_HASH
     if isinstance(r, Listener):
         return {"protocol": r.protocol, "interfaces": r.interfaces, "stats": r.stats,
-                "sni": r.sni, "address": r.address}
-    return {"stats": getattr(r, "stats", True)}
+                "sni": r.sni, "address": r.address, "hash": hash_name}
+    return {"stats": getattr(r, "stats", True), "hash": hash_name}
 
 
 def describe(old: Config, new: Config) -> list[str]:

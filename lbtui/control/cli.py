@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from lbtui import logs
 from lbtui.control import ctl, watch
+from lbtui.maglev import HASHES
 from lbtui.names import INSTANCE, arg_type
 
 if TYPE_CHECKING:
@@ -136,6 +137,8 @@ def register_ctl(sub: Subparsers) -> None:
         return q, q.add_subparsers(dest=f"{name}_command", metavar="ACTION")
 
     target_help = "targets as IP:PORT=WEIGHT (weights sum to 100; one target may omit it)"
+    hash_help = ("how new connections pick a target: weighted (default) or maglev (the same "
+                 "target on every balancer with this config; see docs/scale-out.md)")
 
     def routes(name: str, plural: str, one: str, key: str, add_help: str,
                fns: tuple[object, object, object]) -> argparse.ArgumentParser:
@@ -146,6 +149,7 @@ def register_ctl(sub: Subparsers) -> None:
         add = leaf(acts, "add", add_fn, add_help)
         add.add_argument(key)
         add.add_argument("targets", nargs="+", metavar="TARGET", help=target_help)
+        add.add_argument("--hash", choices=HASHES, help=hash_help)
         leaf(acts, "remove", remove_fn, f"remove {one}").add_argument(key)
         return add
 
@@ -177,6 +181,11 @@ def register_ctl(sub: Subparsers) -> None:
     q.add_argument("key", help="listener port, source CIDR or SNI hostname")
     q.add_argument("target", metavar="IP:PORT")
     q.add_argument("weight")
+    q = leaf(cs, "hash", ctl.cmd_hash,
+             "set how a group picks targets for new connections (established ones stay)")
+    q.add_argument("kind", choices=kinds)
+    q.add_argument("key", help="listener port, source CIDR or SNI hostname")
+    q.add_argument("hash", choices=HASHES, help=hash_help)
 
     xp, xs = section("connections", "list/look up/delete tracked connections",
                      ctl.cmd_connections_list)

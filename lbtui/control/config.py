@@ -14,10 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lbtui import names
+from lbtui import maglev, names
 from lbtui.addr import parse_cidr
 from lbtui.files import FileRefused, read_capped
 from lbtui.model import (
+    HASHES,
     PROTOCOLS,
     XDP_MODES,
     Config,
@@ -74,13 +75,22 @@ def to_dict(config: Config) -> dict[str, Any]:
     if config.listeners:
         out["listener"] = [_listener_dict(x) for x in config.listeners]
     if config.source_routes:
-        out["source_route"] = [{"cidr": r.cidr, "stats": r.stats,
-                                "targets": r.group.to_list()}
+        out["source_route"] = [_with_hash({"cidr": r.cidr, "stats": r.stats}, r.hash,
+                                          r.group.to_list())
                                for r in config.source_routes]
     if config.sni_routes:
-        out["sni_route"] = [{"hostname": r.hostname, "targets": r.group.to_list()}
+        out["sni_route"] = [_with_hash({"hostname": r.hostname}, r.hash, r.group.to_list())
                             for r in config.sni_routes]
     return out
+
+
+def _with_hash(d: dict[str, Any], hash_name: str | None, targets: list[dict[str, Any]]
+               ) -> dict[str, Any]:
+    """``d`` with its group's hash (when set) and targets, in the file's key order."""
+    if hash_name is not None:
+        d["hash"] = hash_name
+    d["targets"] = targets
+    return d
 
 
 def _listener_dict(x: Listener) -> dict[str, Any]:
@@ -91,8 +101,7 @@ def _listener_dict(x: Listener) -> dict[str, Any]:
     d["sni"] = x.sni
     if x.address is not None:
         d["address"] = x.address
-    d["targets"] = x.group.to_list()
-    return d
+    return _with_hash(d, x.hash, x.group.to_list())
 
 
 def valid_ifname(name: str) -> bool:
@@ -170,9 +179,10 @@ _DATAPATH_KEYS = ("instance", "interfaces", "reply_interfaces", "netns", "xdp_mo
 _SETTINGS_KEYS = tuple(vars(Settings()).keys())
 _HEALTH_KEYS = tuple(vars(HealthSettings()).keys())
 _METRICS_KEYS = tuple(vars(MetricsSettings()).keys())
-_LISTENER_KEYS = ("port", "protocol", "interfaces", "stats", "sni", "address", "targets")
-_SOURCE_KEYS = ("cidr", "stats", "targets")
-_SNI_KEYS = ("hostname", "targets")
+_LISTENER_KEYS = ("port", "protocol", "interfaces", "stats", "sni", "address", "hash",
+                  "targets")
+_SOURCE_KEYS = ("cidr", "stats", "hash", "targets")
+_SNI_KEYS = ("hostname", "hash", "targets")
 _TARGET_KEYS = ("ip", "port", "weight")
 
 _MISSING = object()
@@ -301,6 +311,7 @@ class _Validator:
         listeners = self.listeners(data.get("listener", []), dp)
         sources = self.source_routes(data.get("source_route", []), st)
         snis = self.sni_routes(data.get("sni_route", []), st)
+        self.maglev_groups(data, st)
         health = self.health(data.get("health", {}))
         metrics = self.metrics(data.get("metrics", {}))
         return Config(dp, listeners, sources, snis, st, health, metrics)
@@ -354,6 +365,8 @@ class _Validator:
             "max_routes": (self.integer, (1, 1 << 20)),
             "max_sni_routes": (self.integer, (1, 1 << 20)),
             "ringbuf_size": (self.integer, (4096, 1 << 30)),
+            "maglev_table_size": (self.table_size, ()),
+            "max_maglev_groups": (self.integer, (1, 1024)),
         }
         for key, (check, args) in checks.items():
             val = self.field("settings", t, key, check, *args, default=_MISSING_OK)
@@ -366,6 +379,29 @@ class _Validator:
         if val is not _MISSING:
             s.sweep_interval = val
         return s
+
+    def table_size(self, loc: str, value: Any) -> Any:
+        problem = maglev.table_size_problem(value)
+        if problem:
+            self.bad(loc, problem)
+            return _MISSING
+        return value
+
+    def hash_name(self, loc: str, t: dict[str, Any]) -> Any:
+        """A group's ``hash`` (None when absent: the default)."""
+        return self.field(loc, t, "hash", self.choice, HASHES, default=None)
+
+    def maglev_groups(self, data: dict[str, Any], st: Settings) -> None:
+        """Every group with hash = "maglev" needs its own tables in the maglev map."""
+        where = [f"{section}[{i}].hash"
+                 for section in ("listener", "source_route", "sni_route")
+                 if isinstance(data.get(section), list)
+                 for i, t in enumerate(data[section])
+                 if isinstance(t, dict) and t.get("hash") == "maglev"]
+        if len(where) > st.max_maglev_groups:
+            self.bad(where[st.max_maglev_groups],
+                     f"{len(where)} groups use hash = \"maglev\", more than "
+                     f"settings.max_maglev_groups ({st.max_maglev_groups})")
 
     def number(self, loc: str, t: dict[str, Any], key: str, lo: float, hi: float) -> Any:
         """An int or float lo..hi if ``key`` is in ``t``; _MISSING if absent or bad."""
@@ -478,10 +514,12 @@ class _Validator:
             own: dict[tuple[str, int], str] = {}
             if sni is True and isinstance(address, str) and isinstance(port, int):
                 own[address, port] = self.sni_endpoints[address, port] = loc
+            hash_name = self.hash_name(loc, t)
             targets = self.field(loc, t, "targets", self.targets, own)
             entries += len(ifaces if ifaces is not None else dp.interfaces)
-            if _MISSING not in (port, proto, stats, sni, targets, address):
-                out.append(Listener(port, targets, proto, ifaces, stats, sni, address))
+            if _MISSING not in (port, proto, stats, sni, targets, address, hash_name):
+                out.append(Listener(port, targets, proto, ifaces, stats, sni, address,
+                                    hash_name))
         if entries > MAX_LISTEN_ENTRIES:
             self.bad("listener", f"{entries} listen entries (listeners x interfaces), at most "
                                  f"{MAX_LISTEN_ENTRIES}")
@@ -553,9 +591,10 @@ class _Validator:
             self.keys(loc, t, _SOURCE_KEYS)
             cidr = self.unique(loc, "cidr", self.field(loc, t, "cidr", self.cidr), seen)
             stats = self.field(loc, t, "stats", self.boolean, default=True)
+            hash_name = self.hash_name(loc, t)
             targets = self.field(loc, t, "targets", self.targets)
-            if _MISSING not in (cidr, stats, targets):
-                out.append(SourceRoute(cidr, targets, stats))
+            if _MISSING not in (cidr, stats, targets, hash_name):
+                out.append(SourceRoute(cidr, targets, stats, hash_name))
         self.at_most("source_route", len(tables), "max_routes", st.max_routes)
         return out
 
@@ -592,9 +631,10 @@ class _Validator:
             self.keys(loc, t, _SNI_KEYS)
             host = self.unique(loc, "hostname", self.field(loc, t, "hostname", self.hostname),
                                seen)
+            hash_name = self.hash_name(loc, t)
             targets = self.field(loc, t, "targets", self.targets)
-            if _MISSING not in (host, targets):
-                out.append(SniRoute(host, targets))
+            if _MISSING not in (host, targets, hash_name):
+                out.append(SniRoute(host, targets, hash_name))
         self.at_most("sni_route", len(tables), "max_sni_routes", st.max_sni_routes)
         return out
 

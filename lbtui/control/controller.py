@@ -28,6 +28,7 @@ from lbtui.control.lock import editing, manager_lock
 from lbtui.control.state import read_state
 from lbtui.errors import NotFound
 from lbtui.model import (
+    HASHES,
     Config,
     GroupKey,
     GroupKind,
@@ -239,6 +240,13 @@ class Controller:
         """Give a drained target its weight back (the others rescaled)."""
         self.set_weight(key, target, weight)
 
+    def set_hash(self, key: GroupKey, hash_name: str) -> None:
+        """How the group picks a target for new connections: "weighted" or "maglev"
+        (established connections keep theirs)."""
+        if hash_name not in HASHES:
+            raise ValueError(f"hash {hash_name!r}: use one of {', '.join(HASHES)}")
+        self._edit(lambda c: setattr(_found(c, key), "hash", hash_name))
+
     # --- listeners and routes --------------------------------------------------------
 
     def add_listener(self, listener: Listener) -> None:
@@ -318,6 +326,12 @@ class Controller:
         self._edit(lambda c: setattr(c.settings, "sweep_interval", float(seconds)))
 
 
+def _keep_hash(new: R, old: R) -> R:
+    """An update that does not say how its group hashes (hash None) keeps the old
+    route's choice: editors that do not show the option never reset it."""
+    return replace(new, hash=old.hash) if new.hash is None else new
+
+
 def _strict_cidr(cidr: str) -> str:
     """The canonical prefix; host bits set are refused (a typo, not a wider route)."""
     from lbtui.addr import parse_cidr
@@ -353,7 +367,7 @@ def _put(c: Config, routes: list[R], new: R, old: R | None = None) -> None:
     if old is None:
         routes.append(new)
     else:
-        routes[routes.index(old)] = new
+        routes[routes.index(old)] = _keep_hash(new, old)
 
 
 def _must(found: R | None, key: GroupKey) -> R:

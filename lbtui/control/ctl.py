@@ -25,6 +25,7 @@ from lbtui.addr import parse_ipv4, parse_port, proto_number
 from lbtui.control.controller import Controller, signal_serve
 from lbtui.control.instance import Instance
 from lbtui.errors import NotFound
+from lbtui.maps.maglev import group_capacity, table_size
 from lbtui.model import GroupKey, Listener, SniRoute, SourceRoute
 from lbtui.targets import TargetGroup
 
@@ -109,7 +110,7 @@ def listeners_data(inst: Instance) -> list[dict[str, Any]]:
         row = by_port.setdefault(rec.port, {
             "port": rec.port, "protocol": _protocol(rec.route.flags), "interfaces": [],
             "stats": bool(rec.route.flags & abi.ROUTE_F_STATS),
-            "sni": bool(rec.route.flags & abi.ROUTE_F_SNI),
+            "sni": bool(rec.route.flags & abi.ROUTE_F_SNI), "hash": rec.route.hash,
             "targets": [vars_target(t) for t in rec.route.targets]})
         row["interfaces"].append(names.get(rec.ifindex, f"ifindex {rec.ifindex}"))
     return [by_port[p] for p in sorted(by_port)]
@@ -121,13 +122,13 @@ def vars_target(t: Any) -> dict[str, Any]:
 
 def sources_data(inst: Instance) -> list[dict[str, Any]]:
     return [{"cidr": r.cidr, "stats": bool(r.route.flags & abi.ROUTE_F_STATS),
-             "targets": [vars_target(t) for t in r.route.targets]}
+             "hash": r.route.hash, "targets": [vars_target(t) for t in r.route.targets]}
             for r in M.list_source_routes(inst.maps.config_map)]
 
 
 def sni_data(inst: Instance) -> list[dict[str, Any]]:
     return [{"hostname": r.hostname, "hash": f"{r.hostname_hash:016x}",
-             "targets": [vars_target(t) for t in r.route.targets]}
+             "pick": r.route.hash, "targets": [vars_target(t) for t in r.route.targets]}
             for r in M.list_sni_routes(inst.maps.sni_map)]
 
 
@@ -138,26 +139,26 @@ def _targets_str(ts: list[dict[str, Any]]) -> str:
 def cmd_listeners_list(args: argparse.Namespace, inst: Instance) -> int:
     data = listeners_data(inst)
     emit(args, data, table(
-        ["PORT", "PROTO", "INTERFACES", "FLAGS", "TARGETS"],
+        ["PORT", "PROTO", "INTERFACES", "FLAGS", "HASH", "TARGETS"],
         [[d["port"], d["protocol"], ",".join(d["interfaces"]),
           ",".join(f for f in ("stats" if d["stats"] else "", "sni" if d["sni"] else "") if f)
-          or "-", _targets_str(d["targets"])] for d in data]))
+          or "-", d["hash"], _targets_str(d["targets"])] for d in data]))
     return 0
 
 
 def cmd_sources_list(args: argparse.Namespace, inst: Instance) -> int:
     data = sources_data(inst)
-    emit(args, data, table(["CIDR", "FLAGS", "TARGETS"],
-                           [[d["cidr"], "stats" if d["stats"] else "-",
+    emit(args, data, table(["CIDR", "FLAGS", "HASH", "TARGETS"],
+                           [[d["cidr"], "stats" if d["stats"] else "-", d["hash"],
                              _targets_str(d["targets"])] for d in data]))
     return 0
 
 
 def cmd_sni_list(args: argparse.Namespace, inst: Instance) -> int:
     data = sni_data(inst)
-    emit(args, data, table(["HOSTNAME", "HASH", "TARGETS"],
-                           [[d["hostname"] or "?", d["hash"], _targets_str(d["targets"])]
-                            for d in data]))
+    emit(args, data, table(["HOSTNAME", "HASH", "PICK", "TARGETS"],
+                           [[d["hostname"] or "?", d["hash"], d["pick"],
+                             _targets_str(d["targets"])] for d in data]))
     return 0
 
 
@@ -229,7 +230,9 @@ def settings_data(inst: Instance) -> dict[str, Any]:
             "max_connections": inst.maps.conntrack_map.max_entries,
             "max_routes": inst.maps.config_map.max_entries,
             "max_sni_routes": inst.maps.sni_map.max_entries,
-            "ringbuf_size": inst.maps.stats_ringbuf.max_entries}
+            "ringbuf_size": inst.maps.stats_ringbuf.max_entries,
+            "maglev_table_size": table_size(inst.maps.maglev_map),
+            "max_maglev_groups": group_capacity(inst.maps.maglev_map)}
 
 
 def cmd_settings_get(args: argparse.Namespace, inst: Instance) -> int:
@@ -355,7 +358,8 @@ def _done(args: argparse.Namespace, verb: str, key: str | int, what: str,
 def cmd_listeners_add(args: argparse.Namespace, inst: Instance) -> int:
     group = parse_group(args.targets)
     lst = Listener(parse_port(args.port, "port"), group, args.protocol,
-                   args.interface or None, not args.no_stats, args.sni, args.address)
+                   args.interface or None, not args.no_stats, args.sni, args.address,
+                   args.hash)
     controller(args, inst).add_listener(lst)
     return _done(args, "added", lst.port, f"listener :{lst.port}", group)
 
@@ -369,7 +373,8 @@ def cmd_listeners_remove(args: argparse.Namespace, inst: Instance) -> int:
 def cmd_sources_add(args: argparse.Namespace, inst: Instance) -> int:
     group = parse_group(args.targets)
     controller(args, inst).add_source_route(SourceRoute(args.cidr, group,
-                                                        stats=not args.no_stats))
+                                                        stats=not args.no_stats,
+                                                        hash=args.hash))
     return _done(args, "added", args.cidr, f"source route {args.cidr}", group)
 
 
@@ -380,7 +385,7 @@ def cmd_sources_remove(args: argparse.Namespace, inst: Instance) -> int:
 
 def cmd_sni_add(args: argparse.Namespace, inst: Instance) -> int:
     group = parse_group(args.targets)
-    controller(args, inst).add_sni_route(SniRoute(args.hostname, group))
+    controller(args, inst).add_sni_route(SniRoute(args.hostname, group, args.hash))
     return _done(args, "added", args.hostname, f"SNI route {args.hostname}", group)
 
 
@@ -409,6 +414,14 @@ def cmd_weight(args: argparse.Namespace, inst: Instance) -> int:
     group = ctl.group(key)
     emit(args, {"kind": key.kind.value, "key": key.key, "targets": group.to_list()},
          f"{key}: {group}")
+    return 0
+
+
+def cmd_hash(args: argparse.Namespace, inst: Instance) -> int:
+    key = parse_key(args.kind, args.key)
+    controller(args, inst).set_hash(key, args.hash)
+    emit(args, {"kind": key.kind.value, "key": key.key, "hash": args.hash},
+         f"{key}: hash {args.hash} (new connections; established ones keep their target)")
     return 0
 
 

@@ -43,6 +43,7 @@ from lbtui.datapath.loader import Datapath, DatapathError, xdp_state
 from lbtui.errors import NotRunning
 from lbtui.files import remove_inside, state_root
 from lbtui.maps.events import aged_event, emit_event
+from lbtui.maps.maglev import group_capacity, groups_in_use, table_size
 from lbtui.maps.transaction import Transaction
 from lbtui.model import Config
 from lbtui.names import instance_name
@@ -505,6 +506,9 @@ class Instance:
                                 ("sni_routes", ms.sni_map))}
         fill["conntrack"] = {"entries": fwd + rev, "flows": fwd,
                              "max_entries": ms.conntrack_map.max_entries}
+        fill["maglev_groups"] = {
+            "entries": groups_in_use(ms.listen_map, ms.config_map, ms.sni_map),
+            "max_entries": group_capacity(ms.maglev_map)}
         holder = _ml(self.name).holder()
         counters = M.read_counters(ms.counters_map)
         return {
@@ -601,7 +605,9 @@ def _warn_sizes(ms: M.MapSet, config: Config, progress: Progress) -> None:
     have = {"max_connections": ms.conntrack_map.max_entries,
             "max_routes": ms.config_map.max_entries,
             "max_sni_routes": ms.sni_map.max_entries,
-            "ringbuf_size": ms.stats_ringbuf.max_entries}
+            "ringbuf_size": ms.stats_ringbuf.max_entries,
+            "maglev_table_size": table_size(ms.maglev_map),
+            "max_maglev_groups": group_capacity(ms.maglev_map)}
     diff = [f"{k} {v} (config says {getattr(want, k)})" for k, v in have.items()
             if v != getattr(want, k)]
     if diff:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from lbtui import bpfsys, netns
 from lbtui.datapath import egress
 from lbtui.maps import MapSet
+from lbtui.maps.maglev import table_size
 
 if TYPE_CHECKING:
     from bcc import BPF
@@ -126,6 +127,8 @@ class Datapath:
             f"-DLB_MAX_SNI={maps.sni_map.max_entries}",
             f"-DLB_MAX_CONNTRACK={maps.conntrack_map.max_entries}",
             f"-DLB_RINGBUF_BYTES={maps.stats_ringbuf.max_entries}",
+            f"-DLB_MAX_MAGLEV={maps.maglev_map.max_entries}",
+            f"-DLB_MAGLEV_SIZE={table_size(maps.maglev_map)}",
             "-Wno-unused-function",
         ]
         try:

@@ -7,7 +7,8 @@ created with the layouts of ``lbtui/datapath/bpf/lb_abi.h`` (mirrored in
 and bad input raises ``ValueError`` before anything is written.
 
 One module per concern: ``mapset`` (creating, pinning, re-opening, layout checks),
-``routes`` (listen ports, source routes, SNI routes, the port prefilter), ``conntrack``
+``routes`` (listen ports, source routes, SNI routes, the port prefilter), ``maglev`` (the
+Maglev lookup tables of groups with hash = "maglev"), ``conntrack``
 (flows, batched reads, the sweep), ``settings`` (settings, counters, reasons),
 ``forwarding`` (egress devmap, local addresses), ``sni_names`` (hostnames beside hashes).
 """

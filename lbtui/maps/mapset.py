@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lbtui import abi, bpfsys
+from lbtui import abi, bpfsys, maglev
 from lbtui.maps.settings import enable_stats, set_connection_timeout, set_setting
 from lbtui.maps.sni_names import SniNames
 
@@ -28,12 +28,16 @@ DEFAULT_CONFIG: dict[str, int] = {
     # visible to every CPU; only eviction bookkeeping is per CPU, and each CPU's list holds
     # max_connections / CPUs entries, so one busy CPU evicts while the table is half empty.
     "conntrack_per_cpu_lru": 0,
+    # Maglev lookup tables (lbtui.maglev): slots per table (a prime; one byte each) and
+    # how many groups may use hash = "maglev" (two tables each, see lb_abi.h).
+    "maglev_table_size": maglev.DEFAULT_TABLE_SIZE,
+    "max_maglev_groups": 64,
 }
 
 
 # Map file names under a pin directory; also the BCC table names in lbtui/datapath/bpf/lb_xdp.c.
 PIN_NAMES = ("listen", "config", "sni", "conntrack", "settings", "counters", "stats", "ports",
-             "local_addrs", "vips", "reasons", "tx_ports")
+             "local_addrs", "vips", "reasons", "tx_ports", "maglev")
 
 
 class AbiMismatch(RuntimeError):
@@ -89,6 +93,7 @@ class MapSet:
     vips_map: BpfMap
     reasons_map: BpfMap
     tx_ports_map: BpfMap
+    maglev_map: BpfMap
     pin_dir: Path | None = None
 
     def by_pin_name(self) -> dict[str, BpfMap]:
@@ -97,7 +102,7 @@ class MapSet:
                 "counters": self.counters_map, "stats": self.stats_ringbuf,
                 "ports": self.ports_map, "local_addrs": self.local_addrs_map,
                 "vips": self.vips_map, "reasons": self.reasons_map,
-                "tx_ports": self.tx_ports_map}
+                "tx_ports": self.tx_ports_map, "maglev": self.maglev_map}
 
     def __iter__(self) -> Iterator[BpfMap]:
         return iter(self.by_pin_name().values())
@@ -135,6 +140,8 @@ class MapSet:
                     raise _abi_mismatch(d, f"map {name!r} is missing") from None
                 info = bpfsys.map_info(fd)
                 key_t, val_t = _TYPES[name]
+                if name == "maglev":       # one byte per slot: the value size is the size
+                    val_t = abi.maglev_table_type(info.value_size)
                 opened[name] = BpfMap(name, fd, info.type, key_t, val_t, info.max_entries)
                 _check_layout(d, name, info)
         except (OSError, AbiMismatch):
@@ -185,6 +192,8 @@ def _abi_mismatch(pin_dir: Path, what: str) -> AbiMismatch:
 def _check_layout(pin_dir: Path, name: str, info: bpfsys.MapInfo) -> None:
     key_t = _TYPES[name][0]
     want = (_MAP_TYPES[name], ct.sizeof(key_t) if key_t else 0, _value_size(name))
+    if name == "maglev" and maglev.table_size_problem(info.value_size) is None:
+        want = (*want[:2], info.value_size)     # any valid table size
     have = (info.type, info.key_size, info.value_size)
     if want != have:
         raise _abi_mismatch(pin_dir, f"map {name!r} has type/key/value sizes {have}, "
@@ -210,6 +219,7 @@ _TYPES: dict[str, tuple[Any, Any]] = {
     "vips": (abi.VipKey, ct.c_uint32),
     "reasons": (abi.ReasonKey, ct.c_uint64),   # per CPU: one value per possible CPU
     "tx_ports": (ct.c_uint32, ct.c_uint32),
+    "maglev": (ct.c_uint32, abi.MaglevTable),  # value: its own size (maglev_table_type)
 }
 
 
@@ -220,6 +230,7 @@ _MAP_TYPES: dict[str, int] = {
     "stats": bpfsys.MAP_TYPE_RINGBUF, "ports": bpfsys.MAP_TYPE_ARRAY,
     "local_addrs": bpfsys.MAP_TYPE_HASH, "vips": bpfsys.MAP_TYPE_HASH,
     "reasons": bpfsys.MAP_TYPE_PERCPU_HASH, "tx_ports": bpfsys.MAP_TYPE_DEVMAP_HASH,
+    "maglev": bpfsys.MAP_TYPE_ARRAY,
 }
 
 
@@ -235,7 +246,8 @@ def _assemble(m: Mapping[str, BpfMap]) -> MapSet:
                   conntrack_map=m["conntrack"], settings_map=m["settings"],
                   stats_ringbuf=m["stats"], counters_map=m["counters"],
                   ports_map=m["ports"], local_addrs_map=m["local_addrs"],
-                  vips_map=m["vips"], reasons_map=m["reasons"], tx_ports_map=m["tx_ports"])
+                  vips_map=m["vips"], reasons_map=m["reasons"], tx_ports_map=m["tx_ports"],
+                  maglev_map=m["maglev"])
 
 
 def _positive(opts: Mapping[str, Any], key: str) -> int:
@@ -245,11 +257,13 @@ def _positive(opts: Mapping[str, Any], key: str) -> int:
     return v
 
 
-def _create(name: str, max_entries: int, flags: int = 0) -> BpfMap:
-    key_t, val_t = _TYPES[name]
+def _create(name: str, max_entries: int, flags: int = 0, val_t: Any = None) -> BpfMap:
+    key_t, default_val_t = _TYPES[name]
+    val_t = val_t or default_val_t
     ks = ct.sizeof(key_t) if key_t else 0
+    vs = ct.sizeof(val_t) if val_t else 0
     map_type = _MAP_TYPES[name]
-    fd = bpfsys.create_map(map_type, f"lb_{name}", ks, _value_size(name), max_entries, flags)
+    fd = bpfsys.create_map(map_type, f"lb_{name}", ks, vs, max_entries, flags)
     return BpfMap(name, fd, map_type, key_t, val_t, max_entries)
 
 
@@ -320,6 +334,22 @@ def create_tx_ports_map() -> BpfMap:
     return _create("tx_ports", abi.MAX_TX_PORTS)
 
 
+def create_maglev_map(table_size: int = DEFAULT_CONFIG["maglev_table_size"],
+                      max_groups: int = DEFAULT_CONFIG["max_maglev_groups"]) -> BpfMap:
+    """The Maglev lookup tables: two per group (see lb_abi.h), ``table_size`` bytes each,
+    so ``2 * max_groups * table_size`` bytes of kernel memory (16 MiB at most)."""
+    problem = maglev.table_size_problem(table_size)
+    if problem:
+        raise ValueError(f"maglev_table_size: {problem}")
+    n = _positive({"max_maglev_groups": max_groups}, "max_maglev_groups")
+    if n > MAX_MAGLEV_GROUPS:
+        raise ValueError(f"max_maglev_groups: {n} is more than {MAX_MAGLEV_GROUPS}")
+    return _create("maglev", 2 * n, val_t=abi.maglev_table_type(table_size))
+
+
+MAX_MAGLEV_GROUPS = 1024       # struct lb_route.table is a u16; memory is the real bound
+
+
 def create_all_maps(opts: Mapping[str, Any] | None = None) -> MapSet:
     """Create every map. ``opts`` overrides DEFAULT_CONFIG keys (max_routes, ...).
 
@@ -337,6 +367,9 @@ def create_all_maps(opts: Mapping[str, Any] | None = None) -> MapSet:
         elif key == "conntrack_per_cpu_lru":
             if o[key] not in (0, 1):
                 raise ValueError(f"{key}: {o[key]!r} must be 0 or 1")
+        elif key == "maglev_table_size":
+            if problem := maglev.table_size_problem(o[key]):
+                raise ValueError(f"{key}: {problem}")
         else:
             _positive(o, key)
     if o["settings_entries"] < abi.SETTINGS_MAX:
@@ -357,6 +390,7 @@ def create_all_maps(opts: Mapping[str, Any] | None = None) -> MapSet:
         created["vips"] = create_vips_map()
         created["reasons"] = create_reasons_map()
         created["tx_ports"] = create_tx_ports_map()
+        created["maglev"] = create_maglev_map(o["maglev_table_size"], o["max_maglev_groups"])
     except (OSError, ValueError):
         for m in created.values():
             m.close()

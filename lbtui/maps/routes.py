@@ -51,20 +51,21 @@ def listener_flags(*, stats: bool, sni: bool, protocol: str, address: str | None
             | PROTOCOL_FLAGS[protocol] | served)
 
 
-def listen_entry(ifindex: int, port: int, group: TargetGroup, flags: int
-                 ) -> tuple[abi.ListenKey, abi.Route]:
-    """(key, value) of a listen entry, for a transaction."""
-    return _listen_key(ifindex, port), _group(group).to_route(_flags(flags))
+def listen_entry(ifindex: int, port: int, group: TargetGroup, flags: int,
+                 table: int | None = None) -> tuple[abi.ListenKey, abi.Route]:
+    """(key, value) of a listen entry, for a transaction; ``table``: the group picks
+    with that Maglev table (``lbtui.maps.maglev``)."""
+    return _listen_key(ifindex, port), _group(group).to_route(_flags(flags), table)
 
 
-def source_route_entry(cidr: Any, group: TargetGroup, flags: int
+def source_route_entry(cidr: Any, group: TargetGroup, flags: int, table: int | None = None
                        ) -> tuple[abi.LpmKey, abi.Route]:
-    return _lpm_key(cidr), _group(group).to_route(_flags(flags))
+    return _lpm_key(cidr), _group(group).to_route(_flags(flags), table)
 
 
-def sni_route_entry(hostname: str, group: TargetGroup, flags: int = abi.ROUTE_F_STATS
-                    ) -> tuple[ct.c_uint64, abi.Route]:
-    return ct.c_uint64(hostname_hash(hostname)), _group(group).to_route(_flags(flags))
+def sni_route_entry(hostname: str, group: TargetGroup, flags: int = abi.ROUTE_F_STATS,
+                    table: int | None = None) -> tuple[ct.c_uint64, abi.Route]:
+    return ct.c_uint64(hostname_hash(hostname)), _group(group).to_route(_flags(flags), table)
 
 
 def vip_entry(ip: IpLike, port: int) -> tuple[abi.VipKey, ct.c_uint32]:

@@ -6,6 +6,10 @@ changes, puts before deletes, so traffic moving from one entry to another never 
 gap. ``Transaction`` applies them, remembering each entry's previous value (and, for SNI
 routes, the hostname beside the hash), and ``rollback`` restores them when a later step
 (another map, the config file write) fails. Conntrack is never touched here.
+
+Maglev tables (``lbtui.maps.maglev``) come first: a table is written before the routes that
+switch to it. Only tables to write are desired entries (a table is never deleted, and the
+ones routes name now are not read back: they are never rewritten in place).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ if TYPE_CHECKING:
     from lbtui.maps.mapset import BpfMap, MapSet
 
 # The maps a config describes, by pin name. Settings hold only the slots a config sets.
-MAP_NAMES = ("listen", "config", "sni", "settings", "vips")
+MAP_NAMES = ("maglev", "listen", "config", "sni", "settings", "vips")
 
 
 @dataclass
@@ -86,7 +90,7 @@ def plan(maps: MapSet, desired: Entries, current: Entries | None = None) -> list
             if old is None or bytes(old.value) != bytes(e.value) or (
                     name == "sni" and _sni_name(maps, e.key) != e.hostname):
                 puts.append(Change(m, e.key, e.value, e.hostname))
-        if name != "settings":
+        if name not in ("settings", "maglev"):
             deletes.extend(Change(m, e.key, None) for kb, e in have.items() if kb not in want)
     return puts + deletes
 

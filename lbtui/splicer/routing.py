@@ -8,6 +8,10 @@ Precedence, per connection:
 2. otherwise (no SNI, unknown name, or a name that is not a valid hostname) the same
    fallback as the XDP datapath: a source route (longest prefix match on the client IP),
    else the listener's own group (its listen map entry, the one flagged SNI).
+
+A group with hash = "maglev" picks with its lookup table and the connection's 5-tuple hash,
+as the datapath does, so every balancer sends a connection to the same target; other
+groups pick at random on their weights.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import random
 from dataclasses import dataclass
 
 from lbtui import abi
+from lbtui.maglev import flow_hash
 from lbtui.maps import MapSet
+from lbtui.maps.maglev import pick_target
 from lbtui.maps.routes import ListenerLookup, lookup_sni_hash, match_source_route
 from lbtui.sni import hostname_hash
 from lbtui.targets import RouteRecord, TargetSpec
@@ -66,22 +72,32 @@ class Router:
         """This port's listen entry flagged SNI."""
         return self._listener.route()
 
-    def route(self, server_name: bytes | None, client_ip: str) -> tuple[Decision | None, str]:
+    def route(self, server_name: bytes | None, client_ip: str,
+              flow: tuple[tuple[str, int], tuple[str, int]] | None = None
+              ) -> tuple[Decision | None, str]:
         """(decision, kind of group consulted); decision None when that group has no target
-        with weight > 0, or when there is no group at all (kind "none")."""
+        with weight > 0, or when there is no group at all (kind "none"). ``flow``:
+        ((client ip, port), (vip, port)), which Maglev groups hash (without it they pick
+        at random too)."""
         h = sni_key(server_name)
         if h is not None:
             r = lookup_sni_hash(self.maps.sni_map, h)
             if r is not None:
-                return self._decide(r, "sni", h), "sni"
+                return self._decide(r, flow, "sni", h), "sni"
         r = match_source_route(self.maps.config_map, client_ip)
         if r is not None:
-            return self._decide(r, "source"), "source"
+            return self._decide(r, flow, "source"), "source"
         r = self.listener_route()
         if r is not None:
-            return self._decide(r, "listener"), "listener"
+            return self._decide(r, flow, "listener"), "listener"
         return None, "none"
 
-    def _decide(self, route: RouteRecord, kind: str, sni_hash: int = 0) -> Decision | None:
-        t = pick(route, self.rng)
+    def _decide(self, route: RouteRecord, flow: tuple[tuple[str, int], tuple[str, int]] | None,
+                kind: str, sni_hash: int = 0) -> Decision | None:
+        if route.flags & abi.ROUTE_F_MAGLEV and flow is not None:
+            (cip, cport), (vip, vport) = flow
+            fh = flow_hash(cip, vip, cport, vport, abi.IPPROTO_TCP)
+            t = pick_target(self.maps.maglev_map, route.table, route.targets, fh)
+        else:
+            t = pick(route, self.rng)
         return Decision(t, kind, route.flags, sni_hash) if t is not None else None

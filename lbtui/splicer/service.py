@@ -537,7 +537,8 @@ class Splicer:
     def _route(self, p: _Pending, hello: ClientHello) -> None:
         self._forget_pending(p)
         self._count("hello.sni" if hello.server_name else "hello.no_sni")
-        decision, kind = self._router.route(hello.server_name, p.client[0])
+        decision, kind = self._router.route(hello.server_name, p.client[0],
+                                            (p.client, p.vip))
         if decision is None:
             self._count("rejected.no_target")
             self._drop(p.sock)

@@ -113,11 +113,12 @@ def test_ctl_end_to_end_against_serve(make_lab, state_dir, instance_cleanup, sta
 
     assert ctl_json(name, "listeners") == [
         {"port": 80, "protocol": "tcp", "interfaces": ["c1"], "stats": True, "sni": False,
+         "hash": "weighted",
          "targets": [{"ip": b1, "port": 8080, "weight": 50},
                      {"ip": b2, "port": 8080, "weight": 50},
                      {"ip": b3, "port": 8080, "weight": 0}]},
         {"port": 7000, "protocol": "tcp", "interfaces": ["c1"], "stats": True, "sni": False,
-         "targets": [{"ip": b1, "port": 7000, "weight": 100}]}]
+         "hash": "weighted", "targets": [{"ip": b1, "port": 7000, "weight": 100}]}]
     assert set(spread(topo, 30)) == {"backend1", "backend2"}
 
     # Weights: drain backend1 (its share goes to backend2; backend3 stays drained).

@@ -22,6 +22,7 @@ BPF_HASH(t_ct, struct lb_ct_key, struct lb_ct_value, 1);
 BPF_HASH(t_event, __u32, struct lb_event, 1);
 BPF_HASH(t_vip, struct lb_vip_key, __u32, 1);
 BPF_HASH(t_reason, struct lb_reason_key, __u64, 1);
+BPF_ARRAY(t_maglev, struct lb_maglev_table, 1);
 """
 
 TABLES = {                 # abi type -> (table, "Key" | "Leaf")
@@ -34,6 +35,7 @@ TABLES = {                 # abi type -> (table, "Key" | "Leaf")
     abi.Event: ("t_event", "Leaf"),
     abi.VipKey: ("t_vip", "Key"),
     abi.ReasonKey: ("t_reason", "Key"),
+    abi.MaglevTable: ("t_maglev", "Leaf"),
 }
 
 
@@ -72,6 +74,25 @@ def test_python_layout_equals_the_compiled_header(compiled: object, py_type: typ
     c_type = getattr(compiled[table.encode()], side)  # type: ignore[index]
     assert ct.sizeof(c_type) == ct.sizeof(py_type)
     assert layout(c_type) == layout(py_type)
+
+
+def test_maglev_tables_of_any_size_keep_the_layout(session_datapath: object) -> None:
+    """The loader compiles lb_maglev_table with the pinned map's size (-DLB_MAGLEV_SIZE):
+    the header and maglev_table_type agree on other sizes too (one byte per slot)."""
+    from bcc import BPF
+
+    b = BPF(text=b'#include "lb_abi.h"\nBPF_ARRAY(t_maglev, struct lb_maglev_table, 1);\n',
+            cflags=[f"-I{BPF_DIR}", "-DLB_MAGLEV_SIZE=4093"])
+    try:
+        leaf = b[b"t_maglev"].Leaf
+        assert ct.sizeof(leaf) == ct.sizeof(abi.maglev_table_type(4093)) == 4093
+        assert layout(leaf) == layout(abi.maglev_table_type(4093))
+    finally:
+        b.cleanup()
+    for size in (4093, abi.MAGLEV_SIZE, 655373):
+        t = abi.maglev_table_type(size)
+        assert ct.sizeof(t) == size and t.slot.offset == 0
+    assert abi.maglev_table_type(abi.MAGLEV_SIZE) is abi.MaglevTable
 
 
 def test_sizes_are_the_seeds() -> None:

@@ -76,3 +76,39 @@ def test_listener_entry_is_refound_after_edits(ms):
     assert r.route(None, "198.18.1.2") == (None, "none")
     M.add_listen_port_weighted(ms.listen_map, 8, 443, G_SRC, SNI_FLAGS)
     assert r.route(None, "198.18.1.2")[0].target.ip == "198.18.103.2"
+
+
+def test_a_maglev_sni_route_picks_by_the_connections_hash_on_every_node(ms):
+    """Spliced connections of a Maglev group go where its table sends the 5-tuple, the
+    same on another node whose maps hold the group in other tables."""
+    from lbtui import maglev
+    from lbtui.control import apply
+    from lbtui.model import Config, DatapathSettings, SniRoute, SourceRoute
+
+    group = TargetGroup.of([("198.18.101.2", 8443, 50), ("198.18.102.2", 8443, 30),
+                            ("198.18.103.2", 8443, 20)])
+    cfg = Config(DatapathSettings(interfaces=["c1"]),
+                 sni_routes=[SniRoute("api.example.com", group, hash="maglev")])
+    apply.sync(ms, cfg, lambda _names: [])
+    other = M.create_all_maps({"max_connections": 1024, "max_routes": 64})
+    try:
+        first = Config(DatapathSettings(interfaces=["c1"]), source_routes=[
+            SourceRoute("198.18.9.0/24", G_SRC, hash="maglev")])
+        apply.sync(other, first, lambda _names: [])
+        first.sni_routes = cfg.sni_routes
+        apply.sync(other, first, lambda _names: [])
+        routers = [Router(ms, 443), Router(other, 443)]
+        table = maglev.build_table(group.targets)
+        rng = random.Random(3)
+        got = Counter()
+        for _ in range(300):
+            client = (f"198.18.1.{rng.randrange(2, 250)}", rng.randrange(1024, 65536))
+            flow = (client, ("198.18.0.10", 443))
+            fh = maglev.flow_hash(client[0], "198.18.0.10", client[1], 443, abi.IPPROTO_TCP)
+            want = maglev.pick(table, group.targets, fh)
+            picks = [r.route(b"API.example.com", client[0], flow) for r in routers]
+            assert [(d.target, kind) for d, kind in picks] == [(want, "sni")] * 2
+            got[want.ip] += 1
+        assert len(got) == 3
+    finally:
+        M.close_all_maps(other)

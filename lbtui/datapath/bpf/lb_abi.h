@@ -14,7 +14,7 @@
 /* Bumped whenever a map's layout, a map's meaning or the set of pinned maps changes. It is
  * stored in settings[LB_SETTING_ABI_VERSION] when the maps are created, so a later lbtui
  * refuses pinned maps it would misread instead of reading the wrong bytes. */
-#define LB_ABI_VERSION 2
+#define LB_ABI_VERSION 3
 
 #define LB_MAX_TARGETS 8
 
@@ -34,6 +34,9 @@
  * current by the control plane); ADDRESS: only (address, port) pairs in the vips map. */
 #define LB_ROUTE_F_LOCAL   (1 << 4)
 #define LB_ROUTE_F_ADDRESS (1 << 5)
+/* The route's group picks with its Maglev lookup table (struct lb_route.table) instead of
+ * the weighted pick on cumulative weights. */
+#define LB_ROUTE_F_MAGLEV  (1 << 6)
 
 /* listen map: HASH, 8 B key. */
 struct lb_listen_key {
@@ -55,8 +58,25 @@ struct lb_route {
     __u8 target_count;
     __u8 reserved[3];
     __u16 flags;         /* LB_ROUTE_F_* */
-    __u16 reserved2;
+    __u16 table;         /* LB_ROUTE_F_MAGLEV: the maglev map index of its lookup table */
     struct lb_target targets[LB_MAX_TARGETS];
+};
+
+/* maglev map: ARRAY u32 -> struct lb_maglev_table, two tables per Maglev group (2g, 2g+1).
+ * A slot holds the index of a target in the route that names the table (struct
+ * lb_route.targets), LB_MAGLEV_NO_TARGET when no target has weight. A flow's slot is
+ * lb_flow_hash % LB_MAGLEV_SIZE. The table a route names is never written: an edit writes
+ * the group's other table, then points the route at it (one atomic route update), so a
+ * flow never meets a half-written table or a table that disagrees with its route's
+ * targets. LB_MAGLEV_SIZE (a prime) is the map's value size: the loader defines it from the
+ * pinned map; the default here is what the layout test compiles. */
+#ifndef LB_MAGLEV_SIZE
+#define LB_MAGLEV_SIZE 65537
+#endif
+#define LB_MAGLEV_NO_TARGET 255
+
+struct lb_maglev_table {
+    __u8 slot[LB_MAGLEV_SIZE];
 };
 
 /* config map: LPM_TRIE (BPF_F_NO_PREALLOC), 8 B key. */

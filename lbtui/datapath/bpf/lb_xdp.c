@@ -3,7 +3,7 @@
  * Packet path: parse -> port prefilter (two array reads decide that most foreign traffic is
  * not ours) -> conntrack lookup -> (reply: restore VIP) | (established: keep target) |
  * (new: SYN or first datagram on a listener; source route, else the listener's group;
- * weighted pick) -> DNAT with incremental checksums -> forward.
+ * weighted or Maglev pick) -> DNAT with incremental checksums -> forward.
  *
  * Forwarding: bpf_fib_lookup, then bpf_redirect_map into tx_ports, which holds only the
  * egress interfaces the control plane verified can take XDP frames; anything else (no
@@ -47,6 +47,8 @@ BPF_TABLE_PINNED("hash", __be32, __u32, local_addrs, LB_MAX_LOCAL_ADDRS,
 BPF_TABLE_PINNED("hash", struct lb_vip_key, __u32, vips, LB_MAX_VIPS, LB_PIN_DIR "/vips");
 BPF_TABLE_PINNED("percpu_hash", struct lb_reason_key, __u64, reasons, LB_MAX_REASON_KEYS,
                  LB_PIN_DIR "/reasons");
+BPF_TABLE_PINNED("array", __u32, struct lb_maglev_table, maglev, LB_MAX_MAGLEV,
+                 LB_PIN_DIR "/maglev");
 
 /* BPF_RINGBUF_OUTPUT with a pinned section: same table methods, BCC adopts the pinned map. */
 struct stats_table_t {
@@ -190,6 +192,38 @@ static __always_inline int lb_pick(const struct lb_route *r, __u32 hash, struct 
     out->ip = r->targets[chosen & (LB_MAX_TARGETS - 1)].ip;
     out->port = r->targets[chosen & (LB_MAX_TARGETS - 1)].port;
     return 0;
+}
+
+/* Maglev pick: the slot of the flow hash in the group's lookup table names the target (an
+ * index into the same route's targets, which the table was built for). No seed: every node
+ * with the same config picks the same target for a flow. */
+static __always_inline int lb_pick_maglev(const struct lb_route *r, __u32 hash,
+                                          struct lb_target *out)
+{
+    __u32 index = r->table;
+    struct lb_maglev_table *t = maglev.lookup(&index);
+    if (!t)
+        return -1;
+    __u32 slot = hash % LB_MAGLEV_SIZE;
+    /* The verifier cannot bound a modulo compiled as divide-multiply-subtract: hide the
+     * value from the compiler so this check stays and bounds the slot for the verifier. */
+    asm volatile("" : "+r"(slot));
+    if (slot >= LB_MAGLEV_SIZE)
+        return -1;
+    __u32 i = t->slot[slot];
+    if (i >= r->target_count || i >= LB_MAX_TARGETS)
+        return -1;                      /* LB_MAGLEV_NO_TARGET: every target drained */
+    out->ip = r->targets[i & (LB_MAX_TARGETS - 1)].ip;
+    out->port = r->targets[i & (LB_MAX_TARGETS - 1)].port;
+    return 0;
+}
+
+/* The route's pick method: its Maglev table, or the weighted pick. */
+static __always_inline int lb_choose(const struct lb_route *r, __u32 hash, struct lb_target *out)
+{
+    if (r->flags & LB_ROUTE_F_MAGLEV)
+        return lb_pick_maglev(r, hash, out);
+    return lb_pick(r, hash, out);
 }
 
 static __always_inline void lb_emit(__u8 type, __u8 reason, const struct lb_ct_key *fkey,
@@ -671,7 +705,7 @@ static __always_inline int lb_handle_new(struct xdp_md *ctx, struct lb_pkt *p,
     }
 
     struct lb_target t = {};
-    if (lb_pick(route, lb_flow_hash(key), &t) != 0) {
+    if (lb_choose(route, lb_flow_hash(key), &t) != 0) {
         lb_count(LB_CTR_NO_TARGET);
         return lb_pass(in, LB_REASON_NO_TARGET);    /* every target drained */
     }
