@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -15,25 +14,14 @@ from typing import Any
 
 from consolepilot import until
 from textual.pilot import Pilot
+from viphttp import http_get
 
-from lbtui import netns
 from lbtui.console.app import ConsoleApp
 from lbtui.console.session import build_app
 from lbtui.control.instance import Instance
 from lbtui.lab import topology as T
 
 LBTUI = [sys.executable, "-m", "lbtui.cli"]
-
-
-def http_get(topo: T.Topology, client: int = 0, port: int = 80) -> str:
-    """One HTTP request through the VIP from a client namespace: the backend's name."""
-    with netns.inside(topo.clients[client].ns), socket.create_connection(
-            (topo.vip, port), timeout=5) as s:
-        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        data = b""
-        while chunk := s.recv(4096):
-            data += chunk
-    return data.split(b"\r\n\r\n", 1)[1].decode().strip()
 
 
 def try_get(topo: T.Topology, port: int = 80) -> str:

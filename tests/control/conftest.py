@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from viphttp import http_get
 
 from lbtui import abi, bpfsys, netns
 from lbtui import maps as M
@@ -62,16 +63,6 @@ port = 7000
 protocol = "tcp"
 targets = [{{ ip = "{b[0].ip}", port = {T.ECHO_PORT} }}]
 {extra}""".replace("'", '"')
-
-
-def http_get(topo: T.Topology, port: int = 80, client: int = 0) -> str:
-    with netns.inside(topo.clients[client].ns), socket.create_connection(
-            (topo.vip, port), timeout=5) as s:
-        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        data = b""
-        while chunk := s.recv(4096):
-            data += chunk
-    return data.split(b"\r\n\r\n", 1)[1].decode().strip()
 
 
 def spread(topo: T.Topology, n: int = 30, port: int = 80, client: int = 0) -> Counter[str]:
