@@ -2,7 +2,7 @@
 it costs against no load balancer.
 
     sudo .venv/bin/python -m bench.paths [--shapes veth,bridge] [--modes native,auto]
-        [--senders offload,full] [--connections 200] [--udp 100] [--rate-seconds 3]
+        [--senders offload,full] [--connections 200] [--udp 100] [--rounds 5] [--rate-seconds 1]
         [--no-events] [--quick] [--json out.json]
 
 Every shape of ``tests/topologies/shapes.py`` (endpoints with the kernel's defaults, no XDP
@@ -96,8 +96,8 @@ class Settings:
     senders: list[str] = field(default_factory=lambda: list(SENDERS))
     connections: int = 200       # curl connections per client in the burst
     udp: int = 100               # UDP flows per client in the burst
-    rate_seconds: int = 2        # each wrk run
-    rounds: int = 3              # of lbtui's rate and direct's, alternating
+    rate_seconds: int = 1        # each wrk run
+    rounds: int = 5              # of lbtui's rate and direct's, alternating
     events: bool = True          # [settings] stats: connection events (the default)
     tag: str = "pb"
 
@@ -426,9 +426,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
                     "burst (1..2000, default 200)")
     ap.add_argument("--udp", type=int, help="UDP flows per client in the burst (0..1000, "
                     "default 100)")
-    ap.add_argument("--rate-seconds", type=int, help="each wrk run (1..30, default 2)")
+    ap.add_argument("--rate-seconds", type=int, help="each wrk run (1..30, default 1)")
     ap.add_argument("--rounds", type=int, help="rate runs of lbtui (each with a fresh serve) "
-                    "and of direct, alternating (1..10, default 3)")
+                    "and of direct, alternating (1..10, default 5)")
     ap.add_argument("--no-events", action="store_true", help="serve with connection events "
                     "off ([settings] stats = false; default on, as in a fresh config)")
     ap.add_argument("--quick", action="store_true", help="a small burst, 1 s wrk runs")
