@@ -183,7 +183,7 @@ class Instance:
         if ns and ns not in _netns_names():
             raise InstanceError(f"network namespace {ns!r} (datapath.netns) does not exist")
         all_ifaces = [*dp_cfg.interfaces, *dp_cfg.reply_interfaces]
-        hostnet.check_interfaces(all_ifaces, ns)
+        hostnet.check_interfaces(all_ifaces, ns, dp_cfg.xdp_mode)
         ifindex = dict(zip(all_ifaces, _ifindexes(all_ifaces, ns), strict=True))
 
         pin_dir = pin_dir_of(name)

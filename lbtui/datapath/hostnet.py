@@ -29,6 +29,7 @@ from typing import Any
 from pyroute2 import IPRoute
 
 from lbtui import netns
+from lbtui.datapath import egress
 
 ARPHRD_ETHER = 1
 ARPHRD_LOOPBACK = 772
@@ -51,6 +52,7 @@ class LinkFacts:
     ifname: str
     link_type: int
     kind: str
+    ifindex: int
 
 
 def _facts(names: list[str]) -> dict[str, LinkFacts]:
@@ -63,13 +65,13 @@ def _facts(names: list[str]) -> dict[str, LinkFacts]:
             link = ipr.get_links(found[0])[0]
             info = link.get_attr("IFLA_LINKINFO")
             kind = (info.get_attr("IFLA_INFO_KIND") if info else None) or "device"
-            out[name] = LinkFacts(name, link["ifi_type"], kind)
+            out[name] = LinkFacts(name, link["ifi_type"], kind, found[0])
     return out
 
 
-def check_interfaces(names: list[str], ns: str | None) -> None:
+def check_interfaces(names: list[str], ns: str | None, xdp_mode: str = "auto") -> None:
     """Refuse (InterfaceUnusable, every problem listed with its fix) interfaces the
-    datapath cannot serve at all."""
+    datapath cannot serve at all, or not in the XDP mode asked for."""
     where = f" (in network namespace {ns})" if ns else ""
     problems = []
     with netns.inside(ns):
@@ -88,6 +90,12 @@ def check_interfaces(names: list[str], ns: str | None) -> None:
                     f"{f.link_type}); lbtui's datapath reads Ethernet frames: list the "
                     "Ethernet interface the traffic arrives on (for a tunnel, its "
                     "underlying device)")
+            elif xdp_mode == "native" and (f.kind == "bridge"
+                                           or egress.native_capable(f.ifindex) is False):
+                problems.append(
+                    f"{name}: its driver ({f.kind}) has no native XDP; set "
+                    'datapath.xdp_mode = "auto" (native where the driver has it, generic '
+                    'elsewhere) or "generic"')
             elif _read(name, "forwarding") != 1:
                 problems.append(
                     f"{name}: IPv4 forwarding is off{where}, so the kernel routes "
