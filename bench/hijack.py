@@ -139,6 +139,9 @@ def run(s: Settings, progress: Callable[[str], None] = _log) -> dict:
     phases: list[Phase] = []
     try:
         with shapes.built(s.shape, s.tag, progress) as shape:
+            # Every phase as serve runs: a one-arm LB host that sends ICMP redirects teaches
+            # client1 to bypass it, and the balanced phases would measure nothing.
+            shapes.no_icmp_redirects(shape.topo.lb_ns)
             progress("starting backend servers")
             start_backends(shape.topo, wd)
             phases.append(run_phase(shape, "no load balancer", s, False, progress))

@@ -66,7 +66,6 @@ from bench.common import emit, fmt, machine, machine_line, median, table
 from bench.compare import start_backends
 from bench.contenders import HTTP_PORT, HTTP_VIP_PORT, workdir
 from bench.cpu import task_runtime_ns
-from lbtui import netns
 from lbtui.lab import topology as T
 from tests.topologies import probes, shapes
 from tests.topologies.serving import LBTUI, Served, serving
@@ -138,11 +137,7 @@ def write_config(shape: shapes.Shape, directory: Path, instance: str, mode: str,
 def prepare(shape: shapes.Shape) -> None:
     """No ICMP redirects from the LB namespace (the kernel ORs ``all`` with each
     interface's setting), no TIME_WAIT in the backends (see the module docstring)."""
-    lb = shape.topo.lb_ns
-    with netns.inside(lb):
-        ifnames = [p.name for p in Path("/proc/sys/net/ipv4/conf").iterdir()]
-    for ifname in ifnames:
-        shapes.sysctl(lb, f"net.ipv4.conf.{ifname}.send_redirects", "0")
+    shapes.no_icmp_redirects(shape.topo.lb_ns)
     for b in shape.topo.backends:
         shapes.sysctl(b.ns, "net.ipv4.tcp_max_tw_buckets", "0")
 

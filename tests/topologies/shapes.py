@@ -163,6 +163,17 @@ def sysctl(ns: str, key: str, value: str) -> str:
     return old
 
 
+def no_icmp_redirects(ns: str) -> None:
+    """No ICMP redirects from namespace ``ns``, on every interface and ``all`` (which the
+    kernel ORs with each interface's), as ``lbtui serve`` sets on the interfaces it
+    serves: for benchmarks whose phases without lbtui must not teach one-arm endpoints to
+    route around the LB host."""
+    with netns.inside(ns):
+        ifnames = [p.name for p in Path("/proc/sys/net/ipv4/conf").iterdir()]
+    for ifname in ifnames:
+        sysctl(ns, f"net.ipv4.conf.{ifname}.send_redirects", "0")
+
+
 def ethtool(ns: str, ifname: str, *features: str) -> None:
     subprocess.run(["ip", "netns", "exec", ns, "ethtool", "-K", ifname, *features],
                    check=True, capture_output=True, timeout=10)
