@@ -127,6 +127,7 @@ class Settings:
     max_sni_routes: int = 1000
     ringbuf_size: int = 262144
     sweep_interval: float = 5.0
+    syn_flood_rate: int = 0           # new TCP flows/s per CPU; above: SYN flood guard; 0: off
 
 
 @dataclass

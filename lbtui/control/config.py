@@ -35,6 +35,7 @@ from lbtui.targets import check_targets, typename
 
 MAX_LISTEN_ENTRIES = 256          # the listen map's size (maps.DEFAULT_CONFIG)
 MAX_CONN_TIMEOUT = 7 * 24 * 3600
+MAX_SYN_FLOOD_RATE = 100_000_000       # new TCP flows/s per CPU (the datapath takes u32)
 MAX_CONFIG_BYTES = 16 << 20      # a config file larger than this is refused unread
 IFNAME_RULE = ("1-15 bytes, no '/', ':', whitespace or control characters, not '.' or "
                "'..'")
@@ -354,6 +355,7 @@ class _Validator:
             "max_routes": (self.integer, (1, 1 << 20)),
             "max_sni_routes": (self.integer, (1, 1 << 20)),
             "ringbuf_size": (self.integer, (4096, 1 << 30)),
+            "syn_flood_rate": (self.integer, (0, MAX_SYN_FLOOD_RATE)),
         }
         for key, (check, args) in checks.items():
             val = self.field("settings", t, key, check, *args, default=_MISSING_OK)

@@ -122,7 +122,11 @@ CASES: list[tuple[Any, str]] = [
     (edit(settings=[1]), "settings: must be a table, not an array"),
     (edit(**{"settings.colour": 1}),
      "settings.colour: unknown key (known: stats, connection_timeout, max_connections, "
-     "max_routes, max_sni_routes, ringbuf_size, sweep_interval)"),
+     "max_routes, max_sni_routes, ringbuf_size, sweep_interval, syn_flood_rate)"),
+    (edit(**{"settings.syn_flood_rate": -1}),
+     "settings.syn_flood_rate: must be 0..100000000 (got -1)"),
+    (edit(**{"settings.syn_flood_rate": "fast"}),
+     "settings.syn_flood_rate: must be an integer 0..100000000, not a string"),
     (edit(**{"settings.connection_timeout": 1.5}),
      "settings.connection_timeout: must be an integer 0..604800, not a number"),
     (edit(**{"settings.connection_timeout": 604801}),

@@ -609,6 +609,144 @@ static __always_inline int lb_claim_reply(const struct lb_ct_key *rkey,
     return 0;
 }
 
+/* --- SYN floods ------------------------------------------------------------------------ */
+
+/* A spoofed SYN flood would make every SYN a new flow and the LRU evict established flows
+ * that are idle for a moment. Above settings[SYN_FLOOD_RATE] new TCP flows per second on a
+ * CPU (and for a second after any CPU saw that), a SYN creates no flow: the program picks
+ * the target as usual (the pick is a hash of the tuple, so it is the same again later),
+ * forwards the SYN and leaves a hint, keyed by the reply tuple, in a fixed array that
+ * nothing evicts from. The target's SYN-ACK finds the hint, is answered from the VIP and
+ * records its sequence number; the client's ACK, which must acknowledge exactly that
+ * number (a spoofed source never saw it), picks the target again and creates the flow.
+ * A flooding sender overwrites hints, never flows. Internal to the program, not pinned:
+ * a handshake in flight across a restart is retried by the client. */
+#define LB_HINT_SLOTS 65536
+#define LB_FLOOD_WINDOW_SHIFT 27        /* rate windows of 2^27 ns (134 ms) */
+
+struct lb_hint {
+    struct lb_ct_key rkey;  /* the reply tuple: target -> client */
+    __be32 vip;
+    __be16 vport;
+    __u16 pad;
+    __u32 ack;              /* what the client's ACK must acknowledge; 0 until the SYN-ACK */
+    __u32 pad2;
+};
+
+struct lb_flood_window {
+    __u64 window;
+    __u64 count;
+};
+
+BPF_ARRAY(flood_hints, struct lb_hint, LB_HINT_SLOTS);
+BPF_PERCPU_ARRAY(flood_windows, struct lb_flood_window, 1);
+BPF_ARRAY(flood_until, __u64, 1);      /* the SYN flood state holds until this time */
+
+static __always_inline __u64 *lb_flood_until(void)
+{
+    __u32 zero = 0;
+    return flood_until.lookup(&zero);
+}
+
+/* Count a new TCP flow on this CPU; 1 when SYNs must take the handshake path now. */
+static __always_inline int lb_syn_flooded(__u64 now)
+{
+    __u32 rate = lb_setting(LB_SETTING_SYN_FLOOD_RATE);
+    if (!rate)
+        return 0;
+    __u64 *until = lb_flood_until();
+    if (until && now < *until)
+        return 1;
+    __u32 zero = 0;
+    struct lb_flood_window *w = flood_windows.lookup(&zero);
+    if (!w)
+        return 0;
+    __u64 window = now >> LB_FLOOD_WINDOW_SHIFT;
+    if (w->window != window) {
+        w->window = window;
+        w->count = 0;
+    }
+    w->count += 1;
+    if (w->count * LB_NS_PER_S <= ((__u64)rate << LB_FLOOD_WINDOW_SHIFT))
+        return 0;
+    if (until)
+        *until = now + LB_NS_PER_S;
+    return 1;
+}
+
+/* Hints are consulted only while a flood may have left some (its state, plus the time a
+ * handshake takes): no cost for traffic that is not ours at other times. */
+static __always_inline int lb_hints_live(__u64 now)
+{
+    if (!lb_setting(LB_SETTING_SYN_FLOOD_RATE))
+        return 0;
+    __u64 *until = lb_flood_until();
+    return until && *until && now < *until + 2 * LB_NS_PER_S;
+}
+
+static __always_inline struct lb_hint *lb_hint_of(const struct lb_ct_key *rkey)
+{
+    __u32 slot = lb_flow_hash(rkey) & (LB_HINT_SLOTS - 1);
+    struct lb_hint *h = flood_hints.lookup(&slot);
+    if (!h || h->rkey.src_ip != rkey->src_ip || h->rkey.dst_ip != rkey->dst_ip ||
+        h->rkey.src_port != rkey->src_port || h->rkey.dst_port != rkey->dst_port ||
+        h->rkey.proto != rkey->proto)
+        return NULL;
+    return h;
+}
+
+/* A SYN of a flood: forward it to ``t`` without a flow, leaving the hint. */
+static __always_inline int lb_flood_syn(struct lb_pkt *p, const struct lb_ct_key *key,
+                                        const struct lb_target *t)
+{
+    struct lb_hint h = {};
+    h.rkey.src_ip = t->ip;
+    h.rkey.dst_ip = key->src_ip;
+    h.rkey.src_port = t->port;
+    h.rkey.dst_port = key->src_port;
+    h.rkey.proto = key->proto;
+    h.vip = key->dst_ip;
+    h.vport = key->dst_port;
+    __u32 slot = lb_flow_hash(&h.rkey) & (LB_HINT_SLOTS - 1);
+    flood_hints.update(&slot, &h);
+    lb_count(LB_CTR_FLOOD_SYNS);
+    lb_rewrite_dst(p, t->ip, t->port);
+    return LB_FORWARD;
+}
+
+/* A packet from a target with no flow: the answer to a flood-time SYN (its SYN-ACK, or a
+ * reset) goes back from the VIP; a SYN-ACK records what the client must acknowledge. */
+static __always_inline int lb_flood_answer(struct lb_pkt *p, const struct lb_ct_key *key)
+{
+    struct lb_hint *h = lb_hint_of(key);
+    if (!h)
+        return LB_NOT_OURS;
+    if (p->tcp->syn && p->tcp->ack)
+        h->ack = bpf_ntohl(p->tcp->seq) + 1;
+    lb_rewrite_src(p, h->vip, h->vport);
+    return LB_FORWARD;
+}
+
+/* The client's ACK completing a flood-time handshake with the target ``t`` picked again:
+ * 1 when it acknowledges the target's SYN-ACK for this very tuple (the hint is used up). */
+static __always_inline int lb_flood_ack_valid(const struct lb_pkt *p,
+                                              const struct lb_ct_key *key,
+                                              const struct lb_target *t)
+{
+    struct lb_ct_key rkey = {};
+    rkey.src_ip = t->ip;
+    rkey.dst_ip = key->src_ip;
+    rkey.src_port = t->port;
+    rkey.dst_port = key->src_port;
+    rkey.proto = key->proto;
+    struct lb_hint *h = lb_hint_of(&rkey);
+    if (!h || h->vip != key->dst_ip || h->vport != key->dst_port || !h->ack ||
+        h->ack != bpf_ntohl(p->tcp->ack_seq))
+        return 0;
+    h->ack = 0;
+    return 1;
+}
+
 /* Does this listener serve the packet's destination address? */
 static __always_inline int lb_serves_address(const struct lb_route *route,
                                              const struct lb_ct_key *key)
@@ -645,12 +783,19 @@ static __always_inline int lb_handle_new(struct xdp_md *ctx, struct lb_pkt *p,
         lb_count(LB_CTR_SNI_PASSED);
         return LB_NOT_OURS;             /* the userspace splicer owns this listener */
     }
-    if (p->tcp && !(p->tcp->syn && !p->tcp->ack))
-        return lb_pass(in, LB_REASON_NO_FLOW);  /* only a SYN opens a TCP flow */
+    int handshake_ack = 0;
+    if (p->tcp && !(p->tcp->syn && !p->tcp->ack)) {
+        /* Only a SYN opens a TCP flow; or, after a SYN flood, the ACK that completes a
+         * handshake the program forwarded without one. */
+        if (!p->tcp->ack || p->tcp->syn || p->tcp->rst || !lb_hints_live(lb_now()))
+            return lb_pass(in, LB_REASON_NO_FLOW);
+        handshake_ack = 1;
+    }
     if (!lb_serves_address(route, key)) {
         lb_reason(in, LB_REASON_NOT_VIP);
         return LB_NOT_OURS;
     }
+    __u64 now = lb_now();
 
     struct lb_lpm_key skey = { .prefixlen = 32, .ip = key->src_ip };
     struct lb_route *sroute = config.lookup(&skey);
@@ -665,8 +810,14 @@ static __always_inline int lb_handle_new(struct xdp_md *ctx, struct lb_pkt *p,
         lb_count(LB_CTR_NO_TARGET);
         return lb_pass(in, LB_REASON_NO_TARGET);    /* every target drained */
     }
+    if (handshake_ack) {
+        if (!lb_flood_ack_valid(p, key, &t))
+            return lb_pass(in, LB_REASON_NO_FLOW);
+        lb_count(LB_CTR_FLOOD_FLOWS);
+    } else if (p->tcp && !reuse && lb_syn_flooded(now)) {
+        return lb_flood_syn(p, key, &t);
+    }
 
-    __u64 now = lb_now();
     struct lb_ct_value v = {};
     v.orig_dst_ip = key->dst_ip;
     v.orig_dst_port = key->dst_port;
@@ -676,7 +827,8 @@ static __always_inline int lb_handle_new(struct xdp_md *ctx, struct lb_pkt *p,
     v.last_seen_ns = now;
     v.packets_fwd = 1;
     v.bytes_fwd = p->ip_len;
-    v.flags = chosen_by | ((route->flags & LB_ROUTE_F_STATS) ? LB_CT_F_STATS : 0);
+    v.flags = chosen_by | ((route->flags & LB_ROUTE_F_STATS) ? LB_CT_F_STATS : 0) |
+              (handshake_ack ? LB_CT_F_SEEN_REPLY : 0);
 
     /* Reply entry first: once the forward entry exists, another CPU may forward this
      * flow's packets and the target may answer. */
@@ -804,6 +956,11 @@ static __always_inline int lb_handle_l4(struct xdp_md *ctx, struct lb_pkt *p, in
         int act = to_listener ? lb_handle_new(ctx, p, &key, 0) : LB_NOT_OURS;
         if (act != LB_NOT_OURS)
             return act;
+        if (p->tcp && lb_hints_live(lb_now())) {
+            act = lb_flood_answer(p, &key);
+            if (act != LB_NOT_OURS)
+                return act;
+        }
         /* Checked only for SYNs no listener took: a balanced SYN's reversed tuple is
          * never a finished flow's reply tuple worth a lookup (listener port = target
          * port is common, and this lookup misses the cache like the insert after it). */
