@@ -55,6 +55,7 @@ struct lb_pkt {
      * l4_check points at its L4 checksum when the quote is long enough (else NULL). */
     struct lb_icmp_hdr *icmp;
     struct iphdr *inner;
+    __u64 now;               /* the clock, read at most once per packet (lb_clock) */
 };
 
 /* Parse the quoted IPv4 header and the first 8 bytes of its TCP/UDP header (all an ICMP

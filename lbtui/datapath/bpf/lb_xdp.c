@@ -123,6 +123,15 @@ static __always_inline int lb_port_marked(__u32 base, __be16 port)
  * source access, which costs ~45 ns per packet in a VM. */
 #define lb_now() bpf_ktime_get_coarse_ns()
 
+/* The clock for this packet: read on first use only, so a packet pays for one read
+ * however many steps (flow handling, the next-hop cache) look at the time. */
+static __always_inline __u64 lb_clock(struct lb_pkt *p)
+{
+    if (!p->now)
+        p->now = lb_now();
+    return p->now;
+}
+
 /* Per-flow counters use plain adds: a direction of a flow is normally handled by one CPU
  * (RSS), and forward and reply update different fields. A lost increment needs the same
  * direction of one flow on two CPUs at the same instant; a locked add per packet costs
@@ -565,7 +574,8 @@ static __always_inline int lb_is_direct_syn(const struct lb_pkt *p)
 /* A direct connection from a client to a target reuses a finished balanced flow's
  * tuple: the finished flow's reply entry goes now, so nothing the target answers (a
  * SYN-ACK, or the ACK of a socket still in TIME_WAIT) is rewritten to come from the VIP. */
-static __always_inline void lb_forget_finished_reply(const struct lb_ct_key *key)
+static __always_inline void lb_forget_finished_reply(struct lb_pkt *p,
+                                                     const struct lb_ct_key *key)
 {
     struct lb_ct_key rkey = {};
     rkey.src_ip = key->dst_ip;
@@ -578,7 +588,7 @@ static __always_inline void lb_forget_finished_reply(const struct lb_ct_key *key
         return;
     struct lb_ct_key fkey = {};
     struct lb_ct_value *fct = lb_flow_of_reply(&rkey, r, &fkey);
-    if (!fct || lb_is_closed(fct->flags) || lb_is_expired(fct, lb_now()))
+    if (!fct || lb_is_closed(fct->flags) || lb_is_expired(fct, lb_clock(p)))
         conntrack.delete(&rkey);
 }
 
@@ -787,7 +797,7 @@ static __always_inline int lb_handle_new(struct xdp_md *ctx, struct lb_pkt *p,
     if (p->tcp && !(p->tcp->syn && !p->tcp->ack)) {
         /* Only a SYN opens a TCP flow; or, after a SYN flood, the ACK that completes a
          * handshake the program forwarded without one. */
-        if (!p->tcp->ack || p->tcp->syn || p->tcp->rst || !lb_hints_live(lb_now()))
+        if (!p->tcp->ack || p->tcp->syn || p->tcp->rst || !lb_hints_live(lb_clock(p)))
             return lb_pass(in, LB_REASON_NO_FLOW);
         handshake_ack = 1;
     }
@@ -795,7 +805,7 @@ static __always_inline int lb_handle_new(struct xdp_md *ctx, struct lb_pkt *p,
         lb_reason(in, LB_REASON_NOT_VIP);
         return LB_NOT_OURS;
     }
-    __u64 now = lb_now();
+    __u64 now = lb_clock(p);
 
     struct lb_lpm_key skey = { .prefixlen = 32, .ip = key->src_ip };
     struct lb_route *sroute = config.lookup(&skey);
@@ -956,7 +966,7 @@ static __always_inline int lb_handle_l4(struct xdp_md *ctx, struct lb_pkt *p, in
         int act = to_listener ? lb_handle_new(ctx, p, &key, 0) : LB_NOT_OURS;
         if (act != LB_NOT_OURS)
             return act;
-        if (p->tcp && lb_hints_live(lb_now())) {
+        if (p->tcp && lb_hints_live(lb_clock(p))) {
             act = lb_flood_answer(p, &key);
             if (act != LB_NOT_OURS)
                 return act;
@@ -965,14 +975,14 @@ static __always_inline int lb_handle_l4(struct xdp_md *ctx, struct lb_pkt *p, in
          * never a finished flow's reply tuple worth a lookup (listener port = target
          * port is common, and this lookup misses the cache like the insert after it). */
         if (lb_is_direct_syn(p))
-            lb_forget_finished_reply(&key);
+            lb_forget_finished_reply(p, &key);
         return XDP_PASS;
     }
     __u16 flags = ct->flags;
     if (flags & LB_CT_F_LOCAL)
         return XDP_PASS;                /* a userspace splicer terminates this flow */
     /* Read the clock only for packets we own: it costs about as much as a map lookup. */
-    __u64 now = lb_now();
+    __u64 now = lb_clock(p);
     if (flags & LB_CT_F_REPLY)
         return lb_handle_reply(ctx, p, &key, ct, now);
     /* A new SYN on a finished or aged tuple, or a UDP datagram after the timeout, starts a
@@ -1011,7 +1021,7 @@ int lb_xdp(struct xdp_md *ctx)
     }
     if (act != LB_FORWARD)
         return act;
-    return lb_forward(ctx, &p, lb_now());
+    return lb_forward(ctx, &p, lb_clock(&p));
 }
 
 /* Userspace's way into the one event stream: run with BPF_PROG_TEST_RUN on a buffer that
