@@ -8,6 +8,7 @@ Every test runs pinned to one CPU: the rate is counted per CPU."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -94,6 +95,25 @@ def test_syns_above_the_rate_are_balanced_counted_and_not_tracked(fdp: Harness) 
     assert (c["flows_created"], c["flood_syns"]) == (created, 120 - created)
     assert len(fdp.ct_entries()) == 2 * created
     assert targets == {T1, T2}, "untracked SYNs are balanced like tracked ones"
+
+
+def test_the_guard_holds_for_as_long_as_the_flood_goes_on(fdp: Harness) -> None:
+    """Past the first second: SYNs over the rate are counted too, so the state never
+    lapses while they keep coming (no window's worth let in each second)."""
+    fdp.listen(80, G1)
+    rate(fdp, 100)
+    tracked, i = [], 0
+    end = time.monotonic() + 1.6
+    while time.monotonic() < end and i < 40000:
+        syn = fast_tcp(SPOOFED.format(2 + i % 250), VIP, 10000 + i, 80, SYN)
+        assert fdp.run(syn).verdict == XDP_REDIRECT
+        tracked.append(fdp.connection(SPOOFED.format(2 + i % 250), 10000 + i, 80) is not None)
+        i += 1
+    created = sum(tracked)
+    assert i > 2000, "too few SYNs to keep over the rate (a loaded machine?)"
+    assert 1 <= created <= 2 * 14
+    assert tracked == [True] * created + [False] * (i - created)
+    assert fdp.counters()["flood_syns"] == i - created
 
 
 def test_flood_time_handshake_creates_the_flow_at_the_clients_ack(fdp: Harness) -> None:

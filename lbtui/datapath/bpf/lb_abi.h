@@ -121,9 +121,9 @@ struct lb_ct_value {
 /* 1 while any interface of the instance runs generic XDP (written by the control plane's
  * egress assessment): partial checksums then go to the stack, never finished by XDP. */
 #define LB_SETTING_XDP_GENERIC     4
-/* New TCP flows per second per CPU above which the program stops creating flows for SYNs
- * (it forwards them and creates the flow when the client completes the handshake: see
- * "SYN floods" in lb_xdp.c); 0 turns this off, 1 applies it to every SYN. */
+/* SYNs opening TCP flows per second per CPU above which the program stops creating flows
+ * for SYNs (it forwards them and creates the flow when the client completes the handshake:
+ * see "SYN floods" in lb_xdp.c); 0 turns this off, below 8 applies it to every SYN. */
 #define LB_SETTING_SYN_FLOOD_RATE  5
 #define LB_SETTING_ABI_VERSION     15 /* LB_ABI_VERSION of whoever created the maps */
 #define LB_SETTINGS_MAX            16

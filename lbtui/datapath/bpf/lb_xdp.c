@@ -424,14 +424,21 @@ static __always_inline void lb_check_partial(struct xdp_md *ctx, struct lb_pkt *
 
 /* --- conntrack -------------------------------------------------------------------------- */
 
+/* The reply tuple of the flow ``fkey`` (client -> listener) DNATed to ip:port. */
+static __always_inline void lb_reply_key_to(struct lb_ct_key *rkey, const struct lb_ct_key *fkey,
+                                            __be32 ip, __be16 port)
+{
+    rkey->src_ip = ip;
+    rkey->dst_ip = fkey->src_ip;
+    rkey->src_port = port;
+    rkey->dst_port = fkey->src_port;
+    rkey->proto = fkey->proto;
+}
+
 static __always_inline void lb_reply_key_of(struct lb_ct_key *rkey, const struct lb_ct_key *fkey,
                                             const struct lb_ct_value *fct)
 {
-    rkey->src_ip = fct->nat_dst_ip;
-    rkey->dst_ip = fkey->src_ip;
-    rkey->src_port = fct->nat_dst_port;
-    rkey->dst_port = fkey->src_port;
-    rkey->proto = fkey->proto;
+    lb_reply_key_to(rkey, fkey, fct->nat_dst_ip, fct->nat_dst_port);
 }
 
 static __always_inline void lb_forward_key_of(struct lb_ct_key *fkey, const struct lb_ct_key *rkey,
@@ -622,11 +629,11 @@ static __always_inline int lb_claim_reply(const struct lb_ct_key *rkey,
 /* --- SYN floods ------------------------------------------------------------------------ */
 
 /* A spoofed SYN flood would make every SYN a new flow and the LRU evict established flows
- * that are idle for a moment. Above settings[SYN_FLOOD_RATE] new TCP flows per second on a
- * CPU (and for a second after any CPU saw that), a SYN creates no flow: the program picks
- * the target as usual (the pick is a hash of the tuple, so it is the same again later),
- * forwards the SYN and leaves a hint, keyed by the reply tuple, in a fixed array that
- * nothing evicts from. The target's SYN-ACK finds the hint, is answered from the VIP and
+ * that are idle for a moment. Above settings[SYN_FLOOD_RATE] SYNs opening flows per second
+ * on a CPU (and until a second after any CPU last saw that), a SYN creates no flow: the
+ * program picks the target as usual (the pick is a hash of the tuple, so it is the same
+ * again later), forwards the SYN and leaves a hint, keyed by the reply tuple, in a fixed
+ * array that nothing evicts from. The target's SYN-ACK finds the hint, is answered from the VIP and
  * records its sequence number; the client's ACK, which must acknowledge exactly that
  * number (a spoofed source never saw it), picks the target again and creates the flow.
  * A flooding sender overwrites hints, never flows. Internal to the program, not pinned:
@@ -658,18 +665,19 @@ static __always_inline __u64 *lb_flood_until(void)
     return flood_until.lookup(&zero);
 }
 
-/* Count a new TCP flow on this CPU; 1 when SYNs must take the handshake path now. */
+/* Count a SYN that would open a TCP flow on this CPU; 1 when it must take the handshake
+ * path. Every such SYN is counted, tracked or not, so the state holds for as long as the
+ * flood goes on above the rate (not a second at a time, letting a window's worth of
+ * spoofed SYNs in each second). */
 static __always_inline int lb_syn_flooded(__u64 now)
 {
     __u32 rate = lb_setting(LB_SETTING_SYN_FLOOD_RATE);
     if (!rate)
         return 0;
-    __u64 *until = lb_flood_until();
-    if (until && now < *until)
-        return 1;
     __u32 zero = 0;
+    __u64 *until = lb_flood_until();
     struct lb_flood_window *w = flood_windows.lookup(&zero);
-    if (!w)
+    if (!until || !w)
         return 0;
     __u64 window = now >> LB_FLOOD_WINDOW_SHIFT;
     if (w->window != window) {
@@ -678,8 +686,10 @@ static __always_inline int lb_syn_flooded(__u64 now)
     }
     w->count += 1;
     if (w->count * LB_NS_PER_S <= ((__u64)rate << LB_FLOOD_WINDOW_SHIFT))
-        return 0;
-    if (until)
+        return now < *until;            /* under the rate here; another CPU's flood holds */
+    /* Over the rate: the state holds a second from now. The shared word is written at
+     * most twice a second, not for every SYN of the flood. */
+    if (*until < now + LB_NS_PER_S / 2)
         *until = now + LB_NS_PER_S;
     return 1;
 }
@@ -710,11 +720,7 @@ static __always_inline int lb_flood_syn(struct lb_pkt *p, const struct lb_ct_key
                                         const struct lb_target *t)
 {
     struct lb_hint h = {};
-    h.rkey.src_ip = t->ip;
-    h.rkey.dst_ip = key->src_ip;
-    h.rkey.src_port = t->port;
-    h.rkey.dst_port = key->src_port;
-    h.rkey.proto = key->proto;
+    lb_reply_key_to(&h.rkey, key, t->ip, t->port);
     h.vip = key->dst_ip;
     h.vport = key->dst_port;
     __u32 slot = lb_flow_hash(&h.rkey) & (LB_HINT_SLOTS - 1);
@@ -744,11 +750,7 @@ static __always_inline int lb_flood_ack_valid(const struct lb_pkt *p,
                                               const struct lb_target *t)
 {
     struct lb_ct_key rkey = {};
-    rkey.src_ip = t->ip;
-    rkey.dst_ip = key->src_ip;
-    rkey.src_port = t->port;
-    rkey.dst_port = key->src_port;
-    rkey.proto = key->proto;
+    lb_reply_key_to(&rkey, key, t->ip, t->port);
     struct lb_hint *h = lb_hint_of(&rkey);
     if (!h || h->vip != key->dst_ip || h->vport != key->dst_port || !h->ack ||
         h->ack != bpf_ntohl(p->tcp->ack_seq))
