@@ -1,5 +1,6 @@
 """SYN flood: spoofed SYNs at increasing rates through the lab while a real client keeps
-opening connections, for lbtui, nftables DNAT and HAProxy side by side.
+opening connections, for lbtui (without and with its SYN flood guard), nftables DNAT and
+HAProxy side by side.
 
     sudo .venv/bin/python -m bench.synflood [--quick] [--rates 0,10000,...] [--json out.json]
 
@@ -18,10 +19,14 @@ flow tables emptied first:
      time, each a full HTTP request with a 1 s timeout;
    - afterwards every established connection is asked to echo (1.5 s for all).
 
+Contenders: ``lbtui`` (``syn_flood_rate`` off, its default), ``lbtui-cap`` (the same
+datapath with ``syn_flood_rate = --cap``), ``nftables``, ``haproxy``.
+
 Reported per step: the SYN rate reached, the real connections that succeeded and their
-p99, how many established connections still echo, and for lbtui its conntrack entries and
-the flows it created. "Real connections start failing" at the first step where fewer than
-99% succeed; an established connection that stops echoing is lost for good (counted once).
+p99, how many established connections still echo, and for lbtui its conntrack entries,
+the flows it created and the SYNs it forwarded without tracking them. "Real connections
+start failing" at the first step where fewer than 99% succeed; an established connection
+that stops echoing is lost for good (counted once).
 Rates are ratios to nothing but themselves: every contender gets the same steps, in the
 same run.
 
