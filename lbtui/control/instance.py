@@ -27,8 +27,8 @@ from lbtui import maps as M
 from lbtui.control import apply
 from lbtui.control.checks import DOWN, CurrentConfig, HealthChecker
 from lbtui.control.config import ConfigError, load_config, parse_dict, to_dict
-from lbtui.control.eventhub import EventHub
-from lbtui.control.lock import FileLock, LockHeld, editing, manager_lock
+from lbtui.control.eventhub import EventHub, socket_path
+from lbtui.control.lock import FileLock, LockHeld, editing, manager_lock, run_dir
 from lbtui.control.state import (
     read_applied,
     read_state,
@@ -637,6 +637,7 @@ def teardown(name: str, attachments: Sequence[dict[str, Any]] | None = None,
     if state:
         remove_state(name)
         done.append("removed state file")
+    remove_inside(socket_path(name), run_dir())  # a serve killed with -9 leaves its socket
     _remove_lock_files(name, held)
     return done
 

@@ -31,7 +31,7 @@ def _topo() -> Topology:
 def test_nft_ruleset_splits_100_slots_by_the_weights() -> None:
     rules = nft_ruleset(_topo())
     maps = re.findall(r"numgen random mod (\d+) map \{ ([^}]*) \}", rules)
-    assert len(maps) == 3  # http, bulk, udp
+    assert len(maps) == 4  # http, bulk, echo, udp
     for mod, body in maps:
         assert int(mod) == sum(WEIGHTS)
         spans = [tuple(map(int, part.split(":")[0].split("-"))) for part in body.split(",")]
@@ -47,7 +47,7 @@ def test_haproxy_configs_pass_haproxy_check(tmp_path: Path) -> None:
         p = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
         assert p.returncode == 0, p.stdout + p.stderr
     lb = haproxy_config(_topo(), 2)
-    assert [int(w) for w in re.findall(r"weight (\d+)", lb)] == list(WEIGHTS) * 2
+    assert [int(w) for w in re.findall(r"weight (\d+)", lb)] == list(WEIGHTS) * 3  # http, bulk, echo
 
 
 def test_task_runtime_grows_with_work() -> None:
@@ -130,4 +130,4 @@ def test_served_lbtui_config_is_one_lbtui_accepts(tmp_path: Path) -> None:
     http = next(lst for lst in cfg.listeners if lst.port == 80)
     assert [(t.ip, t.port, t.weight) for t in http.group.targets] == [
         (b.ip, 8080, w) for b, w in zip(topo.backends, WEIGHTS, strict=True)]
-    assert {lst.port for lst in cfg.listeners} == {80, 5001, 9000}
+    assert {lst.port for lst in cfg.listeners} == {80, 5001, 7000, 9000}

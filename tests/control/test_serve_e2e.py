@@ -280,9 +280,15 @@ def test_restart_reproduces_the_maps(make_lab, state_dir, instance_cleanup, star
         "www.example.com"]
 
     assert serve.stop() == 0 and not pin_dir_of(name).exists()
-    start_serve(path)                       # a fresh start: maps rebuilt from the file
+    last = start_serve(path)                # a fresh start: maps rebuilt from the file
     assert dump_maps(name, conntrack=False) == before
     assert set(spread(topo, 20)) == {"backend1", "backend2"}
+
+    last.proc.kill()                        # a crash leaves its socket, state and locks ...
+    last.proc.wait(10)
+    assert (run_dir() / f"{name}.events.sock").exists()
+    assert lbtui("down", "--instance", name).returncode == 0
+    assert not list(run_dir().glob(f"{name}.*"))    # ... and `down` removes every one
 
 
 def test_kill9_with_keep_keeps_established_connections(make_lab, state_dir, instance_cleanup,

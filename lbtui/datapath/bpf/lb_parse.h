@@ -56,6 +56,12 @@ struct lb_pkt {
     struct lb_icmp_hdr *icmp;
     struct iphdr *inner;
     __u64 now;               /* the clock, read at most once per packet (lb_clock) */
+    /* A reply's source before the translation (set by lb_handle_reply): put back when the
+     * packet is too big for its egress, so the stack's "fragmentation needed" goes to the
+     * target about its own flow, not to the VIP (a local address, where it is lost). */
+    __be32 reply_src_ip;
+    __be16 reply_src_port;
+    __u8 is_reply;
 };
 
 /* Parse the quoted IPv4 header and the first 8 bytes of its TCP/UDP header (all an ICMP

@@ -390,8 +390,15 @@ static __always_inline int lb_forward(struct xdp_md *ctx, struct lb_pkt *p, __u6
     int rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
     if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
         return lb_pass(in, LB_REASON_NO_NEIGH);
-    if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+    if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+        /* Too big for the egress link: the stack answers "fragmentation needed". About a
+         * reply it must quote the target's own packet (the target lowers its path MTU);
+         * about a request the quote names the target, which the client cannot match (a
+         * limit: the links towards targets must carry the targets' MTU). */
+        if (p->is_reply)
+            lb_rewrite_src(p, p->reply_src_ip, p->reply_src_port);
         return lb_pass(in, LB_REASON_MTU);
+    }
     if (rc != BPF_FIB_LKUP_RET_SUCCESS)
         return lb_pass(in, LB_REASON_FIB_MISS);
     if (nh) {
@@ -551,6 +558,9 @@ static __always_inline int lb_handle_reply(struct xdp_md *ctx, struct lb_pkt *p,
         if (lb_track_tcp_close(p, &fkey, fct, 1, now) & LB_CT_F_RST)
             conntrack.delete((struct lb_ct_key *)key);   /* reset: nothing may follow */
     }
+    p->is_reply = 1;
+    p->reply_src_ip = p->iph->saddr;
+    p->reply_src_port = *p->sport;
     lb_rewrite_src(p, fkey.dst_ip, fkey.dst_port);
     return LB_FORWARD;
 }
