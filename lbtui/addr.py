@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import sys
+from typing import Any
 
 IpLike = str | int | ipaddress.IPv4Address
 
@@ -61,7 +62,8 @@ def parse_port(port: object, what: str = "port") -> int:
     return port
 
 
-def parse_cidr(cidr: str | dict | tuple, what: str = "source") -> ipaddress.IPv4Network:
+def parse_cidr(cidr: str | dict[str, Any] | tuple[Any, Any], what: str = "source"
+               ) -> ipaddress.IPv4Network:
     """A source prefix as "198.18.1.0/24", {"ip":..., "prefix_len":...} or (ip, prefix_len).
 
     Host bits must be zero: "198.18.1.5/24" is refused rather than silently widened."""

@@ -13,7 +13,7 @@ import errno
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar, cast
 
 from bcc.libbcc import lib as _bcc
 
@@ -29,9 +29,21 @@ BPF_F_NO_PREALLOC = 1
 BPF_F_NO_COMMON_LRU = 2
 BPF_ANY = 0
 
-K = TypeVar("K")
-V = TypeVar("V")
+# Keys and values are ctypes structures, scalars (c_uint32) or arrays (per-CPU values).
+K = TypeVar("K", bound="ct.Structure | ct._SimpleCData[Any] | ct.Array[Any]")
+V = TypeVar("V", bound="ct.Structure | ct._SimpleCData[Any] | ct.Array[Any]")
 T = TypeVar("T", bound=ct.Structure)
+C = TypeVar("C", bound="ct.Structure | ct._SimpleCData[Any] | ct.Array[Any]")
+
+
+# mypy resolves the ctypes metaclass methods (from_buffer_copy, `*`) of a TypeVar'd class to
+# the whole bound union; these two casts give back the caller's own class.
+def _copy(kind: type[C], source: C) -> C:
+    return cast(C, kind.from_buffer_copy(source))
+
+
+def _array(kind: type[C], length: int) -> ct.Array[C]:
+    return cast("ct.Array[C]", (kind * length)())
 
 _bcc.bcc_create_map.restype = ct.c_int
 _bcc.bcc_create_map.argtypes = [ct.c_int, ct.c_char_p, ct.c_int, ct.c_int, ct.c_int, ct.c_int]
@@ -48,7 +60,7 @@ class BpfError(OSError):
     """A bpf(2) call failed; ``errno`` and a message that says what was attempted."""
 
 
-def _raise(what: str, err: int) -> None:
+def _raise(what: str, err: int) -> NoReturn:
     raise BpfError(err, f"{what}: {os.strerror(err)}")
 
 
@@ -61,7 +73,7 @@ def _errno(ret: int) -> int:
 def create_map(map_type: int, name: str, key_size: int, value_size: int,
                max_entries: int, flags: int = 0) -> int:
     """Create a map and return its fd."""
-    fd = _bcc.bcc_create_map(map_type, name.encode()[:15], key_size, value_size,
+    fd: int = _bcc.bcc_create_map(map_type, name.encode()[:15], key_size, value_size,
                              max_entries, flags)
     if fd < 0:
         _raise(f"creating map {name!r} (type {map_type}, {max_entries} entries)", -fd)
@@ -75,13 +87,21 @@ def obj_pin(fd: int, path: str) -> None:
 
 
 def obj_get(path: str) -> int:
-    ret = _bcc.bpf_obj_get(path.encode())
+    ret: int = _bcc.bpf_obj_get(path.encode())
     if ret < 0:
         _raise(f"opening pinned object {path}", _errno(ret))
     return ret
 
 
 class MapInfo(ct.Structure):
+    # The fields the callers read, typed for the checker (ctypes itself types none).
+    type: int
+    id: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    map_flags: int
+    name: bytes
     _fields_ = [
         ("type", ct.c_uint32), ("id", ct.c_uint32), ("key_size", ct.c_uint32),
         ("value_size", ct.c_uint32), ("max_entries", ct.c_uint32), ("map_flags", ct.c_uint32),
@@ -90,6 +110,9 @@ class MapInfo(ct.Structure):
 
 
 class ProgInfo(ct.Structure):
+    type: int
+    id: int
+    tag: ct.Array[ct.c_uint8]
     _fields_ = [("type", ct.c_uint32), ("id", ct.c_uint32), ("tag", ct.c_uint8 * 8)]
 
 
@@ -146,7 +169,7 @@ def keys(fd: int, key_type: type[K]) -> Iterator[K]:
         return
     while True:
         ct.memmove(ct.byref(key), ct.byref(nxt), ct.sizeof(key))
-        yield key_type.from_buffer_copy(key)
+        yield _copy(key_type, key)
         if _bcc.bpf_get_next_key(fd, ct.byref(key), ct.byref(nxt)) < 0:
             return
 
@@ -162,8 +185,8 @@ class BatchReader(Generic[K, V]):
     chunk: int = 4096
 
     def __post_init__(self) -> None:
-        self._keys = (self.key_type * self.chunk)()
-        self._values = (self.value_type * self.chunk)()
+        self._keys = _array(self.key_type, self.chunk)
+        self._values = _array(self.value_type, self.chunk)
 
     def chunks(self) -> Iterator[tuple[ct.Array[K], ct.Array[V], int]]:
         """Yield (keys, values, n) per batch; the arrays are reused, copy what you keep."""
@@ -189,8 +212,7 @@ class BatchReader(Generic[K, V]):
     def items(self) -> Iterator[tuple[K, V]]:
         for ks, vs, n in self.chunks():
             for i in range(n):
-                yield (self.key_type.from_buffer_copy(ks[i]),
-                       self.value_type.from_buffer_copy(vs[i]))
+                yield _copy(self.key_type, ks[i]), _copy(self.value_type, vs[i])
 
 
 # --- program test runs -----------------------------------------------------------------

@@ -15,12 +15,12 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import NoReturn, TypeAlias
 
 from lbtui import __version__, envelope, errors, logs
 from lbtui.errors import UsageError
 
-__all__ = ["UsageError", "build_parser", "main"]
+__all__ = ["Subparsers", "UsageError", "build_parser", "main"]
 
 # Modules that contribute subcommands, in help order.
 COMMAND_MODULES = (
@@ -29,6 +29,8 @@ COMMAND_MODULES = (
     "lbtui.lab.cli",
 )
 log = logging.getLogger("lbtui")
+# What each module's register() is given (generic only to the checker, hence a string).
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 class Parser(argparse.ArgumentParser):

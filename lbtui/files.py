@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import shutil
 import stat
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 
 def state_root() -> Path:
@@ -87,6 +89,17 @@ def read_capped(path: Path, max_bytes: int) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in the state file ``path``; None when it is missing, is not JSON or
+    holds something other than an object (a file cut short or edited by hand must read as
+    no state, not crash whoever looks at it)."""
+    try:
+        value = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 class OutsideOwnDir(RuntimeError):

@@ -101,7 +101,7 @@ def parse_level(name: str) -> int:
     the choices."""
     if name.lower() not in LEVELS:
         raise ValueError(f"log level {name!r}: use one of {', '.join(LEVELS)}")
-    return getattr(logging, name.upper())
+    return logging.getLevelNamesMapping()[name.upper()]
 
 
 def setup(level: str = "info", role: str = "lbtui", stream: TextIO | None = None

@@ -2,12 +2,15 @@
 
     sudo .venv/bin/python scripts/screenshots.py [--out screenshots] [--warmup 30]
 
-Builds a namespace lab shaped like the demo (2 clients, 4 backends, lab name ``h3shot``),
-starts the backend servers and an Instance from the demo's config (``lbtui.lab.
-demo_config``), runs the lab's traffic generator (HTTP, long-lived echo connections, UDP;
-bounded in rate and duration), drives the console headless (``App.run_test``), and saves
-each view as SVG, converted to PNG with ``rsvg-convert`` (Debian librsvg2-bin). At the end
-the console quits with "stop" and the lab is torn down, also on failure or Ctrl-C.
+Runs the demo lab as ``lbtui demo`` runs it (``lbtui.lab.lifecycle.LabRun``, lab name
+``h3shot``): 2 clients, 4 backends, the demo's config with its SNI listener, TLS traffic
+and active checks on backend3, the lab's traffic generator (bounded in rate and duration).
+The console is driven headless (``App.run_test``) and each view saved as SVG, converted to
+PNG with ``rsvg-convert`` (Debian librsvg2-bin). For the incident views it then breaks
+backend3 as the demo config's comment says (nftables in backend3 rejects its HTTP port)
+and shows Targets with it failing and out of rotation, the Events of the change, and the
+Reasons view. At the end the console quits with "stop" and the lab is torn down, also on
+failure or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -29,11 +31,9 @@ sys.path.insert(0, str(REPO))
 from lbtui.console.app import ConsoleApp  # noqa: E402
 from lbtui.console.session import build_app  # noqa: E402
 from lbtui.console.views.targets import TargetsView  # noqa: E402
-from lbtui.control.config import load_config  # noqa: E402
-from lbtui.control.instance import Instance, teardown  # noqa: E402
 from lbtui.lab import demo_config  # noqa: E402
 from lbtui.lab import topology as T  # noqa: E402
-from lbtui.lab.traffic import TrafficSpec, start_traffic  # noqa: E402
+from lbtui.lab.lifecycle import LabRun, TrafficOptions  # noqa: E402
 
 LAB = "h3shot"
 SIZE = (160, 44)
@@ -60,7 +60,17 @@ def save(app: ConsoleApp, out: Path, name: str, title: str) -> None:
     print(f"[screenshots] {out / name}.svg / .png", flush=True)
 
 
-async def drive(app: ConsoleApp, out: Path, warmup: float) -> None:
+OUTAGE = "outage"       # the nftables table the demo config's comment adds
+
+
+def break_backend(topo: T.Topology) -> None:
+    """Make the checked backend refuse its HTTP port, as the demo config says to."""
+    topo.run(demo_config.CHECKED_BACKEND, [
+        "nft", f"add table ip {OUTAGE} {{ chain in {{ type filter hook input priority 0; "
+               f"tcp dport {T.HTTP_PORT} reject with tcp reset; }}; }}"])
+
+
+async def drive(app: ConsoleApp, topo: T.Topology, out: Path, warmup: float) -> None:
     async with app.run_test(size=SIZE) as pilot:
         t_end = time.monotonic() + warmup
         while time.monotonic() < t_end:
@@ -116,6 +126,39 @@ async def drive(app: ConsoleApp, out: Path, warmup: float) -> None:
         await pilot.pause(1.2)
         save(app, out, "13-80x24", "lbtui console: 80x24")
         await pilot.resize_terminal(*SIZE)
+        # An incident: the checked backend refuses; it turns failing and leaves the
+        # rotation, its traffic moves to the others.
+        break_backend(topo)
+        checked = f"{topo.node(demo_config.CHECKED_BACKEND).ip}:{T.HTTP_PORT}"
+
+        def out_of_rotation() -> bool:
+            return any(r.target == checked and r.rotation == "OUT" and r.state == "failing"
+                       for r in app.query_one(TargetsView).rows)
+        t_end = time.monotonic() + 30
+        while not out_of_rotation():
+            assert time.monotonic() < t_end, f"{checked} never failed and left the rotation"
+            await pilot.pause(0.5)
+        await shot(["3"], "14-health", "lbtui console: a failing backend out of rotation")
+        for r in app.query_one(TargetsView).rows:
+            if r.target == checked and r.health is not None:
+                print(f"[screenshots] {r.label} {checked}: {r.state}, check {r.rotation}, "
+                      f"{r.health}", flush=True)
+        await shot(["4", "slash", *keys("!event:opened !event:closed"), "enter"],
+                   "15-incident-events", "lbtui console: edits and changes of state")
+        # The operator deletes long-lived echo connections (d on Connections, confirmed):
+        # their clients' next segments have no flow, and the datapath hands them to the
+        # stack (reason no_flow).
+        await pilot.press("escape", "1", "slash", *keys(f"vip:{topo.vip}:7000"), "enter")
+        await pilot.pause(1.2)
+        for _ in range(4):
+            if app.conns_view.table.selected is None:
+                break
+            await pilot.press("d")
+            await pilot.pause(0.3)
+            await pilot.press("y")
+            await pilot.pause(0.6)
+        await pilot.press("escape")
+        await shot(["6"], "16-reasons", "lbtui console: why packets went to the stack")
         await pilot.press("q")
         await pilot.pause(0.3)
         save(app, out, "10-quit", "lbtui console: quitting")
@@ -137,33 +180,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    T.teardown(LAB)
-    name = demo_config.instance_name(LAB)
-    inst = None
+    run = LabRun(LAB, TrafficOptions(http_rate=40, echo_conns=8, udp_rate=20, tls_rate=4,
+                                     duration=a.warmup + 180), role="screenshots")
     try:
-        with tempfile.TemporaryDirectory(prefix="lbtui-shots-") as tmp:
-            work = Path(tmp)
-            print(f"[screenshots] building lab {LAB}", flush=True)
-            topo = T.build(LAB, demo_config.N_CLIENTS, demo_config.N_BACKENDS)
-            T.start_backend_servers(topo, also_http=[demo_config.SOURCE_ROUTE_PORT])
-            cfg = work / "lbtui.toml"
-            cfg.write_text(demo_config.render(topo, sni_listener=False))
-            inst = Instance.start(load_config(cfg), progress=lambda m: print(
-                f"[screenshots] {m}", flush=True))
-            duration = a.warmup + 90
-            start_traffic(topo, {
-                "client1": TrafficSpec(http_rate=40, echo_conns=8, udp_rate=20,
-                                       duration=duration),
-                "client2": TrafficSpec(http_rate=10, echo_conns=0, udp_rate=0,
-                                       duration=duration),
-            }, work)
-            app = build_app(inst, refresh_interval=1.0)
-            asyncio.run(drive(app, out, a.warmup))
+        run.start()
+        assert run.topo is not None and run.inst is not None
+        if not run.sni:
+            print("[screenshots] the SNI splicer is not available: no SNI listener, no TLS",
+                  file=sys.stderr)
+            return 1
+        app = build_app(run.inst, refresh_interval=1.0)
+        asyncio.run(drive(app, run.topo, out, a.warmup))
+        run.instance_released = app.stopped is not None
     finally:
-        if inst is not None and inst.emit_fd >= 0:
-            inst.stop(keep=False)
-        teardown(name)
-        T.teardown(LAB)
+        run.close()
     return 0
 
 

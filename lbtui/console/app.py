@@ -1,10 +1,11 @@
-"""The console app: header, five views, modal editors, and the collection loop.
+"""The console app: header, six views, modal editors, and the collection loop.
 
 Collection never runs on the UI thread: a thread worker takes one snapshot (and sorts and
 filters the connections for the table), posts it, and only when the UI has shown it is
 the next one-shot timer armed, so refreshes never overlap and a slow read stretches the
 period instead of queueing. Events come from a second thread worker that follows the
-instance's event stream with a finite timeout and checks for cancellation.
+instance's event hub with a finite timeout and checks for cancellation; each snapshot
+carries what the hub said since the last one (health, checks, edits, changes of state).
 
 Edits, exports and stopping the instance leave the event loop one way,
 ``lbtui.console.blocking.run_blocking``: forms await it, the app awaits it in async
@@ -34,6 +35,7 @@ from lbtui.console.data.eventfeed import EventFeed
 from lbtui.console.data.export import default_path, write_export
 from lbtui.console.data.groups import Group, groups_of
 from lbtui.console.data.hints import FormHints, form_hints
+from lbtui.console.data.hub import OpenedTracker
 from lbtui.console.data.snapshot import Snapshot, SnapshotSource
 from lbtui.console.forms.base import FormScreen
 from lbtui.console.forms.dialogs import ConfirmScreen, QuitScreen
@@ -63,6 +65,7 @@ from lbtui.console.messages import (
 from lbtui.console.views.base import LIST_BINDINGS
 from lbtui.console.views.connections import ConnectionsView
 from lbtui.console.views.events import EventsView
+from lbtui.console.views.reasons import ReasonsView
 from lbtui.console.views.routes import RoutesView, match_of
 from lbtui.console.views.settings import SettingsView
 from lbtui.console.views.targets import TargetsView
@@ -74,7 +77,7 @@ if TYPE_CHECKING:
     from lbtui.control.controller import Control
     from lbtui.control.instance import Instance
 
-VIEWS = ("connections", "routes", "targets", "events", "settings")
+VIEWS = ("connections", "routes", "targets", "events", "settings", "reasons")
 _VIEW_GROUP = Binding.Group("views", compact=True)
 KIND_NAME = {GroupKind.LISTENER: "listener", GroupKind.SOURCE: "source route",
              GroupKind.SNI: "SNI route"}
@@ -110,6 +113,7 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
         Binding("3", "view('targets')", "Targets", id="view.targets", group=_VIEW_GROUP),
         Binding("4", "view('events')", "Events", id="view.events", group=_VIEW_GROUP),
         Binding("5", "view('settings')", "Settings", id="view.settings", group=_VIEW_GROUP),
+        Binding("6", "view('reasons')", "Reasons", id="view.reasons", group=_VIEW_GROUP),
         Binding("u", "undo", "Undo drain", id="app.undo"),
         Binding("question_mark", "help", "Help", key_display="?", id="app.help"),
         Binding("q", "quit", "Quit", id="app.quit"),
@@ -139,6 +143,7 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
         self.frozen = False
         self.spec = C.ViewSpec()
         self.undo: list[tuple[GroupKey, str, int]] = []   # drains: (group, target, weight)
+        self.opened = OpenedTracker()       # per-(group, target) rates from the hub
         self.ui_ms: list[float] = []        # UI-thread time per refresh (the benchmark)
         self.refreshes = 0
         self.stopped: str | None = None     # "keep" | "stop" once the instance was released
@@ -162,6 +167,7 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
             yield TargetsView(id="targets")
             yield EventsView(id="events")
             yield SettingsView(id="settings")
+            yield ReasonsView(id="reasons")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -196,6 +202,9 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
         try:
             events = self.feed.take() if self.feed else []
             snap = self.collector.collect(events)
+            if self.feed is not None:
+                snap.hub = self.feed.take_hub().rename(snap.sni_names)
+                snap.group_new = self.opened.update(snap.hub.health, snap.now_ns)
             view = None if self.frozen else C.apply_view(snap.conns, self.spec)
         except Exception as e:  # shown, and collection goes on
             if not worker.is_cancelled:
@@ -233,8 +242,9 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
         self.query_one(RoutesView).show(self.groups)
         self.query_one(TargetsView).show(s, self.groups)
         lost = s.counters.get("events_lost", 0) + (self.feed.dropped if self.feed else 0)
-        self.query_one(EventsView).add(s.events, s.now_ns, s.wall, lost)
+        self.query_one(EventsView).add(s.events, s.now_ns, s.wall, lost, s.hub.notices)
         self.query_one(SettingsView).show(s)
+        self.query_one(ReasonsView).show(s)
         self.ui_ms.append((time.perf_counter() - t0) * 1000)
         self.refreshes += 1
         self._rearm()
@@ -488,7 +498,7 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
         self.query_one(ContentSwitcher).current = name
         target = {"connections": "#conns-table", "routes": "#routes-table",
                   "targets": "#targets-table", "events": "#events-table",
-                  "settings": "#settings"}[name]
+                  "settings": "#settings", "reasons": "#reasons-table"}[name]
         self.query_one(target).focus()
 
     def action_help(self) -> None:
@@ -500,6 +510,7 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
             ("connections", own(ConnectionsView.BINDINGS)),
             ("routes", own(RoutesView.BINDINGS)), ("targets", own(TargetsView.BINDINGS)),
             ("events", own(EventsView.BINDINGS)), ("settings", SettingsView.BINDINGS),
+            ("reasons", own(ReasonsView.BINDINGS)),
             ("forms", FormScreen.BINDINGS), ("confirm", ConfirmScreen.BINDINGS),
             ("quit", QuitScreen.BINDINGS)]))
 

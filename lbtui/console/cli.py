@@ -8,7 +8,7 @@ import argparse
 from lbtui.names import INSTANCE, arg_type
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "console", help="the operator console (loads the datapath, or attaches)",
         description="Open the operator console. With --config it loads the datapath like "

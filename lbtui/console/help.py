@@ -65,7 +65,21 @@ class HelpScreen(ModalScreen[None]):
                 "as filtered and sorted, every column, to a .csv or .json file. A drain "
                 "asks first; [b]u[/b] gives the drained target its weight back. On a "
                 "narrow terminal the least important columns are left out; copies and "
-                "exports keep them.\n")
+                "exports keep them.\n\n"
+                "[b]Incidents[/b]. Targets has a row per (group, target): a target two "
+                "listeners share is counted under each. [b]health[/b] is judged from the "
+                "target's own traffic in that group (healthy, degraded, failing: the "
+                "config's [i][health][/i] thresholds over unanswered SYNs, resets, timeouts "
+                "and failed connects, each counted in its column); [b]check[/b] is the "
+                "active checks' verdict ([i]in[/i] rotation or [i]OUT[/i]). Failing or out "
+                "is red, degraded or drained yellow; try [i]!state:healthy[/i]. Events "
+                "lists, among the flows, every edit (from the console, ctl or a reload: "
+                "who, old -> new) and every change of health "
+                "([i]event:edit user:alice[/i], [i]event:health[/i], [i]event:check[/i]). "
+                "[b]Reasons[/b] (6) counts the packets XDP handed to the kernel stack "
+                "instead of forwarding them, per interface and reason, per second and in "
+                "all; the header names the busiest. Every view follows edits made elsewhere "
+                "within a refresh, SNI routes by their hostname.\n")
             yield Static(bindings_table(self.sections))
         yield Footer()
 

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from lbtui.console.data.conns import ConnView, ViewSpec
     from lbtui.console.data.groups import Group
     from lbtui.console.data.snapshot import Snapshot
+    from lbtui.console.data.traffic import FlowRow
     from lbtui.console.widgets.linetable import LineTable, TableColumn
-    from lbtui.maps.flowrows import Row
 
 # --- collection (worker threads -> app) ---------------------------------------------------
 
@@ -87,7 +87,7 @@ class FreezeToggled(Message):
 
 @dataclass
 class DeleteConnRequested(Message):
-    row: Row
+    row: FlowRow
 
 
 @dataclass

@@ -8,6 +8,7 @@ from typing import Any
 from lbtui.console.app import ConsoleApp
 from lbtui.console.data.collector import Collector
 from lbtui.console.data.eventfeed import EventFeed
+from lbtui.console.data.names import AppliedNames
 from lbtui.console.data.snapshot import InstanceInfo
 
 
@@ -43,7 +44,7 @@ def build_app(inst: Any, *, config_path: Path | None = None,
     info = instance_info(inst)
     sweep_interval = inst.config.settings.sweep_interval if inst.config else 5.0
     collector = Collector(inst.maps, info, sweep=inst.sweep if info.owned else None,
-                          sweep_interval=sweep_interval)
+                          sweep_interval=sweep_interval, names=AppliedNames(inst.name))
     return ConsoleApp(collector, controller=controller, instance=inst,
                       feed=EventFeed() if events else None,
                       refresh_interval=refresh_interval, start_view=start_view)

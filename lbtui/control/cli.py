@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from lbtui import logs
 from lbtui.control import ctl, watch
 from lbtui.names import INSTANCE, arg_type
 
+if TYPE_CHECKING:
+    from lbtui.cli import Subparsers
+
 DEFAULT_INSTANCE = "default"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("serve", help="run an instance headless (service)",
                        description="Load the datapath, apply the config file, sweep aged "
                                    "flows; SIGINT/SIGTERM stop it, SIGHUP reloads the file.")
@@ -35,12 +39,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("down", help="detach and unpin an instance (idempotent)")
-    p.add_argument("--instance", "-i", default=DEFAULT_INSTANCE, metavar="NAME",
-                   type=arg_type(INSTANCE)).completer = complete_instance  # type: ignore[attr-defined]
+    _instance_option(p, default=DEFAULT_INSTANCE)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=cmd_down)
 
     register_ctl(sub)
+
+
+def _instance_option(p: argparse.ArgumentParser, **kw: Any) -> None:
+    """``--instance NAME``, validated, and completed from the instances present."""
+    action = p.add_argument("--instance", "-i", metavar="NAME", type=arg_type(INSTANCE), **kw)
+    # argcomplete reads this attribute; argparse.Action does not declare it.
+    action.completer = complete_instance  # type: ignore[attr-defined]
 
 
 def complete_instance(**_kw: object) -> list[str]:
@@ -90,15 +100,13 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_ctl(sub: argparse._SubParsersAction) -> None:
+def register_ctl(sub: Subparsers) -> None:
     # --json/--instance/--config are accepted before or after the command words.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="machine-readable output")
-    common.add_argument("--instance", "-i", default=argparse.SUPPRESS, metavar="NAME",
-                        type=arg_type(INSTANCE),
-                        help=f"instance name (default {DEFAULT_INSTANCE})"
-                        ).completer = complete_instance  # type: ignore[attr-defined]
+    _instance_option(common, default=argparse.SUPPRESS,
+                     help=f"instance name (default {DEFAULT_INSTANCE})")
     common.add_argument("--config", "-c", type=Path, default=argparse.SUPPRESS,
                         metavar="FILE", help="config file to edit (default: the one serve "
                                              "recorded)")
@@ -112,7 +120,7 @@ def register_ctl(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=ctl_main, debug=False)
     cs = p.add_subparsers(dest="ctl_command", metavar="COMMAND", required=True)
 
-    def leaf(parent: argparse._SubParsersAction, name: str, fn: object, help: str
+    def leaf(parent: Subparsers, name: str, fn: object, help: str
              ) -> argparse.ArgumentParser:
         q = parent.add_parser(name, help=help, parents=[common])
         q.set_defaults(ctl_func=fn)
@@ -121,18 +129,28 @@ def register_ctl(sub: argparse._SubParsersAction) -> None:
     leaf(cs, "status", ctl.cmd_status, "interfaces, XDP mode, prog ids, map fill, counters")
 
     def section(name: str, help: str, list_fn: object
-                ) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+                ) -> tuple[argparse.ArgumentParser, Subparsers]:
         """A command group; without an action it lists (``ctl listeners``)."""
         q = cs.add_parser(name, help=help, parents=[common])
         q.set_defaults(ctl_func=list_fn)
         return q, q.add_subparsers(dest=f"{name}_command", metavar="ACTION")
 
     target_help = "targets as IP:PORT=WEIGHT (weights sum to 100; one target may omit it)"
-    _, ls = section("listeners", "list/add/remove listeners", ctl.cmd_listeners_list)
-    leaf(ls, "list", ctl.cmd_listeners_list, "list listeners")
-    q = leaf(ls, "add", ctl.cmd_listeners_add, "add a listener")
-    q.add_argument("port")
-    q.add_argument("targets", nargs="+", metavar="TARGET", help=target_help)
+
+    def routes(name: str, plural: str, one: str, key: str, add_help: str,
+               fns: tuple[object, object, object]) -> argparse.ArgumentParser:
+        """``ctl NAME [list | add KEY TARGET... | remove KEY]``; returns the add parser."""
+        list_fn, add_fn, remove_fn = fns
+        _, acts = section(name, f"list/add/remove {plural}", list_fn)
+        leaf(acts, "list", list_fn, f"list {plural}")
+        add = leaf(acts, "add", add_fn, add_help)
+        add.add_argument(key)
+        add.add_argument("targets", nargs="+", metavar="TARGET", help=target_help)
+        leaf(acts, "remove", remove_fn, f"remove {one}").add_argument(key)
+        return add
+
+    q = routes("listeners", "listeners", "a listener", "port", "add a listener",
+               (ctl.cmd_listeners_list, ctl.cmd_listeners_add, ctl.cmd_listeners_remove))
     q.add_argument("--protocol", choices=("tcp", "udp", "both"), default="both")
     q.add_argument("--interface", action="append", metavar="IFNAME",
                    help="limit to these interfaces (repeat; default: datapath.interfaces)")
@@ -141,25 +159,12 @@ def register_ctl(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--address", metavar="IP",
                    help="the VIP it serves (SNI listeners: where the splicer listens); "
                         "default: every address local to the balancer")
-    q = leaf(ls, "remove", ctl.cmd_listeners_remove, "remove a listener")
-    q.add_argument("port")
-
-    _, ss = section("sources", "list/add/remove source routes", ctl.cmd_sources_list)
-    leaf(ss, "list", ctl.cmd_sources_list, "list source routes")
-    q = leaf(ss, "add", ctl.cmd_sources_add, "route clients in CIDR to targets")
-    q.add_argument("cidr")
-    q.add_argument("targets", nargs="+", metavar="TARGET", help=target_help)
+    q = routes("sources", "source routes", "a source route", "cidr",
+               "route clients in CIDR to targets",
+               (ctl.cmd_sources_list, ctl.cmd_sources_add, ctl.cmd_sources_remove))
     q.add_argument("--no-stats", action="store_true", help="emit no connection events")
-    q = leaf(ss, "remove", ctl.cmd_sources_remove, "remove a source route")
-    q.add_argument("cidr")
-
-    _, ns = section("sni", "list/add/remove SNI routes", ctl.cmd_sni_list)
-    leaf(ns, "list", ctl.cmd_sni_list, "list SNI routes")
-    q = leaf(ns, "add", ctl.cmd_sni_add, "route a TLS hostname to targets")
-    q.add_argument("hostname")
-    q.add_argument("targets", nargs="+", metavar="TARGET", help=target_help)
-    q = leaf(ns, "remove", ctl.cmd_sni_remove, "remove an SNI route")
-    q.add_argument("hostname")
+    routes("sni", "SNI routes", "an SNI route", "hostname", "route a TLS hostname to targets",
+           (ctl.cmd_sni_list, ctl.cmd_sni_add, ctl.cmd_sni_remove))
 
     kinds = ("listener", "source", "sni")
     q = leaf(cs, "targets", ctl.cmd_targets, "replace a group's targets and weights")

@@ -548,27 +548,33 @@ class _Validator:
 
     def source_routes(self, raw: Any, st: Settings) -> list[SourceRoute]:
         out: list[SourceRoute] = []
-        seen: dict[str, int] = {}
+        seen: dict[str, str] = {}
         tables = self.tables("source_route", raw)
         for i, t in enumerate(tables):
             loc = f"source_route[{i}]"
             self.keys(loc, t, _SOURCE_KEYS)
-            cidr = self.field(loc, t, "cidr", self.cidr)
-            if cidr is not _MISSING:
-                if cidr in seen:
-                    self.bad(f"{loc}.cidr", f"{cidr} is already routed by "
-                                            f"source_route[{seen[cidr]}]")
-                    cidr = _MISSING
-                else:
-                    seen[cidr] = i
+            cidr = self.unique(loc, "cidr", self.field(loc, t, "cidr", self.cidr), seen)
             stats = self.field(loc, t, "stats", self.boolean, default=True)
             targets = self.field(loc, t, "targets", self.targets)
             if _MISSING not in (cidr, stats, targets):
                 out.append(SourceRoute(cidr, targets, stats))
-        if len(tables) > st.max_routes:
-            self.bad("source_route", f"{len(tables)} routes, more than settings.max_routes "
-                                     f"({st.max_routes})")
+        self.at_most("source_route", len(tables), "max_routes", st.max_routes)
         return out
+
+    def unique(self, loc: str, name: str, key: Any, seen: dict[str, str]) -> Any:
+        """A route's ``key`` unless an earlier route (in ``seen``, key -> location) has it:
+        then the problem is recorded and it is _MISSING."""
+        if key is _MISSING:
+            return key
+        if key in seen:
+            self.bad(f"{loc}.{name}", f"{key} is already routed by {seen[key]}")
+            return _MISSING
+        seen[key] = loc
+        return key
+
+    def at_most(self, section: str, count: int, setting: str, limit: int) -> None:
+        if count > limit:
+            self.bad(section, f"{count} routes, more than settings.{setting} ({limit})")
 
     def cidr(self, loc: str, value: Any) -> Any:
         if self.string(loc, value) is _MISSING:
@@ -581,25 +587,17 @@ class _Validator:
 
     def sni_routes(self, raw: Any, st: Settings) -> list[SniRoute]:
         out: list[SniRoute] = []
-        seen: dict[str, int] = {}
+        seen: dict[str, str] = {}
         tables = self.tables("sni_route", raw)
         for i, t in enumerate(tables):
             loc = f"sni_route[{i}]"
             self.keys(loc, t, _SNI_KEYS)
-            host = self.field(loc, t, "hostname", self.hostname)
-            if host is not _MISSING:
-                if host in seen:
-                    self.bad(f"{loc}.hostname", f"{host} is already routed by "
-                                                f"sni_route[{seen[host]}]")
-                    host = _MISSING
-                else:
-                    seen[host] = i
+            host = self.unique(loc, "hostname", self.field(loc, t, "hostname", self.hostname),
+                               seen)
             targets = self.field(loc, t, "targets", self.targets)
             if _MISSING not in (host, targets):
                 out.append(SniRoute(host, targets))
-        if len(tables) > st.max_sni_routes:
-            self.bad("sni_route", f"{len(tables)} routes, more than settings.max_sni_routes "
-                                  f"({st.max_sni_routes})")
+        self.at_most("sni_route", len(tables), "max_sni_routes", st.max_sni_routes)
         return out
 
     def hostname(self, loc: str, value: Any) -> Any:

@@ -155,7 +155,7 @@ def _sync_section(doc: tomlkit.TOMLDocument, name: str, new: dict[str, Any],
         if all(defaults.get(k, _MISSING) == v for k, v in new.items()):
             return
         doc.add(name, tomlkit.table())
-    _sync_table(doc[name], new, defaults)  # type: ignore[arg-type]
+    _sync_table(doc[name], new, defaults)
 
 
 def _sync_table(table: Table, new: dict[str, Any], defaults: dict[str, Any]) -> None:
@@ -319,10 +319,14 @@ def _sync_targets(table: Table, targets: list[dict[str, Any]]) -> None:
 
 def _inline_target(t: dict[str, Any]) -> InlineTable:
     line = f'x = {{ ip = "{t["ip"]}", port = {t["port"]}, weight = {t["weight"]} }}\n'
-    return tomlkit.parse(line)["x"]  # type: ignore[return-value]
+    item = tomlkit.parse(line)["x"]
+    assert isinstance(item, InlineTable)   # the line above spells one
+    return item
 
 
 def _render_targets(targets: list[dict[str, Any]]) -> Array:
     lines = "".join(f'  {{ ip = "{t["ip"]}", port = {t["port"]}, weight = {t["weight"]} }},\n'
                     for t in targets)
-    return tomlkit.parse(f"targets = [\n{lines}]\n")["targets"]  # type: ignore[return-value]
+    item = tomlkit.parse(f"targets = [\n{lines}]\n")["targets"]
+    assert isinstance(item, Array)         # the text above spells one
+    return item

@@ -17,7 +17,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from lbtui import maps as M
 from lbtui.control.changes import audit
@@ -37,6 +37,8 @@ from lbtui.model import (
     SourceRoute,
 )
 from lbtui.targets import TOTAL_WEIGHT, TargetGroup
+
+R = TypeVar("R", bound=Route)
 
 
 @dataclass(frozen=True)
@@ -242,12 +244,7 @@ class Controller:
     def add_listener(self, listener: Listener) -> None:
         _require_group(listener.group)
 
-        def change(c: Config) -> None:
-            if c.listener(listener.port) is not None:
-                raise ValueError(f"a listener on port {listener.port} exists; edit it "
-                                 "instead")
-            c.listeners.append(copy.deepcopy(listener))
-        self._edit(change)
+        self._edit(lambda c: _put(c, c.listeners, copy.deepcopy(listener)))
 
     def update_listener(self, port: int, listener: Listener) -> None:
         """Replace the listener on ``port`` (its port may change too) in one transaction:
@@ -255,81 +252,49 @@ class Controller:
         port is never unbalanced in between."""
         _require_group(listener.group)
 
-        def change(c: Config) -> None:
-            old = _found(c, GroupKey.of(GroupKind.LISTENER, port))
-            if listener.port != old.port and c.listener(listener.port) is not None:
-                raise ValueError(f"a listener on port {listener.port} exists")
-            c.listeners[c.listeners.index(old)] = copy.deepcopy(listener)
-        self._edit(change)
+        self._edit(lambda c: _put(c, c.listeners, copy.deepcopy(listener),
+                                  _listener(c, port)))
 
     def remove_listener(self, port: int) -> None:
-        self._edit(lambda c: c.listeners.remove(
-            _found(c, GroupKey.of(GroupKind.LISTENER, port))))
+        self._edit(lambda c: c.listeners.remove(_listener(c, port)))
 
     def add_source_route(self, route: SourceRoute) -> None:
         _require_group(route.group)
         route = replace(route, cidr=_strict_cidr(route.cidr))
-        key = route.key
-
-        def change(c: Config) -> None:
-            if c.route(key) is not None:
-                raise ValueError(f"a source route for {key.key} exists; edit it instead")
-            c.source_routes.append(route)
-        self._edit(change)
+        self._edit(lambda c: _put(c, c.source_routes, route))
 
     def update_source_route(self, cidr: str, route: SourceRoute) -> None:
         """Replace the source route for ``cidr`` (renamed, new targets or both), in one
         transaction."""
         _require_group(route.group)
         route = replace(route, cidr=_strict_cidr(route.cidr))
-        new_key = route.key
-
-        def change(c: Config) -> None:
-            old = _found(c, GroupKey.of(GroupKind.SOURCE, cidr))
-            if new_key != old.key and c.route(new_key) is not None:
-                raise ValueError(f"a source route for {new_key.key} exists")
-            c.source_routes[c.source_routes.index(old)] = route
-        self._edit(change)
+        self._edit(lambda c: _put(c, c.source_routes, route, _source_route(c, cidr)))
 
     def rename_source_route(self, cidr: str, new_cidr: str) -> None:
-        old = _found(self.config, GroupKey.of(GroupKind.SOURCE, cidr))
+        old = _source_route(self.config, cidr)
         self.update_source_route(cidr, replace(old, cidr=new_cidr))
 
     def remove_source_route(self, cidr: str) -> None:
-        self._edit(lambda c: c.source_routes.remove(
-            _found(c, GroupKey.of(GroupKind.SOURCE, cidr))))
+        self._edit(lambda c: c.source_routes.remove(_source_route(c, cidr)))
 
     def add_sni_route(self, route: SniRoute) -> None:
         _require_group(route.group)
-        key = route.key
-
-        def change(c: Config) -> None:
-            if c.route(key) is not None:
-                raise ValueError(f"an SNI route for {key.key} exists; edit it instead")
-            c.sni_routes.append(replace(route, hostname=str(key.key)))
-        self._edit(change)
+        route = replace(route, hostname=str(route.key.key))
+        self._edit(lambda c: _put(c, c.sni_routes, route))
 
     def update_sni_route(self, hostname: str, route: SniRoute) -> None:
         """Replace the SNI route for ``hostname`` (renamed, new targets or both), in one
         transaction: the new name is routed before the old one goes."""
         _require_group(route.group)
-        new_key = route.key
-
-        def change(c: Config) -> None:
-            old = _found(c, GroupKey.of(GroupKind.SNI, hostname))
-            if new_key != old.key and c.route(new_key) is not None:
-                raise ValueError(f"an SNI route for {new_key.key} exists")
-            c.sni_routes[c.sni_routes.index(old)] = replace(route,
-                                                            hostname=str(new_key.key))
-        self._edit(change)
+        route = replace(route, hostname=str(route.key.key))
+        self._edit(lambda c: _put(c, c.sni_routes, route, _sni_route(c, hostname)))
 
     def rename_sni_route(self, hostname: str, new_hostname: str) -> None:
-        old = _found(self.config, GroupKey.of(GroupKind.SNI, hostname))
+        old = _sni_route(self.config, hostname)
         self.update_sni_route(hostname, replace(old, hostname=new_hostname))
 
     def remove_sni_route(self, hostname: str) -> None:
-        self._edit(lambda c: c.sni_routes.remove(
-            _found(c, GroupKey.of(GroupKind.SNI, hostname))))
+        self._edit(lambda c: c.sni_routes.remove(_sni_route(c, hostname)))
 
     # --- connections and settings ----------------------------------------------------
 
@@ -360,9 +325,38 @@ def _strict_cidr(cidr: str) -> str:
     return str(parse_cidr(cidr))
 
 
-def _found(c: Config, key: GroupKey) -> Any:
+def _found(c: Config, key: GroupKey) -> Route:
     """The listener or route ``key`` names in ``c``; NotFound (a ValueError) if none."""
-    found: Route | None = c.route(key)
+    return _must(c.route(key), key)
+
+
+def _listener(c: Config, port: int) -> Listener:
+    return _must(c.listener(port), GroupKey.of(GroupKind.LISTENER, port))
+
+
+def _source_route(c: Config, cidr: str) -> SourceRoute:
+    return _must(c.source_route(cidr), GroupKey.of(GroupKind.SOURCE, cidr))
+
+
+def _sni_route(c: Config, hostname: str) -> SniRoute:
+    return _must(c.sni_route(hostname), GroupKey.of(GroupKind.SNI, hostname))
+
+
+def _put(c: Config, routes: list[R], new: R, old: R | None = None) -> None:
+    """Add ``new`` to ``routes`` (one of ``c``'s lists), or put it in ``old``'s place;
+    refused when another listener or route already has its key."""
+    if (old is None or new.key != old.key) and c.route(new.key) is not None:
+        what = {GroupKind.LISTENER: "a listener on port", GroupKind.SOURCE: "a source route for",
+                GroupKind.SNI: "an SNI route for"}[new.key.kind]
+        raise ValueError(f"{what} {new.key.key} exists" +
+                         ("; edit it instead" if old is None else ""))
+    if old is None:
+        routes.append(new)
+    else:
+        routes[routes.index(old)] = new
+
+
+def _must(found: R | None, key: GroupKey) -> R:
     if found is None:
         what = {GroupKind.LISTENER: f"no listener on port {key.key}",
                 GroupKind.SOURCE: f"no source route {key.key}",

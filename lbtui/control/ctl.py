@@ -214,7 +214,8 @@ def cmd_connections_lookup(args: argparse.Namespace, inst: Instance) -> int:
 
 def cmd_connections_delete(args: argparse.Namespace, inst: Instance) -> int:
     t = _five_tuple(args)
-    if not controller(args, inst, need_file=False).delete_connection(t):
+    # The conntrack map alone: deleting a flow needs no config file.
+    if not M.delete_connection(inst.maps.conntrack_map, t):
         raise NotFound(f"no tracked connection {t}")
     emit(args, {"deleted": str(t)}, f"deleted {t}")
     return 0
@@ -337,25 +338,19 @@ def cmd_status(args: argparse.Namespace, inst: Instance) -> int:
 # --- edits -----------------------------------------------------------------------------
 
 
-def controller(args: argparse.Namespace, inst: Instance, need_file: bool = True
-               ) -> Controller:
+def controller(args: argparse.Namespace, inst: Instance) -> Controller:
     path = getattr(args, "config", None)
-    if need_file and path is None and inst.config_path is None:
+    if path is None and inst.config_path is None:
         raise RuntimeError(f"instance {inst.name!r} has no recorded config file; pass "
                            "--config FILE")
-    if not need_file and inst.config is None and path is None and inst.config_path is None:
-        return _ConnOnly(inst)  # type: ignore[return-value]
     return Controller(inst, path)
 
 
-class _ConnOnly:
-    """Connection deletes need no config file."""
-
-    def __init__(self, inst: Instance) -> None:
-        self.inst = inst
-
-    def delete_connection(self, t: Any) -> bool:
-        return M.delete_connection(self.inst.maps.conntrack_map, t)
+def _done(args: argparse.Namespace, verb: str, key: str | int, what: str,
+          group: TargetGroup | None = None) -> int:
+    """Report an added or removed listener or route (``what`` names it)."""
+    emit(args, {verb: key}, f"{what} {verb}" + (f" ({group})" if group is not None else ""))
+    return 0
 
 
 def cmd_listeners_add(args: argparse.Namespace, inst: Instance) -> int:
@@ -363,42 +358,36 @@ def cmd_listeners_add(args: argparse.Namespace, inst: Instance) -> int:
     lst = Listener(parse_port(args.port, "port"), group, args.protocol,
                    args.interface or None, not args.no_stats, args.sni, args.address)
     controller(args, inst).add_listener(lst)
-    emit(args, {"added": lst.port}, f"listener :{lst.port} added ({group})")
-    return 0
+    return _done(args, "added", lst.port, f"listener :{lst.port}", group)
 
 
 def cmd_listeners_remove(args: argparse.Namespace, inst: Instance) -> int:
     port = parse_port(args.port, "port")
     controller(args, inst).remove_listener(port)
-    emit(args, {"removed": port}, f"listener :{port} removed")
-    return 0
+    return _done(args, "removed", port, f"listener :{port}")
 
 
 def cmd_sources_add(args: argparse.Namespace, inst: Instance) -> int:
     group = parse_group(args.targets)
     controller(args, inst).add_source_route(SourceRoute(args.cidr, group,
                                                         stats=not args.no_stats))
-    emit(args, {"added": args.cidr}, f"source route {args.cidr} added ({group})")
-    return 0
+    return _done(args, "added", args.cidr, f"source route {args.cidr}", group)
 
 
 def cmd_sources_remove(args: argparse.Namespace, inst: Instance) -> int:
     controller(args, inst).remove_source_route(args.cidr)
-    emit(args, {"removed": args.cidr}, f"source route {args.cidr} removed")
-    return 0
+    return _done(args, "removed", args.cidr, f"source route {args.cidr}")
 
 
 def cmd_sni_add(args: argparse.Namespace, inst: Instance) -> int:
     group = parse_group(args.targets)
     controller(args, inst).add_sni_route(SniRoute(args.hostname, group))
-    emit(args, {"added": args.hostname}, f"SNI route {args.hostname} added ({group})")
-    return 0
+    return _done(args, "added", args.hostname, f"SNI route {args.hostname}", group)
 
 
 def cmd_sni_remove(args: argparse.Namespace, inst: Instance) -> int:
     controller(args, inst).remove_sni_route(args.hostname)
-    emit(args, {"removed": args.hostname}, f"SNI route {args.hostname} removed")
-    return 0
+    return _done(args, "removed", args.hostname, f"SNI route {args.hostname}")
 
 
 def cmd_targets(args: argparse.Namespace, inst: Instance) -> int:

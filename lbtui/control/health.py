@@ -6,7 +6,8 @@ under each. An outcome is a success (the flow closed after the target answered) 
 failure of the target's: a SYN or datagram it never answered (timeouts among them), a
 reset it sent, a connection the SNI splicer could not open. Over a sliding window the
 failure ratio gives a state: healthy, degraded or failing (thresholds in the config's
-``[health]`` section); every change of state is reported once.
+``[health]`` section); every change of state is reported once. A state changes only on
+evidence (at least ``min_samples`` outcomes in the window), never for silence.
 """
 
 from __future__ import annotations
@@ -144,17 +145,13 @@ class HealthBook:
         return [(th, old, state)]
 
     def tick(self) -> list[Transition]:
-        """Re-evaluate every target as the window slides (a failing target that gets no
-        more traffic recovers once its failures are out of the window)."""
+        """Re-evaluate every target as the window slides. Too few outcomes in the window is
+        no evidence either way, so the state stands: a failing target taken out of
+        rotation gets no traffic, and must not read healthy for its silence."""
         now = self.clock()
         out = []
         for th in self.targets.values():
-            ok, bad = th.recent(now, self.window_ns)
-            if ok + bad < self.settings.min_samples and th.state != HEALTHY:
-                old, th.state, th.since_ns = th.state, HEALTHY, now
-                out.append((th, old, HEALTHY))
-            else:
-                out += self._evaluate(th, now)
+            out += self._evaluate(th, now)
         return out
 
     def snapshot(self) -> list[dict[str, Any]]:

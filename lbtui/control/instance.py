@@ -215,8 +215,9 @@ class Instance:
             write_state(name, {**state, "prog_ids": sorted(ours | {dp.prog_id})})
             for ifname in all_ifaces:
                 mode = dp_cfg.xdp_mode
-                if mode == "auto" and existing.get(ifname) in ("native", "generic"):
-                    mode = existing[ifname]      # replacing in place needs the same mode
+                live = existing.get(ifname)
+                if mode == "auto" and live in ("native", "generic"):
+                    mode = live                  # replacing in place needs the same mode
                 a = dp.attach(ifname, mode=mode, ns=ns)
                 live_mode, _ = _xdp_state(ifname, ns)
                 progress(f"XDP attached to {ifname} ({live_mode or a.mode}, prog id "
@@ -384,7 +385,7 @@ class Instance:
         M.close_all_maps(self.maps)
         if self.datapath is not None:
             with contextlib.suppress(Exception):
-                self.datapath.bpf.cleanup()  # type: ignore[attr-defined]
+                self.datapath.bpf.cleanup()
         if self.lock is not None:
             self.lock.release()
 
@@ -634,8 +635,7 @@ def teardown(name: str, attachments: Sequence[dict[str, Any]] | None = None,
     with contextlib.suppress(OSError):
         pin_dir.parent.rmdir()  # the last instance leaves no empty /sys/fs/bpf/lbtui
     remove_inside(state_dir_of(name), state_root())
-    if state:
-        remove_state(name)
+    if remove_state(name):
         done.append("removed state file")
     remove_inside(socket_path(name), run_dir())  # a serve killed with -9 leaves its socket
     _remove_lock_files(name, held)

@@ -112,7 +112,9 @@ class Service:
             self._wake.wait(max(0.0, next_sweep - time.monotonic()))
             self._wake.clear()
             if self._stop:
-                break
+                # mypy keeps the loop test's narrowing, but _on_stop (a signal handler)
+                # sets _stop during the wait.
+                break  # type: ignore[unreachable]
             if self._reload:
                 self._reload = False
                 notify("RELOADING=1", "STATUS=reloading the config file")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lbtui.control.lock import run_dir
-from lbtui.files import atomic_write, remove_inside
+from lbtui.files import atomic_write, read_json_object, remove_inside
 from lbtui.names import instance_name
 
 
@@ -29,21 +29,19 @@ def state_path(instance: str) -> Path:
 
 
 def read_state(instance: str) -> dict[str, Any] | None:
-    try:
-        return json.loads(state_path(instance).read_text())
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError:
-        return None
+    return read_json_object(state_path(instance))
 
 
 def write_state(instance: str, state: dict[str, Any]) -> None:
     atomic_write(state_path(instance), json.dumps(state, indent=1, sort_keys=True) + "\n")
 
 
-def remove_state(instance: str) -> None:
-    remove_inside(state_path(instance), run_dir())
+def remove_state(instance: str) -> bool:
+    """Remove the state and applied-config files; True if there was a state file (read
+    or damaged)."""
+    removed = remove_inside(state_path(instance), run_dir())
     remove_inside(applied_path(instance), run_dir())
+    return removed
 
 
 def applied_path(instance: str) -> Path:
@@ -57,10 +55,7 @@ def write_applied(instance: str, config: dict[str, Any]) -> None:
 
 
 def read_applied(instance: str) -> dict[str, Any] | None:
-    try:
-        return json.loads(applied_path(instance).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+    return read_json_object(applied_path(instance))
 
 
 def update_state(instance: str, **fields: Any) -> None:

@@ -31,7 +31,7 @@ NETDEV_XDP_ACT_BASIC = 1 << 0      # the driver runs XDP programs natively
 NETDEV_XDP_ACT_NDO_XMIT = 1 << 2   # the driver transmits redirected XDP frames
 
 
-class _NetdevMsg(genlmsg):
+class _NetdevMsg(genlmsg):  # type: ignore[misc]  # pyroute2 is untyped: genlmsg is Any
     nla_map = (("NETDEV_A_DEV_UNSPEC", "none"),
                ("NETDEV_A_DEV_IFINDEX", "uint32"),
                ("NETDEV_A_DEV_PAD", "none"),

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from lbtui import bpfsys, netns
 from lbtui.datapath import egress
 from lbtui.maps import MapSet
+
+if TYPE_CHECKING:
+    from bcc import BPF
 
 
 def _bpf_dir() -> Path:
@@ -32,7 +35,6 @@ PROG_NAME = "lb_xdp"
 PASS_PROG_NAME = "lb_xdp_pass"
 EMIT_PROG_NAME = "lb_emit_event"
 
-XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
 MODES = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
@@ -97,7 +99,7 @@ class Datapath:
     """The loaded XDP programs bound to one MapSet."""
 
     maps: MapSet
-    bpf: object
+    bpf: BPF
     prog_fd: int
     pass_fd: int
     emit_fd: int
@@ -175,7 +177,7 @@ class Datapath:
             self.attachments.remove(a)
 
 
-def _bcc_lib():
+def _bcc_lib() -> Any:  # libbcc's ctypes handle (bcc is untyped)
     from bcc.libbcc import lib
 
     return lib
@@ -220,9 +222,5 @@ def detach(ifname: str, *, ns: str | None = None, only_prog_id: int | None = Non
         mode, prog_id = xdp_state(ifindex)
         if not prog_id or (only_prog_id is not None and prog_id != only_prog_id):
             return False
-        return _bcc_lib().bpf_attach_xdp(ifname.encode(), -1, MODES.get(mode or "", 0)) == 0
-
-
-def remove_pins(pin_dir: Path) -> None:
-    if pin_dir.exists():
-        shutil.rmtree(pin_dir, ignore_errors=True)
+        ret: int = _bcc_lib().bpf_attach_xdp(ifname.encode(), -1, MODES.get(mode or "", 0))
+        return ret == 0

@@ -8,11 +8,14 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lbtui import envelope, errors
 from lbtui.lab.lifecycle import DEFAULT_LAB, TrafficOptions
 from lbtui.names import LAB, arg_type
+
+if TYPE_CHECKING:
+    from lbtui.cli import Subparsers
 
 _TRAFFIC_FLAGS = {  # flag -> (TrafficOptions field, type, help)
     "--http-rate": ("http_rate", float, "new HTTP connections per second (client1; "
@@ -65,7 +68,7 @@ def _lab_arg(p: argparse.ArgumentParser) -> None:
                    help="lab name: namespaces are lbt-NAME-* (default: %(default)s)")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     d = sub.add_parser(
         "demo", help="the built-in demo lab with the console (nothing outside namespaces)",
         description="Build a namespace lab (2 clients, an LB, 4 backends), load the "
@@ -251,4 +254,3 @@ def cmd_exec(args: argparse.Namespace) -> int:
     ns = topo.ns_of(args.node)          # ValueError lists the nodes: exit 2
     sys.stdout.flush()
     os.execvp("ip", ["ip", "netns", "exec", ns, *cmd])
-    return 127  # not reached

@@ -292,7 +292,8 @@ def traffic_summary(stats: dict[str, dict[str, Any]]) -> str:
 def _stop_owner(lab: str, lock: LabLock, progress: Progress, wait: float) -> list[int]:
     """Ask the live owner of a lab (demo or lab-up manager) to stop, then insist.
     Returns the pids that were stopped."""
-    pids = {read_meta(lab).get("owner_pid"), lock.holder()} - {None, -1, os.getpid()}
+    pids = {p for p in (read_meta(lab).get("owner_pid"), lock.holder())
+            if isinstance(p, int) and p not in (-1, os.getpid())}
     live = [p for p in pids if pid_alive(p)]
     for p in live:
         progress(f"stopping the lab's owner, pid {p}")

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lbtui.files import FileLock, LockHeld, atomic_write, pid_alive
+from lbtui.files import FileLock, LockHeld, atomic_write, pid_alive, read_json_object
 from lbtui.lab import topology as T
 
 __all__ = ["LabBusy", "LabLock", "meta_path", "pid_alive", "read_meta", "write_meta"]
@@ -55,9 +55,6 @@ def write_meta(lab: str, **fields: Any) -> None:
 
 
 def read_meta(lab: str) -> dict[str, Any]:
-    try:
-        return json.loads(meta_path(lab).read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
+    return read_json_object(meta_path(lab)) or {}
 
 

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import signal
 import ssl
+from typing import cast
 
 _CHUNK = b"x" * 65536
 
@@ -90,10 +91,12 @@ class _Udp(asyncio.DatagramProtocol):
         self.name = name
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A datagram endpoint's transport: asyncio's own class does not subclass
+        # DatagramTransport, so this is a cast, not an isinstance check.
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.transport.sendto(self.name, addr)  # type: ignore[attr-defined]
+        self.transport.sendto(self.name, addr)
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -101,9 +104,11 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
     ctx.load_cert_chain(cert, key)
 
     def on_sni(obj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
-        obj.lbtui_sni = server_name  # type: ignore[attr-defined]  # read by _http
+        # The name the client asked for, kept on the connection for _http to answer with;
+        # SSLObject declares no such attribute.
+        obj.lbtui_sni = server_name  # type: ignore[attr-defined]
 
-    ctx.sni_callback = on_sni  # type: ignore[assignment]
+    ctx.sni_callback = on_sni
     return ctx
 
 

@@ -8,10 +8,6 @@ from typing import Any
 import humanize
 
 
-def _ok(flag: bool) -> str:
-    return "up" if flag else "DOWN"
-
-
 def _shares(counts: dict[str, int]) -> str:
     total = sum(counts.values())
     if not total:

@@ -26,12 +26,16 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pyroute2 import NetNS
 from pyroute2 import netns as pr_netns
 
 from lbtui.files import atomic_write, remove_inside
 from lbtui.names import lab_name
+
+if TYPE_CHECKING:
+    from lbtui.datapath.loader import Attachment, Datapath
 
 STATE_DIR = Path(os.environ.get("LBTUI_RUN_DIR", "/run/lbtui")) / "labs"
 VIP = "198.18.0.10"
@@ -98,17 +102,18 @@ class Topology:
 
     def lb_ifindex(self, ifname: str) -> int:
         with NetNS(self.lb_ns) as ns:
-            found = ns.link_lookup(ifname=ifname)
+            found: list[int] = ns.link_lookup(ifname=ifname)
         if not found:
             raise ValueError(f"no interface {ifname} in {self.lb_ns}")
         return found[0]
 
     # --- processes -------------------------------------------------------------------
 
-    def popen(self, node: str, argv: Sequence[str], **kw: object) -> subprocess.Popen:
-        """Start a process inside a node's namespace; it is killed by teardown."""
-        p = subprocess.Popen(["ip", "netns", "exec", self.ns_of(node), *argv],
-                             start_new_session=True, **kw)  # type: ignore[call-overload]
+    def popen(self, node: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
+        """Start a process inside a node's namespace (``kw`` as for Popen: text mode or
+        bytes); it is killed by teardown."""
+        p: subprocess.Popen[Any] = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns_of(node), *argv], start_new_session=True, **kw)
         self.pids.append(p.pid)
         self.save()
         return p
@@ -159,7 +164,7 @@ def _in_ns(ns: str) -> Iterator[None]:
 
 
 def _link_up(ns: NetNS, ifname: str) -> int:
-    idx = ns.link_lookup(ifname=ifname)[0]
+    idx: int = ns.link_lookup(ifname=ifname)[0]
     ns.link("set", index=idx, state="up")
     return idx
 
@@ -258,10 +263,11 @@ def _prime_neighbours(topo: Topology) -> None:
                          ifindex=ns.link_lookup(ifname="eth0")[0], state="permanent")
 
 
-def attach_datapath(topo: Topology, datapath: object, mode: str = "native") -> list[object]:
+def attach_datapath(topo: Topology, datapath: Datapath, mode: str = "native"
+                    ) -> list[Attachment]:
     """Attach lbtui's XDP program to every LB interface (client side: balancing; backend
     side: the reply path)."""
-    return [datapath.attach(e.lb_ifname, mode=mode, ns=topo.lb_ns)  # type: ignore[attr-defined]
+    return [datapath.attach(e.lb_ifname, mode=mode, ns=topo.lb_ns)
             for e in topo.clients + topo.backends]
 
 

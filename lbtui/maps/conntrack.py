@@ -42,7 +42,11 @@ class FiveTuple:
         if isinstance(t, FiveTuple):
             return t
         if isinstance(t, Mapping):
-            g = lambda *names: next((t[n] for n in names if n in t), None)  # noqa: E731
+            fields = t
+
+            def g(*names: str) -> Any:
+                return next((fields[n] for n in names if n in fields), None)
+
             t = (g("src_ip", "src-ip"), g("dst_ip", "dst-ip"), g("src_port", "src-port"),
                  g("dst_port", "dst-port"), g("proto", "protocol") or "tcp")
         if not isinstance(t, tuple | list) or len(t) not in (4, 5):
@@ -119,12 +123,15 @@ def decode_connection(k: abi.CtKey, v: abi.CtValue) -> Connection:
                       v.last_seen_ns, v.packets_fwd, v.packets_rev, v.bytes_fwd, v.bytes_rev)
 
 
-def conntrack_reader(conntrack_map: BpfMap, chunk: int = 4096) -> bpfsys.BatchReader:
+CtReader = bpfsys.BatchReader[abi.CtKey, abi.CtValue]
+
+
+def conntrack_reader(conntrack_map: BpfMap, chunk: int = 4096) -> CtReader:
     """A reusable batched reader (fixed-size buffers) for repeated dumps."""
     return bpfsys.BatchReader(conntrack_map._require_open(), abi.CtKey, abi.CtValue, chunk)
 
 
-def list_connections(conntrack_map: BpfMap, *, reader: bpfsys.BatchReader | None = None
+def list_connections(conntrack_map: BpfMap, *, reader: CtReader | None = None
                      ) -> list[Connection]:
     """Every tracked flow (forward entries), read with BPF_MAP_LOOKUP_BATCH in chunks."""
     r = reader or conntrack_reader(conntrack_map)
@@ -196,7 +203,8 @@ def clear_stale_connections(conntrack_map: BpfMap, current_time_ns: int,
     linger = timeout_ns if closed_timeout_ns is None else min(closed_timeout_ns, timeout_ns)
 
     def stale(v: abi.CtValue, limit: int) -> bool:
-        return current_time_ns - v.last_seen_ns > limit
+        last_seen_ns: int = v.last_seen_ns
+        return current_time_ns - last_seen_ns > limit
 
     # Entries idle on their own; their other half decides (one lookup per candidate).
     candidates = [(k, v) for k, v in conntrack_reader(conntrack_map).items()

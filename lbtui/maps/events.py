@@ -129,10 +129,12 @@ class EventReader:
 
     def poll(self, timeout_ms: int = 100) -> int:
         """Wait up to ``timeout_ms`` for events; returns how many were consumed."""
-        return self._lib.bpf_poll_ringbuf(self._rb, timeout_ms)
+        consumed: int = self._lib.bpf_poll_ringbuf(self._rb, timeout_ms)
+        return consumed
 
     def drain(self) -> int:
-        return self._lib.bpf_consume_ringbuf(self._rb)
+        consumed: int = self._lib.bpf_consume_ringbuf(self._rb)
+        return consumed
 
     def close(self) -> None:
         if self._rb:

@@ -10,15 +10,25 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import dataclass
+from typing import Final
 
-from lbtui import abi, bpfsys
-from lbtui.maps.conntrack import FiveTuple, conntrack_reader, ct_state
+from lbtui import abi
+from lbtui.maps.conntrack import CtReader, FiveTuple, conntrack_reader, ct_state
 from lbtui.maps.mapset import BpfMap
 
 # Row fields. KEY is the 16-byte conntrack key: client ip [0:4], VIP ip [4:8],
 # client port [8:10], VIP port [10:12], proto [12]. TARGET is nat ip + nat port (6 bytes).
-KEY, FLAGS, TARGET, CREATED, LAST_SEEN, PKTS_FWD, PKTS_REV, BYTES_FWD, BYTES_REV = range(9)
-Row = tuple  # (bytes, int, bytes, int, int, int, int, int, int)
+# Final, so the checker knows each field's type when a row is indexed with them.
+KEY: Final = 0
+FLAGS: Final = 1
+TARGET: Final = 2
+CREATED: Final = 3
+LAST_SEEN: Final = 4
+PKTS_FWD: Final = 5
+PKTS_REV: Final = 6
+BYTES_FWD: Final = 7
+BYTES_REV: Final = 8
+Row = tuple[bytes, int, bytes, int, int, int, int, int, int]
 
 _KEY = struct.Struct("=16s")
 # orig_dst (6 B, the key has it), flags, nat ip+port (6 B), reserved, six u64 counters.
@@ -92,7 +102,7 @@ class ConnDump:
     sampled: bool = False  # True when rows holds only the first max_rows flows
 
 
-def read_rows(reader: bpfsys.BatchReader, max_rows: int | None = None) -> ConnDump:
+def read_rows(reader: CtReader, max_rows: int | None = None) -> ConnDump:
     """Every forward flow of the map, as rows. Past ``max_rows`` flows are only counted
     (the rows are then a sample in hash order, which is unrelated to any column)."""
     rows: list[Row] = []
@@ -113,7 +123,7 @@ def read_rows(reader: bpfsys.BatchReader, max_rows: int | None = None) -> ConnDu
     return ConnDump(rows, total, entries, total > len(rows))
 
 
-def open_reader(conntrack_map: BpfMap, chunk: int = 8192) -> bpfsys.BatchReader:
+def open_reader(conntrack_map: BpfMap, chunk: int = 8192) -> CtReader:
     return conntrack_reader(conntrack_map, chunk)
 
 

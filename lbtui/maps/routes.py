@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ctypes as ct
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ from lbtui.addr import (
     parse_port,
     port_to_be,
 )
+from lbtui.bpfsys import K
 from lbtui.sni import hostname_hash, normalize_hostname
 from lbtui.targets import RouteRecord, TargetGroup, decode_route
 
@@ -121,18 +122,28 @@ def remove_listen_port(listen_map: BpfMap, ifindex: int, port: int) -> bool:
     return bpfsys.delete(listen_map._require_open(), _listen_key(ifindex, port))
 
 
-def lookup_listen_port(listen_map: BpfMap, ifindex: int, port: int) -> RouteRecord | None:
-    v = bpfsys.lookup(listen_map._require_open(), _listen_key(ifindex, port), abi.Route)
+def _route_at(route_map: BpfMap, key: abi.ListenKey | abi.LpmKey | ct.c_uint64
+              ) -> RouteRecord | None:
+    v = bpfsys.lookup(route_map._require_open(), key, abi.Route)
     return decode_route(v) if v is not None else None
 
 
-def list_listen_ports(listen_map: BpfMap) -> list[ListenRecord]:
-    fd = listen_map._require_open()
-    out = []
-    for k in bpfsys.keys(fd, abi.ListenKey):
+def _all_routes(route_map: BpfMap, key_type: type[K]) -> Iterator[tuple[K, RouteRecord]]:
+    """Every (key, route) of a route map (keys deleted while it walks are skipped)."""
+    fd = route_map._require_open()
+    for k in bpfsys.keys(fd, key_type):
         v = bpfsys.lookup(fd, k, abi.Route)
         if v is not None:
-            out.append(ListenRecord(k.ifindex, be_to_port(k.port), decode_route(v)))
+            yield k, decode_route(v)
+
+
+def lookup_listen_port(listen_map: BpfMap, ifindex: int, port: int) -> RouteRecord | None:
+    return _route_at(listen_map, _listen_key(ifindex, port))
+
+
+def list_listen_ports(listen_map: BpfMap) -> list[ListenRecord]:
+    out = [ListenRecord(k.ifindex, be_to_port(k.port), r)
+           for k, r in _all_routes(listen_map, abi.ListenKey)]
     return sorted(out, key=lambda r: (r.ifindex, r.port))
 
 
@@ -186,12 +197,8 @@ def lookup_source_route(config_map: BpfMap, source: Any) -> RouteRecord | None:
 
 
 def list_source_routes(config_map: BpfMap) -> list[SourceRouteRecord]:
-    fd = config_map._require_open()
-    out = []
-    for k in bpfsys.keys(fd, abi.LpmKey):
-        v = bpfsys.lookup(fd, k, abi.Route)
-        if v is not None:
-            out.append(SourceRouteRecord(f"{be_to_ip(k.ip)}/{k.prefixlen}", decode_route(v)))
+    out = [SourceRouteRecord(f"{be_to_ip(k.ip)}/{k.prefixlen}", r)
+           for k, r in _all_routes(config_map, abi.LpmKey)]
     return sorted(out, key=lambda r: (parse_cidr(r.cidr).network_address,
                                       parse_cidr(r.cidr).prefixlen))
 
@@ -230,18 +237,13 @@ def remove_sni_route(sni_map: BpfMap, hostname: str) -> bool:
 
 
 def lookup_sni_route(sni_map: BpfMap, hostname: str) -> RouteRecord | None:
-    v = bpfsys.lookup(sni_map._require_open(), ct.c_uint64(hostname_hash(hostname)), abi.Route)
-    return decode_route(v) if v is not None else None
+    return _route_at(sni_map, ct.c_uint64(hostname_hash(hostname)))
 
 
 def list_sni_routes(sni_map: BpfMap) -> list[SniRouteRecord]:
-    fd = sni_map._require_open()
     names = sni_map.sni_names.names if sni_map.sni_names else {}
-    out = []
-    for k in bpfsys.keys(fd, ct.c_uint64):
-        v = bpfsys.lookup(fd, k, abi.Route)
-        if v is not None:
-            out.append(SniRouteRecord(k.value, names.get(k.value), decode_route(v)))
+    out = [SniRouteRecord(k.value, names.get(k.value), r)
+           for k, r in _all_routes(sni_map, ct.c_uint64)]
     return sorted(out, key=lambda r: (r.hostname or "~", r.hostname_hash))
 
 
@@ -297,16 +299,13 @@ def vip_key(ip: IpLike, port: int) -> abi.VipKey:
 
 def lookup_sni_hash(sni_map: BpfMap, hostname_hash_value: int) -> RouteRecord | None:
     """The SNI route stored under a hostname hash (the splicer hashes the hello's name)."""
-    v = bpfsys.lookup(sni_map._require_open(), ct.c_uint64(hostname_hash_value), abi.Route)
-    return decode_route(v) if v is not None else None
+    return _route_at(sni_map, ct.c_uint64(hostname_hash_value))
 
 
 def match_source_route(config_map: BpfMap, client_ip: IpLike) -> RouteRecord | None:
     """The longest source-route prefix containing ``client_ip`` (what the datapath uses;
     ``lookup_source_route`` is the seed's exact-prefix lookup)."""
-    v = bpfsys.lookup(config_map._require_open(), abi.LpmKey(32, ip_to_be(client_ip)),
-                      abi.Route)
-    return decode_route(v) if v is not None else None
+    return _route_at(config_map, abi.LpmKey(32, ip_to_be(client_ip)))
 
 
 class ListenerLookup:

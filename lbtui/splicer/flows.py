@@ -33,7 +33,8 @@ class FlowEntry:
 
     @property
     def flags(self) -> int:
-        return self.value.flags
+        flags: int = self.value.flags
+        return flags
 
 
 class FlowRecorder:

@@ -33,7 +33,8 @@ class RelayError(RuntimeError):
 
 def socket_cookie(sock: socket.socket) -> int:
     """The kernel's unique id of a socket (what the verdict program sees)."""
-    return struct.unpack("=Q", sock.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8))[0]
+    cookie: int = struct.unpack("=Q", sock.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8))[0]
+    return cookie
 
 
 class SockmapRelay:

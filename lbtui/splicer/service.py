@@ -33,6 +33,7 @@ capability once its socket is bound (``lbtui.privilege``).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -510,12 +511,14 @@ class Splicer:
         self._drop(p.sock)
 
     def _forget_pending(self, p: _Pending) -> None:
-        fd = p.sock.fileno()
-        self._pending.pop(fd, None)
-        try:
+        self._unwatch(self._pending, p.sock)
+
+    def _unwatch(self, table: dict[int, Any], sock: socket.socket) -> None:
+        """Stop tracking ``sock`` in ``table`` and in epoll (either may have let it go)."""
+        fd = sock.fileno()
+        table.pop(fd, None)
+        with contextlib.suppress(OSError, ValueError):
             self._ep.unregister(fd)
-        except (OSError, ValueError):
-            pass
 
     def _expire(self, now: float) -> None:
         while self._pending:
@@ -576,12 +579,7 @@ class Splicer:
         if reason in ("connect_failed", "connect_timeout"):
             self._connect_failed(c.pending, c.decision, why or reason.replace("_", " "))
         self._count(f"rejected.{reason}")
-        fd = c.backend.fileno()
-        self._connecting.pop(fd, None)
-        try:
-            self._ep.unregister(fd)
-        except (OSError, ValueError):
-            pass
+        self._unwatch(self._connecting, c.backend)
         self._drop(c.backend)
         self._drop(c.pending.sock)
 
@@ -720,12 +718,7 @@ class Splicer:
         if flow.fin_b:
             flow.entry.value.flags |= abi.CT_F_FIN_REV
         for s in (flow.client, flow.backend):
-            fd = s.fileno()
-            self._flows.pop(fd, None)
-            try:
-                self._ep.unregister(fd)
-            except (OSError, ValueError):
-                pass
+            self._unwatch(self._flows, s)
         self._draining.discard(flow)
         if self._relay is not None:
             self._relay.forget(flow.client_cookie, flow.backend_cookie)

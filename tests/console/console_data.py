@@ -19,7 +19,7 @@ from lbtui import maps as M
 from lbtui.console.data.collector import Clock, Collector
 from lbtui.console.data.eventfeed import EventFeed
 from lbtui.console.data.snapshot import InstanceInfo, ListenerRow, Rates, Snapshot
-from lbtui.console.data.traffic import TrafficTracker
+from lbtui.console.data.traffic import TrafficTracker, by_group
 from lbtui.maps import flowrows as R
 from lbtui.maps import settings
 from lbtui.maps.events import LbEvent
@@ -154,10 +154,47 @@ def info() -> InstanceInfo:
                         ifnames={v: k for k, v in IFINDEX.items()})
 
 
+def hub_messages() -> list[dict]:
+    """What a hub says besides flows, as it says it (NDJSON messages): per-(group, target)
+    health, with backend3:8080 shared by listener :80 (failing there) and the source
+    route (degraded), an SNI route the hub knows only by its hash, the active check that
+    took backend3 out of rotation, an edit and two changes of state."""
+    b1, b2, b3 = (f"{ip}:{port}" for ip, port in TARGETS)
+    api = f"#{hostname_hash('api.example.test'):016x}"
+
+    def health(kind: str, key: object, target: str, state: str, opened: int, closed: int,
+               unanswered: int = 0, resets: int = 0, timeouts: int = 0) -> dict:
+        return {"group": "?", "kind": kind, "key": key, "target": target, "state": state,
+                "opened": opened, "closed": closed, "unanswered": unanswered,
+                "timeouts": timeouts, "resets": resets, "connect_failed": 0}
+
+    wall = WALL0 + 55
+    return [
+        {"type": "health", "checks": [
+            {"target": b3, "state": "down", "last_error": "connection refused"},
+            {"target": b1, "state": "up", "last_error": None}],
+         "targets": [
+            health("listener", 80, b1, "healthy", 1200, 1190),
+            health("listener", 80, b2, "healthy", 700, 694, unanswered=2),
+            health("listener", 80, b3, "failing", 480, 470, 212, 150, 9),
+            health("source", "198.18.2.0/24", b3, "degraded", 90, 88, 11, 0, 11),
+            health("sni", api, "198.18.101.2:8443", "healthy", 40, 40)]},
+        {"type": "edit", "source": "ctl", "user": "alice", "ts": wall - 30,
+         "change": f"listener :80: {b1} w40, {b2} w40, {b3} w20 -> {b1} w50, {b2} w30, "
+                   f"{b3} w20"},
+        {"type": "transition", "source": "traffic", "group": "listener :80", "target": b3,
+         "from": "healthy", "to": "failing", "ts": wall - 12},
+        {"type": "transition", "source": "check", "group": None, "target": b3,
+         "from": "up", "to": "down", "why": "connection refused", "ts": wall - 10},
+    ]
+
+
 def event_feed() -> EventFeed:
     feed = EventFeed()
     for e in fixed_events():
         feed.push(e)
+    for m in hub_messages():
+        feed.on_message(m)
     return feed
 
 
@@ -247,7 +284,8 @@ class FakeCollector:
         self.tracker = TrafficTracker()
         self.seq = 0
         self.rows: dict[bytes, R.Row] = {}   # the map: flows stay until deleted
-        prev_created = prev_stack = None
+        prev_created = None
+        prev_reasons: dict[int, dict[int, int]] | None = None
         for step in range(steps):
             for f in flow_specs(step, self.clock.mono):
                 r = f.row()
@@ -257,10 +295,13 @@ class FakeCollector:
             if prev_created is not None:
                 self.new_per_s = (created - prev_created) / every
             prev_created = created
-            stack = sum(n for per in reasons_at(step).values() for n in per.values())
-            if prev_stack is not None:
-                self.stack_pps = (stack - prev_stack) / every
-            prev_stack = stack
+            reasons = reasons_at(step)
+            if prev_reasons is not None:
+                self.reason_rates = {
+                    i: {settings.REASON_NAMES[r]: (n - prev_reasons[i].get(r, 0)) / every
+                        for r, n in per.items()} for i, per in reasons.items()}
+                self.stack_pps = sum(sum(per.values()) for per in self.reason_rates.values())
+            prev_reasons = reasons
             self.step = step
             if step < steps - 1:
                 self.clock.advance(every)
@@ -270,7 +311,7 @@ class FakeCollector:
         rows = list(self.rows.values())
         targets = self.tracker.update(rows, self.clock.mono)    # same instant: unchanged
         ts = targets.values()
-        names = settings.REASON_NAMES
+        reason_names = settings.REASON_NAMES
         return Snapshot(
             seq=self.seq, now_ns=self.clock.mono, wall=self.clock.wall(), info=self.info,
             conns=R.ConnDump(rows, len(rows), 2 * len(rows)),
@@ -286,6 +327,8 @@ class FakeCollector:
                         sum(t.bps_rev for t in ts)),
             active=sum(t.active for t in ts), stats_enabled=True, conn_timeout=300,
             counters=counters_at(self.step), ct_max=CT_MAX,
-            reasons={i: {names[r]: n for r, n in per.items()}
+            reasons={i: {reason_names[r]: n for r, n in per.items()}
                      for i, per in reasons_at(self.step).items()},
-            stack_pps=self.stack_pps)
+            stack_pps=self.stack_pps, reason_rates=self.reason_rates,
+            sni_names=(names := {hostname_hash(h): h for h, _ in SNI_ROUTES}),
+            group_traffic=by_group(self.tracker.by_via, names))

@@ -13,9 +13,16 @@ from lbtui import abi
 from lbtui import maps as M
 from lbtui.console.data import conns as C
 from lbtui.console.data.collector import Clock, Collector
-from lbtui.console.data.traffic import TrafficTracker, event_key, sparkline
+from lbtui.console.data.traffic import (
+    TrafficTracker,
+    by_group,
+    event_key,
+    source_finder,
+    sparkline,
+)
 from lbtui.maps import flowrows as R
 from lbtui.maps.events import LbEvent
+from lbtui.sni import hostname_hash
 
 pytestmark = pytest.mark.datapath   # real BPF maps
 
@@ -123,6 +130,36 @@ def test_flows_never_listed_count_from_their_closed_event_once() -> None:
     assert (t1.new_per_s, t1.bps_fwd, t1.bps_rev) == (0, 100, 200)
 
 
+def test_traffic_per_group_shared_targets_counted_apart() -> None:
+    """One target behind :80, :82, a source route and an SNI route: each group gets the
+    flows it chose (a source-routed flow by its flag and client, a spliced one by the SNI
+    route its opened event names), and the address gets them all."""
+    s = 1_000_000_000
+    target = ("198.18.101.2", 8080)
+
+    def row(client: str, port: int, vip_port: int, nbytes: int, flags: int = 0) -> R.Row:
+        return R.make_row(M.FiveTuple(client, D.VIP, port, vip_port), target,
+                          flags=abi.CT_F_SEEN_REPLY | flags, nbytes=(nbytes, 0))
+
+    api = hostname_hash("api.example.test")
+    opened = LbEvent(11 * s, "opened", "tcp", "", "198.18.1.2", 4, D.VIP, 443, *target,
+                     11 * s, 0, 0, 0, 0, group="sni", sni_hash=api)
+    tr = TrafficTracker()
+    first = [row("198.18.1.2", 1, 80, 0), row("198.18.1.2", 2, 82, 0),
+             row("198.18.2.7", 3, 80, 0, abi.CT_F_SOURCE)]
+    finder = source_finder(["198.18.0.0/15", "198.18.2.0/24"])
+    tr.update(first, 10 * s, (), finder)
+    later = [row("198.18.1.2", 1, 80, 1000), row("198.18.1.2", 2, 82, 300),
+             row("198.18.2.7", 3, 80, 50, abi.CT_F_SOURCE),
+             row("198.18.1.2", 4, 443, 20, abi.CT_F_LOCAL)]
+    address = tr.update(later, 12 * s, [opened], finder)["198.18.101.2:8080"]
+    got = {str(g): t.total_bytes for (g, _t), t in
+           by_group(tr.by_via, {api: "api.example.test"}).items()}
+    assert got == {"listener :80": 1000, "listener :82": 300,
+                   "source 198.18.2.0/24": 50, "SNI api.example.test": 20}
+    assert address.total_bytes == 1370 and address.bps_fwd == 1370 / 2
+
+
 def test_closed_flows_are_not_active() -> None:
     tr = TrafficTracker()
     rows = [_row(1, 1, 1, 1, abi.CT_F_SEEN_REPLY | abi.CT_F_RST),
@@ -220,6 +257,7 @@ def test_fake_collector_shows_what_the_real_one_reads(ms: M.MapSet) -> None:
     assert (real.conns.total, real.conns.entries) == (fake.conns.total, fake.conns.entries)
     assert real.rates == fake.rates and real.active == fake.active
     assert real.stack_pps == fake.stack_pps and real.reasons == fake.reasons
+    assert real.reason_rates == fake.reason_rates and real.reason_rates
     assert real.counters == fake.counters and real.ct_max == fake.ct_max
     assert real.listeners == fake.listeners
     assert real.source_routes == fake.source_routes and real.sni_routes == fake.sni_routes
@@ -229,3 +267,8 @@ def test_fake_collector_shows_what_the_real_one_reads(ms: M.MapSet) -> None:
         assert (t.active, t.flows, t.new_per_s, t.bps_fwd, t.bps_rev, t.total_bytes) == (
             f.active, f.flows, f.new_per_s, f.bps_fwd, f.bps_rev, f.total_bytes), name
         assert list(t.rate_history) == list(f.rate_history), name
+    assert real.group_traffic.keys() == fake.group_traffic.keys()
+    for k, t in real.group_traffic.items():
+        f = fake.group_traffic[k]
+        assert (t.active, t.flows, t.new_per_s, t.bps_fwd, t.total_bytes) == (
+            f.active, f.flows, f.new_per_s, f.bps_fwd, f.total_bytes), k

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from consolelab import http_get
 from consolepilot import keys, until
 from textual.pilot import Pilot
 
@@ -42,22 +43,6 @@ from lbtui.targets import TargetGroup
 pytestmark = [pytest.mark.datapath, pytest.mark.netns]
 SIZE = (150, 40)
 _count = 0
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[T.Topology]:
-    try:
-        loader.preflight()
-    except loader.DatapathError as e:
-        pytest.fail(f"console live tests need root and BPF: {e}", pytrace=False)
-    name = f"h3-{os.getpid() % 100000}"
-    T.teardown(name)
-    topo = T.build(name, 2, 3)
-    try:
-        T.start_backend_servers(topo)
-        yield topo
-    finally:
-        T.teardown(name)
 
 
 def config_text(topo: T.Topology, name: str, settings: str = "") -> str:
@@ -135,16 +120,6 @@ async def type_into(pilot: Pilot, inp, text: str) -> None:
     inp.focus()
     inp.value = ""
     await pilot.press(*text)
-
-
-def http_get(topo: T.Topology, client: int = 0) -> str:
-    with netns.inside(topo.clients[client].ns), socket.create_connection(
-            (topo.vip, 80), timeout=5) as s:
-        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        data = b""
-        while chunk := s.recv(4096):
-            data += chunk
-    return data.split(b"\r\n\r\n", 1)[1].decode().strip()
 
 
 def listen_bytes(inst: Instance, port: int) -> dict[bytes, bytes]:

@@ -86,8 +86,18 @@ async def test_filters_in_events_routes_and_targets() -> None:
         assert shown and all(e.reason == "rst" and e.kind == "closed" for e in shown)
         assert len(shown) == sum(e.reason == "rst" for e in D.fixed_events())
         await pilot.press("escape", "slash", *keys("!target:198.18.101.2"), "enter")
+        notices = [m for m in D.hub_messages() if m["type"] in ("edit", "transition")]
         assert len(events.table.rows) == sum(
-            e.target_ip != "198.18.101.2" for e in D.fixed_events())
+            e.target_ip != "198.18.101.2" for e in D.fixed_events()) + len(notices)
+        # Edits and changes of state are rows like the flows: the same filter language.
+        await pilot.press("escape", "slash", *keys("event:edit why:ctl"), "enter")
+        edits = list(events.table.rows)
+        assert len(edits) == 1 and edits[0].who == "alice" and " -> " in edits[0].what
+        await pilot.press("escape", "slash", *keys("user:alice"), "enter")
+        assert list(events.table.rows) == edits
+        await pilot.press("escape", "slash", *keys(
+            "target:198.18.103.2:8080 !event:opened !event:closed"), "enter")
+        assert sorted(n.kind for n in events.table.rows) == ["check", "health"]
 
         await pilot.press("2", "slash", *keys("kind:sni !weight:0"), "enter")
         routes = app.query_one(RoutesView)
@@ -173,7 +183,7 @@ async def test_copy_puts_the_selected_row_on_the_clipboard() -> None:
         assert "bytes_rev=" in app.clipboard      # also columns a narrow screen hides
         await pilot.press("3", "y")
         assert app.clipboard.startswith("group=listener :53 target=198.18.103.2:9000 "
-                                        "weight=100 share=-")
+                                        "weight=100 state=- rotation=- share=-")
 
 
 async def export(pilot: Pilot, app: ConsoleApp, path: Path) -> ExportForm:

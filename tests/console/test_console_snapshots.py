@@ -100,18 +100,33 @@ def with_screen(make: Callable[[ConsoleApp], object], *keys: str) -> Callable:
 
 @pytest.mark.parametrize("key,view", [("1", "connections"), ("2", "routes"),
                                       ("3", "targets"), ("4", "events"),
-                                      ("5", "settings")])
+                                      ("5", "settings"), ("6", "reasons")])
 def test_view(snap_compare, app: ConsoleApp, key: str, view: str) -> None:
     assert snap_compare(app, press=[key], terminal_size=SIZE, run_before=loaded)
 
 
 @pytest.mark.parametrize("key,view", [("1", "connections"), ("2", "routes"),
                                       ("3", "targets"), ("4", "events"),
-                                      ("5", "settings")])
+                                      ("5", "settings"), ("6", "reasons")])
 def test_view_80x24(snap_compare, app: ConsoleApp, key: str, view: str) -> None:
     """A small terminal: the header keeps the instance, counts, rates, conntrack fill and
     lost events; tables keep their vital columns (the others come back when wider)."""
     assert snap_compare(app, press=[key], terminal_size=SMALL, run_before=loaded)
+
+
+def test_targets_failing_only(snap_compare, app: ConsoleApp) -> None:
+    """Targets per (group, target): backend3:8080 failing and out of rotation under
+    listener :80, degraded under the source route that shares it; the SNI route the hub
+    knew by its hash under its hostname; a filter keeps what is not healthy."""
+    assert snap_compare(app, press=["3", "slash", *keys("!state:healthy"), "enter"],
+                        terminal_size=SIZE, run_before=loaded)
+
+
+def test_events_edits_and_changes_of_state(snap_compare, app: ConsoleApp) -> None:
+    """Edits (who, from where, old -> new) and changes of state among the flows; the
+    filter bar works on them."""
+    assert snap_compare(app, press=["4", "slash", *keys("!event:opened !event:closed"),
+                                    "enter"], terminal_size=SIZE, run_before=loaded)
 
 
 def test_connections_closed_shown_and_coloured(snap_compare, app: ConsoleApp) -> None:

@@ -18,7 +18,7 @@ from lbtui.control.config import parse_config
 from lbtui.lab import demo_config as D
 from lbtui.lab import traffic as TR
 from lbtui.lab.lifecycle import TrafficOptions, traffic_summary
-from lbtui.lab.ownership import LabLock
+from lbtui.lab.ownership import LabLock, meta_path, read_meta
 from lbtui.lab.progress import StepFailed, Steps
 from lbtui.lab.status_view import render_status
 from lbtui.lab.topology import VIP, Endpoint, Topology
@@ -175,6 +175,21 @@ def test_lab_lock_is_exclusive_and_survives_removal_races() -> None:
     assert not a.path.exists()
     assert b.try_acquire() and b.path.exists()
     b.release(remove=True)
+
+
+@pytest.mark.parametrize("text", ["[]", '{"owner_pid": "1"}', '{"owner_pid": ', "7"])
+def test_lab_down_takes_a_damaged_meta_file_for_no_owner(text: str) -> None:
+    """The lab's meta file cut short, or not the object lab up writes (a pid as a string),
+    names no owner: ``lab down`` stops nobody, removes the lab and exits 0."""
+    name = lab_name("m")
+    path = meta_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.write_text(text)
+    assert read_meta(name) == ({"owner_pid": "1"} if "1" in text else {})
+    p = lbtui("lab", "down", "--lab", name, check=False, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert "stopped the lab's owner" not in p.stdout and not path.exists()
+    assert not leftovers(name)
 
 
 def test_watchdog_stands_down_on_done_and_cleans_up_when_its_owner_dies() -> None:

@@ -15,6 +15,8 @@ import pytest
 from lbtui.control.config import ConfigError, load_config
 from lbtui.control.configfile import save_config
 from lbtui.control.instance import PIN_ROOT, pin_dir_of, state_dir_of
+from lbtui.control.lock import run_dir
+from lbtui.control.state import read_state, state_path
 from lbtui.files import OutsideOwnDir, remove_inside
 
 from .conftest import LBTUI, TAG, tree
@@ -137,3 +139,21 @@ def test_down_refuses_instance_dirs_that_point_outside(state_dir: Path) -> None:
         subprocess.run(["rm", "-rf", str(decoy)], check=True)
         with contextlib.suppress(OSError):
             PIN_ROOT.rmdir()                 # no empty pin root left behind
+
+
+@pytest.mark.parametrize("text", ["[]", "null", '"serving"', '{"attachments": [', "\xff"])
+def test_a_damaged_state_file_reads_as_no_state_and_down_removes_it(text: str) -> None:
+    """A state file cut short, or holding JSON that is not an object, is no state: every
+    reader sees None (not a list or a string to crash on) and ``down`` clears it."""
+    name = f"{TAG}-damaged"
+    run_dir()
+    path = state_path(name)
+    path.write_bytes(text.encode("latin-1"))
+    try:
+        assert read_state(name) is None
+        r = subprocess.run([*LBTUI, "down", "--instance", name], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "removed state file" in r.stdout and not path.exists(), (r.stdout, r.stderr)
+    finally:
+        path.unlink(missing_ok=True)

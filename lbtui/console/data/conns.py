@@ -12,6 +12,7 @@ from typing import Any
 from lbtui import abi
 from lbtui.console.data.filters import Filter, parse_filter
 from lbtui.console.data.fmt import count, size, span
+from lbtui.console.data.traffic import FlowRow
 from lbtui.maps import ct_state
 from lbtui.maps.flowrows import (
     BYTES_FWD,
@@ -24,7 +25,6 @@ from lbtui.maps.flowrows import (
     PKTS_REV,
     TARGET,
     ConnDump,
-    Row,
     client_of,
     key_client,
     key_proto,
@@ -46,13 +46,13 @@ def _dur(ns: int) -> str:
 class Column:
     name: str
     width: int
-    text: Callable[[Row, int], str]           # (row, now_ns) -> cell text
-    sort_key: Callable[[Row], Any]            # natural order of the displayed value...
+    text: Callable[[FlowRow, int], str]       # (row, now_ns) -> cell text
+    sort_key: Callable[[FlowRow], Any]        # natural order of the displayed value...
     flip: bool = False                        # ...or its reverse (age: newest first)
     right: bool = False
     field: str | None = None                  # filter/export name when not the name
     drop: int = 0                             # narrow screens leave out the highest first
-    value: Callable[[Row, int], object] | None = None   # raw value for exports
+    value: Callable[[FlowRow, int], object] | None = None   # raw value for exports
 
 
 COLUMNS: tuple[Column, ...] = (
@@ -94,7 +94,7 @@ _texts: dict[bytes, tuple[bytes, tuple[str, str, str, str]]] = {}
 _states: dict[int, str] = {}
 
 
-def filter_record(r: Row) -> tuple[str, str, str, str, str]:
+def filter_record(r: FlowRow) -> tuple[str, str, str, str, str]:
     """The row's FIELDS, lower-case."""
     k = r[KEY]
     hit = _texts.get(k)
@@ -125,7 +125,7 @@ class ViewSpec:
 class ConnView:
     """Rows in display order, for one ViewSpec over one dump."""
 
-    rows: list[Row]
+    rows: list[FlowRow]
     total: int
     sampled: bool
     spec: ViewSpec = field(default_factory=ViewSpec)
@@ -145,7 +145,7 @@ def apply_view(dump: ConnDump, spec: ViewSpec) -> ConnView:
     """Filter, leave out closed flows (unless asked; counted among those the filter
     kept), then sort. Runs off the UI thread: about 60 ms to sort 100k rows, more with a
     filter."""
-    rows: Sequence[Row] = dump.rows
+    rows: Sequence[FlowRow] = dump.rows
     if spec.filter:
         if len(_texts) > 2 * len(rows) + 10_000:   # forget flows long gone
             _texts.clear()
@@ -170,5 +170,5 @@ def apply_view(dump: ConnDump, spec: ViewSpec) -> ConnView:
 STATE_CLASS = {"reset": "bad", "syn-sent": "warn", "closed": "dim", "closing": "dim"}
 
 
-def row_class(r: Row) -> str | None:
+def row_class(r: FlowRow) -> str | None:
     return STATE_CLASS.get(state_of(r))

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from lbtui.console.data.hub import HubState, check_state, notice, target_health
 from lbtui.control.eventhub import NoHub, subscribe
 from lbtui.maps.events import LbEvent
 
@@ -24,7 +25,8 @@ MAX_PENDING = 50_000   # beyond this the oldest pending events are dropped (and 
 
 class EventFeed:
     """Messages pushed by a following thread (``run``), taken by the collector
-    (``take``, ``take_edits``); ``health`` is the hub's latest per-target account."""
+    (``take``, ``take_hub``); ``health`` and ``checks`` are the hub's latest per-target
+    account and active checks' state."""
 
     def __init__(self, max_pending: int = MAX_PENDING) -> None:
         self._pending: deque[LbEvent] = deque()
@@ -34,6 +36,7 @@ class EventFeed:
         self.received = 0
         self.dropped = 0       # dropped here or by the hub because nobody took them in time
         self.health: list[dict[str, Any]] = []
+        self.checks: list[dict[str, Any]] = []
         self.connected = False
         self.problem = ""      # why there is no stream, when there is none
 
@@ -56,12 +59,30 @@ class EventFeed:
             out, self._edits = self._edits, []
         return out
 
+    def take_hub(self) -> HubState:
+        """The hub's latest account, and the edits and changes of state since the last
+        call, as typed rows (a malformed entry is left out, never fatal)."""
+        def parsed(parse: Callable[[dict[str, Any]], Any], msgs: list[dict[str, Any]]
+                   ) -> list[Any]:
+            out = []
+            for m in msgs:
+                try:
+                    out.append(parse(m))
+                except (KeyError, TypeError, ValueError):
+                    continue
+            return out
+
+        checks = parsed(check_state, self.checks)
+        return HubState(parsed(target_health, self.health), {c.target: c for c in checks},
+                        parsed(notice, self.take_edits()), self.connected, self.problem)
+
     def on_message(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
         if kind == "event":
             self.push(LbEvent.from_dict(msg))
         elif kind == "health":
             self.health = msg.get("targets", [])
+            self.checks = msg.get("checks", [])
         elif kind in ("edit", "transition"):
             with self._lock:
                 self._edits.append(msg)

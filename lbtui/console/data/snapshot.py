@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from lbtui import abi
+from lbtui.console.data.hub import GroupNew, HubState
 from lbtui.console.data.traffic import TargetTraffic
 from lbtui.maps import SniRouteRecord, SourceRouteRecord
 from lbtui.maps.events import LbEvent
 from lbtui.maps.flowrows import ConnDump
+from lbtui.model import GroupKey
 from lbtui.targets import RouteRecord
 
 
@@ -68,7 +70,7 @@ class Snapshot:
     listeners: list[ListenerRow]
     source_routes: list[SourceRouteRecord]
     sni_routes: list[SniRouteRecord]
-    targets: dict[str, TargetTraffic]
+    targets: dict[str, TargetTraffic]       # per address
     events: list[LbEvent]       # new since the previous snapshot
     rates: Rates
     active: int                 # flows not closed (of the rows read)
@@ -80,6 +82,14 @@ class Snapshot:
     # reason, totals since the maps were created; and their sum per second.
     reasons: dict[int, dict[str, int]] = field(default_factory=dict)
     stack_pps: float = 0.0
+    # The same per second over the last refresh (empty on the first).
+    reason_rates: dict[int, dict[str, float]] = field(default_factory=dict)
+    sni_names: dict[int, str] = field(default_factory=dict)   # hash -> hostname
+    hub: HubState = field(default_factory=HubState)    # health, checks, edits
+    # The same per (group, target): the group that chose each flow's target.
+    group_traffic: dict[tuple[GroupKey, str], TargetTraffic] = field(default_factory=dict)
+    # New connections per (group, target), from the hub's counts.
+    group_new: dict[tuple[GroupKey, str], GroupNew] = field(default_factory=dict)
     read_ms: float = 0.0        # conntrack read + decode
     total_ms: float = 0.0       # whole collection
 
@@ -89,13 +99,25 @@ class Snapshot:
             return None
         return max(0.0, self.wall - self.info.started_wall)
 
-    def top_reason(self) -> str | None:
-        """The reason most packets went to the stack for, over all interfaces."""
+    def reason_totals(self) -> dict[str, int]:
+        """Packets per reason over all interfaces, nonzero ones, most first."""
         totals: dict[str, int] = {}
         for per_if in self.reasons.values():
             for name, n in per_if.items():
                 totals[name] = totals.get(name, 0) + n
-        return max(totals, key=lambda k: totals[k]) if totals else None
+        return dict(sorted(((k, v) for k, v in totals.items() if v),
+                           key=lambda kv: (-kv[1], kv[0])))
+
+    def top_reasons(self, n: int = 2) -> list[tuple[str, float]]:
+        """The ``n`` reasons most packets went to the stack for now (by rate over the last
+        refresh; by total while nothing moves), with their rate."""
+        rates: dict[str, float] = {}
+        for per_if in self.reason_rates.values():
+            for name, r in per_if.items():
+                rates[name] = rates.get(name, 0.0) + r
+        moving = sorted((k for k, v in rates.items() if v > 0), key=lambda k: -rates[k])
+        order = moving or list(self.reason_totals())
+        return [(k, rates.get(k, 0.0)) for k in order[:n]]
 
     def wall_of(self, mono_ns: int) -> float:
         """time.time() of a CLOCK_MONOTONIC timestamp (event times)."""

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from lbtui.console.data import fmt
 from lbtui.console.data.groups import Group
+from lbtui.console.data.hub import CheckState, GroupNew, TargetHealth
 from lbtui.console.data.snapshot import Snapshot
 from lbtui.console.data.traffic import TargetTraffic
 from lbtui.targets import TargetSpec
@@ -30,8 +31,11 @@ class RouteRow:
 
 @dataclass(frozen=True)
 class TargetRow:
-    """A target of a group with its traffic; ``group`` None for a target that has flows
-    but no route names any more."""
+    """A target of a group with the traffic that group sent it; ``group`` None for a
+    target that has flows but no route names any more. ``health`` is this group's account
+    of it (the hub's, None without one), ``check`` the active checks' verdict on the
+    address, ``new`` its new connections in this group as the hub counts them (None: from
+    conntrack only)."""
 
     group: Group | None
     target: str
@@ -39,6 +43,28 @@ class TargetRow:
     share: str                 # of the group's new connections in the last minute
     traffic: TargetTraffic
     first: bool = True
+    health: TargetHealth | None = None
+    check: CheckState | None = None
+    new: GroupNew | None = None
+
+    @property
+    def state(self) -> str:
+        return self.health.state if self.health else "-"
+
+    @property
+    def rotation(self) -> str:
+        """in / OUT of rotation (active checks), or "-" when the address is not checked."""
+        if self.check is None:
+            return "-"
+        return "in" if self.check.in_rotation else "OUT"
+
+    @property
+    def new_per_s(self) -> float:
+        return self.new.per_s if self.new is not None else self.traffic.new_per_s
+
+    @property
+    def active(self) -> int:
+        return self.traffic.active
 
     @property
     def ref(self) -> tuple[str, str]:
@@ -57,25 +83,43 @@ def route_rows(groups: Sequence[Group]) -> list[RouteRow]:
 
 
 def traffic_of(snap: Snapshot, group: Group | None, target: str) -> TargetTraffic:
-    """A target's traffic as the snapshot accounts it."""
-    return snap.targets.get(target) or TargetTraffic(target)
+    """A target's traffic in ``group`` (the flows that group sent it), or all of the
+    address's when there is no group."""
+    if group is None:
+        return snap.targets.get(target) or TargetTraffic(target)
+    return snap.group_traffic.get((group.key, target)) or TargetTraffic(target)
 
 
 def target_rows(snap: Snapshot, groups: Sequence[Group]) -> list[TargetRow]:
-    """Every group's targets, with the share each had of the group's new connections in
-    the last minute; then targets with flows that no route names."""
+    """One row per (group, target), with the share each had of its group's new
+    connections in the last minute (counted per group when the hub reports, so a target
+    two listeners share has a row, a share and health under each); then targets with
+    flows that no route names."""
     rows = []
     routed: set[str] = set()
+    hub = snap.hub
+    health = {h.ref: h for h in hub.health}
     for g in groups:
-        members = [(t, traffic_of(snap, g, str(t))) for t in g.route.targets]
-        new_total = sum(tr.new_last_minute for _, tr in members)
-        for i, (t, tr) in enumerate(members):
-            routed.add(str(t))
-            rows.append(TargetRow(g, str(t), t.weight, fmt.pct(tr.new_last_minute,
-                                                                 new_total), tr, i == 0))
+        members = []
+        for t in g.route.targets:
+            name = str(t)
+            new = snap.group_new.get((g.key, name))
+            if new is None and snap.group_new:
+                new = GroupNew()       # the hub reports, but nothing of this pair yet
+            members.append((t, name, traffic_of(snap, g, name), new))
+        # The hub's per-group counts when it saw new connections of this group in the
+        # last minute; else conntrack's, per address (no hub, or nothing new).
+        counts = [new.last_minute if new else 0 for *_, new in members]
+        if not sum(counts):
+            counts = [tr.new_last_minute for _, _, tr, _ in members]
+        total = sum(counts)
+        for i, ((t, name, tr, new), n) in enumerate(zip(members, counts, strict=True)):
+            routed.add(name)
+            rows.append(TargetRow(g, name, t.weight, fmt.pct(n, total), tr, i == 0,
+                                  health.get((g.key, name)), hub.checks.get(name), new))
     for name, tr in sorted(snap.targets.items()):
         if name not in routed and tr.flows:
-            rows.append(TargetRow(None, name, None, "-", tr))
+            rows.append(TargetRow(None, name, None, "-", tr, check=hub.checks.get(name)))
     return rows
 
 

@@ -185,5 +185,5 @@ class TimeoutForm(FormScreen):
                                            validators=[F.SECONDS]), "seconds-error")
 
     def collect(self) -> int:
-        return field_value(self.query_one("#seconds", Input),
-                           self.query_one("#seconds-error", Static), F.seconds)
+        return int(field_value(self.query_one("#seconds", Input),
+                               self.query_one("#seconds-error", Static), F.seconds))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from textual import on
 from textual.app import ComposeResult
@@ -73,9 +73,10 @@ class TargetRow(Vertical):
     def read(self) -> tuple[str, int, int]:
         """(ip, port, weight), or Invalid with every bad field named next to the row."""
         problems = []
-        values = []
-        for inp, parse in ((self.ip_input, F.ipv4), (self.port_input, F.port),
-                           (self.weight_input, F.weight)):
+        values: list[str | int] = []
+        fields: tuple[tuple[Input, Callable[[str], str | int]], ...] = (
+            (self.ip_input, F.ipv4), (self.port_input, F.port), (self.weight_input, F.weight))
+        for inp, parse in fields:
             try:
                 values.append(parse(inp.value))
                 inp.remove_class("-invalid")
@@ -85,7 +86,7 @@ class TargetRow(Vertical):
         self.show_error("; ".join(problems))
         if problems:
             raise Invalid()
-        return values[0], values[1], values[2]
+        return str(values[0]), int(values[1]), int(values[2])
 
 
 class TargetsEditor(Vertical):

@@ -1,5 +1,7 @@
-"""Targets: configured weight against the actual share of new connections, and traffic;
-from a target to its connections."""
+"""Targets: one row per (group, target): configured weight against the actual share of the
+group's new connections, the target's health in that group (judged from its traffic:
+unanswered SYNs, resets, timeouts, failed connects), the active checks' verdict (in or
+out of rotation), and the traffic that group sent it; from a target to its connections."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from textual.binding import Binding, BindingType
 
 from lbtui.console.data import fmt
 from lbtui.console.data.groups import Group
+from lbtui.console.data.hub import DEGRADED, FAILING
 from lbtui.console.data.snapshot import Snapshot
 from lbtui.console.data.tables import TargetRow, relabel, target_rows
 from lbtui.console.messages import TargetRequested
@@ -28,16 +31,32 @@ def _num(name: str, width: int, text: Any, value: Any, field: str, drop: int = 0
                        drop=drop, value=lambda r, _c: value(r.traffic))
 
 
+def _health(name: str, width: int, field: str, drop: int) -> TableColumn:
+    """A count from the hub's account of this (group, target); "-" without one."""
+    def value(r: TargetRow, _c: object) -> int | None:
+        return getattr(r.health, field) if r.health is not None else None
+
+    return TableColumn(name, width, lambda r, c: "-" if (v := value(r, c)) is None
+                       else fmt.count(v), right=True, field=field, drop=drop, value=value)
+
+
 TARGET_COLUMNS = [
     TableColumn("group", 20, lambda r, _c: r.label if r.first else "",
                 value=lambda r, _c: r.label),
     TableColumn("target", 21, lambda r, _c: r.target),
     TableColumn("weight", 7, _weight, right=True, search=True,
                 value=lambda r, _c: r.weight),
+    TableColumn("health", 8, lambda r, _c: r.state, field="state"),
+    TableColumn("check", 5, lambda r, _c: r.rotation, field="rotation", drop=2),
     TableColumn("share 1m", 8, lambda r, _c: r.share, right=True, field="share"),
-    _num("active", 7, lambda t: fmt.count(t.active), lambda t: t.active, "active"),
-    _num("new/s", 6, lambda t: fmt.rate(t.new_per_s), lambda t: round(t.new_per_s, 2),
-         "new_per_s", drop=3),
+    TableColumn("active", 7, lambda r, _c: fmt.count(r.active), right=True, drop=2,
+                value=lambda r, _c: r.active),
+    TableColumn("new/s", 6, lambda r, _c: fmt.rate(r.new_per_s), right=True,
+                field="new_per_s", drop=3, value=lambda r, _c: round(r.new_per_s, 2)),
+    _health("unansw", 6, "unanswered", 3),
+    _health("resets", 6, "resets", 3),
+    _health("timeo", 5, "timeouts", 4),
+    _health("connf", 5, "connect_failed", 4),
     _num("pkt/s →", 8, lambda t: fmt.rate(t.pps_fwd), lambda t: round(t.pps_fwd, 1),
          "pps_fwd", drop=6),
     _num("pkt/s ←", 8, lambda t: fmt.rate(t.pps_rev), lambda t: round(t.pps_rev, 1),
@@ -55,14 +74,20 @@ TARGET_COLUMNS = [
 
 
 def target_class(r: TargetRow) -> str | None:
-    return "warn" if r.weight == 0 else "dim" if r.group is None else None
+    """Failing or out of rotation: red; degraded or drained: yellow; in no route: dim."""
+    if r.state == FAILING or r.rotation == "OUT":
+        return "bad"
+    if r.state == DEGRADED or r.weight == 0:
+        return "warn"
+    return "dim" if r.group is None else None
 
 
 class TargetsView(ListView):
     NAME = "targets"
-    FIELDS = ("group", "target", "weight")
-    ALIASES: ClassVar[dict[str, str]] = {"backend": "target"}
-    EXAMPLE = "group:sni !weight:0"
+    FIELDS = ("group", "target", "weight", "state", "rotation")
+    ALIASES: ClassVar[dict[str, str]] = {"backend": "target", "health": "state",
+                                         "check": "rotation"}
+    EXAMPLE = "group:sni !weight:0  !state:healthy"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("d", "drain", "Drain", id="targets.drain"),
         Binding("w", "weights", "Weights", id="targets.weights"),
@@ -76,6 +101,7 @@ class TargetsView(ListView):
         self.rows: list[TargetRow] = []
         self._now_ns = 0
         self._sampled = False
+        self._hub_note = ""
 
     def make_table(self) -> LineTable:
         return LineTable(TARGET_COLUMNS, key=lambda r: r.ref, row_class=target_class,
@@ -89,6 +115,9 @@ class TargetsView(ListView):
         self.rows = target_rows(snap, groups)
         self._now_ns = snap.now_ns
         self._sampled = snap.conns.sampled
+        hub = snap.hub
+        self._hub_note = "" if hub.connected or not hub.problem else \
+            "[yellow]no event stream: health unknown[/]"
         self._render_rows()
 
     def refilter(self) -> None:
@@ -98,7 +127,10 @@ class TargetsView(ListView):
         rows = relabel(self.filtered(self.rows, TARGET_COLUMNS, self._now_ns))
         self.table.set_rows(rows, self._now_ns)
         note = "  [yellow](from a sample of the flows)[/]" if self._sampled else ""
-        self.title(f"[b]Targets[/b]  weight vs share of new connections, last minute{note}")
+        bad = sum(r.state == FAILING or r.rotation == "OUT" for r in self.rows)
+        alarm = f"[b red]{bad} failing or out[/]" if bad else ""
+        self.title(f"[b]Targets[/b]  per group: weight vs share of new connections (last "
+                   f"minute), health, checks, traffic{note}", alarm, self._hub_note)
 
     def _request(self, action: str) -> None:
         row = self.table.selected

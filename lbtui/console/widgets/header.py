@@ -80,11 +80,12 @@ def identity_parts(s: Snapshot) -> tuple[Text, list[Part]]:
     on = s.stats_enabled
     parts.append(Part(_t("stats ", ("on" if on else "off", "bold green" if on else "bold red")),
                       rank=1))
-    top = s.top_reason()
-    if top is not None:      # packets lbtui handed to the kernel stack, and mostly why
+    top = s.top_reasons(2)
+    if top:      # packets lbtui handed to the kernel stack, and mostly why (6: the view)
         rate = (f"{fmt.rate(s.stack_pps)}/s", "yellow" if s.stack_pps else "")
-        parts.append(Part(_t("to stack ", rate, (f" ({top.replace('_', ' ')})", "dim")),
-                          _t("stack ", rate), rank=3))
+        why = ", ".join(name + (f" {fmt.rate(r)}/s" if r else "") for name, r in top)
+        parts.append(Part(_t("to stack ", rate, (f" ({why})", "dim")),
+                          _t("stack ", rate, (f" ({top[0][0]})", "dim")), rank=3))
     return lead, parts
 
 

@@ -113,11 +113,15 @@ class LineTable(ScrollView, can_focus=True):
 
     def __init__(self, columns: Sequence[TableColumn], key: Callable[[Any], Hashable],
                  *, row_class: Callable[[Any], str | None] | None = None,
+                 span: tuple[str, Callable[[Any, Any], str | None]] | None = None,
                  name: str | None = None, id: str | None = None,
                  classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.all_columns = tuple(columns)
         self.columns = self.all_columns          # those that fit the width
+        # (column key, (row, context) -> text or None): a row for which it gives text
+        # shows that text from this column to the end of the line (a note among flows).
+        self.span = span
         self.key = key
         self.row_class = row_class
         self.rows: Sequence[Any] = []
@@ -232,11 +236,6 @@ class LineTable(ScrollView, can_focus=True):
             strip = self._row_strip(idx)
         return strip.crop_extend(scroll_x, scroll_x + width, base)
 
-    def _cells(self, texts: Sequence[str]) -> str:
-        cell = self._cells_one
-        return (" " * GAP).join([cell(c, t) for c, t in zip(self.columns, texts, strict=True)]
-                                ) + " " * GAP
-
     def _header_strip(self) -> Strip:
         _, base, sorted_style, _ = self._styles
         segs = []
@@ -255,12 +254,15 @@ class LineTable(ScrollView, can_focus=True):
 
     def _row_strip(self, idx: int) -> Strip:
         row = self.rows[idx]
-        texts = [c.text(row, self.context) for c in self.columns]
         if idx == self.cursor:
             style = self._styles[3]
         else:
             cls = self.row_class(row) if self.row_class else None
             style = self._row_styles.get(cls, self._styles[0]) if cls else self._styles[0]
+        spanned = self._spanned(row)
+        if spanned is not None:
+            return Strip([Segment(spanned, style)], self._width)
+        texts = [c.text(row, self.context) for c in self.columns]
         if self._plain:
             return Strip([Segment(self._cells(texts), style)], self._width)
         segs = []
@@ -269,6 +271,29 @@ class LineTable(ScrollView, can_focus=True):
             segs.append(Segment(cell, style + Style.parse(c.style) if c.style else style))
             segs.append(Segment(" " * GAP, style))
         return Strip(segs, self._width)
+
+    def _spanned(self, row: Any) -> str | None:
+        """The line of a row that spans (see ``span``), or None."""
+        if self.span is None:
+            return None
+        key, text = self.span
+        wide = text(row, self.context)
+        if wide is None:
+            return None
+        at = next((i for i, c in enumerate(self.columns) if c.key == key), len(self.columns))
+        before = self.columns[:at]
+        head = self._cells([c.text(row, self.context) for c in before], before) if at \
+            else ""
+        rest = self._width - len(head) - GAP
+        tail = wide if len(wide) <= rest else wide[: max(0, rest - 1)] + "…"
+        return head + tail.ljust(rest) + " " * GAP
+
+    def _cells(self, texts: Sequence[str], columns: Sequence[TableColumn] | None = None
+               ) -> str:
+        cell = self._cells_one
+        cols = self.columns if columns is None else columns
+        return (" " * GAP).join([cell(c, t) for c, t in zip(cols, texts, strict=True)]
+                                ) + " " * GAP
 
     @staticmethod
     def _cells_one(c: TableColumn, t: str) -> str:

@@ -6,7 +6,7 @@
  * and field offsets with what BCC reports).
  *
  * Byte order: addresses and ports are in network order (__be32/__be16); everything else is
- * in host order. Sizes follow the seed API (lb-maps-api.txt).
+ * in host order. Sizes follow the seed API (its Python form: lbtui/maps/).
  */
 #ifndef LBTUI_LB_ABI_H
 #define LBTUI_LB_ABI_H

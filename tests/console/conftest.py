@@ -1,0 +1,33 @@
+"""Fixtures of the console's live tests: a namespace lab per test module."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from lbtui.datapath import loader
+from lbtui.lab import topology as T
+
+_labs = 0
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[T.Topology]:
+    """2 clients, 3 backends running the lab's servers; torn down after the module, also
+    when it failed."""
+    global _labs
+    try:
+        loader.preflight()
+    except loader.DatapathError as e:
+        pytest.fail(f"console live tests need root and BPF: {e}", pytrace=False)
+    _labs += 1
+    name = f"h3-{os.getpid() % 100000}-{_labs}"
+    T.teardown(name)
+    topo = T.build(name, 2, 3)
+    try:
+        T.start_backend_servers(topo)
+        yield topo
+    finally:
+        T.teardown(name)
