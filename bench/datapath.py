@@ -108,8 +108,9 @@ NEW = "new flow"
 NEW_ROUTE = "new flow, source route"
 NEW_FULL = "new flow, table full (evicts)"
 NEW_ALL_CPUS = "new flow, every CPU at once"
+NEW_FLOODED = "new flow, over syn_flood_rate"
 GOALS = {NON_MATCHING: 20, ESTABLISHED: 60, REPLY: 80, NEW: 300, NEW_ROUTE: 300,
-         NEW_FULL: 300, NEW_ALL_CPUS: 300}
+         NEW_FULL: 300, NEW_ALL_CPUS: 300, NEW_FLOODED: 300}
 LRU_KINDS = {"common": 0, "per-cpu": 1}
 
 
@@ -123,6 +124,7 @@ class BenchPath:
     hot: Callable[[int], bytes] | None = None   # call index -> packet for repeat=HOT_REPEAT
     new_flows: bool = False                 # single packets open flows to delete afterwards
     cpus: list[int] | None = None           # run each block on these CPUs at the same time
+    flooded: bool = False                   # timed with the SYN flood guard on for every SYN
     used: int = 0                           # single packets sent so far
     deleted: int = 0                        # of those, flows deleted again
     rounds: list[list[int]] = field(default_factory=list)
@@ -135,6 +137,20 @@ class BenchPath:
     @property
     def samples(self) -> list[int]:
         return [x for r in self.rounds for x in r]
+
+
+@contextmanager
+def flood_guard(h: Harness, p: BenchPath) -> Iterator[None]:
+    """For a ``flooded`` path: settings[SYN_FLOOD_RATE] = 1 (every SYN is over the rate)
+    while it runs, off again afterwards (the guard is off by default)."""
+    if not p.flooded:
+        yield
+        return
+    M.set_setting(h.maps.settings_map, abi.SETTING_SYN_FLOOD_RATE, 1)
+    try:
+        yield
+    finally:
+        M.set_setting(h.maps.settings_map, abi.SETTING_SYN_FLOOD_RATE, 0)
 
 
 def _ct(h: Harness, src: str, dst: str, sport: int, dport: int, *, orig: tuple[str, int],
@@ -162,11 +178,17 @@ def _install_twins(h: Harness, port: int) -> None:
 def _check(h: Harness, p: BenchPath, verdict: int, check: Callable[[bytes], bool]) -> None:
     """Refuse to time a path the packets do not actually take."""
     ifindex = h.net.ifindex[p.iface]
-    r = bpfsys.prog_test_run(p.prog_fd, p.single(p.used), ingress_ifindex=ifindex)
-    if p.new_flows:
+    with flood_guard(h, p):
+        r = bpfsys.prog_test_run(p.prog_fd, p.single(p.used), ingress_ifindex=ifindex)
+    if p.new_flows or p.flooded:
         p.used += 1
     if r.retval != verdict or not check(r.data):
         raise RuntimeError(f"{p.label}: not on the intended path (verdict {r.retval})")
+    q = parse(p.single(p.used - 1))
+    assert q is not None
+    if p.flooded and M.lookup_connection(h.maps.conntrack_map, (q.src, q.dst, q.sport,
+                                                                q.dport)) is not None:
+        raise RuntimeError(f"{p.label}: a SYN over the flood rate created a flow")
     if p.hot is None:
         return
     pkt = p.hot(0)
@@ -215,6 +237,7 @@ def syn_from(base_ip: str, offset: int = 0) -> Callable[[int], bytes]:
 
 NEW_FLOW_CLIENTS = "198.18.2.2"       # up to 100 addresses: 6 ranges of 1,000,000 tuples
 ROUTED_CLIENTS = "198.18.1.129"       # inside ROUTED_CIDR
+FLOOD_CLIENTS = "198.18.3.2"          # SYNs over the flood rate: 2 ranges
 RANGE = 1_000_000                     # tuples per (program, path): far more than a run uses
 
 
@@ -258,6 +281,8 @@ def build_paths(h: Harness, progs: dict[str, int], pass_fd: int, cpus: list[int]
             paths.append(BenchPath(NEW_ALL_CPUS, label, fd, "c1",
                                    syn_from(NEW_FLOW_CLIENTS, (3 * k + 2) * RANGE),
                                    new_flows=True, cpus=cpus))
+        paths.append(BenchPath(NEW_FLOODED, label, fd, "c1",
+                               syn_from(FLOOD_CLIENTS, k * RANGE), flooded=True))
     for p in paths:
         if p.name == FLOOR:
             _check(h, p, XDP_PASS, lambda d: d == est)
@@ -347,11 +372,12 @@ def measure(h: Harness, paths: list[BenchPath], rounds: int, per_round: int,
                 p.rounds.append(concurrent_block(p, ifindex, per_round))
                 continue
             block = []
-            for _ in range(per_round):
-                block.append(bpfsys.prog_test_run(p.prog_fd, p.single(p.used),
-                                                  ingress_ifindex=ifindex).duration_ns)
-                if p.new_flows:
-                    p.used += 1
+            with flood_guard(h, p):
+                for _ in range(per_round):
+                    block.append(bpfsys.prog_test_run(p.prog_fd, p.single(p.used),
+                                                      ingress_ifindex=ifindex).duration_ns)
+                    if p.new_flows or p.flooded:
+                        p.used += 1
             p.rounds.append(block)
             if p.hot is not None:
                 p.hot_samples += [bpfsys.prog_test_run(

@@ -91,6 +91,18 @@ def md_compare(res: dict) -> str:
                       "packets forwarded by the LB's IP stack per connection",
                       "UDP sent/s", "paced req/s (CPU phase)", "LB process ms/1k"],
                      per_round), ""]
+    tail = [[n, *(fmt(summary[n].get(k)) for k in (
+        "lat_p50_us", "lat_p99_us", "lat_max_us", "lat_connect_p99_us", "lat_over_1ms",
+        "lat_syn_retrans", "syn_retrans", "retrans"))] for n in names]
+    out += ["Latency tail (sequential connections, medians over rounds) and TCP "
+            "retransmissions counted in the client and LB namespaces:", "",
+            md_table(["contender", "p50 us", "p99 us", "max us", "connect p99 us",
+                      "conns > 1 ms", "SYN resent (latency)", "SYN resent (round)",
+                      "segs resent (round)"], tail), ""]
+    ceiling = compare.ceiling(summary, res["samples"])
+    if ceiling:
+        out += ["Ceiling (connections/s, same run):", ""]
+        out += [f"- {line}" for line in ceiling] + [""]
     goals = compare.goals(summary, res["samples"])
     if goals:
         out += ["Goals:", ""]

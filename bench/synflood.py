@@ -1,5 +1,6 @@
 """SYN flood: spoofed SYNs at increasing rates through the lab while a real client keeps
-opening connections, for lbtui, nftables DNAT and HAProxy side by side.
+opening connections, for lbtui (without and with its SYN flood guard), nftables DNAT and
+HAProxy side by side.
 
     sudo .venv/bin/python -m bench.synflood [--quick] [--rates 0,10000,...] [--json out.json]
 
@@ -18,10 +19,14 @@ flow tables emptied first:
      time, each a full HTTP request with a 1 s timeout;
    - afterwards every established connection is asked to echo (1.5 s for all).
 
+Contenders: ``lbtui`` (``syn_flood_rate`` off, its default), ``lbtui-cap`` (the same
+datapath with ``syn_flood_rate = --cap``), ``nftables``, ``haproxy``.
+
 Reported per step: the SYN rate reached, the real connections that succeeded and their
-p99, how many established connections still echo, and for lbtui its conntrack entries and
-the flows it created. "Real connections start failing" at the first step where fewer than
-99% succeed; an established connection that stops echoing is lost for good (counted once).
+p99, how many established connections still echo, and for lbtui its conntrack entries,
+the flows it created and the SYNs it forwarded without tracking them. "Real connections
+start failing" at the first step where fewer than 99% succeed; an established connection
+that stops echoing is lost for good (counted once).
 Rates are ratios to nothing but themselves: every contender gets the same steps, in the
 same run.
 
@@ -62,7 +67,7 @@ from bench.contenders import (
 from lbtui import netns
 from lbtui.lab import topology as T
 
-CONTENDERS = ("lbtui", "nftables", "haproxy")
+CONTENDERS = ("lbtui", "lbtui-cap", "nftables", "haproxy")
 SPOOF_NET = ipaddress.ip_network("198.18.128.0/17")
 PORTS = 64512                   # source ports 1024..65535 per spoofed address
 ETH_P_IP = 0x0800
@@ -77,6 +82,7 @@ class Settings:
     probe_rate: int = 100               # real connections per second
     established: int = 200
     max_connections: int = 100_000     # lbtui's conntrack (its default)
+    cap: int = 1_000                    # lbtui-cap's syn_flood_rate (new TCP flows/s per CPU)
     contenders: list[str] = field(default_factory=lambda: list(CONTENDERS))
     lab: str = "h7-flood"
 
@@ -287,6 +293,31 @@ def flood_step(topo: T.Topology, rate: int | None, seconds: float, offset: int
                       text=True, cwd=T.__file__.rsplit("/lbtui/", 1)[0])
 
 
+class CappedLbtui(Lbtui):
+    """lbtui with the SYN flood guard on: settings[SYN_FLOOD_RATE] = ``cap`` while it is
+    the active contender (off again at stop, as for plain ``lbtui``)."""
+
+    def __init__(self, topo: T.Topology, datapath: object, cap: int) -> None:
+        super().__init__(topo, datapath)
+        self.name = "lbtui-cap"
+        self.cap = cap
+
+    def _guard(self, rate: int) -> None:
+        from lbtui import abi
+        from lbtui import maps as M
+
+        M.set_setting(self.datapath.maps.settings_map,  # type: ignore[attr-defined]
+                      abi.SETTING_SYN_FLOOD_RATE, rate)
+
+    def start(self) -> None:
+        self._guard(self.cap)
+        super().start()
+
+    def stop(self) -> None:
+        super().stop()
+        self._guard(0)
+
+
 def lbtui_state(c: Contender) -> dict[str, int]:
     if not isinstance(c, Lbtui):
         return {}
@@ -294,8 +325,9 @@ def lbtui_state(c: Contender) -> dict[str, int]:
 
     ms = c.datapath.maps  # type: ignore[attr-defined]
     entries = sum(n for _k, _v, n in M.conntrack_reader(ms.conntrack_map).chunks())
-    return {"entries": entries, "flows_created": M.read_counters(ms.counters_map)[
-        "flows_created"]}
+    counters = M.read_counters(ms.counters_map)
+    return {"entries": entries, "flows_created": counters["flows_created"],
+            "flood_syns": counters["flood_syns"]}
 
 
 def run_contender(topo: T.Topology, c: Contender, s: Settings,
@@ -333,7 +365,9 @@ def run_contender(topo: T.Topology, c: Contender, s: Settings,
                 "established_alive": alive(socks), "established": s.established,
                 "ct_entries": after.get("entries"),
                 "flows_created": (after["flows_created"] - before["flows_created"]
-                                  if after else None)})
+                                  if after else None),
+                "flood_syns": (after["flood_syns"] - before["flood_syns"]
+                               if after else None)})
             before = after
         for sk in socks:
             sk.close()
@@ -363,11 +397,12 @@ def run(s: Settings, progress: T.Progress = _log) -> dict:
         dp = None
         made: dict[str, Contender] = {}
         try:
-            if "lbtui" in s.contenders:
+            if {"lbtui", "lbtui-cap"} & set(s.contenders):
                 ms.pin_all(pin)
                 progress("compiling and loading the XDP datapath")
                 dp = Datapath.load(ms)
                 made["lbtui"] = Lbtui(topo, dp)
+                made["lbtui-cap"] = CappedLbtui(topo, dp, s.cap)
             made["nftables"] = Nftables(topo, wd)
             made["haproxy"] = Haproxy(topo, wd, nproc())
             for name in s.contenders:
@@ -407,7 +442,8 @@ def render(res: dict) -> str:
     lines = [machine_line(res["machine"]),
              f"steps of {s['step_seconds']:g} s; real client {s['probe_rate']} connections/s "
              f"(1 s timeout); {s['established']} idle established echo connections; lbtui "
-             f"conntrack {s['max_connections']:,} entries; run took {res['elapsed_s']:.0f} s",
+             f"conntrack {s['max_connections']:,} entries; lbtui-cap: syn_flood_rate = "
+             f"{s.get('cap', 0):,} new TCP flows/s per CPU; run took {res['elapsed_s']:.0f} s",
              ""]
     for name, steps in res["results"].items():
         rows = []
@@ -419,10 +455,11 @@ def render(res: dict) -> str:
                 + ("" if ratio is None else f" ({100 * ratio:.0f}%)"),
                 fmt(x["probe_p99_us"] / 1000 if x["probe_p99_us"] else None, 1),
                 f"{x['established_alive']}/{x['established']}",
-                fmt(x["ct_entries"]), fmt(x["flows_created"])])
+                fmt(x["ct_entries"]), fmt(x["flows_created"]), fmt(x.get("flood_syns"))])
         lines += [f"{name}:", table(["SYN/s asked", "SYN/s sent", "real conns ok",
                                      "real p99 ms", "established alive", "lbtui ct entries",
-                                     "lbtui flows created"], rows), ""]
+                                     "lbtui flows created", "lbtui SYNs untracked"], rows),
+                  ""]
     for name, steps in res["results"].items():
         fail, lose, last = first_failing(steps), first_losing(steps), steps[-1]
         top = max(x["syn_per_s"] for x in steps)
@@ -444,6 +481,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
     ap.add_argument("--probe-rate", type=int, help="real connections per second")
     ap.add_argument("--established", type=int, help="idle echo connections kept open")
     ap.add_argument("--max-connections", type=int, help="lbtui's conntrack size")
+    ap.add_argument("--cap", type=int, help="lbtui-cap's syn_flood_rate (new TCP flows/s "
+                    "per CPU; default 1,000: above the real client's, below the flood's)")
     ap.add_argument("--contenders", help="comma list of " + ",".join(CONTENDERS))
     ap.add_argument("--lab", default="h7-flood", help="lab name (namespaces lbt-<lab>-*)")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
@@ -465,7 +504,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
         if any(r is not None and not 0 <= r <= 10_000_000 for r in s.rates):
             ap.error("--rates: each rate must be 0..10,000,000 SYN/s or 'max'")
     for name, lo, hi in (("step_seconds", 0.5, 30), ("probe_rate", 1, 1000),
-                         ("established", 1, 2000), ("max_connections", 1000, 10_000_000)):
+                         ("established", 1, 2000), ("max_connections", 1000, 10_000_000),
+                         ("cap", 1, 100_000_000)):
         v = getattr(a, name)
         if v is not None:
             if not lo <= v <= hi:

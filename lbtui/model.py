@@ -136,6 +136,7 @@ class Settings:
     sweep_interval: float = 5.0
     maglev_table_size: int = maglev.DEFAULT_TABLE_SIZE
     max_maglev_groups: int = 64
+    syn_flood_rate: int = 0           # new TCP flows/s per CPU; above: SYN flood guard; 0: off
 
 
 @dataclass

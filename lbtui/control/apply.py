@@ -64,6 +64,7 @@ def desired_entries(config: Config, ifindex_of: IfindexOf,
     st = config.settings
     put(out, "settings", *setting_entry(abi.SETTING_STATS_ENABLED, int(st.stats)))
     put(out, "settings", *setting_entry(abi.SETTING_CONN_TIMEOUT_S, st.connection_timeout))
+    put(out, "settings", *setting_entry(abi.SETTING_SYN_FLOOD_RATE, st.syn_flood_rate))
     return out
 
 

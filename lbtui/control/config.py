@@ -36,6 +36,7 @@ from lbtui.targets import check_targets, typename
 
 MAX_LISTEN_ENTRIES = 256          # the listen map's size (maps.DEFAULT_CONFIG)
 MAX_CONN_TIMEOUT = 7 * 24 * 3600
+MAX_SYN_FLOOD_RATE = 100_000_000       # new TCP flows/s per CPU (the datapath takes u32)
 MAX_CONFIG_BYTES = 16 << 20      # a config file larger than this is refused unread
 IFNAME_RULE = ("1-15 bytes, no '/', ':', whitespace or control characters, not '.' or "
                "'..'")
@@ -367,6 +368,7 @@ class _Validator:
             "ringbuf_size": (self.integer, (4096, 1 << 30)),
             "maglev_table_size": (self.table_size, ()),
             "max_maglev_groups": (self.integer, (1, 1024)),
+            "syn_flood_rate": (self.integer, (0, MAX_SYN_FLOOD_RATE)),
         }
         for key, (check, args) in checks.items():
             val = self.field("settings", t, key, check, *args, default=_MISSING_OK)

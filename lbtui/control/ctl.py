@@ -306,7 +306,8 @@ def status_text(s: dict[str, Any]) -> str:
         lines.append(f"  {name:<14} {m['entries']:>7} / {m['max_entries']:<7} "
                      f"{pct:5.1f}%{extra}")
     lines.append(f"settings   stats={'on' if s['settings']['stats'] else 'off'} "
-                 f"connection_timeout={s['settings']['connection_timeout']}s")
+                 f"connection_timeout={s['settings']['connection_timeout']}s "
+                 f"syn_flood_rate={s['settings'].get('syn_flood_rate') or 'off'}")
     lines.append(f"events lost {s['events_lost']}")
     lines.append("counters   " + " ".join(f"{k}={v}" for k, v in s["counters"].items()))
     return "\n".join(lines)

@@ -524,7 +524,9 @@ class Instance:
             "local_addresses": M.local_addresses(self.maps.local_addrs_map),
             "maps": fill,
             "settings": {"stats": M.stats_enabled(ms.settings_map),
-                         "connection_timeout": M.get_connection_timeout(ms.settings_map)},
+                         "connection_timeout": M.get_connection_timeout(ms.settings_map),
+                         "syn_flood_rate": M.get_setting(ms.settings_map,
+                                                         abi.SETTING_SYN_FLOOD_RATE)},
             "events_lost": counters.get("events_lost", 0),
             "counters": counters,
         }

@@ -32,6 +32,10 @@ DEFAULT_CONFIG: dict[str, int] = {
     # how many groups may use hash = "maglev" (two tables each, see lb_abi.h).
     "maglev_table_size": maglev.DEFAULT_TABLE_SIZE,
     "max_maglev_groups": 64,
+    # New TCP flows per second per CPU above which SYNs create no flow until the client
+    # completes the handshake (SYN flood guard, see lb_xdp.c); 0 = off, below 8 = every
+    # SYN. Off by default: docs/configuration.md says why and what to set.
+    "syn_flood_rate": 0,
 }
 
 
@@ -360,10 +364,10 @@ def create_all_maps(opts: Mapping[str, Any] | None = None) -> MapSet:
         raise ValueError(f"unknown map option(s): {', '.join(sorted(unknown))}")
     # Validate everything before creating anything.
     for key in DEFAULT_CONFIG:
-        if key in ("connection_timeout", "nexthop_cache_ms"):  # 0 = off
+        if key in ("connection_timeout", "nexthop_cache_ms", "syn_flood_rate"):  # 0 = off
             v = o[key]
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{key}: {v!r} must be an integer >= 0")
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 0xFFFFFFFF:
+                raise ValueError(f"{key}: {v!r} must be an integer 0..4294967295")
         elif key == "conntrack_per_cpu_lru":
             if o[key] not in (0, 1):
                 raise ValueError(f"{key}: {o[key]!r} must be 0 or 1")
@@ -400,6 +404,7 @@ def create_all_maps(opts: Mapping[str, Any] | None = None) -> MapSet:
     enable_stats(ms.settings_map)
     set_connection_timeout(ms.settings_map, o["connection_timeout"])
     set_setting(ms.settings_map, abi.SETTING_NH_CACHE_MS, o["nexthop_cache_ms"])
+    set_setting(ms.settings_map, abi.SETTING_SYN_FLOOD_RATE, o["syn_flood_rate"])
     return ms
 
 

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
 
 # The settings a config file sets (the rest belong to the datapath and lbtui itself).
-CONFIG_SETTINGS = (abi.SETTING_STATS_ENABLED, abi.SETTING_CONN_TIMEOUT_S)
+CONFIG_SETTINGS = (abi.SETTING_STATS_ENABLED, abi.SETTING_CONN_TIMEOUT_S,
+                   abi.SETTING_SYN_FLOOD_RATE)
 
 
 def setting_entry(index: int, value: int) -> tuple[ct.c_uint32, ct.c_uint32]:
@@ -82,7 +83,9 @@ COUNTER_NAMES = {
     abi.CTR_SNI_PASSED: "sni_passed",
     abi.CTR_USER_EVENTS: "user_events",
     abi.CTR_REPLIES_REBUILT: "replies_rebuilt",
+    abi.CTR_FLOOD_SYNS: "flood_syns",
     abi.CTR_FLOWS_DELETED: "flows_deleted",
+    abi.CTR_FLOOD_FLOWS: "flood_flows",
 }
 
 

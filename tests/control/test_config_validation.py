@@ -123,7 +123,7 @@ CASES: list[tuple[Any, str]] = [
     (edit(**{"settings.colour": 1}),
      "settings.colour: unknown key (known: stats, connection_timeout, max_connections, "
      "max_routes, max_sni_routes, ringbuf_size, sweep_interval, maglev_table_size, "
-     "max_maglev_groups)"),
+     "max_maglev_groups, syn_flood_rate)"),
     (edit(**{"settings.maglev_table_size": 65536}),
      "settings.maglev_table_size: must be a prime (got 65536; nearest primes 65521 and 65537)"),
     (edit(**{"settings.maglev_table_size": 1000}),
@@ -140,6 +140,10 @@ CASES: list[tuple[Any, str]] = [
     (edit(**{"settings.max_maglev_groups": 1, "listener.0.hash": "maglev",
              "sni_route.0.hash": "maglev"}),
      'sni_route[0].hash: 2 groups use hash = "maglev", more than settings.max_maglev_groups (1)'),
+    (edit(**{"settings.syn_flood_rate": -1}),
+     "settings.syn_flood_rate: must be 0..100000000 (got -1)"),
+    (edit(**{"settings.syn_flood_rate": "fast"}),
+     "settings.syn_flood_rate: must be an integer 0..100000000, not a string"),
     (edit(**{"settings.connection_timeout": 1.5}),
      "settings.connection_timeout: must be an integer 0..604800, not a number"),
     (edit(**{"settings.connection_timeout": 604801}),

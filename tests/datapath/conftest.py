@@ -91,3 +91,18 @@ def small(small_datapath: Datapath, dp_net: DpNet, request: pytest.FixtureReques
     by the harness, a test that wants it full fills it itself)."""
     _root_clear_maps(request.config)(small_datapath.maps)
     yield from _harness(small_datapath, dp_net)
+
+
+@pytest.fixture(scope="session")
+def flood_datapath(make_datapath: Callable[..., Datapath]) -> Datapath:
+    """A datapath of its own for SYN flood tests: the flood state (internal, unpinned maps)
+    belongs to one program, so no other test meets a flood left over."""
+    return make_datapath("flood", {"max_connections": 4096})
+
+
+@pytest.fixture
+def flood(flood_datapath: Datapath, dp_net: DpNet, request: pytest.FixtureRequest
+          ) -> Iterator[Harness]:
+    """Like ``dp`` but over ``flood_datapath``'s maps (emptied)."""
+    _root_clear_maps(request.config)(flood_datapath.maps)
+    yield from _harness(flood_datapath, dp_net)

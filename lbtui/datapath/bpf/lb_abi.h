@@ -141,6 +141,10 @@ struct lb_ct_value {
 /* 1 while any interface of the instance runs generic XDP (written by the control plane's
  * egress assessment): partial checksums then go to the stack, never finished by XDP. */
 #define LB_SETTING_XDP_GENERIC     4
+/* SYNs opening TCP flows per second per CPU above which the program stops creating flows
+ * for SYNs (it forwards them and creates the flow when the client completes the handshake:
+ * see "SYN floods" in lb_xdp.c); 0 turns this off, below 8 applies it to every SYN. */
+#define LB_SETTING_SYN_FLOOD_RATE  5
 #define LB_SETTING_ABI_VERSION     15 /* LB_ABI_VERSION of whoever created the maps */
 #define LB_SETTINGS_MAX            16
 
@@ -153,6 +157,8 @@ struct lb_ct_value {
 #define LB_CTR_SNI_PASSED        4  /* kernel: packets passed to the SNI splicer */
 #define LB_CTR_USER_EVENTS       5  /* kernel: events submitted for userspace (lb_emit_event) */
 #define LB_CTR_REPLIES_REBUILT   6  /* kernel: reply entries re-created from their flow */
+#define LB_CTR_FLOOD_SYNS        7  /* kernel: SYNs forwarded without a flow (SYN flood) */
+#define LB_CTR_FLOOD_FLOWS       9  /* kernel: flows created by a completed handshake */
 #define LB_CTR_FLOWS_DELETED     8  /* userspace: flows deleted by lbtui (sweep, ctl, console) */
 #define LB_COUNTERS_MAX          16
 

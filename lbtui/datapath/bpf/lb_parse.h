@@ -55,6 +55,7 @@ struct lb_pkt {
      * l4_check points at its L4 checksum when the quote is long enough (else NULL). */
     struct lb_icmp_hdr *icmp;
     struct iphdr *inner;
+    __u64 now;               /* the clock, read at most once per packet (lb_clock) */
     /* A reply's source before the translation (set by lb_handle_reply): put back when the
      * packet is too big for its egress, so the stack's "fragmentation needed" goes to the
      * target about its own flow, not to the VIP (a local address, where it is lost). */

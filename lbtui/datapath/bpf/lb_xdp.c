@@ -125,6 +125,15 @@ static __always_inline int lb_port_marked(__u32 base, __be16 port)
  * source access, which costs ~45 ns per packet in a VM. */
 #define lb_now() bpf_ktime_get_coarse_ns()
 
+/* The clock for this packet: read on first use only, so a packet pays for one read
+ * however many steps (flow handling, the next-hop cache) look at the time. */
+static __always_inline __u64 lb_clock(struct lb_pkt *p)
+{
+    if (!p->now)
+        p->now = lb_now();
+    return p->now;
+}
+
 /* Per-flow counters use plain adds: a direction of a flow is normally handled by one CPU
  * (RSS), and forward and reply update different fields. A lost increment needs the same
  * direction of one flow on two CPUs at the same instant; a locked add per packet costs
@@ -456,14 +465,21 @@ static __always_inline void lb_check_partial(struct xdp_md *ctx, struct lb_pkt *
 
 /* --- conntrack -------------------------------------------------------------------------- */
 
+/* The reply tuple of the flow ``fkey`` (client -> listener) DNATed to ip:port. */
+static __always_inline void lb_reply_key_to(struct lb_ct_key *rkey, const struct lb_ct_key *fkey,
+                                            __be32 ip, __be16 port)
+{
+    rkey->src_ip = ip;
+    rkey->dst_ip = fkey->src_ip;
+    rkey->src_port = port;
+    rkey->dst_port = fkey->src_port;
+    rkey->proto = fkey->proto;
+}
+
 static __always_inline void lb_reply_key_of(struct lb_ct_key *rkey, const struct lb_ct_key *fkey,
                                             const struct lb_ct_value *fct)
 {
-    rkey->src_ip = fct->nat_dst_ip;
-    rkey->dst_ip = fkey->src_ip;
-    rkey->src_port = fct->nat_dst_port;
-    rkey->dst_port = fkey->src_port;
-    rkey->proto = fkey->proto;
+    lb_reply_key_to(rkey, fkey, fct->nat_dst_ip, fct->nat_dst_port);
 }
 
 static __always_inline void lb_forward_key_of(struct lb_ct_key *fkey, const struct lb_ct_key *rkey,
@@ -609,7 +625,8 @@ static __always_inline int lb_is_direct_syn(const struct lb_pkt *p)
 /* A direct connection from a client to a target reuses a finished balanced flow's
  * tuple: the finished flow's reply entry goes now, so nothing the target answers (a
  * SYN-ACK, or the ACK of a socket still in TIME_WAIT) is rewritten to come from the VIP. */
-static __always_inline void lb_forget_finished_reply(const struct lb_ct_key *key)
+static __always_inline void lb_forget_finished_reply(struct lb_pkt *p,
+                                                     const struct lb_ct_key *key)
 {
     struct lb_ct_key rkey = {};
     rkey.src_ip = key->dst_ip;
@@ -622,7 +639,7 @@ static __always_inline void lb_forget_finished_reply(const struct lb_ct_key *key
         return;
     struct lb_ct_key fkey = {};
     struct lb_ct_value *fct = lb_flow_of_reply(&rkey, r, &fkey);
-    if (!fct || lb_is_closed(fct->flags) || lb_is_expired(fct, lb_now()))
+    if (!fct || lb_is_closed(fct->flags) || lb_is_expired(fct, lb_clock(p)))
         conntrack.delete(&rkey);
 }
 
@@ -651,6 +668,139 @@ static __always_inline int lb_claim_reply(const struct lb_ct_key *rkey,
     }
     conntrack.update((struct lb_ct_key *)rkey, (struct lb_ct_value *)rv);
     return 0;
+}
+
+/* --- SYN floods ------------------------------------------------------------------------ */
+
+/* A spoofed SYN flood would make every SYN a new flow and the LRU evict established flows
+ * that are idle for a moment. Above settings[SYN_FLOOD_RATE] SYNs opening flows per second
+ * on a CPU (and until a second after any CPU last saw that), a SYN creates no flow: the
+ * program picks the target as usual (the pick is a hash of the tuple, so it is the same
+ * again later), forwards the SYN and leaves a hint, keyed by the reply tuple, in a fixed
+ * array that nothing evicts from. The target's SYN-ACK finds the hint, is answered from the VIP and
+ * records its sequence number; the client's ACK, which must acknowledge exactly that
+ * number (a spoofed source never saw it), picks the target again and creates the flow.
+ * A flooding sender overwrites hints, never flows. Internal to the program, not pinned:
+ * a handshake in flight across a restart is retried by the client. */
+#define LB_HINT_SLOTS 65536
+#define LB_FLOOD_WINDOW_SHIFT 27        /* rate windows of 2^27 ns (134 ms) */
+
+struct lb_hint {
+    struct lb_ct_key rkey;  /* the reply tuple: target -> client */
+    __be32 vip;
+    __be16 vport;
+    __u16 pad;
+    __u32 ack;              /* what the client's ACK must acknowledge; 0 until the SYN-ACK */
+    __u32 pad2;
+};
+
+struct lb_flood_window {
+    __u64 window;
+    __u64 count;
+};
+
+BPF_ARRAY(flood_hints, struct lb_hint, LB_HINT_SLOTS);
+BPF_PERCPU_ARRAY(flood_windows, struct lb_flood_window, 1);
+BPF_ARRAY(flood_until, __u64, 1);      /* the SYN flood state holds until this time */
+
+static __always_inline __u64 *lb_flood_until(void)
+{
+    __u32 zero = 0;
+    return flood_until.lookup(&zero);
+}
+
+/* Count a SYN that would open a TCP flow on this CPU; 1 when it must take the handshake
+ * path. Every such SYN is counted, tracked or not, so the state holds for as long as the
+ * flood goes on above the rate (not a second at a time, letting a window's worth of
+ * spoofed SYNs in each second). */
+static __always_inline int lb_syn_flooded(__u64 now)
+{
+    __u32 rate = lb_setting(LB_SETTING_SYN_FLOOD_RATE);
+    if (!rate)
+        return 0;
+    __u32 zero = 0;
+    __u64 *until = lb_flood_until();
+    struct lb_flood_window *w = flood_windows.lookup(&zero);
+    if (!until || !w)
+        return 0;
+    __u64 window = now >> LB_FLOOD_WINDOW_SHIFT;
+    if (w->window != window) {
+        w->window = window;
+        w->count = 0;
+    }
+    w->count += 1;
+    if (w->count * LB_NS_PER_S <= ((__u64)rate << LB_FLOOD_WINDOW_SHIFT))
+        return now < *until;            /* under the rate here; another CPU's flood holds */
+    /* Over the rate: the state holds a second from now. The shared word is written at
+     * most twice a second, not for every SYN of the flood. */
+    if (*until < now + LB_NS_PER_S / 2)
+        *until = now + LB_NS_PER_S;
+    return 1;
+}
+
+/* Hints are consulted only while a flood may have left some (its state, plus the time a
+ * handshake takes): no cost for traffic that is not ours at other times. */
+static __always_inline int lb_hints_live(__u64 now)
+{
+    if (!lb_setting(LB_SETTING_SYN_FLOOD_RATE))
+        return 0;
+    __u64 *until = lb_flood_until();
+    return until && *until && now < *until + 2 * LB_NS_PER_S;
+}
+
+static __always_inline struct lb_hint *lb_hint_of(const struct lb_ct_key *rkey)
+{
+    __u32 slot = lb_flow_hash(rkey) & (LB_HINT_SLOTS - 1);
+    struct lb_hint *h = flood_hints.lookup(&slot);
+    if (!h || h->rkey.src_ip != rkey->src_ip || h->rkey.dst_ip != rkey->dst_ip ||
+        h->rkey.src_port != rkey->src_port || h->rkey.dst_port != rkey->dst_port ||
+        h->rkey.proto != rkey->proto)
+        return NULL;
+    return h;
+}
+
+/* A SYN of a flood: forward it to ``t`` without a flow, leaving the hint. */
+static __always_inline int lb_flood_syn(struct lb_pkt *p, const struct lb_ct_key *key,
+                                        const struct lb_target *t)
+{
+    struct lb_hint h = {};
+    lb_reply_key_to(&h.rkey, key, t->ip, t->port);
+    h.vip = key->dst_ip;
+    h.vport = key->dst_port;
+    __u32 slot = lb_flow_hash(&h.rkey) & (LB_HINT_SLOTS - 1);
+    flood_hints.update(&slot, &h);
+    lb_count(LB_CTR_FLOOD_SYNS);
+    lb_rewrite_dst(p, t->ip, t->port);
+    return LB_FORWARD;
+}
+
+/* A packet from a target with no flow: the answer to a flood-time SYN (its SYN-ACK, or a
+ * reset) goes back from the VIP; a SYN-ACK records what the client must acknowledge. */
+static __always_inline int lb_flood_answer(struct lb_pkt *p, const struct lb_ct_key *key)
+{
+    struct lb_hint *h = lb_hint_of(key);
+    if (!h)
+        return LB_NOT_OURS;
+    if (p->tcp->syn && p->tcp->ack)
+        h->ack = bpf_ntohl(p->tcp->seq) + 1;
+    lb_rewrite_src(p, h->vip, h->vport);
+    return LB_FORWARD;
+}
+
+/* The client's ACK completing a flood-time handshake with the target ``t`` picked again:
+ * 1 when it acknowledges the target's SYN-ACK for this very tuple (the hint is used up). */
+static __always_inline int lb_flood_ack_valid(const struct lb_pkt *p,
+                                              const struct lb_ct_key *key,
+                                              const struct lb_target *t)
+{
+    struct lb_ct_key rkey = {};
+    lb_reply_key_to(&rkey, key, t->ip, t->port);
+    struct lb_hint *h = lb_hint_of(&rkey);
+    if (!h || h->vip != key->dst_ip || h->vport != key->dst_port || !h->ack ||
+        h->ack != bpf_ntohl(p->tcp->ack_seq))
+        return 0;
+    h->ack = 0;
+    return 1;
 }
 
 /* Does this listener serve the packet's destination address? */
@@ -689,12 +839,19 @@ static __always_inline int lb_handle_new(struct xdp_md *ctx, struct lb_pkt *p,
         lb_count(LB_CTR_SNI_PASSED);
         return LB_NOT_OURS;             /* the userspace splicer owns this listener */
     }
-    if (p->tcp && !(p->tcp->syn && !p->tcp->ack))
-        return lb_pass(in, LB_REASON_NO_FLOW);  /* only a SYN opens a TCP flow */
+    int handshake_ack = 0;
+    if (p->tcp && !(p->tcp->syn && !p->tcp->ack)) {
+        /* Only a SYN opens a TCP flow; or, after a SYN flood, the ACK that completes a
+         * handshake the program forwarded without one. */
+        if (!p->tcp->ack || p->tcp->syn || p->tcp->rst || !lb_hints_live(lb_clock(p)))
+            return lb_pass(in, LB_REASON_NO_FLOW);
+        handshake_ack = 1;
+    }
     if (!lb_serves_address(route, key)) {
         lb_reason(in, LB_REASON_NOT_VIP);
         return LB_NOT_OURS;
     }
+    __u64 now = lb_clock(p);
 
     struct lb_lpm_key skey = { .prefixlen = 32, .ip = key->src_ip };
     struct lb_route *sroute = config.lookup(&skey);
@@ -709,8 +866,14 @@ static __always_inline int lb_handle_new(struct xdp_md *ctx, struct lb_pkt *p,
         lb_count(LB_CTR_NO_TARGET);
         return lb_pass(in, LB_REASON_NO_TARGET);    /* every target drained */
     }
+    if (handshake_ack) {
+        if (!lb_flood_ack_valid(p, key, &t))
+            return lb_pass(in, LB_REASON_NO_FLOW);
+        lb_count(LB_CTR_FLOOD_FLOWS);
+    } else if (p->tcp && !reuse && lb_syn_flooded(now)) {
+        return lb_flood_syn(p, key, &t);
+    }
 
-    __u64 now = lb_now();
     struct lb_ct_value v = {};
     v.orig_dst_ip = key->dst_ip;
     v.orig_dst_port = key->dst_port;
@@ -720,7 +883,8 @@ static __always_inline int lb_handle_new(struct xdp_md *ctx, struct lb_pkt *p,
     v.last_seen_ns = now;
     v.packets_fwd = 1;
     v.bytes_fwd = p->ip_len;
-    v.flags = chosen_by | ((route->flags & LB_ROUTE_F_STATS) ? LB_CT_F_STATS : 0);
+    v.flags = chosen_by | ((route->flags & LB_ROUTE_F_STATS) ? LB_CT_F_STATS : 0) |
+              (handshake_ack ? LB_CT_F_SEEN_REPLY : 0);
 
     /* Reply entry first: once the forward entry exists, another CPU may forward this
      * flow's packets and the target may answer. */
@@ -848,18 +1012,23 @@ static __always_inline int lb_handle_l4(struct xdp_md *ctx, struct lb_pkt *p, in
         int act = to_listener ? lb_handle_new(ctx, p, &key, 0) : LB_NOT_OURS;
         if (act != LB_NOT_OURS)
             return act;
+        if (p->tcp && lb_hints_live(lb_clock(p))) {
+            act = lb_flood_answer(p, &key);
+            if (act != LB_NOT_OURS)
+                return act;
+        }
         /* Checked only for SYNs no listener took: a balanced SYN's reversed tuple is
          * never a finished flow's reply tuple worth a lookup (listener port = target
          * port is common, and this lookup misses the cache like the insert after it). */
         if (lb_is_direct_syn(p))
-            lb_forget_finished_reply(&key);
+            lb_forget_finished_reply(p, &key);
         return XDP_PASS;
     }
     __u16 flags = ct->flags;
     if (flags & LB_CT_F_LOCAL)
         return XDP_PASS;                /* a userspace splicer terminates this flow */
     /* Read the clock only for packets we own: it costs about as much as a map lookup. */
-    __u64 now = lb_now();
+    __u64 now = lb_clock(p);
     if (flags & LB_CT_F_REPLY)
         return lb_handle_reply(ctx, p, &key, ct, now);
     /* A new SYN on a finished or aged tuple, or a UDP datagram after the timeout, starts a
@@ -898,7 +1067,7 @@ int lb_xdp(struct xdp_md *ctx)
     }
     if (act != LB_FORWARD)
         return act;
-    return lb_forward(ctx, &p, lb_now());
+    return lb_forward(ctx, &p, lb_clock(&p));
 }
 
 /* Userspace's way into the one event stream: run with BPF_PROG_TEST_RUN on a buffer that
