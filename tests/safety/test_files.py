@@ -139,6 +139,8 @@ def test_down_refuses_instance_dirs_that_point_outside(state_dir: Path) -> None:
         subprocess.run(["rm", "-rf", str(decoy)], check=True)
         with contextlib.suppress(OSError):
             PIN_ROOT.rmdir()                 # no empty pin root left behind
+        for lock in run_dir().glob(f"{name}.*"):  # the refused `down`'s lock files
+            lock.unlink()
 
 
 @pytest.mark.parametrize("text", ["[]", "null", '"serving"', '{"attachments": [', "\xff"])
