@@ -29,7 +29,8 @@ import os
 import signal
 import subprocess
 import time
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from pyroute2 import NetNS
@@ -327,7 +328,8 @@ def up(lab: str, n_nodes: int = 2, n_clients: int = 2, n_backends: int = 3,
     topo = build(lab, n_nodes, n_clients, n_backends, progress)
     try:
         progress("starting backend servers (HTTP :8080, echo :7000, UDP :9000)")
-        T.start_backend_servers(topo)
+        with _stderr_to(T.lab_dir(lab) / "backends.log"):
+            T.start_backend_servers(topo)
         write_configs(topo)
         progress("starting BIRD on the router and serve + BIRD on every node")
         start_router(topo)
@@ -340,6 +342,21 @@ def up(lab: str, n_nodes: int = 2, n_clients: int = 2, n_backends: int = 3,
         teardown(lab)
         raise
     return topo
+
+
+@contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    """Children started in the block write their stderr to ``path``, not to ours: they
+    outlive ``lab up``, and must not hold its caller's pipe open."""
+    saved = os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.dup2(fd, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(fd)
 
 
 def stop_nodes(topo: Topology, wait: float = 15) -> None:
