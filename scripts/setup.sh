@@ -85,7 +85,7 @@ command -v apt-get >/dev/null || fail "This set-up script supports Debian 12 (ap
 ARCH=$(dpkg --print-architecture)
 APT_PACKAGES=(python3-bpfcc python3-venv python3-dev "linux-headers-$ARCH" bpftool ethtool
               iproute2 iputils-ping curl openssl librsvg2-bin nftables haproxy wrk
-              bash-completion)
+              bash-completion bird2)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -95,6 +95,9 @@ def register(sub: Subparsers) -> None:
     add_traffic_flags(p)
     p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
                    help="give up if not ready by then (default: %(default)s)")
+    p.add_argument("--nodes", type=int, default=1, metavar="N",
+                   help="1: the demo lab (default); 2 or 3: a cluster lab, N lbtui nodes "
+                   "behind a BGP router with ECMP (docs/scale-out.md; no traffic generator)")
     p.set_defaults(func=cmd_up)
     p = ls.add_parser("down", help="remove the lab: processes, XDP, pins, namespaces "
                       "(idempotent)")
@@ -145,6 +148,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     require_root("lbtui lab up")
     lab = T.validate_lab_name(args.lab)
     traffic_options(args)
+    if args.nodes != 1:
+        return cmd_up_cluster(lab, args.nodes, args.timeout)
     holder = LabLock(lab).holder()
     if holder:
         print(f"lbtui: lab {lab} is already up (owned by pid {holder}); `lbtui lab status "
@@ -187,6 +192,38 @@ def cmd_up(args: argparse.Namespace) -> int:
           f"  lbtui lab status --lab {lab}                  namespaces, XDP, traffic rates\n"
           f"  lbtui console --attach lab-{lab}               the console on it\n"
           f"  lbtui lab exec --lab {lab} client1 -- curl -s http://198.18.0.10/\n"
+          f"  lbtui lab down --lab {lab}                    remove everything")
+    return 0
+
+
+def cmd_up_cluster(lab: str, nodes: int, timeout: float) -> int:
+    """``lab up --nodes N``: build the cluster lab in the foreground; its processes keep
+    running in their own sessions until ``lab down``."""
+    from lbtui.cli import UsageError
+    from lbtui.lab import cluster as C
+    from lbtui.lab.ownership import LabLock
+
+    if not 2 <= nodes <= C.MAX_NODES:
+        raise UsageError(f"--nodes must be 1 (the demo lab) or 2..{C.MAX_NODES} (a cluster)")
+    lock = LabLock(lab)
+    lock.acquire()               # LabBusy (exit 1, with the owner) if someone builds it
+    try:
+        topo = C.up(lab, nodes, progress=lambda m: print(f"  {m}", flush=True),
+                    timeout=min(timeout, 120))
+    except (RuntimeError, TimeoutError, OSError) as e:
+        print(f"lbtui: cluster lab {lab} did not come up: {e}", file=sys.stderr)
+        return 1
+    finally:
+        lock.release()
+    names = ", ".join(n.node for n in topo.nodes)
+    print(f"cluster lab {lab} is up: router (BIRD, ECMP), nodes {names} (serve + BIRD "
+          f"each), {len(topo.clients)} clients, {len(topo.backends)} backends.\n"
+          f"  lbtui lab exec --lab {lab} client1 -- curl -s http://{topo.vip}/\n"
+          f"  lbtui lab exec --lab {lab} lb -- ip route show {topo.vip}      the ECMP route\n"
+          f"  lbtui lab exec --lab {lab} lb -- birdc -s {C.bird_socket(lab, 'router')} "
+          "show protocols\n"
+          f"  lbtui ctl --instance {C.node_instance(lab, topo.nodes[0].node)} status"
+          "          one node's datapath\n"
           f"  lbtui lab down --lab {lab}                    remove everything")
     return 0
 

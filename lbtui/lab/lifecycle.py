@@ -329,6 +329,13 @@ def down(lab: str, progress: Progress = _quiet, held: LabLock | None = None,
         lock.acquire(lock_wait)
     try:
         name = D.instance_name(lab)
+        topo = T.Topology.load(lab)
+        if topo is not None and topo.nodes:     # a cluster lab (lbtui.lab.cluster)
+            from lbtui.lab.cluster import stop_nodes
+
+            progress(f"stopping serve and BIRD on {len(topo.nodes)} nodes")
+            stop_nodes(topo)
+            done.append(f"stopped {len(topo.nodes)} cluster nodes")
         for line in I.teardown(name):
             progress(line)
             done.append(line)

@@ -72,11 +72,14 @@ class Topology:
     clients: list[Endpoint]
     backends: list[Endpoint]
     pids: list[int] = field(default_factory=list)
+    # A cluster lab's LB nodes (lbtui.lab.cluster; lb_ns is then its router). Empty here.
+    nodes: list[Endpoint] = field(default_factory=list)
 
     # --- lookups -------------------------------------------------------------------
 
     def node(self, name: str) -> Endpoint | None:
-        return next((e for e in self.clients + self.backends if e.node == name), None)
+        return next((e for e in self.clients + self.backends + self.nodes
+                     if e.node == name), None)
 
     def ns_of(self, node: str) -> str:
         """Namespace of a node name: lb, client<i>, backend<j>."""
@@ -84,13 +87,13 @@ class Topology:
             return self.lb_ns
         e = self.node(node)
         if e is None:
-            names = ["lb"] + [x.node for x in self.clients + self.backends]
+            names = ["lb"] + [x.node for x in self.clients + self.backends + self.nodes]
             raise ValueError(f"unknown lab node {node!r}; nodes: {', '.join(names)}")
         return e.ns
 
     @property
     def namespaces(self) -> list[str]:
-        return [self.lb_ns] + [e.ns for e in self.clients + self.backends]
+        return [self.lb_ns] + [e.ns for e in self.clients + self.backends + self.nodes]
 
     @property
     def client_ifnames(self) -> list[str]:
@@ -137,6 +140,7 @@ class Topology:
         d = json.loads(path.read_text())
         d["clients"] = [Endpoint(**e) for e in d["clients"]]
         d["backends"] = [Endpoint(**e) for e in d["backends"]]
+        d["nodes"] = [Endpoint(**e) for e in d.get("nodes", [])]
         return cls(**d)
 
 
@@ -278,15 +282,22 @@ def attach_peer_pass(topo: Topology) -> None:
     """Put an XDP pass program on every endpoint's eth0: veth delivers XDP_REDIRECTed
     frames only to a peer that has an XDP program. The attachment outlives this process
     and goes away with the namespace."""
+    attach_xdp_pass([(e.ns, "eth0") for e in topo.clients + topo.backends])
+
+
+def attach_xdp_pass(links: Sequence[tuple[str, str]]) -> None:
+    """The XDP pass program on each (namespace, ifname): the peer of a veth that XDP
+    redirects into (see attach_peer_pass)."""
     from bcc import BPF
     from bcc.libbcc import lib
 
     b = BPF(text=_PASS_SRC)
     fd = b.load_func(b"lb_peer_pass", BPF.XDP).fd
-    for e in topo.clients + topo.backends:
-        with _in_ns(e.ns):
-            if lib.bpf_attach_xdp(b"eth0", fd, 1 << 2) != 0:  # native mode
-                raise RuntimeError(f"attaching the XDP pass program in {e.ns} failed")
+    for ns, ifname in links:
+        with _in_ns(ns):
+            if lib.bpf_attach_xdp(ifname.encode(), fd, 1 << 2) != 0:  # native mode
+                raise RuntimeError(f"attaching the XDP pass program to {ifname} in {ns} "
+                                   "failed")
     b.cleanup()
 
 

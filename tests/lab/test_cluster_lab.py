@@ -1,0 +1,76 @@
+"""The 2-node cluster lab for real: BIRD on the router peers with both nodes, the router's
+route to the VIP has a path over each, new connections through the router succeed and land
+on both nodes, and when one node's serve stops its path is withdrawn and new connections
+keep succeeding. ``lbtui lab up --nodes 2`` / ``lab down`` leave nothing behind."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from labcheck import lab_name, lbtui, root_links
+
+from lbtui import netns
+from lbtui.lab import cluster as C
+from lbtui.lab import failover as F
+from lbtui.lab.topology import Topology, lab_namespaces
+
+pytestmark = [pytest.mark.datapath, pytest.mark.netns]
+
+N_NEW = 40
+
+
+@pytest.fixture
+def cluster() -> Iterator[Topology]:
+    name = lab_name("cl")
+    links_before = root_links()
+    try:
+        out = lbtui("lab", "up", "--lab", name, "--nodes", "2", timeout=120).stdout
+        assert f"cluster lab {name} is up" in out
+        topo = Topology.load(name)
+        assert topo is not None
+        yield topo
+    finally:
+        lbtui("lab", "down", "--lab", name, check=False)
+    assert lab_namespaces(name) == []
+    assert root_links() == links_before, "the root namespace's links changed"
+    assert [n for n in ("node1", "node2") if C.serve_pid(topo, n)] == []
+
+
+def new_connections(topo: Topology, n: int) -> list[str]:
+    """``n`` new HTTP connections from the clients in turn; the errors ('' = answered)."""
+    errors = []
+    for i in range(n):
+        with netns.inside(topo.clients[i % len(topo.clients)].ns):
+            errors.append(F._http_once(topo.vip, timeout=2))
+    return errors
+
+
+def test_two_nodes_share_new_connections_and_survive_one_stopping(cluster: Topology) -> None:
+    topo = cluster
+    assert C.sessions(topo) == {"node1": True, "node2": True}
+    assert C.vip_paths(topo) == ["node1", "node2"]           # one ECMP route, both nodes
+    before = {n.node: C.flows_created(topo, n.node) for n in topo.nodes}
+    assert new_connections(topo, N_NEW) == [""] * N_NEW
+    spread = {n.node: C.flows_created(topo, n.node) - before[n.node] for n in topo.nodes}
+    assert sum(spread.values()) == N_NEW, spread
+    assert min(spread.values()) >= N_NEW // 5, f"ECMP did not spread: {spread}"
+
+    assert C.stop_serve(topo, "node1")
+    C.wait_paths(topo, ["node2"], timeout=15)                 # withdrawn
+    assert C.sessions(topo) == {"node1": False, "node2": True}
+    after = C.flows_created(topo, "node2")
+    assert new_connections(topo, N_NEW) == [""] * N_NEW
+    assert C.flows_created(topo, "node2") - after == N_NEW
+
+
+def test_failover_under_load_keeps_survivors_flows(cluster: Topology) -> None:
+    """A small run of the failover benchmark: long-lived connections on the surviving node
+    all survive; new connections fail at most while the stopped node's path is still up."""
+    r = F.measure(cluster, rate=20, echo_conns=12, warmup=0.5, settle=1.0)
+    assert r.echo_total == 12 and r.echo_stayed > 0 and r.echo_moved > 0, r
+    assert r.echo_stayed_ok == r.echo_stayed, r
+    # Failures only between the stop and the withdrawal (plus one attempt's timeout).
+    assert all(0 <= a.t <= r.withdraw_s + 1.0 for a in r.failed), r.failed
+    assert len(r.attempts) > 20 and len(r.failed) <= len(r.attempts) // 4, r.failed
+    assert all(a.ok for a in r.attempts if a.t > r.withdraw_s + 1.0)
