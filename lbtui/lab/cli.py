@@ -276,6 +276,8 @@ def cmd_node(args: argparse.Namespace) -> int:
         want = [n for n in running if n != args.node]
     try:
         C.wait_paths(topo, want, timeout=args.timeout)
+        if args.action != "start":
+            C.wait_stopped(topo, args.node, timeout=args.timeout)
     except TimeoutError as e:
         print(f"lbtui: {e}", file=sys.stderr)
         return 1

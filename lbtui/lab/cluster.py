@@ -251,7 +251,8 @@ def start_node(topo: Topology, node: str) -> subprocess.Popen[str]:
     d = T.lab_dir(topo.lab)
     argv = T.python_argv("lbtui.lab.announce", "--netns", topo.ns_of(node),
                          "--bird-config", str(d / f"bird-{node}.conf"),
-                         "--bird-socket", str(bird_socket(topo.lab, node)), "--",
+                         "--bird-socket", str(bird_socket(topo.lab, node)),
+                         "--instance", node_instance(topo.lab, node), "--",
                          *T.python_argv("lbtui.cli", "serve", "--config",
                                         str(d / f"{node}.toml")))
     with open(d / f"{node}.log", "w") as log:   # the child keeps its own copy
@@ -290,6 +291,16 @@ def stop_serve(topo: Topology, node: str) -> bool:
     with suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     return True
+
+
+def wait_stopped(topo: Topology, node: str, timeout: float = 30) -> None:
+    """Wait until a node's serve has exited (detached XDP, unpinned); TimeoutError if not."""
+    deadline = time.monotonic() + timeout
+    while serve_pid(topo, node) is not None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{node}'s serve still runs after {timeout:g} s; see "
+                               f"{T.lab_dir(topo.lab) / f'{node}.log'}")
+        time.sleep(0.1)
 
 
 def drain_node(topo: Topology, node: str) -> bool:

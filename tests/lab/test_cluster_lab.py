@@ -7,6 +7,7 @@ connection. ``lbtui lab up --nodes 2`` / ``lab down`` leave nothing behind."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -15,6 +16,7 @@ from labcheck import lab_name, lbtui, root_links, wait_for
 from lbtui import netns
 from lbtui.lab import cluster as C
 from lbtui.lab import failover as F
+from lbtui.lab import topology as T
 from lbtui.lab.topology import Topology, lab_namespaces
 
 pytestmark = [pytest.mark.datapath, pytest.mark.netns]
@@ -109,3 +111,22 @@ def test_lab_node_drains_and_starts_a_node(cluster: Topology) -> None:
 
     bad = lbtui("lab", "node", "--lab", lab, "node7", "drain", check=False)
     assert bad.returncode == 2 and "node1, node2" in bad.stderr, bad.stderr
+
+
+def test_a_node_whose_datapath_breaks_withdraws_its_path(cluster: Topology) -> None:
+    """serve still runs, but its uplink lost the XDP program (detached by hand): the
+    announce hook's health check withdraws the node, and new connections go to node2;
+    a restarted serve attaches again and the node is announced again."""
+    node1 = cluster.node("node1")
+    subprocess.run(["ip", "-n", node1.ns, "link", "set", "dev", "up", "xdp", "off"],
+                   check=True)
+    waited = C.wait_paths(cluster, ["node2"], timeout=10)
+    assert waited < 5, waited
+    assert C.serve_pid(cluster, "node1") is not None, "serve itself keeps running"
+    log = (T.lab_dir(cluster.lab) / "node1.log").read_text()
+    assert "withdrawn: up has no XDP program" in log, log[-2000:]
+    assert new_connections(cluster, N_NEW) == [""] * N_NEW
+
+    lbtui("lab", "node", "--lab", cluster.lab, "node1", "stop")
+    out = lbtui("lab", "node", "--lab", cluster.lab, "node1", "start").stdout
+    assert f"route to {cluster.vip} goes through node1, node2" in out, out
