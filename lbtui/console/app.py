@@ -229,6 +229,8 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
 
     @on(Collected)
     def _collected(self, msg: Collected) -> None:
+        if not self.default_screen.query(StatusHeader):
+            return          # a refresh that lands while quitting: the views are gone
         t0 = time.perf_counter()
         self._graveyard.append(self.snapshot)
         s = self.snapshot = msg.snap

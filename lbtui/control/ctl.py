@@ -23,7 +23,7 @@ from lbtui import abi, envelope, errors, netns
 from lbtui import maps as M
 from lbtui.addr import parse_ipv4, parse_port, proto_number
 from lbtui.control.controller import Controller, signal_serve
-from lbtui.control.instance import Instance
+from lbtui.control.instance import Instance, lost_xdp_phrase
 from lbtui.errors import NotFound
 from lbtui.maps.maglev import group_capacity, table_size
 from lbtui.model import GroupKey, Listener, SniRoute, SourceRoute
@@ -316,8 +316,8 @@ def status_text(s: dict[str, Any]) -> str:
 def lost_xdp(s: dict[str, Any]) -> list[str]:
     """Interfaces of a status document that no longer run this instance's program, each
     as a phrase ("b2 has no XDP program")."""
-    return [f"{i['ifname']} runs another XDP program (id {i['prog_id']})" if i["prog_id"]
-            else f"{i['ifname']} has no XDP program" for i in s["interfaces"] if not i["ours"]]
+    return [lost_xdp_phrase(i["ifname"], i["prog_id"]) for i in s["interfaces"]
+            if not i["ours"]]
 
 
 def cmd_status(args: argparse.Namespace, inst: Instance) -> int:

@@ -98,6 +98,12 @@ def _pinned_prog_id(pin_dir: Path) -> int | None:
         os.close(fd)
 
 
+def lost_xdp_phrase(ifname: str, live_prog_id: int) -> str:
+    """How an interface that lost this instance's program is described everywhere."""
+    return (f"{ifname} runs another XDP program (id {live_prog_id})" if live_prog_id
+            else f"{ifname} has no XDP program")
+
+
 def _quiet(_msg: str) -> None:
     pass
 
@@ -470,6 +476,17 @@ class Instance:
 
     def ifindexes(self, names: Sequence[str]) -> list[int]:
         return _ifindexes(names, self.netns)
+
+    def lost_xdp(self) -> list[str]:
+        """Interfaces that no longer run this instance's program, each as a phrase ("b2
+        has no XDP program"). Reads no map: a health check can ask every second."""
+        prog_id = _pinned_prog_id(self.pin_dir)
+        out = []
+        for a in self.attachments():
+            _mode, live_id = _xdp_state(a["ifname"], a.get("netns"))
+            if not live_id or live_id != prog_id:
+                out.append(lost_xdp_phrase(a["ifname"], live_id))
+        return out
 
     def status(self) -> dict[str, Any]:
         from lbtui.control.lock import manager_lock as _ml

@@ -113,6 +113,16 @@ def register(sub: Subparsers) -> None:
     p.add_argument("node")
     p.add_argument("cmd", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_exec)
+    p = ls.add_parser("node", help="a cluster lab's node: drain (withdraw its path, then "
+                      "stop serve), stop (serve stops as in a failure), start",
+                      usage="lbtui lab node [--lab NAME] NODE drain|stop|start")
+    _lab_arg(p)
+    p.add_argument("node", help="node1, node2, ...")
+    p.add_argument("action", choices=NODE_ACTIONS)
+    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="how long to wait for the router's route to change "
+                   "(default: %(default)s)")
+    p.set_defaults(func=cmd_node)
     for q in ls.choices.values():
         q.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -226,6 +236,54 @@ def cmd_up_cluster(lab: str, nodes: int, timeout: float) -> int:
           "          one node's datapath\n"
           f"  lbtui lab down --lab {lab}                    remove everything")
     return 0
+
+
+NODE_ACTIONS = ("drain", "stop", "start")
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    """``lab node NODE drain|stop|start``: take a cluster node out or bring it back, and
+    wait until the router's ECMP route shows it."""
+    from lbtui.cli import UsageError
+    from lbtui.lab import cluster as C
+    from lbtui.lab.topology import Topology, validate_lab_name
+
+    require_root("lbtui lab node")
+    lab = validate_lab_name(args.lab)
+    topo = Topology.load(lab)
+    if topo is None or not topo.nodes:
+        print(f"lbtui: no cluster lab {lab} (`lbtui lab up --lab {lab} --nodes 2`)",
+              file=sys.stderr)
+        return errors.NOT_RUNNING
+    names = [n.node for n in topo.nodes]
+    if args.node not in names:
+        raise UsageError(f"lab node: {args.node!r} is not a node of lab {lab} "
+                         f"({', '.join(names)})")
+    running = [n for n in names if C.serve_pid(topo, n)]
+    t0 = time.monotonic()
+    if args.action == "start":
+        if args.node in running:
+            print(f"{args.node} is already running")
+            return errors.OK
+        C.start_node(topo, args.node)
+        want = sorted({*running, args.node})
+    else:
+        if args.node not in running:
+            print(f"{args.node} is not running (`lbtui lab node --lab {lab} {args.node} "
+                  "start`)")
+            return errors.OK
+        (C.drain_node if args.action == "drain" else C.stop_serve)(topo, args.node)
+        want = [n for n in running if n != args.node]
+    try:
+        C.wait_paths(topo, want, timeout=args.timeout)
+        if args.action != "start":
+            C.wait_stopped(topo, args.node, timeout=args.timeout)
+    except TimeoutError as e:
+        print(f"lbtui: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.node}: {args.action} done in {time.monotonic() - t0:.1f} s; the router's "
+          f"route to {topo.vip} goes through {', '.join(want) or 'no node'}")
+    return errors.OK
 
 
 def _stop(proc: subprocess.Popen[Any]) -> None:

@@ -251,7 +251,8 @@ def start_node(topo: Topology, node: str) -> subprocess.Popen[str]:
     d = T.lab_dir(topo.lab)
     argv = T.python_argv("lbtui.lab.announce", "--netns", topo.ns_of(node),
                          "--bird-config", str(d / f"bird-{node}.conf"),
-                         "--bird-socket", str(bird_socket(topo.lab, node)), "--",
+                         "--bird-socket", str(bird_socket(topo.lab, node)),
+                         "--instance", node_instance(topo.lab, node), "--",
                          *T.python_argv("lbtui.cli", "serve", "--config",
                                         str(d / f"{node}.toml")))
     with open(d / f"{node}.log", "w") as log:   # the child keeps its own copy
@@ -262,25 +263,51 @@ def start_node(topo: Topology, node: str) -> subprocess.Popen[str]:
     return p
 
 
-def serve_pid(topo: Topology, node: str) -> int | None:
-    """The pid of a node's serve (the announce hook's child), if it runs."""
-    pidfile = Path("/proc")
-    for entry in pidfile.iterdir():
+def _node_pid(topo: Topology, node: str, hook: bool) -> int | None:
+    """The pid of a node's announce hook (``hook``) or of its serve (the hook's child)."""
+    config = str(T.lab_dir(topo.lab) / f"{node}.toml").encode()
+    for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         with suppress(OSError):
             argv = (entry / "cmdline").read_bytes().split(b"\0")
-            if b"serve" in argv and str(T.lab_dir(topo.lab) / f"{node}.toml").encode() in argv \
-                    and b"lbtui.lab.announce" not in argv:
+            if b"serve" in argv and config in argv and \
+                    (b"lbtui.lab.announce" in argv) == hook:
                 return int(entry.name)
     return None
 
 
+def serve_pid(topo: Topology, node: str) -> int | None:
+    """The pid of a node's serve (the announce hook's child), if it runs."""
+    return _node_pid(topo, node, hook=False)
+
+
 def stop_serve(topo: Topology, node: str) -> bool:
-    """Stop one node's serve (SIGTERM): its hook then stops BIRD and the path is
-    withdrawn. False if it was not running."""
+    """Stop one node's serve (SIGTERM), as a failure would: its hook then stops BIRD and
+    the path is withdrawn after serve stopped balancing. False if it was not running."""
     pid = serve_pid(topo, node)
     if pid is None:
+        return False
+    with suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    return True
+
+
+def wait_stopped(topo: Topology, node: str, timeout: float = 30) -> None:
+    """Wait until a node's serve has exited (detached XDP, unpinned); TimeoutError if not."""
+    deadline = time.monotonic() + timeout
+    while serve_pid(topo, node) is not None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{node}'s serve still runs after {timeout:g} s; see "
+                               f"{T.lab_dir(topo.lab) / f'{node}.log'}")
+        time.sleep(0.1)
+
+
+def drain_node(topo: Topology, node: str) -> bool:
+    """Stop one node the planned way (SIGTERM to its announce hook): the path is withdrawn
+    first and serve stops a second later. False if the node was not running."""
+    pid = _node_pid(topo, node, hook=True)
+    if pid is None or serve_pid(topo, node) is None:
         return False
     with suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
@@ -389,12 +416,22 @@ def is_cluster(lab: str) -> bool:
 
 
 
-def flows_created(topo: Topology, node: str) -> int:
-    """New connections a node's datapath has balanced since its serve started."""
+def counter(topo: Topology, node: str, name: str) -> int:
+    """One of a node's datapath counters (``lbtui ctl status``) since its serve started."""
     from lbtui.control.instance import Instance
 
     inst = Instance.attach(node_instance(topo.lab, node))
     try:
-        return int(inst.status()["counters"].get("flows_created", 0))
+        return int(inst.status()["counters"].get(name, 0))
     finally:
         inst.close()
+
+
+def flows_created(topo: Topology, node: str) -> int:
+    """New connections a node's datapath has balanced since its serve started."""
+    return counter(topo, node, "flows_created")
+
+
+def adopted(topo: Topology, node: str) -> int:
+    """Connections a node's datapath adopted mid-stream (moved from another node)."""
+    return counter(topo, node, "flows_adopted")

@@ -4,7 +4,9 @@ Before the stop, long-lived echo connections are opened (each round-trips once) 
 every client opens new HTTP connections continuously, at a bounded rate. Then one node's
 serve is stopped (its announce hook withdraws the node's BGP path) and the new
 connections go on until ``settle`` seconds after the router's route has lost the node.
-Then every echo connection tries one more round trip.
+Then every echo connection tries one more round trip. The stop is either a failure
+(serve stops; the hook withdraws the path after it) or a drain (the hook withdraws the
+path first and stops serve a second later).
 
 Which node a long-lived connection went through is read from the nodes' conntrack before
 the stop. (``ip route get`` with the ports does not give the forwarding path's hash.)
@@ -39,6 +41,7 @@ class Attempt:
 class Result:
     nodes: int
     stopped: str
+    drained: bool                          # planned stop (withdraw first), not a failure
     withdraw_s: float                      # serve stopped -> route without the node
     attempts: list[Attempt] = field(default_factory=list)
     echo_total: int = 0
@@ -123,9 +126,11 @@ def _generate(topo: Topology, client: Endpoint, rate: float, t0: list[float],
 
 def measure(topo: Topology, stop_node: str = "node1", rate: float = 50.0,
             echo_conns: int = 40, warmup: float = 1.0, settle: float = 2.0,
-            timeout: float = 1.0) -> Result:
+            timeout: float = 1.0, drain: bool = False) -> Result:
     """Stop ``stop_node``'s serve under load and count what broke (see the module doc).
-    ``rate``: new connections per second per client; ``timeout``: per attempt."""
+    ``rate``: new connections per second per client; ``timeout``: per attempt; ``drain``:
+    a planned stop (the node's path withdrawn before its serve stops) instead of serve
+    stopping as a failure would."""
     if not 0 < rate <= MAX_RATE or not 0 <= echo_conns <= MAX_ECHO:
         raise ValueError(f"rate 0..{MAX_RATE:g}/s per client, echo_conns 0..{MAX_ECHO}")
     if topo.node(stop_node) not in topo.nodes:
@@ -145,14 +150,15 @@ def measure(topo: Topology, stop_node: str = "node1", rate: float = 50.0,
             t.start()
         time.sleep(warmup)
         t0[0] = time.monotonic()
-        if not C.stop_serve(topo, stop_node):
+        if not (C.drain_node if drain else C.stop_serve)(topo, stop_node):
             raise RuntimeError(f"{stop_node}'s serve is not running")
         withdraw = C.wait_paths(topo, survivors, timeout=15)
         time.sleep(settle)
         stop.set()
         for t in threads:
             t.join(timeout + 2)
-        result = Result(len(topo.nodes), stop_node, withdraw, sorted(attempts, key=lambda a: a.t))
+        result = Result(len(topo.nodes), stop_node, drain, withdraw,
+                        sorted(attempts, key=lambda a: a.t))
         for e, was, ok in zip(echoes, before, alive, strict=True):
             if not ok or was == "?":
                 continue           # never worked, or no node tracks it: not counted

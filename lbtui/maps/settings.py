@@ -86,6 +86,7 @@ COUNTER_NAMES = {
     abi.CTR_FLOOD_SYNS: "flood_syns",
     abi.CTR_FLOWS_DELETED: "flows_deleted",
     abi.CTR_FLOOD_FLOWS: "flood_flows",
+    abi.CTR_FLOWS_ADOPTED: "flows_adopted",
 }
 
 

@@ -18,7 +18,9 @@ from dp_packets import ACK, PSH, SYN, assert_checksums_valid, decode, fast_tcp
 
 from lbtui import abi
 from lbtui import maps as M
+from lbtui.control import apply
 from lbtui.datapath.loader import Datapath
+from lbtui.model import Config, DatapathSettings, Listener
 from lbtui.targets import TargetGroup
 
 G1 = TargetGroup.single(T1, 8080)
@@ -202,3 +204,20 @@ def test_a_flood_evicts_an_idle_flow_from_a_full_table_only_without_the_guard(
     kept = small_fdp.connection(CLIENT, 40003, 80) is not None
     assert kept == bool(guard)
     assert small_fdp.counters()["flood_syns"] == (300 if guard else 0)
+
+
+def test_adopting_counts_as_a_new_flow_against_the_rate(fdp: Harness) -> None:
+    """A Maglev group adopts mid-stream packets without a flow (test_dp_adopt.py); an ACK
+    flood must not fill conntrack that way: above the rate they are passed, not adopted."""
+    group = TargetGroup.of([(T1, 8080, 50), (T2, 8080, 50)])
+    cfg = Config(DatapathSettings(interfaces=["c1"]),
+                 [Listener(80, group, "tcp", address=VIP, hash="maglev")], [])
+    apply.sync(fdp.maps, cfg, lambda names: [fdp.net.ifindex[n] for n in names])
+    rate(fdp, 100)                  # 13 new flows per 134 ms window on this CPU
+    acks = [fast_tcp(SPOOFED.format(2 + i % 250), VIP, 20000 + i, 80, ACK, seq=1, ack=1)
+            for i in range(60)]
+    verdicts = [fdp.run(a).verdict for a in acks]
+    adopted = fdp.counters()["flows_adopted"]
+    assert 1 <= adopted <= 26, adopted          # at most two windows' worth
+    assert verdicts.count(XDP_PASS) == len(acks) - adopted
+    assert len(fdp.ct_entries()) == 2 * adopted

@@ -114,6 +114,7 @@ struct lb_ct_key {
 #define LB_CT_F_LOCAL        (1 << 7) /* proxied by a userspace splicer: XDP passes it */
 #define LB_CT_F_SOURCE       (1 << 8) /* a source route chose the target (else the listener) */
 #define LB_CT_F_RST_REV      (1 << 9) /* the target sent an RST */
+#define LB_CT_F_ADOPTED      (1 << 10) /* created mid-connection (Maglev group, no SYN seen) */
 
 /* Conntrack value, 64 B. In a forward entry orig_dst is the VIP the client dialled and
  * nat_dst the chosen target; the reply entry holds the same pair, so the reply path can
@@ -160,6 +161,7 @@ struct lb_ct_value {
 #define LB_CTR_FLOOD_SYNS        7  /* kernel: SYNs forwarded without a flow (SYN flood) */
 #define LB_CTR_FLOOD_FLOWS       9  /* kernel: flows created by a completed handshake */
 #define LB_CTR_FLOWS_DELETED     8  /* userspace: flows deleted by lbtui (sweep, ctl, console) */
+#define LB_CTR_FLOWS_ADOPTED     10 /* kernel: flows created mid-connection (Maglev groups) */
 #define LB_COUNTERS_MAX          16
 
 /* tx_ports map: DEVMAP_HASH ifindex -> ifindex. The control plane fills it with the egress

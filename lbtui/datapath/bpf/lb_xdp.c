@@ -2,8 +2,9 @@
  *
  * Packet path: parse -> port prefilter (two array reads decide that most foreign traffic is
  * not ours) -> conntrack lookup -> (reply: restore VIP) | (established: keep target) |
- * (new: SYN or first datagram on a listener; source route, else the listener's group;
- * weighted or Maglev pick) -> DNAT with incremental checksums -> forward.
+ * (new: SYN or first datagram on a listener, or a mid-connection TCP segment a Maglev
+ * group adopts; source route, else the listener's group; weighted or Maglev pick) -> DNAT
+ * with incremental checksums -> forward.
  *
  * Forwarding: bpf_fib_lookup, then bpf_redirect_map into tx_ports, which holds only the
  * egress interfaces the control plane verified can take XDP frames; anything else (no
@@ -818,6 +819,39 @@ static __always_inline int lb_serves_address(const struct lb_route *route,
     return 1;
 }
 
+/* --- adopting connections ----------------------------------------------------------------
+ *
+ * Behind ECMP, a connection moves to another balancer node when a node fails or the
+ * router's paths change; its next packet finds no flow there. A Maglev group picks the
+ * same target on every node that has the same group (the table depends only on the
+ * targets and weights, the hash on the 5-tuple), so such a packet is given a flow with
+ * the target the first node picked, instead of being passed to a stack that would reset
+ * the connection (Maglev's and Katran's answer to a conntrack miss). Not adopted: a
+ * connection this host's own stack holds (a local service on the listener's port whose
+ * connection predates the listener), and anything while the new-flow rate is over
+ * syn_flood_rate (adopting counts as a new flow: an ACK flood must not fill conntrack). */
+static __always_inline int lb_adoptable(struct xdp_md *ctx, const struct lb_route *route,
+                                        const struct lb_ct_key *key, __u64 now)
+{
+    if (!(route->flags & LB_ROUTE_F_MAGLEV))
+        return 0;
+    struct bpf_sock_tuple tuple = {};
+    tuple.ipv4.saddr = key->src_ip;
+    tuple.ipv4.daddr = key->dst_ip;
+    tuple.ipv4.sport = key->src_port;
+    tuple.ipv4.dport = key->dst_port;
+    struct bpf_sock *sk = bpf_skc_lookup_tcp(ctx, &tuple, sizeof(tuple.ipv4),
+                                             BPF_F_CURRENT_NETNS, 0);
+    if (sk) {
+        /* The lookup falls back to a listening socket: that is no connection. */
+        int connected = sk->state != BPF_TCP_LISTEN;
+        bpf_sk_release(sk);
+        if (connected)
+            return 0;
+    }
+    return !lb_syn_flooded(now);
+}
+
 /* First packet of a flow on a listener: choose a target, record both tuples. ``reuse``:
  * a finished or aged flow of the same tuple is being replaced. LB_NOT_OURS when no
  * listener takes the packet (no listener, the other protocol, the SNI splicer's, not an
@@ -839,14 +873,12 @@ static __always_inline int lb_handle_new(struct xdp_md *ctx, struct lb_pkt *p,
         lb_count(LB_CTR_SNI_PASSED);
         return LB_NOT_OURS;             /* the userspace splicer owns this listener */
     }
-    int handshake_ack = 0;
-    if (p->tcp && !(p->tcp->syn && !p->tcp->ack)) {
-        /* Only a SYN opens a TCP flow; or, after a SYN flood, the ACK that completes a
-         * handshake the program forwarded without one. */
-        if (!p->tcp->ack || p->tcp->syn || p->tcp->rst || !lb_hints_live(lb_clock(p)))
-            return lb_pass(in, LB_REASON_NO_FLOW);
-        handshake_ack = 1;
-    }
+    /* A SYN opens a TCP flow. A TCP packet without one (an ACK, possibly with data or a
+     * FIN) opens one only when it completes a handshake forwarded during a SYN flood, or
+     * when a Maglev group adopts it (lb_adoptable). */
+    int midstream = p->tcp && !(p->tcp->syn && !p->tcp->ack);
+    if (midstream && (!p->tcp->ack || p->tcp->syn || p->tcp->rst))
+        return lb_pass(in, LB_REASON_NO_FLOW);
     if (!lb_serves_address(route, key)) {
         lb_reason(in, LB_REASON_NOT_VIP);
         return LB_NOT_OURS;
@@ -860,16 +892,25 @@ static __always_inline int lb_handle_new(struct xdp_md *ctx, struct lb_pkt *p,
         route = sroute;
         chosen_by = LB_CT_F_SOURCE;
     }
+    int hints = midstream && lb_hints_live(now);
+    if (midstream && !hints && !(route->flags & LB_ROUTE_F_MAGLEV))
+        return lb_pass(in, LB_REASON_NO_FLOW);
 
     struct lb_target t = {};
     if (lb_choose(route, lb_flow_hash(key), &t) != 0) {
         lb_count(LB_CTR_NO_TARGET);
         return lb_pass(in, LB_REASON_NO_TARGET);    /* every target drained */
     }
-    if (handshake_ack) {
-        if (!lb_flood_ack_valid(p, key, &t))
-            return lb_pass(in, LB_REASON_NO_FLOW);
+    int handshake_ack = 0;
+    if (hints && lb_flood_ack_valid(p, key, &t)) {
+        handshake_ack = 1;
         lb_count(LB_CTR_FLOOD_FLOWS);
+    } else if (midstream) {
+        if (!lb_adoptable(ctx, route, key, now))
+            return lb_pass(in, LB_REASON_NO_FLOW);
+        chosen_by |= LB_CT_F_ADOPTED | LB_CT_F_SEEN_REPLY |
+                     (p->tcp->fin ? LB_CT_F_FIN_FWD : 0);
+        lb_count(LB_CTR_FLOWS_ADOPTED);
     } else if (p->tcp && !reuse && lb_syn_flooded(now)) {
         return lb_flood_syn(p, key, &t);
     }
