@@ -395,12 +395,18 @@ def measure(h: Harness, paths: list[BenchPath], rounds: int, per_round: int,
                     if p.new_flows or p.flooded:
                         p.used += 1
             p.rounds.append(block)
-            if p.hot is not None:
-                p.hot_samples += [bpfsys.prog_test_run(
-                    p.prog_fd, p.hot(j), ingress_ifindex=ifindex, repeat=HOT_REPEAT
-                ).duration_ns for j in range(hot_calls)]
             # Consume the events this path produced, as lbtui's event hub would: a full
             # ring buffer would make the next path's events fail cheaply (and be lost).
+            h.events()
+        # The hot loops after every path's single runs: the new-flow chain opens 2,000
+        # flows (and events), which would weigh on whichever single runs came next.
+        for p in order:
+            if p.hot is None:
+                continue
+            ifindex = h.net.ifindex[p.iface]
+            p.hot_samples += [bpfsys.prog_test_run(
+                p.prog_fd, p.hot(j), ingress_ifindex=ifindex, repeat=HOT_REPEAT
+            ).duration_ns for j in range(hot_calls)]
             h.events()
         if not keep_new_flows:
             forget_new_flows(h, paths, hot_calls)
