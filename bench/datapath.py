@@ -47,7 +47,9 @@ Goals (ns above the floor, single runs): non-matching <= 20, established <= 60, 
 round's floor) and over all samples.
 
 Cross-check ("hot loop"): where a path can survive repetition, repeat=250 gives the mean of
-back-to-back runs with warm caches. Non-matching and the floor repeat as they are.
+back-to-back runs with warm caches. The hot loops of a round run after every path's single
+runs (the new-flow chain opens 2,000 flows, which would weigh on the next single runs).
+Non-matching and the floor repeat as they are.
 Established and reply use twin conntrack entries written for the purpose: the forward
 packet client->VIP:80 is DNATed to T1:8080 and a second forward entry (client->T1:8080,
 NAT to VIP:80) turns it back, so every run is an established-flow hit with rewrite, fib
