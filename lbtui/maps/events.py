@@ -128,8 +128,15 @@ class EventReader:
             raise OSError(f"cannot open the stats ring buffer (fd {ringbuf.fd})")
 
     def poll(self, timeout_ms: int = 100) -> int:
-        """Wait up to ``timeout_ms`` for events; returns how many were consumed."""
+        """Wait up to ``timeout_ms`` for events; returns how many were consumed.
+
+        The datapath wakes the reader at most once per CPU and clock tick (lb_event_wakeup
+        in lb_xdp.c): events submitted after that wakeup wait for the next one, so when the
+        wait times out, whatever is in the ring buffer is consumed anyway. An event is thus
+        read at most one ``timeout_ms`` after it was submitted."""
         consumed: int = self._lib.bpf_poll_ringbuf(self._rb, timeout_ms)
+        if consumed <= 0:
+            consumed = self.drain()
         return consumed
 
     def drain(self) -> int:

@@ -27,6 +27,8 @@ DEFAULT_CONFIG: dict[str, int] = {
     # 1: the conntrack LRU keeps one LRU list per CPU (BPF_F_NO_COMMON_LRU). Entries stay
     # visible to every CPU; only eviction bookkeeping is per CPU, and each CPU's list holds
     # max_connections / CPUs entries, so one busy CPU evicts while the table is half empty.
+    # Measured on 2 CPUs, new flows are slower with it, twice as slow once the table is
+    # full (docs/benchmarks.md, issue 16): an option, not the default.
     "conntrack_per_cpu_lru": 0,
     # Maglev lookup tables (lbtui.maglev): slots per table (a prime; one byte each) and
     # how many groups may use hash = "maglev" (two tables each, see lb_abi.h).
