@@ -113,7 +113,7 @@ class ClusterController(Edits):
                     return self.config
             except (ClusterRefused, OSError, RuntimeError) as e:
                 problems.append(str(e))
-        raise ValueError("no node of the cluster is reachable: " + "; ".join(problems))
+        raise NotRunning("no node of the cluster is reachable: " + "; ".join(problems))
 
     def _opened(self, node: Node) -> _OpenNode:
         return _OpenNode(self, node)
