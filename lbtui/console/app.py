@@ -271,7 +271,7 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
 
     @work(thread=True, group="view", exclusive=True, exit_on_error=False)
     def _reapply(self, dump: R.ConnDump, spec: C.ViewSpec) -> None:
-        view = C.apply_view(dump, spec)
+        view = C.apply_view(dump, spec, self.conn_table)
         if not get_current_worker().is_cancelled:
             self.post_message(ViewReady(view))
 

@@ -15,6 +15,7 @@ from lbtui.console.data.groups import Group
 from lbtui.console.data.hub import DEGRADED, FAILING
 from lbtui.console.data.snapshot import Snapshot
 from lbtui.console.data.tables import (
+    ALL_NODES,
     UNREACHABLE,
     TargetRow,
     cluster_target_rows,
@@ -150,7 +151,8 @@ class TargetsView(ListView):
         rows = relabel(self.filtered(self.rows, self.COLUMNS, self._now_ns))
         self.table.set_rows(rows, self._now_ns)
         note = "  [yellow](from a sample of the flows)[/]" if self._sampled else ""
-        bad = sum(r.state == FAILING or r.rotation == "OUT" for r in self.rows)
+        bad = sum(r.state == FAILING or r.rotation == "OUT" for r in self.rows
+                  if r.node in (None, ALL_NODES))     # a cluster's totals, not its nodes
         alarm = f"[b red]{bad} failing or out[/]" if bad else ""
         self.title(f"[b]Targets[/b]  per group: weight vs share of new connections (last "
                    f"minute), health, checks, traffic{note}", alarm, self._hub_note,
