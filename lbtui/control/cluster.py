@@ -135,7 +135,10 @@ class ClusterController(Edits):
                 try:
                     p.commit()
                 except BaseException as e:
-                    raise _undo(node, e, committed) from e
+                    failed = _undo(node, e, committed)
+                    if isinstance(e, Exception):
+                        raise failed from e
+                    raise                         # Ctrl-C: undone, and still a Ctrl-C
                 committed.append((node, p))
             self.config = pending[0][1].new
         finally:
