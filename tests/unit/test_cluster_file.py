@@ -91,3 +91,18 @@ def test_attach_lists() -> None:
                         ("a,b/c", "instance name 'b/c' is not allowed")):
         with pytest.raises(ClusterFileError, match=error):
             parse_attach(text)
+
+
+def test_the_console_refuses_a_bad_cluster_file_before_opening_anything(tmp_path: Path
+                                                                         ) -> None:
+    import subprocess
+    import sys
+
+    bad = tmp_path / "cluster.toml"
+    bad.write_text('[[node]]\nname = "a"\n')
+    for args, error in ((["--cluster", str(bad)], f"{bad}, line 1, [[node]] #1: missing "
+                         "key 'instance'"),
+                        (["--attach", "a,,b"], "instance name '' is not allowed")):
+        r = subprocess.run([sys.executable, "-m", "lbtui.cli", "console", *args],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and error in r.stderr, (r.returncode, r.stderr)
