@@ -59,6 +59,19 @@ def netns_name(value: object) -> str:
     return check_name(NETNS, value)
 
 
+def arg_type_list(rule: NameRule) -> Callable[[str], str]:
+    """``arg_type`` for one name or several separated by commas (``--instance a,b``):
+    each is checked, the text is returned as given."""
+    one = arg_type(rule)
+
+    def convert(text: str) -> str:
+        for name in text.split(","):
+            one(name.strip())
+        return text
+    convert.__name__ = rule.kind
+    return convert
+
+
 def arg_type(rule: NameRule) -> Callable[[str], str]:
     """An argparse ``type=``: a bad name is a usage error (exit 2) that states the rule
     (argparse shows only ArgumentTypeError messages verbatim)."""

@@ -11,6 +11,10 @@ backend3 as the demo config's comment says (nftables in backend3 rejects its HTT
 and shows Targets with it failing and out of rotation, the Events of the change, and the
 Reasons view. At the end the console quits with "stop" and the lab is torn down, also on
 failure or Ctrl-C.
+
+``--cluster`` instead builds a 2-node cluster lab (``lbtui lab up --nodes 2``, lab name
+``h3shotc``), sends connections through its router and shows the console over both nodes
+(``17-cluster-*``), then tears the lab down.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ import argparse
 import asyncio
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -169,17 +175,88 @@ async def drive(app: ConsoleApp, topo: T.Topology, out: Path, warmup: float) -> 
             await pilot.pause(0.1)
 
 
+def _cluster_traffic(topo: T.Topology, stop: threading.Event) -> None:
+    """New HTTP connections through the router from both clients, about 20/s, until
+    ``stop``; and 16 long-lived echo connections, so both nodes show flows and rates."""
+    from lbtui import netns
+    from lbtui.lab import cluster as C
+    from lbtui.lab import failover as F
+
+    socks = []
+    for i in range(16):
+        with netns.inside(topo.clients[i % len(topo.clients)].ns):
+            socks.append(socket.create_connection((topo.vip, C.ECHO_LISTEN_PORT), timeout=5))
+    try:
+        def load(client: T.Endpoint) -> None:
+            netns.enter(client.ns)
+            while not stop.wait(0.1):
+                F._http_once(topo.vip, timeout=1)
+        threads = [threading.Thread(target=load, args=(c,), daemon=True)
+                   for c in topo.clients]
+        for t in threads:
+            t.start()
+        stop.wait()
+        for t in threads:
+            t.join(3)
+    finally:
+        for sk in socks:
+            sk.close()
+
+
+async def drive_cluster(app: ConsoleApp, out: Path, warmup: float) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        deadline = time.monotonic() + warmup
+        while time.monotonic() < deadline or app.snapshot is None:
+            await pilot.pause(0.5)
+        await pilot.press("3")
+        await pilot.pause(1.5)
+        save(app, out, "17-cluster-targets", "lbtui console --cluster: Targets, per node")
+        await pilot.press("1")
+        await pilot.pause(1.5)
+        save(app, out, "18-cluster-connections", "lbtui console --cluster: Connections")
+        await pilot.press("q")
+
+
+def cluster_shots(out: Path, warmup: float) -> int:
+    """A 2-node cluster lab, traffic through its router, the console over both nodes."""
+    from lbtui.console.session import build_cluster_app
+    from lbtui.control.clusterfile import load_cluster
+    from lbtui.lab import cluster as C
+
+    lab = LAB + "c"
+    topo = C.up(lab, 2, progress=lambda m: print(f"[screenshots] {m}", flush=True))
+    stop = threading.Event()
+    traffic = threading.Thread(target=_cluster_traffic, args=(topo, stop), daemon=True)
+    try:
+        traffic.start()
+        app, collector = build_cluster_app(load_cluster(C.cluster_file(lab)),
+                                           refresh_interval=1.0)
+        try:
+            asyncio.run(drive_cluster(app, out, warmup))
+        finally:
+            collector.close()
+    finally:
+        stop.set()
+        traffic.join(10)
+        C.teardown(lab)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=str(REPO / "screenshots"), help="output directory")
     p.add_argument("--warmup", type=float, default=30.0,
                    help="seconds of traffic before the first screenshot (default 30)")
+    p.add_argument("--cluster", action="store_true",
+                   help="only the console over a 2-node cluster lab (17-18)")
     a = p.parse_args(argv)
     if not shutil.which("rsvg-convert"):
         print("rsvg-convert missing: apt-get install librsvg2-bin", file=sys.stderr)
         return 1
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    if a.cluster:
+        return cluster_shots(out, a.warmup)
     run = LabRun(LAB, TrafficOptions(http_rate=40, echo_conns=8, udp_rate=20, tls_rate=4,
                                      duration=a.warmup + 180), role="screenshots")
     try:

@@ -63,12 +63,12 @@ from lbtui.console.messages import (
     ViewReady,
 )
 from lbtui.console.views.base import LIST_BINDINGS
-from lbtui.console.views.connections import ConnectionsView
+from lbtui.console.views.connections import ClusterConnectionsView, ConnectionsView
 from lbtui.console.views.events import EventsView
 from lbtui.console.views.reasons import ReasonsView
 from lbtui.console.views.routes import RoutesView, match_of
 from lbtui.console.views.settings import SettingsView
-from lbtui.console.views.targets import TargetsView
+from lbtui.console.views.targets import ClusterTargetsView, TargetsView
 from lbtui.console.widgets.header import StatusHeader
 from lbtui.maps import flowrows as R
 from lbtui.model import GroupKey, GroupKind, Listener, SniRoute, SourceRoute
@@ -153,6 +153,8 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
         self._graveyard: list[object] = []
         self._collecting = False
         self._again = False
+        nodes = collector.info.nodes
+        self.conn_table = C.cluster_table(nodes) if nodes else C.SINGLE
 
     # --- layout --------------------------------------------------------------------------
 
@@ -161,10 +163,14 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(id="header")
+        nodes = self.collector.info.nodes
         with ContentSwitcher(initial=self.start_view):
-            yield ConnectionsView(id="connections")
+            if nodes:      # a cluster: node columns, per-node rows
+                yield ClusterConnectionsView(self.conn_table, id="connections")
+            else:
+                yield ConnectionsView(id="connections")
             yield RoutesView(id="routes")
-            yield TargetsView(id="targets")
+            yield ClusterTargetsView(id="targets") if nodes else TargetsView(id="targets")
             yield EventsView(id="events")
             yield SettingsView(id="settings")
             yield ReasonsView(id="reasons")
@@ -205,7 +211,8 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
             if self.feed is not None:
                 snap.hub = self.feed.take_hub().rename(snap.sni_names)
                 snap.group_new = self.opened.update(snap.hub.health, snap.now_ns)
-            view = None if self.frozen else C.apply_view(snap.conns, self.spec)
+            view = None if self.frozen else C.apply_view(snap.conns, self.spec,
+                                                         self.conn_table)
         except Exception as e:  # shown, and collection goes on
             if not worker.is_cancelled:
                 self.post_message(CollectFailed(e))
@@ -266,7 +273,7 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
 
     @work(thread=True, group="view", exclusive=True, exit_on_error=False)
     def _reapply(self, dump: R.ConnDump, spec: C.ViewSpec) -> None:
-        view = C.apply_view(dump, spec)
+        view = C.apply_view(dump, spec, self.conn_table)
         if not get_current_worker().is_cancelled:
             self.post_message(ViewReady(view))
 
@@ -331,9 +338,18 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
             elif o.value is False:
                 self.notify(f"{done}: nothing to do (already gone)", severity="warning")
             else:
-                self.notify(done(o.value) if callable(done) else done, timeout=6)
+                said = done(o.value) if callable(done) else done
+                self.notify(said + self._where(), timeout=6)
             self.collect_now()
         self._blocking(change, then)
+
+    def _where(self) -> str:
+        """Where an edit went, for a cluster: every node, and how long it took."""
+        nodes = getattr(self.controller, "nodes", None)
+        if not nodes:
+            return ""
+        ms = getattr(self.controller, "last_edit_ms", 0.0)
+        return f" (on all {len(nodes)} nodes, {ms:.0f} ms)"
 
     def _form(self, make: Callable[[Control], FormScreen]) -> None:
         control = self._control()
@@ -343,7 +359,7 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
 
         def done(saved: bool | None) -> None:
             if saved:
-                self.notify(f"{form.form_title}: saved")
+                self.notify(f"{form.form_title}: saved{self._where()}")
                 self.collect_now()
 
         self.push_screen(form, done)
@@ -514,7 +530,7 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
             ("events", own(EventsView.BINDINGS)), ("settings", SettingsView.BINDINGS),
             ("reasons", own(ReasonsView.BINDINGS)),
             ("forms", FormScreen.BINDINGS), ("confirm", ConfirmScreen.BINDINGS),
-            ("quit", QuitScreen.BINDINGS)]))
+            ("quit", QuitScreen.BINDINGS)], cluster=bool(self.collector.info.nodes)))
 
     def live_commands(self) -> list[LiveCommand]:
         out = [LiveCommand(f"Show {v}", f"switch to the {v} view (key {i})",

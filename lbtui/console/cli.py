@@ -1,11 +1,11 @@
 """``lbtui console``: open the console on a new (``--config``) or running (``--attach``)
-instance."""
+instance, or on several running instances at once (``--attach a,b``, ``--cluster FILE``)."""
 
 from __future__ import annotations
 
 import argparse
 
-from lbtui.names import INSTANCE, arg_type
+from lbtui.names import INSTANCE, arg_type_list
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -13,12 +13,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "console", help="the operator console (loads the datapath, or attaches)",
         description="Open the operator console. With --config it loads the datapath like "
         "`serve` and asks on quit whether to keep it running; with --attach it opens an "
-        "instance that is already running and changes nothing on its own.")
+        "instance that is already running and changes nothing on its own. With several "
+        "instances (--attach a,b or --cluster FILE) it shows each node's and the total "
+        "traffic, and every edit goes to every node, all or nothing.")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--config", metavar="FILE", help="config file: start the datapath")
-    g.add_argument("--attach", metavar="INSTANCE", nargs="?", const="default",
-                   type=arg_type(INSTANCE),
-                   help="attach to a running instance (default: %(const)s)")
+    g.add_argument("--attach", metavar="INSTANCE[,INSTANCE...]", nargs="?",
+                   const="default", type=arg_type_list(INSTANCE),
+                   help="attach to a running instance (default: %(const)s), or to several: "
+                   "a comma-separated list")
+    g.add_argument("--cluster", metavar="FILE",
+                   help="attach to the nodes a cluster file names (TOML, [[node]] tables "
+                   "with name and instance; `lbtui lab up --nodes N` writes one)")
     p.add_argument("--refresh", type=float, default=1.0, metavar="SECONDS",
                    help="refresh period (default: %(default)s)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -26,6 +32,35 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.cluster or (args.attach and "," in args.attach):
+        return run_cluster(args)
+    return run_single(args)
+
+
+def run_cluster(args: argparse.Namespace) -> int:
+    """The console over several instances of this host."""
+    from lbtui.cli import UsageError
+    from lbtui.console.session import build_cluster_app
+    from lbtui.control.clusterfile import load_cluster, parse_attach
+    from lbtui.control.instance import pin_dir_of, pins_complete
+    from lbtui.errors import NotRunning
+
+    if args.refresh <= 0:
+        raise UsageError("--refresh must be a positive number of seconds")
+    cluster = load_cluster(args.cluster) if args.cluster else parse_attach(args.attach)
+    pinned = [n for n in cluster.nodes if pins_complete(pin_dir_of(n.instance))]
+    if not pinned:
+        raise NotRunning("no node of the cluster is running: " + ", ".join(
+            n.label for n in cluster.nodes) + " (start them with `lbtui serve`)")
+    app, collector = build_cluster_app(cluster, refresh_interval=args.refresh)
+    try:
+        app.run()
+    finally:
+        collector.close()
+    return 0
+
+
+def run_single(args: argparse.Namespace) -> int:
     from lbtui.cli import UsageError
     from lbtui.console.session import build_app
     from lbtui.control.config import load_config

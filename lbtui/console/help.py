@@ -30,6 +30,18 @@ def bindings_table(sections: list[tuple[str, list[BindingType]]]) -> Table:
     return t
 
 
+CLUSTER_HELP = (
+    "[b]Many nodes[/b] (--attach a,b or --cluster FILE). The header lists the nodes, "
+    "unreachable ones in red with why; figures are the reachable nodes' totals. Targets "
+    "has a row per (group, target) for [i]all[/i] nodes and one per node under it "
+    "([i]node:node2[/i] keeps one node's); Connections has a node column "
+    "([i]node:node1[/i]). Every edit (weights, drains, routes, listeners, settings) "
+    "goes to every node, all or nothing: each node must be reachable, not locked by "
+    "another edit and accept the change, or nothing changes anywhere and the message "
+    "names the node; a node that fails while applying is undone on the nodes already "
+    "changed. Each node's config file is written, so edits survive restarts.\n")
+
+
 class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
@@ -42,9 +54,11 @@ class HelpScreen(ModalScreen[None]):
         Binding("escape,question_mark,q", "close", "Close", id="help.close"),
     ]
 
-    def __init__(self, sections: list[tuple[str, list[BindingType]]]) -> None:
+    def __init__(self, sections: list[tuple[str, list[BindingType]]], *,
+                 cluster: bool = False) -> None:
         super().__init__()
         self.sections = sections
+        self.cluster = cluster
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
@@ -80,6 +94,8 @@ class HelpScreen(ModalScreen[None]):
                 "instead of forwarding them, per interface and reason, per second and in "
                 "all; the header names the busiest. Every view follows edits made elsewhere "
                 "within a refresh, SNI routes by their hostname.\n")
+            if self.cluster:
+                yield Static(CLUSTER_HELP)
             yield Static(bindings_table(self.sections))
         yield Footer()
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lbtui.console.app import ConsoleApp
 from lbtui.console.data.collector import Collector
 from lbtui.console.data.eventfeed import EventFeed
 from lbtui.console.data.names import AppliedNames
 from lbtui.console.data.snapshot import InstanceInfo
+
+if TYPE_CHECKING:
+    from lbtui.console.data.cluster import ClusterCollector
+    from lbtui.control.clusterfile import Cluster
 
 
 def instance_info(inst: Any) -> InstanceInfo:
@@ -48,3 +52,25 @@ def build_app(inst: Any, *, config_path: Path | None = None,
     return ConsoleApp(collector, controller=controller, instance=inst,
                       feed=EventFeed() if events else None,
                       refresh_interval=refresh_interval, start_view=start_view)
+
+
+def build_cluster_app(cluster: Cluster, *, refresh_interval: float | None = 1.0,
+                      events: bool = True, start_view: str = "connections"
+                      ) -> tuple[ConsoleApp, ClusterCollector]:
+    """The console over a cluster's nodes (all instances on this host): one collector
+    and event feed per node, edits through ``ClusterController`` (every node, all or
+    nothing). Read-only, and saying why, when no node has a config file. The caller
+    closes the collector (its event threads) after the app ran."""
+    from lbtui.console.data.cluster import ClusterCollector, LiveNode
+    from lbtui.control.cluster import ClusterController
+
+    try:
+        controller: ClusterController | None = ClusterController(cluster.nodes,
+                                                                  source="console")
+    except (ValueError, OSError, RuntimeError):
+        controller = None
+    label = cluster.name or ",".join(n.name for n in cluster.nodes)
+    collector = ClusterCollector(label, [LiveNode(n, events) for n in cluster.nodes])
+    app = ConsoleApp(collector, controller=controller, feed=None,
+                     refresh_interval=refresh_interval, start_view=start_view)
+    return app, collector

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from lbtui import logs
 from lbtui.control import ctl, watch
 from lbtui.maglev import HASHES
-from lbtui.names import INSTANCE, arg_type
+from lbtui.names import INSTANCE, arg_type, arg_type_list
 
 if TYPE_CHECKING:
     from lbtui.cli import Subparsers
@@ -47,9 +47,12 @@ def register(sub: Subparsers) -> None:
     register_ctl(sub)
 
 
-def _instance_option(p: argparse.ArgumentParser, **kw: Any) -> None:
-    """``--instance NAME``, validated, and completed from the instances present."""
-    action = p.add_argument("--instance", "-i", metavar="NAME", type=arg_type(INSTANCE), **kw)
+def _instance_option(p: argparse.ArgumentParser, several: bool = False, **kw: Any) -> None:
+    """``--instance NAME`` (``several``: or NAME,NAME...), validated, and completed from
+    the instances present."""
+    action = p.add_argument("--instance", "-i", metavar="NAME",
+                            type=arg_type_list(INSTANCE) if several else arg_type(INSTANCE),
+                            **kw)
     # argcomplete reads this attribute; argparse.Action does not declare it.
     action.completer = complete_instance  # type: ignore[attr-defined]
 
@@ -106,8 +109,9 @@ def register_ctl(sub: Subparsers) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="machine-readable output")
-    _instance_option(common, default=argparse.SUPPRESS,
-                     help=f"instance name (default {DEFAULT_INSTANCE})")
+    _instance_option(common, default=argparse.SUPPRESS, several=True,
+                     help=f"instance name (default {DEFAULT_INSTANCE}); edits take several, "
+                     "comma-separated: every one changes, or none")
     common.add_argument("--config", "-c", type=Path, default=argparse.SUPPRESS,
                         metavar="FILE", help="config file to edit (default: the one serve "
                                              "recorded)")

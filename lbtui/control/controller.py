@@ -11,6 +11,7 @@ So the maps and the file never disagree, and a restart reproduces the maps exact
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import signal
@@ -21,12 +22,14 @@ from typing import Any, Protocol, TypeVar
 
 from lbtui import maps as M
 from lbtui.control.changes import audit
-from lbtui.control.config import ConfigError, load_config, validate
+from lbtui.control.config import ConfigError, load_config, to_dict, validate
 from lbtui.control.configfile import save_config
 from lbtui.control.instance import Instance
 from lbtui.control.lock import editing, manager_lock
-from lbtui.control.state import read_state
+from lbtui.control.state import read_state, write_applied
 from lbtui.errors import NotFound
+from lbtui.files import atomic_write
+from lbtui.maps.transaction import Transaction
 from lbtui.model import (
     HASHES,
     Config,
@@ -141,31 +144,106 @@ def parse_target(target: str) -> tuple[str, int]:
     return str(parse_ipv4(ip, "target ip")), parse_port(port, "target port")
 
 
-class Controller:
-    """The one place a running instance is changed (see the module docstring). ``source``
-    names who edits (ctl, console, reload) in the audit trail."""
+class PendingEdit:
+    """An edit validated under the instance's edit lock, not applied yet (see
+    ``Controller.begin``). ``commit`` makes the maps and the config file say it (the maps
+    rolled back if the file write fails); ``undo`` takes a committed edit back, maps and
+    file, for a cluster edit that failed on a later node; ``release`` drops the lock;
+    ``announce`` (after the release) writes the audit trail and tells the manager."""
 
-    def __init__(self, instance: Instance, config_path: Path | None = None,
-                 source: str = "ctl") -> None:
-        self.instance = instance
-        self.source = source
-        self.config_path = Path(config_path) if config_path else instance.config_path
-        if instance.config is not None:
-            self.config: Config = instance.config
-        elif self.config_path is not None:
-            self.config = load_config(self.config_path)
-        else:
-            raise ValueError(f"instance {instance.name!r}: no config file known; pass "
-                             "config_path (serve records it in its state file)")
+    def __init__(self, controller: Controller, old: Config, new: Config,
+                 lock: contextlib.AbstractContextManager[None]) -> None:
+        self.controller = controller
+        self.old = old
+        self.new = new
+        self._lock: contextlib.AbstractContextManager[None] | None = lock
+        self._txn: Transaction | None = None
+        self._file_before: str | None = None
+        self.committed = False
+
+    @property
+    def instance(self) -> Instance:
+        return self.controller.instance
+
+    def commit(self) -> None:
+        c = self.controller
+        path = c.config_path
+        if path is not None:
+            # The exact text, so an undo restores comments and layout byte for byte.
+            self._file_before = path.read_text(encoding="utf-8")
+        txn = self.instance.apply(self.new)
+        if path is not None:
+            try:
+                save_config(self.new, path, old=self.old)
+            except BaseException:
+                txn.rollback()
+                write_applied(self.instance.name, to_dict(self.old))
+                raise
+        self._txn = txn
+        self.new.path = path
+        c.config = self.new
+        self.instance.config = self.new
+        self.committed = True
+
+    def undo(self) -> None:
+        """Back to the config before ``commit``: the maps' previous entries, the file's
+        previous text, the applied record. Raises if a step failed (the others are still
+        tried)."""
+        if not self.committed:
+            return
+        problems: list[str] = []
+        c = self.controller
+        if self._txn is not None:
+            try:
+                self._txn.rollback()
+            except (RuntimeError, OSError) as e:
+                problems.append(f"maps: {e}")
+        if c.config_path is not None and self._file_before is not None:
+            try:
+                atomic_write(c.config_path, self._file_before, follow_symlinks=True)
+            except OSError as e:
+                problems.append(f"config file {c.config_path}: {e}")
+        try:
+            write_applied(self.instance.name, to_dict(self.old))
+        except OSError as e:
+            problems.append(f"applied record: {e}")
+        self.old.path = c.config_path
+        c.config = self.old
+        self.instance.config = self.old
+        self.committed = False
+        if problems:
+            raise RuntimeError("; ".join(problems))
+
+    def release(self) -> None:
+        if self._lock is not None:
+            lock, self._lock = self._lock, None
+            lock.__exit__(None, None, None)
+
+    def announce(self) -> None:
+        """The audit trail and the manager's own follow-up, for a committed edit."""
+        if not self.committed:
+            return
+        c, old, new = self.controller, self.old, self.new
+        audit(c.instance, c.source, old, new)
+        if _manager_relevant(old) != _manager_relevant(new):
+            if c.instance.managed:          # a console that runs the datapath itself
+                c.instance.sync_splicers()
+            else:
+                signal_serve(c.instance.name)
+
+
+class Edits:
+    """Every run-time edit, each one call to ``_edit`` with a function that changes a
+    copy of the config; ``Controller`` runs it on one instance, ``ClusterController``
+    (``lbtui.control.cluster``) on every node of a cluster, all or nothing. Reads go to
+    ``config``: the file's config as last read."""
+
+    config: Config
+
+    def _edit(self, change: Callable[[Config], None]) -> None:
+        raise NotImplementedError
 
     # --- reading -------------------------------------------------------------------
-
-    def refresh(self) -> Config:
-        """Re-read the config file (edits by other processes)."""
-        if self.config_path is not None and self.config_path.exists():
-            self.config = load_config(self.config_path)
-            self.instance.config = self.config
-        return self.config
 
     def groups(self) -> list[GroupRef]:
         c = self.config
@@ -177,37 +255,6 @@ class Controller:
 
     def group(self, key: GroupKey) -> TargetGroup:
         return _found(self.config, key).group
-
-    # --- the edit pipeline -----------------------------------------------------------
-
-    def _edit(self, change: Callable[[Config], None]) -> None:
-        """One transaction: ``change`` edits a copy of the file's current config."""
-        with editing(self.instance.name):
-            try:
-                old = self.refresh()
-            except ConfigError as e:
-                raise ValueError(f"the config file is invalid, fix it first: {e}") from None
-            new = copy.deepcopy(old)
-            change(new)
-            problems = validate(new)
-            if problems:
-                raise ValueError("; ".join(problems))
-            txn = self.instance.apply(new)
-            if self.config_path is not None:
-                try:
-                    save_config(new, self.config_path, old=old)
-                except BaseException:
-                    txn.rollback()
-                    raise
-            new.path = self.config_path
-            self.config = new
-            self.instance.config = new
-        audit(self.instance, self.source, old, new)
-        if _manager_relevant(old) != _manager_relevant(new):
-            if self.instance.managed:          # a console that runs the datapath itself
-                self.instance.sync_splicers()
-            else:
-                signal_serve(self.instance.name)
 
     # --- groups and weights --------------------------------------------------------
 
@@ -304,10 +351,7 @@ class Controller:
     def remove_sni_route(self, hostname: str) -> None:
         self._edit(lambda c: c.sni_routes.remove(_sni_route(c, hostname)))
 
-    # --- connections and settings ----------------------------------------------------
-
-    def delete_connection(self, five_tuple: Any) -> bool:
-        return M.delete_connection(self.instance.maps.conntrack_map, five_tuple)
+    # --- settings ------------------------------------------------------------------
 
     def set_stats(self, enabled: bool) -> None:
         if not isinstance(enabled, bool):
@@ -324,6 +368,72 @@ class Controller:
         if isinstance(seconds, bool) or not isinstance(seconds, int | float):
             raise ValueError(f"sweep_interval: {seconds!r} must be a number of seconds")
         self._edit(lambda c: setattr(c.settings, "sweep_interval", float(seconds)))
+
+
+class Controller(Edits):
+    """The one place a running instance is changed (see the module docstring). ``source``
+    names who edits (ctl, console, reload) in the audit trail."""
+
+    def __init__(self, instance: Instance, config_path: Path | None = None,
+                 source: str = "ctl") -> None:
+        self.instance = instance
+        self.source = source
+        self.config_path = Path(config_path) if config_path else instance.config_path
+        if instance.config is not None:
+            self.config: Config = instance.config
+        elif self.config_path is not None:
+            self.config = load_config(self.config_path)
+        else:
+            raise ValueError(f"instance {instance.name!r}: no config file known; pass "
+                             "config_path (serve records it in its state file)")
+
+    # --- reading -------------------------------------------------------------------
+
+    def refresh(self) -> Config:
+        """Re-read the config file (edits by other processes)."""
+        if self.config_path is not None and self.config_path.exists():
+            self.config = load_config(self.config_path)
+            self.instance.config = self.config
+        return self.config
+
+    # --- the edit pipeline -----------------------------------------------------------
+
+    def _edit(self, change: Callable[[Config], None]) -> None:
+        """One transaction: ``change`` edits a copy of the file's current config."""
+        pending = self.begin(change)
+        try:
+            pending.commit()
+        finally:
+            pending.release()
+        pending.announce()
+
+    def begin(self, change: Callable[[Config], None], lock_timeout: float = 10.0
+              ) -> PendingEdit:
+        """Phase one of an edit: take the edit lock, re-read the file, apply ``change`` to
+        a copy and validate it. Nothing is changed yet; the caller commits (or not) and
+        always releases. A cluster edit (``lbtui.control.cluster``) runs this on every
+        node before it commits any, so a refusal anywhere changes nothing anywhere."""
+        lock = editing(self.instance.name, lock_timeout)
+        lock.__enter__()
+        try:
+            try:
+                old = self.refresh()
+            except ConfigError as e:
+                raise ValueError(f"the config file is invalid, fix it first: {e}") from None
+            new = copy.deepcopy(old)
+            change(new)
+            problems = validate(new)
+            if problems:
+                raise ValueError("; ".join(problems))
+        except BaseException:
+            lock.__exit__(None, None, None)
+            raise
+        return PendingEdit(self, old, new, lock)
+
+    # --- connections -----------------------------------------------------------------
+
+    def delete_connection(self, five_tuple: Any) -> bool:
+        return M.delete_connection(self.instance.maps.conntrack_map, five_tuple)
 
 
 def _keep_hash(new: R, old: R) -> R:
@@ -406,4 +516,5 @@ def _require_group(group: Any) -> None:
         raise ValueError("targets: expected a TargetGroup (TargetGroup.of([...]))")
 
 
-__all__ = ["Control", "Controller", "GroupRef", "parse_target", "redistribute"]
+__all__ = ["Control", "Controller", "GroupRef", "PendingEdit", "parse_target",
+           "redistribute"]

@@ -11,6 +11,7 @@ error, 3 instance not running, 4 not found (listener, route, target, connection)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import socket
 import time
@@ -22,7 +23,8 @@ import humanize
 from lbtui import abi, envelope, errors, netns
 from lbtui import maps as M
 from lbtui.addr import parse_ipv4, parse_port, proto_number
-from lbtui.control.controller import Controller, signal_serve
+from lbtui.control.cluster import ClusterController
+from lbtui.control.controller import Controller, Edits, signal_serve
 from lbtui.control.instance import Instance, lost_xdp_phrase
 from lbtui.errors import NotFound
 from lbtui.maps.maglev import group_capacity, table_size
@@ -341,7 +343,11 @@ def cmd_status(args: argparse.Namespace, inst: Instance) -> int:
 # --- edits -----------------------------------------------------------------------------
 
 
-def controller(args: argparse.Namespace, inst: Instance) -> Controller:
+def controller(args: argparse.Namespace, inst: Instance) -> Edits:
+    """The instance's Controller, or, with several instances, the cluster's (``run``)."""
+    cluster = getattr(args, "cluster", None)
+    if isinstance(cluster, ClusterController):
+        return cluster
     path = getattr(args, "config", None)
     if path is None and inst.config_path is None:
         raise RuntimeError(f"instance {inst.name!r} has no recorded config file; pass "
@@ -438,8 +444,48 @@ def cmd_reload(args: argparse.Namespace, inst: Instance) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if "," in args.instance:
+        return run_cluster(args)
     inst = Instance.attach(args.instance)
     try:
         return int(args.ctl_func(args, inst) or 0)
     finally:
         inst.close()
+
+
+# What several instances take: edits, each one transaction over all of them.
+CLUSTER_EDITS = (cmd_listeners_add, cmd_listeners_remove, cmd_sources_add,
+                 cmd_sources_remove, cmd_sni_add, cmd_sni_remove, cmd_targets, cmd_weight,
+                 cmd_hash, cmd_settings_set)
+
+
+def run_cluster(args: argparse.Namespace) -> int:
+    """An edit over several instances (``--instance a,b``), all or nothing
+    (``lbtui.control.cluster``); what it prints is read from the first node."""
+    from lbtui.control.clusterfile import parse_attach
+
+    if args.ctl_func not in CLUSTER_EDITS:
+        raise errors.UsageError(
+            f"--instance {args.instance}: several instances take edits only (listeners, "
+            "sources and sni add/remove, targets, weight, hash, settings set); read one "
+            "node with --instance NAME")
+    if getattr(args, "config", None) is not None:
+        raise errors.UsageError("--config names one file; with several instances each "
+                                "node's recorded config file is edited")
+    cluster = ClusterController(parse_attach(args.instance).nodes, source="ctl")
+    args.cluster = cluster
+    inst: Instance | None = None
+    for node in cluster.nodes:
+        with contextlib.suppress(errors.NotRunning):
+            inst = Instance.attach(node.instance)
+            break
+    if inst is None:
+        raise errors.NotRunning(f"none of {args.instance} is running")
+    try:
+        code = int(args.ctl_func(args, inst) or 0)
+    finally:
+        inst.close()
+    if not getattr(args, "json", False):
+        print(f"(on {len(cluster.nodes)} nodes: "
+              f"{', '.join(n.name for n in cluster.nodes)}; {cluster.last_edit_ms:.0f} ms)")
+    return code

@@ -234,6 +234,7 @@ def cmd_up_cluster(lab: str, nodes: int, timeout: float) -> int:
           "show protocols\n"
           f"  lbtui ctl --instance {C.node_instance(lab, topo.nodes[0].node)} status"
           "          one node's datapath\n"
+          f"  lbtui console --cluster {C.cluster_file(lab)}   every node in one console\n"
           f"  lbtui lab down --lab {lab}                    remove everything")
     return 0
 

@@ -227,9 +227,28 @@ targets = [
 """
 
 
+def cluster_file(lab: str) -> Path:
+    """The lab's cluster file: ``lbtui console --cluster`` opens every node."""
+    return T.lab_dir(lab) / "cluster.toml"
+
+
+def write_cluster_file(topo: Topology) -> Path:
+    from lbtui.control.cluster import Node
+    from lbtui.control.clusterfile import cluster_file_text
+
+    nodes = [Node(n.node, node_instance(topo.lab, n.node)) for n in topo.nodes]
+    path = cluster_file(topo.lab)
+    bird.write_config(path, cluster_file_text(
+        nodes, topo.lab, f'lbtui cluster lab "{topo.lab}": written by `lbtui lab up '
+        f"--nodes`.\nlbtui console --cluster {path}"))
+    return path
+
+
 def write_configs(topo: Topology) -> None:
-    """Each node's serve config and BIRD config, and the router's BIRD config."""
+    """Each node's serve config and BIRD config, the router's BIRD config, and the cluster
+    file naming the nodes."""
     d = T.lab_dir(topo.lab)
+    write_cluster_file(topo)
     peers = [(n.node, n.lb_ip, n.ip) for n in topo.nodes]
     bird.write_config(d / "bird-router.conf",
                       bird.router_config(topo.nodes[0].lb_ip, peers, topo.vip))

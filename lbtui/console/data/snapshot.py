@@ -27,6 +27,18 @@ class InstanceInfo:
     started_wall: float | None = None         # time.time() when the datapath started
     ifnames: dict[int, str] = field(default_factory=dict)   # listen ifindex -> name
     owned: bool = False                       # this console started the datapath
+    nodes: tuple[str, ...] = ()               # a cluster console: its nodes, in order
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """A cluster node as the header shows it: reachable (its figures are in the totals)
+    or not, and why."""
+
+    name: str
+    instance: str
+    reachable: bool
+    problem: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,11 @@ class Snapshot:
     group_new: dict[tuple[GroupKey, str], GroupNew] = field(default_factory=dict)
     read_ms: float = 0.0        # conntrack read + decode
     total_ms: float = 0.0       # whole collection
+    # A cluster console's: every node's state, the reachable ones' own snapshots (the
+    # figures above are their totals), and the nodes whose routes differ from the first's.
+    nodes: list[NodeState] = field(default_factory=list)
+    node_snaps: dict[str, Snapshot] = field(default_factory=dict)
+    drift: list[str] = field(default_factory=list)
 
     @property
     def uptime_s(self) -> float | None:

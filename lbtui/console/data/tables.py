@@ -46,9 +46,13 @@ class TargetRow:
     health: TargetHealth | None = None
     check: CheckState | None = None
     new: GroupNew | None = None
+    node: str | None = None     # a cluster's: the node (ALL_NODES: the totals)
+    note: str = ""              # instead of the health state (an unreachable node)
 
     @property
     def state(self) -> str:
+        if self.note:
+            return self.note
         return self.health.state if self.health else "-"
 
     @property
@@ -73,6 +77,10 @@ class TargetRow:
     @property
     def label(self) -> str:
         return self.group.label if self.group else UNROUTED
+
+
+ALL_NODES = "all"
+UNREACHABLE = "unreach"
 
 
 Row = TypeVar("Row", RouteRow, TargetRow)
@@ -131,4 +139,24 @@ def relabel(rows: Sequence[Row]) -> list[Row]:
         first = ref != last
         out.append(r if r.first == first else replace(r, first=first))
         last = ref
+    return out
+
+
+def cluster_target_rows(snap: Snapshot, groups: Sequence[Group]) -> list[TargetRow]:
+    """A cluster's Targets: each (group, target) row of the totals (node ``all``), then
+    one row per node with that node's own figures, health and share; an unreachable
+    node's rows say so instead of showing zeros as if it were idle."""
+    per_node = {name: {r.ref: r for r in target_rows(ns, groups)}
+                for name, ns in snap.node_snaps.items()}
+    out = []
+    for t in target_rows(snap, groups):
+        out.append(replace(t, node=ALL_NODES))
+        for st in snap.nodes:
+            r = per_node.get(st.name, {}).get(t.ref)
+            if r is not None:
+                out.append(replace(r, first=False, node=st.name))
+            else:
+                out.append(TargetRow(t.group, t.target, t.weight, "-",
+                                     TargetTraffic(t.target), False, node=st.name,
+                                     note="" if st.reachable else UNREACHABLE))
     return out

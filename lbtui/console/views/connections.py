@@ -22,8 +22,13 @@ from lbtui.console.views.base import LIST_BINDINGS, ListView
 from lbtui.console.widgets.linetable import LineTable, TableColumn
 from lbtui.maps import flowrows as R
 
-CONN_COLUMNS = [TableColumn(c.name, c.width, c.text, c.right, field=c.field, drop=c.drop,
-                            value=c.value) for c in C.COLUMNS]
+
+def table_columns(columns: Sequence[C.Column]) -> list[TableColumn]:
+    return [TableColumn(c.name, c.width, c.text, c.right, field=c.field, drop=c.drop,
+                        value=c.value) for c in columns]
+
+
+CONN_COLUMNS = table_columns(C.COLUMNS)
 
 
 class ConnectionsView(ListView):
@@ -31,7 +36,7 @@ class ConnectionsView(ListView):
     changes sort, filter or the closed-flow choice (``SpecChanged``)."""
 
     NAME = "connections"
-    FIELDS = C.FIELDS
+    FIELDS: ClassVar[Sequence[str]] = C.FIELDS
     ALIASES = C.ALIASES
     EXAMPLE = "state:syn-sent !udp"
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -44,17 +49,23 @@ class ConnectionsView(ListView):
         *LIST_BINDINGS,
     ]
 
-    def __init__(self, **kw: Any) -> None:
+    def __init__(self, table: C.ConnTable = C.SINGLE, **kw: Any) -> None:
         super().__init__(**kw)
+        self.conn_table = table
+        self.columns = CONN_COLUMNS if table is C.SINGLE else table_columns(table.columns)
         self.spec = C.ViewSpec()
         self.frozen = False
         self.view: C.ConnView | None = None
 
     def make_table(self) -> LineTable:
-        table = LineTable(CONN_COLUMNS, key=lambda r: r[R.KEY], row_class=C.row_class,
+        table = LineTable(self.columns, key=self.row_key, row_class=C.row_class,
                           id="conns-table")
         table.sorted_column = self.spec.sort
         return table
+
+    @staticmethod
+    def row_key(r: Any) -> Any:
+        return r[R.KEY]
 
     def on_mount(self) -> None:
         self._update_title()
@@ -109,7 +120,7 @@ class ConnectionsView(ListView):
 
     def export_source(self) -> tuple[Sequence[TableColumn], Sequence[Any], Any]:
         # Every row of the current view, also the ones a narrow screen does not show.
-        return CONN_COLUMNS, self.view.rows if self.view else [], self.table.context
+        return self.columns, self.view.rows if self.view else [], self.table.context
 
     # --- actions -------------------------------------------------------------------------
 
@@ -130,8 +141,9 @@ class ConnectionsView(ListView):
         self._respec(sort=column, reverse=reverse)
 
     def action_sort(self, step: int) -> None:
-        i = (C.COLUMN_NAMES.index(self.spec.sort) + step) % len(C.COLUMN_NAMES)
-        self.sort_by(C.COLUMN_NAMES[i], self.spec.reverse)
+        names = self.conn_table.names
+        i = (names.index(self.spec.sort) + step) % len(names)
+        self.sort_by(names[i], self.spec.reverse)
 
     def action_reverse(self) -> None:
         self.sort_by(self.spec.sort, not self.spec.reverse)
@@ -146,3 +158,15 @@ class ConnectionsView(ListView):
     @on(HeaderClicked, "#conns-table")
     def _header_clicked(self, event: HeaderClicked) -> None:
         self.sort_by(event.column)
+
+
+class ClusterConnectionsView(ConnectionsView):
+    """The flows of every node of a cluster, with a node column (sortable, and ``node:``
+    in the filter); the same flow on two nodes is two rows."""
+
+    FIELDS: ClassVar[Sequence[str]] = ("node", *C.FIELDS)
+    EXAMPLE = "node:node1 state:syn-sent"
+
+    @staticmethod
+    def row_key(r: Any) -> Any:
+        return r[R.KEY], r[C.NODE]

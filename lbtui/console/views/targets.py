@@ -5,6 +5,7 @@ out of rotation), and the traffic that group sent it; from a target to its conne
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from textual.binding import Binding, BindingType
@@ -13,7 +14,14 @@ from lbtui.console.data import fmt
 from lbtui.console.data.groups import Group
 from lbtui.console.data.hub import DEGRADED, FAILING
 from lbtui.console.data.snapshot import Snapshot
-from lbtui.console.data.tables import TargetRow, relabel, target_rows
+from lbtui.console.data.tables import (
+    ALL_NODES,
+    UNREACHABLE,
+    TargetRow,
+    cluster_target_rows,
+    relabel,
+    target_rows,
+)
 from lbtui.console.messages import TargetRequested
 from lbtui.console.views.base import LIST_BINDINGS, ListView
 from lbtui.console.widgets.linetable import LineTable, TableColumn
@@ -74,8 +82,9 @@ TARGET_COLUMNS = [
 
 
 def target_class(r: TargetRow) -> str | None:
-    """Failing or out of rotation: red; degraded or drained: yellow; in no route: dim."""
-    if r.state == FAILING or r.rotation == "OUT":
+    """Failing, out of rotation or on an unreachable node: red; degraded or drained:
+    yellow; in no route: dim."""
+    if r.state in (FAILING, UNREACHABLE) or r.rotation == "OUT":
         return "bad"
     if r.state == DEGRADED or r.weight == 0:
         return "warn"
@@ -84,7 +93,7 @@ def target_class(r: TargetRow) -> str | None:
 
 class TargetsView(ListView):
     NAME = "targets"
-    FIELDS = ("group", "target", "weight", "state", "rotation")
+    FIELDS: ClassVar[Sequence[str]] = ("group", "target", "weight", "state", "rotation")
     ALIASES: ClassVar[dict[str, str]] = {"backend": "target", "health": "state",
                                          "check": "rotation"}
     EXAMPLE = "group:sni !weight:0  !state:healthy"
@@ -102,35 +111,52 @@ class TargetsView(ListView):
         self._now_ns = 0
         self._sampled = False
         self._hub_note = ""
+        self._notes: list[str] = []
+
+    COLUMNS: ClassVar[list[TableColumn]] = TARGET_COLUMNS
 
     def make_table(self) -> LineTable:
-        return LineTable(TARGET_COLUMNS, key=lambda r: r.ref, row_class=target_class,
+        return LineTable(self.COLUMNS, key=self.row_key, row_class=target_class,
                          id="targets-table")
+
+    @staticmethod
+    def row_key(r: TargetRow) -> Any:
+        return r.ref
+
+    def rows_of(self, snap: Snapshot, groups: list[Group]) -> list[TargetRow]:
+        return target_rows(snap, groups)
+
+    def notes(self, snap: Snapshot) -> list[str]:
+        """What the title adds about where the figures come from."""
+        return []
 
     def on_mount(self) -> None:
         self._render_rows()
 
     def show(self, snap: Snapshot, groups: list[Group]) -> None:
         self.groups = groups
-        self.rows = target_rows(snap, groups)
+        self.rows = self.rows_of(snap, groups)
         self._now_ns = snap.now_ns
         self._sampled = snap.conns.sampled
         hub = snap.hub
         self._hub_note = "" if hub.connected or not hub.problem else \
             "[yellow]no event stream: health unknown[/]"
+        self._notes = self.notes(snap)
         self._render_rows()
 
     def refilter(self) -> None:
         self._render_rows()
 
     def _render_rows(self) -> None:
-        rows = relabel(self.filtered(self.rows, TARGET_COLUMNS, self._now_ns))
+        rows = relabel(self.filtered(self.rows, self.COLUMNS, self._now_ns))
         self.table.set_rows(rows, self._now_ns)
         note = "  [yellow](from a sample of the flows)[/]" if self._sampled else ""
-        bad = sum(r.state == FAILING or r.rotation == "OUT" for r in self.rows)
+        bad = sum(r.state == FAILING or r.rotation == "OUT" for r in self.rows
+                  if r.node in (None, ALL_NODES))     # a cluster's totals, not its nodes
         alarm = f"[b red]{bad} failing or out[/]" if bad else ""
         self.title(f"[b]Targets[/b]  per group: weight vs share of new connections (last "
-                   f"minute), health, checks, traffic{note}", alarm, self._hub_note)
+                   f"minute), health, checks, traffic{note}", alarm, self._hub_note,
+                   *self._notes)
 
     def _request(self, action: str) -> None:
         row = self.table.selected
@@ -151,3 +177,35 @@ class TargetsView(ListView):
 
     def action_connections(self) -> None:
         self._request("connections")
+
+
+NODE_COLUMN = TableColumn("node", 8, lambda r, _c: r.node or "", value=lambda r, _c: r.node)
+
+
+class ClusterTargetsView(TargetsView):
+    """Targets of a cluster: the totals of every (group, target) (node ``all``) and a row
+    per node under it; ``node:node2`` in the filter keeps one node's rows."""
+
+    FIELDS: ClassVar[Sequence[str]] = ("group", "target", "node", "weight", "state",
+                                       "rotation")
+    EXAMPLE = "node:all  !weight:0"
+    COLUMNS: ClassVar[list[TableColumn]] = [*TARGET_COLUMNS[:2], NODE_COLUMN,
+                                            *TARGET_COLUMNS[2:]]
+
+    @staticmethod
+    def row_key(r: TargetRow) -> Any:
+        return (*r.ref, r.node or "")
+
+    def rows_of(self, snap: Snapshot, groups: list[Group]) -> list[TargetRow]:
+        return cluster_target_rows(snap, groups)
+
+    def notes(self, snap: Snapshot) -> list[str]:
+        down = [n.name for n in snap.nodes if not n.reachable]
+        up = [n.name for n in snap.nodes if n.reachable]
+        out = []
+        if down:
+            out.append(f"[b red]{', '.join(down)} unreachable[/]: totals are "
+                       f"{', '.join(up)}'s")
+        if snap.drift:
+            out.append(f"[yellow]routes differ on {', '.join(snap.drift)}[/]")
+        return out

@@ -64,12 +64,36 @@ def fit(parts: Sequence[Part], width: int, lead: Text | None = None) -> Text:
     return out
 
 
+def node_parts(s: Snapshot) -> list[Part]:
+    """A cluster console's: which nodes it reads, the unreachable ones in red with why
+    (shortened first), and the nodes whose routes differ from the first's."""
+    up = sum(n.reachable for n in s.nodes)
+    full, short = _t(f"{up}/{len(s.nodes)} nodes "), _t(f"{up}/{len(s.nodes)} ")
+    for i, n in enumerate(s.nodes):
+        for t in (full, short):
+            if i:
+                t.append(" ")
+            t.append(n.name, "green" if n.reachable else "bold red")
+        if not n.reachable:
+            full.append(f" unreachable ({n.problem})", "red")
+            short.append(" ✗", "bold red")
+    parts = [Part(full, short)]
+    if s.drift:
+        parts.append(Part(_t(("routes differ: " + ",".join(s.drift), "yellow")), rank=1))
+    return parts
+
+
 def identity_parts(s: Snapshot) -> tuple[Text, list[Part]]:
     info = s.info
     lead = _t((" lbtui ", "bold reverse"), " ")
     ifs = ",".join(info.interfaces) or "-"
+    if s.nodes:
+        who = [Part(_t((f"cluster {info.name}", "bold")), _t((info.name, "bold"))),
+               *node_parts(s)]
+    else:
+        who = [Part(_t((f"instance {info.name}", "bold")), _t((info.name, "bold")))]
     parts = [
-        Part(_t((f"instance {info.name}", "bold")), _t((info.name, "bold"))),
+        *who,
         Part(_t(f"{ifs} ({info.xdp_mode})"), _t(f"{ifs} {info.xdp_mode}"), rank=2),
     ]
     if info.reply_interfaces:
