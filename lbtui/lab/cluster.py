@@ -284,7 +284,8 @@ def start_node(topo: Topology, node: str) -> subprocess.Popen[str]:
 
 def _node_pid(topo: Topology, node: str, hook: bool) -> int | None:
     """The pid of a node's announce hook (``hook``) or of its serve (the hook's child)."""
-    config = str(T.lab_dir(topo.lab) / f"{node}.toml").encode()
+    # Not lab_dir(): asking about a removed lab must not create its directory again.
+    config = str(T.STATE_DIR / topo.lab / f"{node}.toml").encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue

@@ -39,6 +39,7 @@ def cluster() -> Iterator[Topology]:
     assert lab_namespaces(name) == []
     assert root_links() == links_before, "the root namespace's links changed"
     assert [n for n in ("node1", "node2") if C.serve_pid(topo, n)] == []
+    assert not (T.STATE_DIR / name).exists(), "the lab's directory outlived lab down"
 
 
 def new_connections(topo: Topology, n: int) -> list[str]:
