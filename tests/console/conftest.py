@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -31,3 +32,17 @@ def lab() -> Iterator[T.Topology]:
         yield topo
     finally:
         T.teardown(name)
+
+
+@pytest.fixture
+def utc() -> Iterator[None]:
+    """Event times are shown in local time; pin it (snapshot tests)."""
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    yield
+    if old is None:
+        os.environ.pop("TZ", None)
+    else:
+        os.environ["TZ"] = old
+    time.tzset()

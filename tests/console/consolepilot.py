@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from textual.pilot import Pilot
 
+from lbtui.console.app import ConsoleApp
+
 KEY_NAMES = {" ": "space", "!": "exclamation_mark"}
 
 
@@ -21,3 +23,14 @@ async def until(pilot: Pilot, cond: Callable[[], object], what: str, timeout: fl
             return
         await pilot.pause(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+async def loaded(pilot: Pilot) -> None:
+    """Wait for the console's first snapshot to be shown."""
+    app: ConsoleApp = pilot.app  # type: ignore[assignment]
+    for _ in range(200):
+        if app.refreshes:
+            break
+        await pilot.pause(0.02)
+    assert app.refreshes, "the first snapshot never arrived"
+    await pilot.pause()

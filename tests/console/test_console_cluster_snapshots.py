@@ -7,13 +7,9 @@ Update after an intended change with ``pytest tests/console --snapshot-update``.
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Iterator
-
 import console_data as D
 import pytest
-from textual.pilot import Pilot
+from consolepilot import loaded
 
 from lbtui.console.app import ConsoleApp
 from lbtui.console.data.cluster import ClusterCollector, NodeDown
@@ -55,27 +51,7 @@ def cluster_app() -> ConsoleApp:
     return ConsoleApp(collector, refresh_interval=None, poll_ringbuf=False)
 
 
-@pytest.fixture(autouse=True)
-def utc() -> Iterator[None]:
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"
-    time.tzset()
-    yield
-    if old is None:
-        os.environ.pop("TZ", None)
-    else:
-        os.environ["TZ"] = old
-    time.tzset()
-
-
-async def loaded(pilot: Pilot) -> None:
-    app: ConsoleApp = pilot.app  # type: ignore[assignment]
-    for _ in range(200):
-        if app.refreshes:
-            break
-        await pilot.pause(0.02)
-    assert app.refreshes, "the first snapshot never arrived"
-    await pilot.pause()
+pytestmark = pytest.mark.usefixtures("utc")
 
 
 def test_cluster_targets(snap_compare) -> None:

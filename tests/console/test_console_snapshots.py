@@ -9,13 +9,11 @@ at the report before committing the new SVGs.
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import console_data as D
 import pytest
-from consolepilot import keys
+from consolepilot import keys, loaded
 from textual.pilot import Pilot
 from textual.widgets import Input
 
@@ -35,34 +33,13 @@ SIZE = (150, 36)
 SMALL = (80, 24)
 
 
-@pytest.fixture(autouse=True)
-def utc() -> Iterator[None]:
-    """Event times are shown in local time; pin it."""
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"
-    time.tzset()
-    yield
-    if old is None:
-        os.environ.pop("TZ", None)
-    else:
-        os.environ["TZ"] = old
-    time.tzset()
+pytestmark = pytest.mark.usefixtures("utc")
 
 
 @pytest.fixture
 def app() -> ConsoleApp:
     return ConsoleApp(D.FakeCollector(), feed=D.event_feed(), refresh_interval=None,
                       poll_ringbuf=False)
-
-
-async def loaded(pilot: Pilot) -> None:
-    app: ConsoleApp = pilot.app  # type: ignore[assignment]
-    for _ in range(200):
-        if app.refreshes:
-            break
-        await pilot.pause(0.02)
-    assert app.refreshes, "the first snapshot never arrived"
-    await pilot.pause()
 
 
 async def steady(pilot: Pilot) -> None:
