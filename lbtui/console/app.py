@@ -236,13 +236,14 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
 
     @on(Collected)
     def _collected(self, msg: Collected) -> None:
-        if not self.default_screen.query(StatusHeader):
+        headers = self.default_screen.query(StatusHeader)
+        if not headers:
             return          # a refresh that lands while quitting: the views are gone
         t0 = time.perf_counter()
         self._graveyard.append(self.snapshot)
         s = self.snapshot = msg.snap
         self.groups = groups_of(s)
-        self.query_one(StatusHeader).show(s)
+        headers.first().show(s)
         if msg.view is not None and not self.frozen:
             self._graveyard.append(self._dump)
             self._dump = s.conns
