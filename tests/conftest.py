@@ -7,6 +7,7 @@ capability is a failure with the fix in its message.
 from __future__ import annotations
 
 import ctypes as ct
+import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -49,6 +50,18 @@ def clear_maps(ms: M.MapSet) -> None:
     M.flush_nexthop_cache(ms.settings_map)
     if ms.sni_map.sni_names:
         ms.sni_map.sni_names.names.clear()
+
+
+@pytest.fixture(autouse=True)
+def _lbtui_logging_reset() -> Iterator[None]:
+    """A command run in-process points the "lbtui" logger at the test's captured stderr;
+    drop that handler afterwards, or a later test's log line hits a closed stream."""
+    yield
+    logger = logging.getLogger("lbtui")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,10 @@ connection:
 1. **pending**: accepted; its first bytes are peeked (MSG_PEEK: nothing is consumed)
    into a ``HelloBuffer`` until the whole ClientHello is in (deadline ``hello_timeout``;
    at most ``max_pending`` at once, the oldest is evicted for a newcomer so stalled
-   clients cannot lock good ones out).
+   clients cannot lock good ones out). The listener defers accepting (TCP_DEFER_ACCEPT)
+   until a client's first data segment is in: a silent client costs neither a descriptor
+   nor a pending slot, and a good client arrives with its hello (usually whole, so it is
+   routed at once and never competes for a slot).
 2. **connecting**: a target is chosen from the maps (``Router``), a non-blocking connect
    runs (deadline ``connect_timeout``).
 3. **spliced**: the two sockets are linked to each other, then join the sockhash, the
@@ -36,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import os
 import random
 import select
@@ -303,6 +307,10 @@ class Splicer:
             lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
                 lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                # A TLS client speaks first: hand over a connection once its first
+                # segment is in (a silent one is accepted after this many seconds).
+                lsock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT,
+                                 max(1, math.ceil(self.hello_timeout)))
                 lsock.bind((self.listen_ip, self.port))
                 lsock.listen(self.backlog)
                 lsock.setblocking(False)
@@ -401,12 +409,7 @@ class Splicer:
         if fd in self._closed_fds:
             return
         if fd in self._pending:
-            p = self._pending[fd]
-            try:
-                self._read_hello(p, events)
-            except Exception:
-                log.exception("splicer: hello from %s:%s", *p.client)
-                self._reject_pending(p, "malformed")
+            self._read_guarded(self._pending[fd], events)
         elif fd in self._connecting:
             c = self._connecting[fd]
             try:
@@ -452,6 +455,14 @@ class Splicer:
                          counts.written)
             self._pending[sock.fileno()] = p
             self._ep.register(sock.fileno(), _EP_IN | _EP_RDHUP | _EP_ET)
+            self._read_guarded(p)   # deferred accept: the hello is usually in already
+
+    def _read_guarded(self, p: _Pending, events: int = 0) -> None:
+        try:
+            self._read_hello(p, events)
+        except Exception:
+            log.exception("splicer: hello from %s:%s", *p.client)
+            self._reject_pending(p, "malformed")
 
     def _pause_accepting(self, e: OSError) -> None:
         """Stop watching the listener for a moment: it stays readable while descriptors
@@ -465,8 +476,9 @@ class Splicer:
     def _make_room(self) -> None:
         """At the pending cap, drop the oldest pending hello for the newcomer; but first
         read it, in case its hello has arrived meanwhile (then it moves on instead). A
-        stalled client is always older than the clients it competes with, so stalled
-        clients cannot lock good ones out."""
+        client is accepted with its first segment in and read at once, so a one-segment
+        hello never waits here; only a hello still missing segments competes with
+        newcomers, and stalled clients, being older, go first."""
         while len(self._pending) >= self.max_pending:
             oldest = next(iter(self._pending.values()))
             self._read_hello(oldest)

@@ -292,18 +292,40 @@ def test_client_data_right_after_the_hello_arrives_once_in_order(sni_lab, nbytes
     assert s["loop_errors"] == 0
 
 
-def test_silent_clients_are_evicted_then_time_out(lab):
-    """Clients that connect and send nothing hold a pending slot until evicted by a
-    newcomer or timed out; each is counted once, under its own reason."""
+def test_silent_clients_take_no_slot(lab):
+    """Clients that connect and send nothing are held by the kernel (deferred accept):
+    they take no descriptor and no pending slot, so a good client is served at once while
+    more of them than the pending cap wait. Once they close (or the deferral runs out)
+    they are accepted and refused, each counted once."""
     n = MAX_PENDING + 3
     silent = _stalled(lab, n, nbytes=0)
-    wait_for(lambda: lab.sp.stats()["accepted"] == n, what="all accepted")
-    assert lab.sp.stats()["pending"] <= MAX_PENDING
-    wait_for(lambda: lab.sp.stats()["pending"] == 0, timeout=HELLO_TIMEOUT + 3,
-             what="the rest to time out")
-    r = lab.sp.stats()["rejected"]
-    # At least 3 had to make room (some may have timed out first on a slow machine).
-    assert r["evicted"] >= 3 and r["evicted"] + r["timeout"] == n, r
-    assert sum(r.values()) == n, r
+    time.sleep(0.5)
+    st = lab.sp.stats()
+    assert (st["accepted"], st["pending"]) == (0, 0), st
+    with lab.in_client():
+        assert https_get(lab.vip, 443, client_context(lab.certs), "a.sni.test")[1] == \
+            "backend1"
+    assert lab.sp.stats()["rejected"]["evicted"] == 0
     for s in silent:
         s.close()
+    wait_for(lambda: lab.sp.stats()["accepted"] == n + 1, what="the silent clients' FINs")
+    wait_for(lambda: lab.sp.stats()["pending"] == 0, timeout=HELLO_TIMEOUT + 3,
+             what="the silent clients to be refused")
+    r = lab.sp.stats()["rejected"]
+    assert r["truncated"] == n and sum(r.values()) == n, r
+
+
+def test_silent_client_accepted_after_the_deferral_times_out(lab):
+    """A client that stays silent past the deferral is accepted and refused at the hello
+    timeout (a reset), not held forever."""
+    with lab.in_client():
+        s = socket.create_connection((lab.vip, 443), timeout=15)
+    with s:
+        t0 = time.monotonic()
+        with pytest.raises(ConnectionResetError):
+            s.recv(100)
+        took = time.monotonic() - t0
+    print(f"\nsilent client refused after {took:.1f} s")
+    assert HELLO_TIMEOUT < took < 4 * HELLO_TIMEOUT + 3, took
+    r = lab.sp.stats()["rejected"]
+    assert r["timeout"] == 1 and sum(r.values()) == 1, r
