@@ -5,6 +5,7 @@ round, for each conntrack size asked for.
     sudo .venv/bin/python -m bench.datapath [--quick] [--rounds N] [--json out.json]
     sudo .venv/bin/python -m bench.datapath --sizes 100000 --lru per-cpu
     sudo .venv/bin/python -m bench.datapath --compare-src /tmp/before/bpf   # A/B a change
+    sudo .venv/bin/python -m bench.datapath --no-reference   # without the reference LB
 
 Everything runs through BPF_PROG_TEST_RUN on the real program, inside a network namespace
 this script creates (lbt-h1-bn<pid>, removed on exit) so bpf_fib_lookup finds next hops
@@ -59,6 +60,22 @@ listen entry use a chain of listen entries (port k -> target VIP:k+1, for k =
 1000..1249): each run creates a new flow for the next port. TTL (255, one less per
 redirect) bounds repeat to 250.
 
+Reference (default on; ``--no-reference`` leaves it out): a minimal Katran-shaped balancer
+(bench/reference_lb.c, written for the purpose: Katran itself is not available offline) is
+timed in the same rounds, against the same floor, so the tables tell lbtui's own cost
+apart from what any one-entry conntrack design costs on this machine. It has its own LRU
+conntrack of the same size, key layout and LRU kind as lbtui's (a 16 B value: the target),
+filled to the same level with real flows through its own program (one entry each, from
+the prefill clients, spread over the CPUs) and topped up past full for the full phase the
+same way. Its paths: non-matching (a VIP:port hash miss), established (a VIP hit and an LRU
+hit, DNAT, XDP_TX), reply (its target-side program: an LRU hit on the reply tuple,
+restoring the VIP; the flow was opened by the two-entry variant), new flow (LRU miss, a
+ring slot by jhash, one insert) and "new flow, two entries" (the same plus the reply
+tuple's insert, as lbtui does), each also with the table full. It does no fib lookup
+(XDP_TX, not a redirect), no checksum classification, no counters, clock or events.
+"lbtui against the reference" pairs each of its rows with lbtui's (two-entry rows with
+lbtui's new flow) and gives lbtui minus reference, overall and per round.
+
 A/B (``--compare-src DIR``): the C sources in DIR (for example ``git archive main
 lbtui/datapath/bpf | tar -x -C /tmp/main``) are compiled against the same maps and every
 path is timed with both programs in the same rounds; a table gives the ns each path saved.
@@ -90,12 +107,14 @@ from dp_harness import (  # noqa: E402
     VIP,
     XDP_PASS,
     XDP_REDIRECT,
+    XDP_TX,
     Harness,
     standalone,
 )
-from dp_packets import ACK, SYN, fast_tcp, parse  # noqa: E402
+from dp_packets import ACK, SYN, checksums_ok, fast_tcp, parse  # noqa: E402
 
 from bench.common import fmt, machine, machine_line, table  # noqa: E402
+from bench.reference_lb import ReferenceLB  # noqa: E402
 from lbtui import abi, bpfsys  # noqa: E402
 from lbtui import maps as M  # noqa: E402
 from lbtui.addr import be_to_ip, ip_to_be  # noqa: E402
@@ -120,8 +139,13 @@ NEW_FULL = "new flow, table full (evicts)"
 NEW_ALL_CPUS = "new flow, every CPU at once"
 NEW_FLOODED = "new flow, over syn_flood_rate"
 NEW_CAUGHT = "new flow, reader caught up"
+NEW_TWO = "new flow, two entries"                   # the reference only
+NEW_FULL_TWO = "new flow, two entries, table full"  # the reference only
 GOALS = {NON_MATCHING: 20, ESTABLISHED: 60, REPLY: 80, NEW: 300, NEW_ROUTE: 300,
-         NEW_FULL: 300, NEW_ALL_CPUS: 300, NEW_FLOODED: 300, NEW_CAUGHT: 300}
+         NEW_FULL: 300, NEW_ALL_CPUS: 300, NEW_FLOODED: 300, NEW_CAUGHT: 300, NEW_TWO: 300,
+         NEW_FULL_TWO: 300}
+REF = "ref"                     # the reference balancer's label (bench/reference_lb.c)
+REF_PAIRS = {NEW_TWO: NEW, NEW_FULL_TWO: NEW_FULL}   # reference row -> lbtui row
 LRU_KINDS = {"common": 0, "per-cpu": 1}
 
 
@@ -137,6 +161,7 @@ class BenchPath:
     cpus: list[int] | None = None           # run each block on these CPUs at the same time
     flooded: bool = False                   # timed with the SYN flood guard on for every SYN
     reader_caught_up: bool = False          # the ring buffer is consumed before every run
+    forget: Callable[[tuple[str, str, int, int]], None] | None = None  # else lbtui's flows
     used: int = 0                           # single packets sent so far
     deleted: int = 0                        # of those, flows deleted again
     rounds: list[list[int]] = field(default_factory=list)
@@ -251,6 +276,7 @@ NEW_FLOW_CLIENTS = "198.18.2.2"       # up to 100 addresses: 6 ranges of 1,000,0
 ROUTED_CLIENTS = "198.18.1.129"       # inside ROUTED_CIDR
 FLOOD_CLIENTS = "198.18.3.2"          # SYNs over the flood rate: 2 ranges
 CAUGHT_CLIENTS = "198.18.4.2"         # new flows with the reader caught up: 2 ranges
+REF_CLIENTS = "198.18.5.2"            # the reference's new flows: 4 ranges
 RANGE = 1_000_000                     # tuples per (program, path): far more than a run uses
 
 
@@ -315,6 +341,41 @@ def build_paths(h: Harness, progs: dict[str, int], pass_fd: int, cpus: list[int]
     return paths
 
 
+def reference_paths(h: Harness, ref: ReferenceLB) -> list[BenchPath]:
+    """The reference's paths (its 90% phase and its full phase), with the same packets as
+    lbtui's where the path allows, checked to take the path they are named after. Its flow
+    for established and reply is opened by its two-entry program (a SYN), so both entries
+    exist; new flows come from REF_CLIENTS."""
+    c1 = h.net.ifindex["c1"]
+    syn = bpfsys.prog_test_run(ref.two_fd, fast_tcp(CLIENT, VIP, 40000, 80, SYN),
+                               ingress_ifindex=c1)
+    target = parse(syn.data)
+    assert syn.retval == XDP_TX and target is not None
+    est = fast_tcp(CLIENT, VIP, 40000, 80, ACK, payload=bytes(64))
+    reply = fast_tcp(target.dst, CLIENT, target.dport, 40000, ACK, payload=bytes(64))
+    other = fast_tcp(CLIENT, VIP, 40000, 81, ACK, payload=bytes(64))
+    new = {NEW: (ref.one_fd, 0), NEW_TWO: (ref.two_fd, 1), NEW_FULL: (ref.one_fd, 2),
+           NEW_FULL_TWO: (ref.two_fd, 3)}
+    paths = [BenchPath(NON_MATCHING, REF, ref.one_fd, "c1", lambda i: other,
+                       hot=lambda j: other),
+             BenchPath(ESTABLISHED, REF, ref.one_fd, "c1", lambda i: est),
+             BenchPath(REPLY, REF, ref.reply_fd, "b1", lambda i: reply)]
+    paths += [BenchPath(name, REF, fd, "c1", syn_from(REF_CLIENTS, k * RANGE),
+                        new_flows=True, forget=ref.forget) for name, (fd, k) in new.items()]
+    targets = {T1, T2, T3}
+    for p in paths:
+        if p.name == NON_MATCHING:
+            _check(h, p, XDP_PASS, lambda d: d == other)
+        elif p.name == REPLY:
+            _check(h, p, XDP_TX, lambda d: (q := parse(d)) is not None and q.src == VIP
+                   and q.sport == 80 and checksums_ok(d))
+        else:
+            _check(h, p, XDP_TX, lambda d: (q := parse(d)) is not None and q.dst in targets
+                   and q.dport == 8080 and checksums_ok(d))
+    forget_new_flows(h, paths, chain_calls=0)
+    return paths
+
+
 def forget_new_flows(h: Harness, paths: list[BenchPath], chain_calls: int) -> None:
     """Delete the flows the single runs opened since the last call (and the hot loop's
     chain flows), so the table stays at its fill level."""
@@ -324,7 +385,11 @@ def forget_new_flows(h: Harness, paths: list[BenchPath], chain_calls: int) -> No
         for i in range(p.deleted, p.used):
             q = parse(p.single(i))
             assert q is not None
-            M.delete_connection(h.maps.conntrack_map, (q.src, q.dst, q.sport, q.dport))
+            flow = (q.src, q.dst, q.sport, q.dport)
+            if p.forget:
+                p.forget(flow)
+            else:
+                M.delete_connection(h.maps.conntrack_map, flow)
         p.deleted = p.used
     fd = h.maps.conntrack_map.fd
     for j in range(chain_calls):
@@ -568,6 +633,27 @@ def savings_table(rows: list[dict]) -> str:
                   "rounds faster", "saved per round"], out)
 
 
+def reference_table(rows: list[dict]) -> str:
+    """lbtui beside the reference balancer, path by path: both minus the floor of the same
+    rounds, the difference overall and per round, and the goal checked on the reference."""
+    by = {(r["name"], r["prog"]): r for r in rows}
+    out = []
+    for r in rows:
+        lb = by.get((REF_PAIRS.get(r["name"], r["name"]), ""))
+        if r["prog"] != REF or lb is None:
+            continue
+        paired = [x - y for x, y in zip(lb["round_minus_floor_ns"], r["round_minus_floor_ns"],
+                                        strict=True)]
+        goal = r["goal_minus_floor_ns"]
+        out.append([r["name"], lb["name"], fmt(lb["single_minus_floor_ns"]),
+                    fmt(r["single_minus_floor_ns"]),
+                    fmt(lb["single_minus_floor_ns"] - r["single_minus_floor_ns"]),
+                    f"{fmt(min(paired))}..{fmt(max(paired))}", f"<= {goal}",
+                    f"{r['rounds_meeting_goal']}/{len(paired)}"])
+    return table(["reference path", "lbtui path", "lbtui - floor", "reference - floor",
+                  "lbtui - reference", "per round", "goal", "reference met"], out)
+
+
 @dataclass
 class SizeResult:
     size: int
@@ -577,6 +663,8 @@ class SizeResult:
     rows_90: list[dict]
     rows_full: list[dict]
     events_lost: int = 0
+    ref_entries_90: int = 0         # the reference's conntrack (0: not run)
+    ref_entries_full: int = 0
 
     def to_json(self) -> dict:
         return self.__dict__
@@ -586,31 +674,53 @@ def run_size(size: int, lru: str, a: argparse.Namespace, cpus: list[int]
              ) -> tuple[SizeResult, dict[str, float]]:
     opts = {"max_listen_ports": 512, "max_connections": size,
             "conntrack_per_cpu_lru": LRU_KINDS[lru]}
-    with standalone("bn", opts, vip_local=False) as (h, dp):
+    with standalone("bn", opts, vip_local=False) as (h, dp), reference(a, size, lru) as ref:
         progs = {"": h.prog_fd}
         if a.compare_src:
             progs["before"] = load_other(h, a.compare_src)
         configure(h)
         used = fill(h, dp.prog_fd, 0, int(size * a.fill) // 2, cpus)
+        ref_used = fill(h, ref.one_fd, 0, int(size * a.fill), cpus) if ref else 0
         lost = M.read_counters(h.maps.counters_map)["events_lost"]
         with on_cpu(cpus[0]):
             paths = build_paths(h, progs, dp.pass_fd, cpus)
+            paths += reference_paths(h, ref) if ref else []
             entries_90 = count_entries(h)
-            phase1 = [p for p in paths if p.name != NEW_FULL]
+            ref_90 = ref.entries() if ref else 0
+            full_names = (NEW_FULL, NEW_FULL_TWO)
+            phase1 = [p for p in paths if p.name not in full_names]
             measure(h, phase1, a.rounds, a.per_round, a.hot_calls)
             helpers = helper_costs(h, max(a.hot_calls, 5))
         # Past full: every later insert has to evict (the margin covers free entries parked
         # in the CPUs' local lists).
         fill(h, dp.prog_fd, used, size // 2 - count_entries(h) // 2 + size // 100 + 2048,
              cpus)
+        if ref:
+            fill(h, ref.one_fd, ref_used, size - ref.entries() + size // 100 + 2048, cpus)
         with on_cpu(cpus[0]):
             entries_full = count_entries(h)
+            ref_full = ref.entries() if ref else 0
             floor2 = BenchPath(FLOOR, "", dp.pass_fd, "c1", paths[0].single)
-            phase2 = [floor2] + [p for p in paths if p.name == NEW_FULL]
+            phase2 = [floor2] + [p for p in paths if p.name in full_names]
             measure(h, phase2, a.rounds, a.per_round, 0, keep_new_flows=True)
         lost = M.read_counters(h.maps.counters_map)["events_lost"] - lost
     return SizeResult(size, lru, entries_90, entries_full, summarize(phase1),
-                      summarize(phase2), lost), helpers
+                      summarize(phase2), lost, ref_90, ref_full), helpers
+
+
+@contextmanager
+def reference(a: argparse.Namespace, size: int, lru: str) -> Iterator[ReferenceLB | None]:
+    """The reference balancer with a conntrack of ``size`` entries and the same LRU kind
+    (None with --no-reference)."""
+    if not a.reference:
+        yield None
+        return
+    ref = ReferenceLB.load(size, per_cpu_lru=bool(LRU_KINDS[lru]))
+    try:
+        ref.serve(VIP, [80, PREFILL_PORT], [(T1, 8080, 50), (T2, 8080, 30), (T3, 8080, 20)])
+        yield ref
+    finally:
+        ref.close()
 
 
 def load_other(h: Harness, src: Path) -> int:
@@ -641,7 +751,13 @@ def report(res: SizeResult) -> str:
              "",
              f"opened events lost while timing (ring buffer full): {res.events_lost:,} "
              "(the events are consumed after every path, as the event hub would)"]
-    if any(r["prog"] for r in res.rows_90):
+    if res.ref_entries_90:
+        lines += ["", f"lbtui against the reference balancer (bench/reference_lb.c; same "
+                  f"rounds, its own conntrack of {res.size:,} entries: "
+                  f"{res.ref_entries_90:,} at 90%, {res.ref_entries_full:,} full; ns above "
+                  "the floor):",
+                  reference_table(res.rows_90 + res.rows_full[1:])]
+    if any(r["prog"] == "before" for r in res.rows_90):
         lines += ["", "A/B against --compare-src (same rounds, same maps):",
                   savings_table(res.rows_90 + res.rows_full[1:])]
     return "\n".join(lines)
@@ -663,6 +779,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(BPF_F_NO_COMMON_LRU), or both")
     ap.add_argument("--compare-src", type=Path,
                     help="also time the datapath C sources in this directory, same rounds")
+    ap.add_argument("--no-reference", dest="reference", action="store_false",
+                    help="leave out the reference balancer (bench/reference_lb.c)")
     ap.add_argument("--quick", action="store_true", help="a few seconds (smoke test)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
