@@ -71,7 +71,9 @@ same way. Its paths: non-matching (a VIP:port hash miss), established (a VIP hit
 hit, DNAT, XDP_TX), reply (its target-side program: an LRU hit on the reply tuple,
 restoring the VIP; the flow was opened by the two-entry variant), new flow (LRU miss, a
 ring slot by jhash, one insert) and "new flow, two entries" (the same plus the reply
-tuple's insert, as lbtui does), each also with the table full. It does no fib lookup
+tuple's insert, as lbtui does), each also with the table full, and a probe, "new flow, no
+insert" (the miss, the pick and the rewrite without the insert; paired with lbtui's "over
+syn_flood_rate", which does all but its inserts and event). It does no fib lookup
 (XDP_TX, not a redirect), no checksum classification, no counters, clock or events.
 "lbtui against the reference" pairs each of its rows with lbtui's (two-entry rows with
 lbtui's new flow) and gives lbtui minus reference, overall and per round.
@@ -141,11 +143,13 @@ NEW_FLOODED = "new flow, over syn_flood_rate"
 NEW_CAUGHT = "new flow, reader caught up"
 NEW_TWO = "new flow, two entries"                   # the reference only
 NEW_FULL_TWO = "new flow, two entries, table full"  # the reference only
+NEW_NO_INSERT = "new flow, no insert"               # the reference only (a probe)
 GOALS = {NON_MATCHING: 20, ESTABLISHED: 60, REPLY: 80, NEW: 300, NEW_ROUTE: 300,
          NEW_FULL: 300, NEW_ALL_CPUS: 300, NEW_FLOODED: 300, NEW_CAUGHT: 300, NEW_TWO: 300,
-         NEW_FULL_TWO: 300}
+         NEW_FULL_TWO: 300, NEW_NO_INSERT: 300}
 REF = "ref"                     # the reference balancer's label (bench/reference_lb.c)
-REF_PAIRS = {NEW_TWO: NEW, NEW_FULL_TWO: NEW_FULL}   # reference row -> lbtui row
+REF_PAIRS = {NEW_TWO: NEW, NEW_FULL_TWO: NEW_FULL,   # reference row -> lbtui row
+             NEW_NO_INSERT: NEW_FLOODED}
 LRU_KINDS = {"common": 0, "per-cpu": 1}
 
 
@@ -276,7 +280,7 @@ NEW_FLOW_CLIENTS = "198.18.2.2"       # up to 100 addresses: 6 ranges of 1,000,0
 ROUTED_CLIENTS = "198.18.1.129"       # inside ROUTED_CIDR
 FLOOD_CLIENTS = "198.18.3.2"          # SYNs over the flood rate: 2 ranges
 CAUGHT_CLIENTS = "198.18.4.2"         # new flows with the reader caught up: 2 ranges
-REF_CLIENTS = "198.18.5.2"            # the reference's new flows: 4 ranges
+REF_CLIENTS = "198.18.5.2"            # the reference's new flows: 5 ranges
 RANGE = 1_000_000                     # tuples per (program, path): far more than a run uses
 
 
@@ -354,8 +358,9 @@ def reference_paths(h: Harness, ref: ReferenceLB) -> list[BenchPath]:
     est = fast_tcp(CLIENT, VIP, 40000, 80, ACK, payload=bytes(64))
     reply = fast_tcp(target.dst, CLIENT, target.dport, 40000, ACK, payload=bytes(64))
     other = fast_tcp(CLIENT, VIP, 40000, 81, ACK, payload=bytes(64))
-    new = {NEW: (ref.one_fd, 0), NEW_TWO: (ref.two_fd, 1), NEW_FULL: (ref.one_fd, 2),
-           NEW_FULL_TWO: (ref.two_fd, 3)}
+    new = {NEW: (ref.one_fd, 0), NEW_TWO: (ref.two_fd, 1),
+           NEW_NO_INSERT: (ref.no_insert_fd, 2), NEW_FULL: (ref.one_fd, 3),
+           NEW_FULL_TWO: (ref.two_fd, 4)}
     paths = [BenchPath(NON_MATCHING, REF, ref.one_fd, "c1", lambda i: other,
                        hot=lambda j: other),
              BenchPath(ESTABLISHED, REF, ref.one_fd, "c1", lambda i: est),

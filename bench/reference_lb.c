@@ -2,7 +2,7 @@
  * (bench/datapath.py): the least a one-entry conntrack design does per packet on this
  * machine. It is not Katran (not available offline here) and not a usable balancer.
  *
- * Client side (ref_one, ref_two): parse Ethernet/IPv4/TCP; look the destination VIP:port up
+ * Client side (ref_one, ref_two; ref_no_insert, a probe): parse Ethernet/IPv4/TCP; look the destination VIP:port up
  * in a small hash (Katran's vip_map); look the 5-tuple up in one LRU hash (the conntrack,
  * lbtui's key layout, Katran's 16 B value); on a miss pick a target from the VIP's ring
  * (Katran's ch_rings: an array slot chosen by a jhash of the flow, naming an entry of the
@@ -154,7 +154,8 @@ static __always_inline int ref_forward(struct xdp_md *ctx, int inserts)
         ip = r->ip;
         port = r->port;
         struct ref_value nv = {.ip = ip, .port = port};
-        ref_ct.update(&key, &nv);
+        if (inserts >= 1)
+            ref_ct.update(&key, &nv);
         if (inserts == 2) {
             struct ref_key rk = {.src_ip = ip, .dst_ip = key.src_ip, .src_port = port,
                                  .dst_port = key.src_port, .proto = IPPROTO_TCP};
@@ -168,6 +169,13 @@ static __always_inline int ref_forward(struct xdp_md *ctx, int inserts)
     iph->daddr = ip;
     th->dest = port;
     return ref_tx(eth);
+}
+
+/* A probe, not a balancer: everything a new flow does but the insert (the miss, the pick,
+ * the rewrite), to tell the miss from the insert. */
+int ref_no_insert(struct xdp_md *ctx)
+{
+    return ref_forward(ctx, 0);
 }
 
 int ref_one(struct xdp_md *ctx)

@@ -53,6 +53,7 @@ class ReferenceLB:
     one_fd: int            # client side, one entry per new flow
     two_fd: int            # client side, two entries per new flow (forward and reply)
     reply_fd: int          # target side: reply tuple -> restore the VIP
+    no_insert_fd: int      # a probe: a new flow's work without the insert
     ct_fd: int
 
     @classmethod
@@ -62,9 +63,9 @@ class ReferenceLB:
         flags = bpfsys.BPF_F_NO_COMMON_LRU if per_cpu_lru else 0
         b = BPF(src_file=str(SRC).encode(), cflags=[f"-I{LBTUI_BPF}", f"-DREF_CT_SIZE={size}",
                                            f"-DREF_CT_FLAGS={flags}"])
-        one, two, reply = (b.load_func(n, BPF.XDP).fd
-                           for n in (b"ref_one", b"ref_two", b"ref_reply"))
-        return cls(b, one, two, reply, b[b"ref_ct"].map_fd)
+        one, two, reply, probe = (b.load_func(n, BPF.XDP).fd for n in (
+            b"ref_one", b"ref_two", b"ref_reply", b"ref_no_insert"))
+        return cls(b, one, two, reply, probe, b[b"ref_ct"].map_fd)
 
     def close(self) -> None:
         self.bpf.cleanup()

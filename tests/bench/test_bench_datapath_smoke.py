@@ -23,7 +23,7 @@ def test_datapath_quick_prints_the_per_path_table(tmp_path: Path) -> None:
     ref = {r["name"] for r in size["rows_90"] + size["rows_full"] if r["prog"] == "ref"}
     assert ref == {"non-matching", "established", "reply", "new flow",
                    "new flow, two entries", "new flow, table full (evicts)",
-                   "new flow, two entries, table full"}
+                   "new flow, two entries, table full", "new flow, no insert"}
     assert abs(size["ref_entries_90"] - 0.9 * size["size"]) < 0.01 * size["size"]
     assert size["ref_entries_full"] > 0.98 * size["size"]
     assert all(r["samples"] > 0 and r["single_minus_floor_ns"] is not None

@@ -66,6 +66,10 @@ def test_one_entry_per_flow_and_spread_over_targets(ref: ReferenceLB) -> None:
         seen.add(q.dst)
     assert ref.entries() == 100
     assert seen == {ip for ip, _p, _w in TARGETS}
+    verdict, out = run(ref.no_insert_fd, fast_tcp(CLIENT, VIP, 2000, 80, SYN))
+    q = parse(out)
+    assert verdict == XDP_TX and q is not None and q.dst in seen
+    assert ref.entries() == 100                      # the probe inserts nothing
 
 
 def test_not_a_vip_port_and_unknown_replies_pass(ref: ReferenceLB) -> None:
