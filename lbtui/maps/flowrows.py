@@ -31,8 +31,9 @@ BYTES_REV: Final = 8
 Row = tuple[bytes, int, bytes, int, int, int, int, int, int]
 
 _KEY = struct.Struct("=16s")
-# orig_dst (6 B, the key has it), flags, nat ip+port (6 B), reserved, six u64 counters.
-_VALUE = struct.Struct("=6xH6s2xQQQQQQ")
+# orig_dst (6 B: VIP ip + port; a row drops it, the key has it), flags, nat ip+port (6 B),
+# reserved, six u64 counters.
+_VALUE = struct.Struct("=6sH6s2xQQQQQQ")
 _ODD = bytes(i & 1 for i in range(256))   # translate table: flags low byte -> REPLY bit
 
 
@@ -103,9 +104,12 @@ class ConnDump:
 
 
 def read_rows(reader: CtReader, max_rows: int | None = None) -> ConnDump:
-    """Every forward flow of the map, as rows. Past ``max_rows`` flows are only counted
-    (the rows are then a sample in hash order, which is unrelated to any column)."""
+    """Every forward flow of the map, as rows, with the reverse counts its reply entry
+    holds added (the datapath counts replies there; joined by the reply entry's key and
+    VIP:port). Past ``max_rows`` flows are only counted (the rows are then a sample in hash
+    order, which is unrelated to any column)."""
     rows: list[Row] = []
+    rev: dict[bytes, tuple[bytes, int, int]] = {}   # forward key -> (target, pkts, bytes)
     total = entries = 0
     ki, vi = _KEY.iter_unpack, _VALUE.iter_unpack
     for keys, values, n in reader.chunks():
@@ -113,14 +117,36 @@ def read_rows(reader: CtReader, max_rows: int | None = None) -> ConnDump:
         entries += n
         replies = bytes(vb[6::64]).translate(_ODD).count(1)
         total += n - replies
+        kb = memoryview(keys).cast("B")[: n * 16]
+        if replies:
+            _collect_reverse(rev, kb, vb)
         if max_rows is not None and len(rows) >= max_rows:
             continue
-        kb = memoryview(keys).cast("B")[: n * 16]
-        rows.extend([k + v for k, v in zip(ki(kb), vi(vb), strict=True)
-                     if not v[0] & abi.CT_F_REPLY])
+        rows.extend([k + v[1:] for k, v in zip(ki(kb), vi(vb), strict=True)
+                     if not v[1] & abi.CT_F_REPLY])
     if max_rows is not None and len(rows) > max_rows:
         del rows[max_rows:]
+    if rev:
+        _add_reverse(rows, rev)
     return ConnDump(rows, total, entries, total > len(rows))
+
+
+def _collect_reverse(rev: dict[bytes, tuple[bytes, int, int]], kb: memoryview,
+                     vb: memoryview) -> None:
+    """Reply entries with counts of one batch, under their flow's forward key."""
+    for (k,), v in zip(_KEY.iter_unpack(kb), _VALUE.iter_unpack(vb), strict=True):
+        if v[1] & abi.CT_F_REPLY and (v[PKTS_REV] or v[BYTES_REV]):
+            orig = v[0]
+            fkey = k[4:8] + orig[0:4] + k[10:12] + orig[4:6] + k[12:16]
+            rev[fkey] = (k[0:4] + k[8:10], v[PKTS_REV], v[BYTES_REV])
+
+
+def _add_reverse(rows: list[Row], rev: dict[bytes, tuple[bytes, int, int]]) -> None:
+    for i, r in enumerate(rows):
+        hit = rev.get(r[KEY])
+        if hit is not None and hit[0] == r[TARGET]:
+            rows[i] = (r[KEY], r[FLAGS], r[TARGET], r[CREATED], r[LAST_SEEN], r[PKTS_FWD],
+                       r[PKTS_REV] + hit[1], r[BYTES_FWD], r[BYTES_REV] + hit[2])
 
 
 def open_reader(conntrack_map: BpfMap, chunk: int = 8192) -> CtReader:
