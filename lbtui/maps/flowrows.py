@@ -31,9 +31,8 @@ BYTES_REV: Final = 8
 Row = tuple[bytes, int, bytes, int, int, int, int, int, int]
 
 _KEY = struct.Struct("=16s")
-# orig_dst (6 B: VIP ip + port; a row drops it, the key has it), flags, nat ip+port (6 B),
-# reserved, six u64 counters.
-_VALUE = struct.Struct("=6sH6s2xQQQQQQ")
+# orig_dst (6 B, the key has it), flags, nat ip+port (6 B), reserved, six u64 counters.
+_VALUE = struct.Struct("=6xH6s2xQQQQQQ")
 _ODD = bytes(i & 1 for i in range(256))   # translate table: flags low byte -> REPLY bit
 
 
@@ -105,48 +104,69 @@ class ConnDump:
 
 def read_rows(reader: CtReader, max_rows: int | None = None) -> ConnDump:
     """Every forward flow of the map, as rows, with the reverse counts its reply entry
-    holds added (the datapath counts replies there; joined by the reply entry's key and
-    VIP:port). Past ``max_rows`` flows are only counted (the rows are then a sample in hash
-    order, which is unrelated to any column)."""
-    rows: list[Row] = []
-    rev: dict[bytes, tuple[bytes, int, int]] = {}   # forward key -> (target, pkts, bytes)
+    holds added (the datapath counts replies there). Past ``max_rows`` flows are only
+    counted (the rows are then a sample in hash order, which is unrelated to any column).
+
+    Two passes: the batches are read (and copied) first, since a flow's reply entry may
+    come in any batch; the rows are built from the copies with the counts joined in."""
+    kept: list[tuple[bytes, bytes]] = []
+    rev: dict[bytes, tuple[bytes, int, int]] = {}
     total = entries = 0
-    ki, vi = _KEY.iter_unpack, _VALUE.iter_unpack
     for keys, values, n in reader.chunks():
-        vb = memoryview(values).cast("B")[: n * 64]
+        kb = bytes(memoryview(keys).cast("B")[: n * 16])
+        vb = bytes(memoryview(values).cast("B")[: n * 64])
         entries += n
-        replies = bytes(vb[6::64]).translate(_ODD).count(1)
+        replies = vb[6::64].translate(_ODD).count(1)
+        if max_rows is None or total < max_rows:
+            kept.append((kb, vb))
         total += n - replies
-        kb = memoryview(keys).cast("B")[: n * 16]
         if replies:
-            _collect_reverse(rev, kb, vb)
-        if max_rows is not None and len(rows) >= max_rows:
-            continue
-        rows.extend([k + v[1:] for k, v in zip(ki(kb), vi(vb), strict=True)
-                     if not v[1] & abi.CT_F_REPLY])
+            rev.update(_reverse_counts(kb, vb, n))
+    rows: list[Row] = []
+    g = rev.get
+    for kb, vb in kept:
+        rows.extend([(k, f, t, c, s, pf, pr, bf, br) if (h := g(k)) is None or h[0] != t
+                     else (k, f, t, c, s, pf, pr + h[1], bf, br + h[2])
+                     for (k,), (f, t, c, s, pf, pr, bf, br) in zip(
+                         _KEY.iter_unpack(kb), _VALUE.iter_unpack(vb), strict=True)
+                     if not f & abi.CT_F_REPLY])
     if max_rows is not None and len(rows) > max_rows:
         del rows[max_rows:]
-    if rev:
-        _add_reverse(rows, rev)
     return ConnDump(rows, total, entries, total > len(rows))
 
 
-def _collect_reverse(rev: dict[bytes, tuple[bytes, int, int]], kb: memoryview,
-                     vb: memoryview) -> None:
-    """Reply entries with counts of one batch, under their flow's forward key."""
-    for (k,), v in zip(_KEY.iter_unpack(kb), _VALUE.iter_unpack(vb), strict=True):
-        if v[1] & abi.CT_F_REPLY and (v[PKTS_REV] or v[BYTES_REV]):
-            orig = v[0]
-            fkey = k[4:8] + orig[0:4] + k[10:12] + orig[4:6] + k[12:16]
-            rev[fkey] = (k[0:4] + k[8:10], v[PKTS_REV], v[BYTES_REV])
+# A reply entry, rearranged for the join with its flow's row (bytes copied for a whole
+# batch at once with strided slices): its flow's forward key (client ip, VIP ip, client
+# port, VIP port, proto and pad: a row's KEY), its target (ip, port: a row's TARGET), its
+# flags, packets_rev and bytes_rev. (destination offset, from the key (else the value),
+# source offset, length).
+_JOINED = struct.Struct("=16s6sHQQ")
+_JOIN_FIELDS = ((0, True, 4, 4),       # client ip: the reply's destination
+                (4, False, 0, 4),      # VIP ip: orig_dst_ip
+                (8, True, 10, 2),      # client port: the reply's destination
+                (10, False, 4, 2),     # VIP port: orig_dst_port
+                (12, True, 12, 4),     # proto and pad
+                (16, True, 0, 4),      # target ip: the reply's source
+                (20, True, 8, 2),      # target port: the reply's source
+                (22, False, 6, 2),     # flags
+                (24, False, 40, 8),    # packets_rev
+                (32, False, 56, 8))    # bytes_rev
 
 
-def _add_reverse(rows: list[Row], rev: dict[bytes, tuple[bytes, int, int]]) -> None:
-    for i, r in enumerate(rows):
-        hit = rev.get(r[KEY])
-        if hit is not None and hit[0] == r[TARGET]:
-            rows[i] = (r[KEY], r[FLAGS], r[TARGET], r[CREATED], r[LAST_SEEN], r[PKTS_FWD],
-                       r[PKTS_REV] + hit[1], r[BYTES_FWD], r[BYTES_REV] + hit[2])
+def _reverse_counts(keys: bytes, values: bytes, n: int
+                    ) -> dict[bytes, tuple[bytes, int, int]]:
+    """A batch's reply entries that counted packets, under their flow's forward key:
+    (target, packets_rev, bytes_rev). A reply entry counts for the flow whose reply tuple
+    it is under (the target must match the row's) and whose VIP:port it names (in the
+    forward key)."""
+    size = _JOINED.size
+    joined = bytearray(n * size)
+    for dst, from_key, src, length in _JOIN_FIELDS:
+        raw, stride = (keys, 16) if from_key else (values, 64)
+        for i in range(length):
+            joined[dst + i::size] = raw[src + i::stride]
+    return {k: (t, p, b) for k, t, f, p, b in _JOINED.iter_unpack(joined)
+            if f & abi.CT_F_REPLY and (p or b)}
 
 
 def open_reader(conntrack_map: BpfMap, chunk: int = 8192) -> CtReader:
