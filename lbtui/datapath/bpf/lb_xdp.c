@@ -651,9 +651,11 @@ static __always_inline int lb_translate_reply(struct lb_pkt *p, __be32 vip, __be
  * forward path's lb_keep_reply, or by its creation, each of which checked that it is its
  * live flow's) and established (SEEN_REPLY) translates a plain segment from its own
  * VIP:port: one conntrack lookup, no write to the forward entry. Its flow can only have
- * changed since by a FIN, RST or SYN (which take the full path) or by userspace deleting
- * the flow: then the reply entry answers for at most the rest of the tick, with the
- * flow's own VIP, and the first packet of the next tick finds the flow gone. */
+ * changed since by a FIN, RST or SYN (which take the full path; a reset or a reused tuple
+ * deletes the reply entry) or by its forward entry being deleted alone (LRU eviction;
+ * lbtui's own deletes remove the reply entry first): then the reply entry answers for at
+ * most the rest of the tick, with the flow's own VIP, and the first reply of the next
+ * tick finds the flow gone. */
 static __always_inline int lb_handle_reply(struct xdp_md *ctx, struct lb_pkt *p,
                                            const struct lb_ct_key *key,
                                            struct lb_ct_value *rct, __u16 rflags, __u64 now)
