@@ -110,7 +110,7 @@ def read_rows(reader: CtReader, max_rows: int | None = None) -> ConnDump:
     Two passes: the batches are read (and copied) first, since a flow's reply entry may
     come in any batch; the rows are built from the copies with the counts joined in."""
     kept: list[tuple[bytes, bytes]] = []
-    rev: dict[bytes, tuple[bytes, int, int]] = {}
+    rev: dict[bytes, int] = {}
     total = entries = 0
     for keys, values, n in reader.chunks():
         kb = bytes(memoryview(keys).cast("B")[: n * 16])
@@ -125,8 +125,8 @@ def read_rows(reader: CtReader, max_rows: int | None = None) -> ConnDump:
     rows: list[Row] = []
     g = rev.get
     for kb, vb in kept:
-        rows.extend([(k, f, t, c, s, pf, pr, bf, br) if (h := g(k)) is None or h[0] != t
-                     else (k, f, t, c, s, pf, pr + h[1], bf, br + h[2])
+        rows.extend([(k, f, t, c, s, pf, pr, bf, br) if (h := g(k + t)) is None
+                     else (k, f, t, c, s, pf, pr + (h >> 64), bf, br + (h & _U64))
                      for (k,), (f, t, c, s, pf, pr, bf, br) in zip(
                          _KEY.iter_unpack(kb), _VALUE.iter_unpack(vb), strict=True)
                      if not f & abi.CT_F_REPLY])
@@ -136,11 +136,14 @@ def read_rows(reader: CtReader, max_rows: int | None = None) -> ConnDump:
 
 
 # A reply entry, rearranged for the join with its flow's row (bytes copied for a whole
-# batch at once with strided slices): its flow's forward key (client ip, VIP ip, client
-# port, VIP port, proto and pad: a row's KEY), its target (ip, port: a row's TARGET), its
-# flags, packets_rev and bytes_rev. (destination offset, from the key (else the value),
-# source offset, length).
-_JOINED = struct.Struct("=16s6sHQQ")
+# batch at once with strided slices): the join key, 22 bytes, a row's KEY + TARGET (its
+# flow's forward key: client ip, VIP ip, client port, VIP port, proto and pad; then its
+# target: the reply's source ip and port), then its flags, packets_rev and bytes_rev.
+# (destination offset, from the key (else the value), source offset, length). A dict hit
+# on KEY + TARGET is the rule of lb_abi.h: the reply entry is under the flow's reply tuple
+# and names the flow's VIP:port.
+_JOINED = struct.Struct("=22sHQQ")
+_U64 = (1 << 64) - 1    # the counts travel as one int: packets_rev << 64 | bytes_rev
 _JOIN_FIELDS = ((0, True, 4, 4),       # client ip: the reply's destination
                 (4, False, 0, 4),      # VIP ip: orig_dst_ip
                 (8, True, 10, 2),      # client port: the reply's destination
@@ -153,19 +156,17 @@ _JOIN_FIELDS = ((0, True, 4, 4),       # client ip: the reply's destination
                 (32, False, 56, 8))    # bytes_rev
 
 
-def _reverse_counts(keys: bytes, values: bytes, n: int
-                    ) -> dict[bytes, tuple[bytes, int, int]]:
-    """A batch's reply entries that counted packets, under their flow's forward key:
-    (target, packets_rev, bytes_rev). A reply entry counts for the flow whose reply tuple
-    it is under (the target must match the row's) and whose VIP:port it names (in the
-    forward key)."""
+def _reverse_counts(keys: bytes, values: bytes, n: int) -> dict[bytes, int]:
+    """A batch's reply entries that counted packets, under their join key (a row's KEY +
+    TARGET): packets_rev << 64 | bytes_rev (one int per entry: the console joins 100,000s
+    of them on every refresh)."""
     size = _JOINED.size
     joined = bytearray(n * size)
     for dst, from_key, src, length in _JOIN_FIELDS:
         raw, stride = (keys, 16) if from_key else (values, 64)
         for i in range(length):
             joined[dst + i::size] = raw[src + i::stride]
-    return {k: (t, p, b) for k, t, f, p, b in _JOINED.iter_unpack(joined)
+    return {k: p << 64 | b for k, f, p, b in _JOINED.iter_unpack(joined)
             if f & abi.CT_F_REPLY and (p or b)}
 
 
