@@ -4,8 +4,9 @@
                                            [--json out.json]
 
 For each size a fresh conntrack map (LRU hash, sized so nothing is evicted while filling)
-gets that many flows (forward entries, as the datapath writes them; the console reads and
-shows forward entries), spread over three targets. Then, repeated ``--refreshes`` times
+gets that many flows (a forward entry and a reply entry each, as the datapath writes them:
+the console shows forward entries with the reply entry's counts joined in), spread over
+three targets. Then, repeated ``--refreshes`` times
 with every flow's counters grown in between, medians reported:
 
 - map read: one batched read (BPF_MAP_LOOKUP_BATCH, fixed buffers) decoded into rows
@@ -50,18 +51,23 @@ TARGETS = [("198.18.101.2", 8080), ("198.18.102.2", 8080), ("198.18.103.2", 8080
 
 def make_maps(flows: int) -> M.MapSet:
     # LRU hash maps evict before they are full (per-CPU free lists): leave headroom.
-    return M.create_all_maps({"max_connections": int(flows * 1.25) + 4096})
+    return M.create_all_maps({"max_connections": int(flows * 2.5) + 4096})
 
 
 def fill(ms: M.MapSet, flows: int, step: int) -> None:
-    """``flows`` forward entries 198.18.(1+i//60000).(2+i%250):port -> VIP:80 -> one of
-    three targets (5:3:2); counters grow with ``step``."""
+    """``flows`` flows 198.18.(1+i//60000).(2+i%250):port -> VIP:80 -> one of three
+    targets (5:3:2), each a forward entry and a reply entry as the datapath writes them
+    (the reply entry counts the reply direction, the rows join it in); counters grow with
+    ``step``."""
     fd = ms.conntrack_map.fd
     vip, vport = ip_to_be("198.18.0.10"), port_to_be(80)
     tgts = [(ip_to_be(ip), port_to_be(p)) for ip, p in TARGETS]
     now = time.monotonic_ns()
-    k = abi.CtKey()
-    v = abi.CtValue()
+    k, rk = abi.CtKey(), abi.CtKey()
+    v, rv = abi.CtValue(), abi.CtValue()
+    rk.proto = abi.IPPROTO_TCP
+    rv.orig_dst_ip, rv.orig_dst_port = vip, vport
+    rv.flags = abi.CT_F_REPLY | abi.CT_F_SEEN_REPLY | abi.CT_F_STATS
     k.dst_ip, k.dst_port, k.proto = vip, vport, abi.IPPROTO_TCP
     v.orig_dst_ip, v.orig_dst_port = vip, vport
     v.flags = abi.CT_F_SEEN_REPLY | abi.CT_F_STATS
@@ -72,8 +78,13 @@ def fill(ms: M.MapSet, flows: int, step: int) -> None:
         v.created_ns = now - (i % 3600) * 1_000_000_000
         v.last_seen_ns = now
         g = step + 1
-        v.packets_fwd, v.packets_rev = 10 * g + i % 7, 8 * g
-        v.bytes_fwd, v.bytes_rev = 900 * g + i % 1000, 40_000 * g + i % 5000
+        v.packets_fwd, rv.packets_rev = 10 * g + i % 7, 8 * g
+        v.bytes_fwd, rv.bytes_rev = 900 * g + i % 1000, 40_000 * g + i % 5000
+        rk.src_ip, rk.src_port = v.nat_dst_ip, v.nat_dst_port
+        rk.dst_ip, rk.dst_port = k.src_ip, k.src_port
+        rv.nat_dst_ip, rv.nat_dst_port = v.nat_dst_ip, v.nat_dst_port
+        rv.created_ns, rv.last_seen_ns = v.created_ns, now
+        bpfsys.update(fd, rk, rv)
         bpfsys.update(fd, k, v)
 
 

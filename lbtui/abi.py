@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ctypes as ct
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 MAX_TARGETS = 8
 
 ROUTE_F_STATS = 1 << 0

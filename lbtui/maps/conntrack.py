@@ -3,6 +3,7 @@ batches, deleting them, and the userspace sweep of idle flows."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import time
@@ -116,11 +117,29 @@ class Connection:
         return d
 
 
-def decode_connection(k: abi.CtKey, v: abi.CtValue) -> Connection:
+def decode_connection(k: abi.CtKey, v: abi.CtValue, r: abi.CtValue | None = None
+                      ) -> Connection:
+    """The flow of forward entry ``k``/``v``. ``r``: its reply entry (``reply_of``), whose
+    reverse counts add to the forward entry's (the datapath counts replies there)."""
+    prev, brev = (r.packets_rev, r.bytes_rev) if r is not None else (0, 0)
     return Connection(be_to_ip(k.src_ip), be_to_port(k.src_port), be_to_ip(v.orig_dst_ip),
                       be_to_port(v.orig_dst_port), be_to_ip(v.nat_dst_ip),
                       be_to_port(v.nat_dst_port), k.proto, v.flags, v.created_ns,
-                      v.last_seen_ns, v.packets_fwd, v.packets_rev, v.bytes_fwd, v.bytes_rev)
+                      v.last_seen_ns, v.packets_fwd, v.packets_rev + prev, v.bytes_fwd,
+                      v.bytes_rev + brev)
+
+
+def _is_reply_of(k: abi.CtKey, v: abi.CtValue, rv: abi.CtValue | None) -> bool:
+    """Is ``rv`` (read under the reply tuple of ``k``/``v``) this flow's reply entry? Under
+    that tuple and naming the same VIP:port; else another listener's flow owns it."""
+    return rv is not None and bool(rv.flags & abi.CT_F_REPLY) and (
+        rv.orig_dst_ip, rv.orig_dst_port) == (v.orig_dst_ip, v.orig_dst_port)
+
+
+def reply_of(conntrack_map: BpfMap, k: abi.CtKey, v: abi.CtValue) -> abi.CtValue | None:
+    """The reply entry of forward entry ``k``/``v``, if it has one (one lookup)."""
+    rv = bpfsys.lookup(conntrack_map._require_open(), _reply_key(k, v), abi.CtValue)
+    return rv if _is_reply_of(k, v, rv) else None
 
 
 CtReader = bpfsys.BatchReader[abi.CtKey, abi.CtValue]
@@ -133,24 +152,40 @@ def conntrack_reader(conntrack_map: BpfMap, chunk: int = 4096) -> CtReader:
 
 def list_connections(conntrack_map: BpfMap, *, reader: CtReader | None = None
                      ) -> list[Connection]:
-    """Every tracked flow (forward entries), read with BPF_MAP_LOOKUP_BATCH in chunks."""
+    """Every tracked flow (forward entries), read with BPF_MAP_LOOKUP_BATCH in chunks, with
+    the reverse counts of its reply entry added (joined from the same dump by (client,
+    VIP, target): the reply entry's key and VIP:port must be the flow's)."""
     r = reader or conntrack_reader(conntrack_map)
-    out = []
+    out: list[Connection] = []
+    joins: list[tuple[int, ...]] = []
+    rev: dict[tuple[int, ...], tuple[int, int]] = {}
     for keys, values, n in r.chunks():
         for i in range(n):
-            v = values[i]
+            k, v = keys[i], values[i]
             if not v.flags & abi.CT_F_REPLY:
-                out.append(decode_connection(keys[i], v))
+                out.append(decode_connection(k, v))
+                joins.append((k.src_ip, k.src_port, v.orig_dst_ip, v.orig_dst_port, k.proto,
+                              v.nat_dst_ip, v.nat_dst_port))
+            elif v.packets_rev or v.bytes_rev:
+                rev[(k.dst_ip, k.dst_port, v.orig_dst_ip, v.orig_dst_port, k.proto,
+                     k.src_ip, k.src_port)] = (v.packets_rev, v.bytes_rev)
+    if rev:
+        for i, j in enumerate(joins):
+            if (counts := rev.get(j)) is not None:
+                c = out[i]
+                out[i] = dataclasses.replace(c, packets_rev=c.packets_rev + counts[0],
+                                             bytes_rev=c.bytes_rev + counts[1])
     return out
 
 
 def lookup_connection(conntrack_map: BpfMap, five_tuple: Any) -> Connection | None:
+    """One flow by its five-tuple, its reply entry's reverse counts added."""
     t = FiveTuple.parse(five_tuple)
     k = t.key()
     v = bpfsys.lookup(conntrack_map._require_open(), k, abi.CtValue)
     if v is None or v.flags & abi.CT_F_REPLY:
         return None
-    return decode_connection(k, v)
+    return decode_connection(k, v, reply_of(conntrack_map, k, v))
 
 
 def _reply_key(k: abi.CtKey, v: abi.CtValue) -> abi.CtKey:
@@ -173,7 +208,8 @@ def delete_connection(conntrack_map: BpfMap, five_tuple: Any) -> bool:
         return False
     if v.flags & abi.CT_F_LOCAL and time.monotonic_ns() - v.last_seen_ns < SPLICED_STALE_NS:
         return _close_spliced(conntrack_map, k)
-    bpfsys.delete(fd, _reply_key(k, v))
+    if reply_of(conntrack_map, k, v) is not None:   # never another flow's
+        bpfsys.delete(fd, _reply_key(k, v))
     removed = bpfsys.delete(fd, k)
     _count_deleted(conntrack_map, int(removed))
     return removed
@@ -221,16 +257,15 @@ def clear_stale_connections(conntrack_map: BpfMap, current_time_ns: int,
         limit = linger if _finished(v.flags) else timeout_ns
         rk = _reply_key(k, v)
         rv = bpfsys.lookup(fd, rk, abi.CtValue)
-        ours = rv is not None and (rv.orig_dst_ip, rv.orig_dst_port) == (
-            v.orig_dst_ip, v.orig_dst_port)
-        last = max(v.last_seen_ns, rv.last_seen_ns) if ours and rv is not None else (
-            v.last_seen_ns)
+        if not _is_reply_of(k, v, rv):
+            rv = None
+        last = max(v.last_seen_ns, rv.last_seen_ns) if rv is not None else v.last_seen_ns
         if current_time_ns - last <= limit:
             continue
-        if ours:
+        if rv is not None:
             bpfsys.delete(fd, rk)
         if bpfsys.delete(fd, k):
-            removed.append(decode_connection(k, v))
+            removed.append(decode_connection(k, v, rv))   # the aged event's counts
     _count_deleted(conntrack_map, len(removed))
     return removed
 

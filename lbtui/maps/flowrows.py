@@ -103,24 +103,71 @@ class ConnDump:
 
 
 def read_rows(reader: CtReader, max_rows: int | None = None) -> ConnDump:
-    """Every forward flow of the map, as rows. Past ``max_rows`` flows are only counted
-    (the rows are then a sample in hash order, which is unrelated to any column)."""
-    rows: list[Row] = []
+    """Every forward flow of the map, as rows, with the reverse counts its reply entry
+    holds added (the datapath counts replies there). Past ``max_rows`` flows are only
+    counted (the rows are then a sample in hash order, which is unrelated to any column).
+
+    Two passes: the batches are read (and copied) first, since a flow's reply entry may
+    come in any batch; the rows are built from the copies with the counts joined in."""
+    kept: list[tuple[bytes, bytes]] = []
+    rev: dict[bytes, int] = {}
     total = entries = 0
-    ki, vi = _KEY.iter_unpack, _VALUE.iter_unpack
     for keys, values, n in reader.chunks():
-        vb = memoryview(values).cast("B")[: n * 64]
+        kb = bytes(memoryview(keys).cast("B")[: n * 16])
+        vb = bytes(memoryview(values).cast("B")[: n * 64])
         entries += n
-        replies = bytes(vb[6::64]).translate(_ODD).count(1)
+        replies = vb[6::64].translate(_ODD).count(1)
+        if max_rows is None or total < max_rows:
+            kept.append((kb, vb))
         total += n - replies
-        if max_rows is not None and len(rows) >= max_rows:
-            continue
-        kb = memoryview(keys).cast("B")[: n * 16]
-        rows.extend([k + v for k, v in zip(ki(kb), vi(vb), strict=True)
-                     if not v[0] & abi.CT_F_REPLY])
+        if replies:
+            rev.update(_reverse_counts(kb, vb, n))
+    rows: list[Row] = []
+    g = rev.get
+    for kb, vb in kept:
+        rows.extend([(k, f, t, c, s, pf, pr, bf, br) if (h := g(k + t)) is None
+                     else (k, f, t, c, s, pf, pr + (h >> 64), bf, br + (h & _U64))
+                     for (k,), (f, t, c, s, pf, pr, bf, br) in zip(
+                         _KEY.iter_unpack(kb), _VALUE.iter_unpack(vb), strict=True)
+                     if not f & abi.CT_F_REPLY])
     if max_rows is not None and len(rows) > max_rows:
         del rows[max_rows:]
     return ConnDump(rows, total, entries, total > len(rows))
+
+
+# A reply entry, rearranged for the join with its flow's row (bytes copied for a whole
+# batch at once with strided slices): the join key, 22 bytes, a row's KEY + TARGET (its
+# flow's forward key: client ip, VIP ip, client port, VIP port, proto and pad; then its
+# target: the reply's source ip and port), then its flags, packets_rev and bytes_rev.
+# (destination offset, from the key (else the value), source offset, length). A dict hit
+# on KEY + TARGET is the rule of lb_abi.h: the reply entry is under the flow's reply tuple
+# and names the flow's VIP:port.
+_JOINED = struct.Struct("=22sHQQ")
+_U64 = (1 << 64) - 1    # the counts travel as one int: packets_rev << 64 | bytes_rev
+_JOIN_FIELDS = ((0, True, 4, 4),       # client ip: the reply's destination
+                (4, False, 0, 4),      # VIP ip: orig_dst_ip
+                (8, True, 10, 2),      # client port: the reply's destination
+                (10, False, 4, 2),     # VIP port: orig_dst_port
+                (12, True, 12, 4),     # proto and pad
+                (16, True, 0, 4),      # target ip: the reply's source
+                (20, True, 8, 2),      # target port: the reply's source
+                (22, False, 6, 2),     # flags
+                (24, False, 40, 8),    # packets_rev
+                (32, False, 56, 8))    # bytes_rev
+
+
+def _reverse_counts(keys: bytes, values: bytes, n: int) -> dict[bytes, int]:
+    """A batch's reply entries that counted packets, under their join key (a row's KEY +
+    TARGET): packets_rev << 64 | bytes_rev (one int per entry: the console joins 100,000s
+    of them on every refresh)."""
+    size = _JOINED.size
+    joined = bytearray(n * size)
+    for dst, from_key, src, length in _JOIN_FIELDS:
+        raw, stride = (keys, 16) if from_key else (values, 64)
+        for i in range(length):
+            joined[dst + i::size] = raw[src + i::stride]
+    return {k: p << 64 | b for k, f, p, b in _JOINED.iter_unpack(joined)
+            if f & abi.CT_F_REPLY and (p or b)}
 
 
 def open_reader(conntrack_map: BpfMap, chunk: int = 8192) -> CtReader:

@@ -14,7 +14,7 @@ from lbtui import maps as M
 from lbtui.targets import TargetGroup
 
 
-def test_reply_is_rewritten_to_come_from_vip_port_and_counted_on_the_forward_entry(
+def test_reply_is_rewritten_to_come_from_vip_port_and_counted(
         dp: Harness) -> None:
     dp.listen(80, TargetGroup.single(T1, 8080))
     dp.run(tcp(CLIENT, VIP, 40000, 80, "S"))

@@ -14,7 +14,7 @@
 /* Bumped whenever a map's layout, a map's meaning or the set of pinned maps changes. It is
  * stored in settings[LB_SETTING_ABI_VERSION] when the maps are created, so a later lbtui
  * refuses pinned maps it would misread instead of reading the wrong bytes. */
-#define LB_ABI_VERSION 3
+#define LB_ABI_VERSION 4
 
 #define LB_MAX_TARGETS 8
 
@@ -93,7 +93,20 @@ struct lb_lpm_key {
  * The forward entry is the flow; the reply entry is an index into it, used only while the
  * forward entry is alive and still names that target. Forward traffic refreshes the reply
  * entry (and re-creates it if the LRU evicted it); a finished flow's reply entry goes with
- * the packet that finishes it, so it never answers for another connection. */
+ * the packet that finishes it, so it never answers for another connection. A reply entry
+ * checked against its flow in the current clock tick (its last_seen_ns is the tick) and
+ * marked SEEN_REPLY translates plain segments (no SYN, FIN, RST) alone; a forward entry
+ * deleted without its reply entry (LRU eviction) is noticed at the next tick.
+ *
+ * Reverse counts (packets_rev, bytes_rev) live in both entries: the reply path adds to
+ * the reply entry; the forward entry holds what deleted reply entries of the flow folded
+ * into it (the datapath folds before it deletes one: RST, a reused tuple, a stale reply),
+ * and everything for flows without a reply entry (LB_CT_F_LOCAL: the splicer writes them).
+ * A flow's reverse counts are the forward entry's plus its reply entry's, the reply entry
+ * counting only if it is this flow's: under the forward entry's reply tuple (nat_dst ->
+ * client) and naming the same orig_dst. Every reader sums them (lbtui/maps/conntrack.py,
+ * flowrows.py; the closed event carries the sum). A reply entry the LRU evicts takes its
+ * counts with it. */
 struct lb_ct_key {
     __be32 src_ip;
     __be32 dst_ip;
@@ -105,7 +118,8 @@ struct lb_ct_key {
 
 /* Conntrack flags (struct lb_ct_value.flags). Set with atomic OR, never cleared. */
 #define LB_CT_F_REPLY        (1 << 0) /* this entry is a flow's reply tuple */
-#define LB_CT_F_SEEN_REPLY   (1 << 1) /* the target answered: established */
+#define LB_CT_F_SEEN_REPLY   (1 << 1) /* the target answered: established (also set in
+                                       * the reply entry, the reply fast path's check) */
 #define LB_CT_F_FIN_FWD      (1 << 2) /* client sent FIN */
 #define LB_CT_F_FIN_REV      (1 << 3) /* target sent FIN */
 #define LB_CT_F_RST          (1 << 4) /* either side sent RST */
@@ -118,7 +132,9 @@ struct lb_ct_key {
 
 /* Conntrack value, 64 B. In a forward entry orig_dst is the VIP the client dialled and
  * nat_dst the chosen target; the reply entry holds the same pair, so the reply path can
- * restore the VIP and find the forward entry (whose counters it bumps). */
+ * restore the VIP and find the forward entry. Forward counts are in the forward entry
+ * only; reverse counts in both (see above). In a reply entry packets_fwd and bytes_fwd
+ * stay 0. */
 struct lb_ct_value {
     __be32 orig_dst_ip;
     __be16 orig_dst_port;

@@ -144,6 +144,13 @@ static __always_inline void lb_ct_account(__u64 *packets, __u64 *bytes, __u32 le
     *packets += 1;
     *bytes += len;
 }
+
+static __always_inline void lb_ct_account_n(__u64 *packets, __u64 *bytes, __u64 n,
+                                            __u64 len)
+{
+    *packets += n;
+    *bytes += len;
+}
 #define LB_AF_INET 2
 
 /* Flag word: flags live in the top 16 bits of the aligned u64 at the start of the value
@@ -258,8 +265,11 @@ static __always_inline __u64 lb_event_wakeup(__u64 now)
     return BPF_RB_FORCE_WAKEUP;
 }
 
+/* Emit an event about the flow ``fkey``/``v``. ``r``: the flow's reply entry, or NULL; a
+ * flow's reverse counts are its forward entry's plus its reply entry's (lb_abi.h). */
 static __always_inline void lb_emit(__u8 type, __u8 reason, const struct lb_ct_key *fkey,
-                                    const struct lb_ct_value *v, __u64 now)
+                                    const struct lb_ct_value *v, const struct lb_ct_value *r,
+                                    __u64 now)
 {
     struct lb_event *e = stats.ringbuf_reserve(sizeof(struct lb_event));
     if (!e) {
@@ -268,9 +278,9 @@ static __always_inline void lb_emit(__u8 type, __u8 reason, const struct lb_ct_k
     }
     e->ts_ns = now;
     e->packets_fwd = v->packets_fwd;
-    e->packets_rev = v->packets_rev;
+    e->packets_rev = v->packets_rev + (r ? r->packets_rev : 0);
     e->bytes_fwd = v->bytes_fwd;
-    e->bytes_rev = v->bytes_rev;
+    e->bytes_rev = v->bytes_rev + (r ? r->bytes_rev : 0);
     e->created_ns = v->created_ns;
     e->client_ip = fkey->src_ip;
     e->vip_ip = v->orig_dst_ip;
@@ -301,10 +311,55 @@ static __always_inline int lb_is_expired(const struct lb_ct_value *v, __u64 now)
            now - v->last_seen_ns > (__u64)timeout_s * LB_NS_PER_S;
 }
 
-/* Record FIN/RST seen in one direction of a forward flow; emit "closed" once. Returns the
- * flow's flags after this packet. */
+/* The reply tuple of the flow ``fkey`` (client -> listener) DNATed to ip:port. */
+static __always_inline void lb_reply_key_to(struct lb_ct_key *rkey, const struct lb_ct_key *fkey,
+                                            __be32 ip, __be16 port)
+{
+    rkey->src_ip = ip;
+    rkey->dst_ip = fkey->src_ip;
+    rkey->src_port = port;
+    rkey->dst_port = fkey->src_port;
+    rkey->proto = fkey->proto;
+}
+
+static __always_inline void lb_reply_key_of(struct lb_ct_key *rkey, const struct lb_ct_key *fkey,
+                                            const struct lb_ct_value *fct)
+{
+    lb_reply_key_to(rkey, fkey, fct->nat_dst_ip, fct->nat_dst_port);
+}
+
+/* The flow's reply entry (its key in *rkey), if it is this flow's: under the flow's reply
+ * tuple and naming the same VIP:port (else another listener's flow owns the tuple). */
+static __always_inline struct lb_ct_value *lb_reply_of(const struct lb_ct_key *fkey,
+                                                       const struct lb_ct_value *fct,
+                                                       struct lb_ct_key *rkey)
+{
+    lb_reply_key_of(rkey, fkey, fct);
+    struct lb_ct_value *r = conntrack.lookup(rkey);
+    if (!r || !(r->flags & LB_CT_F_REPLY) || r->orig_dst_ip != fct->orig_dst_ip ||
+        r->orig_dst_port != fct->orig_dst_port)
+        return NULL;
+    return r;
+}
+
+/* Delete a flow's reply entry ``r`` (under ``rkey``), first adding the reverse counts it
+ * holds to the flow's forward entry ``fct`` (NULL: the flow is gone, nothing to keep). */
+static __always_inline void lb_drop_reply(const struct lb_ct_key *rkey, struct lb_ct_value *r,
+                                          struct lb_ct_value *fct)
+{
+    if (fct)
+        lb_ct_account_n(&fct->packets_rev, &fct->bytes_rev, r->packets_rev, r->bytes_rev);
+    conntrack.delete((struct lb_ct_key *)rkey);
+}
+
+/* Record FIN/RST seen in one direction of a forward flow; emit "closed" once. ``r``: the
+ * flow's reply entry when the caller has it (the reply path); NULL makes the close look it
+ * up for the event's reverse counts (rare: once a flow). Returns the flow's flags after
+ * this packet. */
 static __always_inline __u16 lb_track_tcp_close(struct lb_pkt *p, const struct lb_ct_key *fkey,
-                                                struct lb_ct_value *fct, int reverse, __u64 now)
+                                                struct lb_ct_value *fct,
+                                                const struct lb_ct_value *r, int reverse,
+                                                __u64 now)
 {
     __u16 bits = 0;
     if (!p->tcp)
@@ -321,9 +376,13 @@ static __always_inline __u16 lb_track_tcp_close(struct lb_pkt *p, const struct l
     if (lb_ct_fetch_or_flags(fct, LB_CT_F_CLOSE_SENT) & LB_CT_F_CLOSE_SENT)
         return flags;                   /* another CPU won the race to report it */
     lb_count(LB_CTR_FLOWS_CLOSED);
-    if ((flags & LB_CT_F_STATS) && lb_setting(LB_SETTING_STATS_ENABLED))
+    if ((flags & LB_CT_F_STATS) && lb_setting(LB_SETTING_STATS_ENABLED)) {
+        struct lb_ct_key rkey = {};
+        if (!r)
+            r = lb_reply_of(fkey, fct, &rkey);
         lb_emit(LB_EVENT_CLOSED, (flags & LB_CT_F_RST) ? LB_CLOSE_RST : LB_CLOSE_FIN,
-                fkey, fct, now);
+                fkey, fct, r, now);
+    }
     return flags;
 }
 
@@ -488,23 +547,6 @@ static __always_inline void lb_check_partial(struct xdp_md *ctx, struct lb_pkt *
 
 /* --- conntrack -------------------------------------------------------------------------- */
 
-/* The reply tuple of the flow ``fkey`` (client -> listener) DNATed to ip:port. */
-static __always_inline void lb_reply_key_to(struct lb_ct_key *rkey, const struct lb_ct_key *fkey,
-                                            __be32 ip, __be16 port)
-{
-    rkey->src_ip = ip;
-    rkey->dst_ip = fkey->src_ip;
-    rkey->src_port = port;
-    rkey->dst_port = fkey->src_port;
-    rkey->proto = fkey->proto;
-}
-
-static __always_inline void lb_reply_key_of(struct lb_ct_key *rkey, const struct lb_ct_key *fkey,
-                                            const struct lb_ct_value *fct)
-{
-    lb_reply_key_to(rkey, fkey, fct->nat_dst_ip, fct->nat_dst_port);
-}
-
 static __always_inline void lb_forward_key_of(struct lb_ct_key *fkey, const struct lb_ct_key *rkey,
                                               const struct lb_ct_value *rct)
 {
@@ -524,7 +566,8 @@ static __always_inline void lb_reply_value_of(struct lb_ct_value *rv, const stru
     rv->nat_dst_port = fv->nat_dst_port;
     rv->created_ns = fv->created_ns;
     rv->last_seen_ns = now;
-    rv->flags = (fv->flags & LB_CT_F_STATS) | LB_CT_F_REPLY;
+    /* SEEN_REPLY too: an adopted or handshake-completed flow is established already. */
+    rv->flags = (fv->flags & (LB_CT_F_STATS | LB_CT_F_SEEN_REPLY)) | LB_CT_F_REPLY;
 }
 
 /* The forward entry a reply entry points at, if that flow still uses this reply tuple. */
@@ -540,15 +583,15 @@ static __always_inline struct lb_ct_value *lb_flow_of_reply(const struct lb_ct_k
     return fct;
 }
 
-/* Remove a flow's reply entry, but only if it is still this flow's. */
+/* Remove a flow's reply entry, but only if it is still this flow's; its reverse counts
+ * go to the forward entry first. */
 static __always_inline void lb_forget_reply(const struct lb_ct_key *fkey,
-                                            const struct lb_ct_value *fct)
+                                            struct lb_ct_value *fct)
 {
     struct lb_ct_key rkey = {};
-    lb_reply_key_of(&rkey, fkey, fct);
-    struct lb_ct_value *r = conntrack.lookup(&rkey);
-    if (r && r->orig_dst_ip == fct->orig_dst_ip && r->orig_dst_port == fct->orig_dst_port)
-        conntrack.delete(&rkey);
+    struct lb_ct_value *r = lb_reply_of(fkey, fct, &rkey);
+    if (r)
+        lb_drop_reply(&rkey, r, fct);
 }
 
 /* Once a tick per flow, on forward traffic: refresh the reply entry's last_seen (so the
@@ -575,22 +618,56 @@ static __always_inline void lb_keep_reply(const struct lb_ct_key *fkey,
         lb_count(LB_CTR_REPLIES_REBUILT);
 }
 
-/* A reply tuple whose flow is gone, finished or someone else's: not ours. */
-static __always_inline int lb_stale_reply(struct xdp_md *ctx, const struct lb_ct_key *key)
+/* A reply tuple whose flow is gone, finished or someone else's: not ours. ``fct``: its
+ * flow when that is gone only in the sense of finished (it keeps the reverse counts). */
+static __always_inline int lb_stale_reply(struct xdp_md *ctx, const struct lb_ct_key *key,
+                                          struct lb_ct_value *rct, struct lb_ct_value *fct)
 {
-    conntrack.delete((struct lb_ct_key *)key);
+    lb_drop_reply(key, rct, fct);
     return lb_pass(ctx->ingress_ifindex, LB_REASON_STALE_REPLY);
 }
 
-/* A packet from a target back to its client: restore VIP:port as the source. */
+/* A segment that changes no flow state: UDP, or TCP without SYN, FIN or RST. */
+static __always_inline int lb_is_plain(const struct lb_pkt *p)
+{
+    return !p->tcp || !(p->tcp->syn || p->tcp->fin || p->tcp->rst);
+}
+
+/* Restore VIP:port as a reply's source, keeping the target's for a PMTU answer. */
+static __always_inline int lb_translate_reply(struct lb_pkt *p, __be32 vip, __be16 vport)
+{
+    p->is_reply = 1;
+    p->reply_src_ip = p->iph->saddr;
+    p->reply_src_port = *p->sport;
+    lb_rewrite_src(p, vip, vport);
+    return LB_FORWARD;
+}
+
+/* A packet from a target back to its client: restore VIP:port as the source. The reply
+ * entry takes the reverse counts (the forward entry is another entry, written by the
+ * other direction: a write to it costs a reply about 15 ns, bench.datapath).
+ *
+ * Fast path: a reply entry validated in this clock tick (by this path below, by the
+ * forward path's lb_keep_reply, or by its creation, each of which checked that it is its
+ * live flow's) and established (SEEN_REPLY) translates a plain segment from its own
+ * VIP:port: one conntrack lookup, no write to the forward entry. Its flow can only have
+ * changed since by a FIN, RST or SYN (which take the full path; a reset or a reused tuple
+ * deletes the reply entry) or by its forward entry being deleted alone (LRU eviction;
+ * lbtui's own deletes remove the reply entry first): then the reply entry answers for at
+ * most the rest of the tick, with the flow's own VIP, and the first reply of the next
+ * tick finds the flow gone. */
 static __always_inline int lb_handle_reply(struct xdp_md *ctx, struct lb_pkt *p,
                                            const struct lb_ct_key *key,
-                                           struct lb_ct_value *rct, __u64 now)
+                                           struct lb_ct_value *rct, __u16 rflags, __u64 now)
 {
+    if ((rflags & LB_CT_F_SEEN_REPLY) && rct->last_seen_ns == now && lb_is_plain(p)) {
+        lb_ct_account(&rct->packets_rev, &rct->bytes_rev, p->ip_len);
+        return lb_translate_reply(p, rct->orig_dst_ip, rct->orig_dst_port);
+    }
     struct lb_ct_key fkey = {};
     struct lb_ct_value *fct = lb_flow_of_reply(key, rct, &fkey);
     if (!fct)
-        return lb_stale_reply(ctx, key);
+        return lb_stale_reply(ctx, key, rct, NULL);
     __u16 flags = fct->flags;
     int handshake = p->tcp && p->tcp->syn;
     if (lb_is_closed(flags) || lb_is_expired(fct, now)) {
@@ -600,8 +677,8 @@ static __always_inline int lb_handle_reply(struct xdp_md *ctx, struct lb_pkt *p,
          * still belong to the flow until the sweep removes it, or a direct SYN on the
          * tuple does (lb_forget_finished_reply). */
         if (handshake || !p->tcp || !lb_is_closed(flags) || (flags & LB_CT_F_RST))
-            return lb_stale_reply(ctx, key);
-        lb_ct_account(&fct->packets_rev, &fct->bytes_rev, p->ip_len);
+            return lb_stale_reply(ctx, key, rct, fct);
+        lb_ct_account(&rct->packets_rev, &rct->bytes_rev, p->ip_len);
     } else {
         if (handshake && !p->tcp->ack)
             return XDP_PASS;            /* the target opening a connection: not a reply */
@@ -611,15 +688,13 @@ static __always_inline int lb_handle_reply(struct xdp_md *ctx, struct lb_pkt *p,
             rct->last_seen_ns = now;
         if (!(flags & LB_CT_F_SEEN_REPLY))
             lb_ct_fetch_or_flags(fct, LB_CT_F_SEEN_REPLY);
-        lb_ct_account(&fct->packets_rev, &fct->bytes_rev, p->ip_len);
-        if (lb_track_tcp_close(p, &fkey, fct, 1, now) & LB_CT_F_RST)
-            conntrack.delete((struct lb_ct_key *)key);   /* reset: nothing may follow */
+        if (!(rflags & LB_CT_F_SEEN_REPLY))
+            lb_ct_fetch_or_flags(rct, LB_CT_F_SEEN_REPLY);
+        lb_ct_account(&rct->packets_rev, &rct->bytes_rev, p->ip_len);
+        if (lb_track_tcp_close(p, &fkey, fct, rct, 1, now) & LB_CT_F_RST)
+            lb_drop_reply(key, rct, fct);   /* reset: nothing may follow */
     }
-    p->is_reply = 1;
-    p->reply_src_ip = p->iph->saddr;
-    p->reply_src_port = *p->sport;
-    lb_rewrite_src(p, fkey.dst_ip, fkey.dst_port);
-    return LB_FORWARD;
+    return lb_translate_reply(p, fkey.dst_ip, fkey.dst_port);
 }
 
 /* A packet of a known flow from its client. */
@@ -632,7 +707,7 @@ static __always_inline int lb_handle_established(struct xdp_md *ctx, struct lb_p
         lb_keep_reply(key, ct, now);
     }
     lb_ct_account(&ct->packets_fwd, &ct->bytes_fwd, p->ip_len);
-    if (lb_track_tcp_close(p, key, ct, 0, now) & LB_CT_F_RST)
+    if (lb_track_tcp_close(p, key, ct, NULL, 0, now) & LB_CT_F_RST)
         lb_forget_reply(key, ct);       /* reset: nothing of the target's may follow */
     lb_rewrite_dst(p, ct->nat_dst_ip, ct->nat_dst_port);
     return LB_FORWARD;
@@ -663,16 +738,22 @@ static __always_inline void lb_forget_finished_reply(struct lb_pkt *p,
     struct lb_ct_key fkey = {};
     struct lb_ct_value *fct = lb_flow_of_reply(&rkey, r, &fkey);
     if (!fct || lb_is_closed(fct->flags) || lb_is_expired(fct, lb_clock(p)))
-        conntrack.delete(&rkey);
+        lb_drop_reply(&rkey, r, fct);
 }
 
-/* Is the reply entry ``r`` (under ``rkey``) used by a live flow? */
+/* Is the reply entry ``r`` (under ``rkey``) used by a live flow? If not, and it belongs
+ * to a finished flow, its reverse counts go to that flow now (the caller overwrites it). */
 static __always_inline int lb_reply_is_live(const struct lb_ct_key *rkey,
                                             const struct lb_ct_value *r, __u64 now)
 {
     struct lb_ct_key fkey = {};
     struct lb_ct_value *fct = lb_flow_of_reply(rkey, r, &fkey);
-    return fct && !lb_is_closed(fct->flags) && !lb_is_expired(fct, now);
+    if (!fct)
+        return 0;
+    if (!lb_is_closed(fct->flags) && !lb_is_expired(fct, now))
+        return 1;
+    lb_ct_account_n(&fct->packets_rev, &fct->bytes_rev, r->packets_rev, r->bytes_rev);
+    return 0;
 }
 
 /* Take the reply tuple for a new flow. 0: ours (new, the same flow created on another CPU
@@ -969,7 +1050,7 @@ static __always_inline int lb_handle_new(struct xdp_md *ctx, struct lb_pkt *p,
     }
     lb_count(LB_CTR_FLOWS_CREATED);
     if ((v.flags & LB_CT_F_STATS) && lb_setting(LB_SETTING_STATS_ENABLED))
-        lb_emit(LB_EVENT_OPENED, 0, key, &v, now);
+        lb_emit(LB_EVENT_OPENED, 0, key, &v, NULL, now);
 
     lb_rewrite_dst(p, t.ip, t.port);
     return LB_FORWARD;
@@ -1093,7 +1174,7 @@ static __always_inline int lb_handle_l4(struct xdp_md *ctx, struct lb_pkt *p, in
     /* Read the clock only for packets we own: it costs about as much as a map lookup. */
     __u64 now = lb_clock(p);
     if (flags & LB_CT_F_REPLY)
-        return lb_handle_reply(ctx, p, &key, ct, now);
+        return lb_handle_reply(ctx, p, &key, ct, flags, now);
     /* A new SYN on a finished or aged tuple, or a UDP datagram after the timeout, starts a
      * new flow; everything else keeps its target. */
     int syn = p->tcp && p->tcp->syn && !p->tcp->ack;
