@@ -25,20 +25,14 @@
 #include <uapi/linux/ip.h>
 #include <uapi/linux/tcp.h>
 
+#include "lb_abi.h"
 #include "lb_csum.h"
 
 #define REF_RING_SIZE 65537     /* Katran's default ring size (a prime) */
 #define REF_MAX_VIPS 4
 #define REF_MAX_REALS 16
 
-struct ref_key {                /* = struct lb_ct_key */
-    __be32 src_ip;
-    __be32 dst_ip;
-    __be16 src_port;
-    __be16 dst_port;
-    __u8 proto;
-    __u8 pad[3];
-};
+/* The conntrack key is lbtui's own (lb_abi.h), so both tables hash the same bytes. */
 
 struct ref_value {              /* Katran's real_pos_lru: the target and an access time */
     __be32 ip;
@@ -65,7 +59,7 @@ struct ref_real {
     __u16 pad;
 };
 
-BPF_F_TABLE("lru_hash", struct ref_key, struct ref_value, ref_ct, REF_CT_SIZE, REF_CT_FLAGS);
+BPF_F_TABLE("lru_hash", struct lb_ct_key, struct ref_value, ref_ct, REF_CT_SIZE, REF_CT_FLAGS);
 BPF_HASH(ref_vips, struct ref_vip_key, struct ref_vip_meta, 64);
 BPF_ARRAY(ref_rings, __u32, REF_RING_SIZE * REF_MAX_VIPS);
 BPF_ARRAY(ref_reals, struct ref_real, REF_MAX_REALS);
@@ -122,6 +116,17 @@ static __always_inline int ref_tx(struct ethhdr *eth)
     return XDP_TX;
 }
 
+/* Rewrite one address and port (destination or source) with incremental checksums. */
+static __always_inline void ref_rewrite(struct iphdr *iph, struct tcphdr *th, __be32 *addr,
+                                        __be16 *port, __be32 ip, __be16 new_port)
+{
+    lb_csum_replace4(&iph->check, *addr, ip);
+    lb_csum_replace4(&th->check, *addr, ip);
+    lb_csum_replace2(&th->check, *port, new_port);
+    *addr = ip;
+    *port = new_port;
+}
+
 static __always_inline int ref_forward(struct xdp_md *ctx, int inserts)
 {
     struct ethhdr *eth;
@@ -133,7 +138,7 @@ static __always_inline int ref_forward(struct xdp_md *ctx, int inserts)
     struct ref_vip_meta *vip = ref_vips.lookup(&vk);
     if (!vip)
         return XDP_PASS;
-    struct ref_key key = {.src_ip = iph->saddr, .dst_ip = iph->daddr, .src_port = th->source,
+    struct lb_ct_key key = {.src_ip = iph->saddr, .dst_ip = iph->daddr, .src_port = th->source,
                           .dst_port = th->dest, .proto = IPPROTO_TCP};
     struct ref_value *v = ref_ct.lookup(&key);
     __be32 ip;
@@ -157,17 +162,13 @@ static __always_inline int ref_forward(struct xdp_md *ctx, int inserts)
         if (inserts >= 1)
             ref_ct.update(&key, &nv);
         if (inserts == 2) {
-            struct ref_key rk = {.src_ip = ip, .dst_ip = key.src_ip, .src_port = port,
+            struct lb_ct_key rk = {.src_ip = ip, .dst_ip = key.src_ip, .src_port = port,
                                  .dst_port = key.src_port, .proto = IPPROTO_TCP};
             struct ref_value rv = {.ip = key.dst_ip, .port = key.dst_port};
             ref_ct.update(&rk, &rv);
         }
     }
-    lb_csum_replace4(&iph->check, iph->daddr, ip);
-    lb_csum_replace4(&th->check, iph->daddr, ip);
-    lb_csum_replace2(&th->check, th->dest, port);
-    iph->daddr = ip;
-    th->dest = port;
+    ref_rewrite(iph, th, &iph->daddr, &th->dest, ip, port);
     return ref_tx(eth);
 }
 
@@ -195,17 +196,13 @@ int ref_reply(struct xdp_md *ctx)
     struct tcphdr *th;
     if (ref_parse(ctx, &eth, &iph, &th) < 0)
         return XDP_PASS;
-    struct ref_key key = {.src_ip = iph->saddr, .dst_ip = iph->daddr, .src_port = th->source,
+    struct lb_ct_key key = {.src_ip = iph->saddr, .dst_ip = iph->daddr, .src_port = th->source,
                           .dst_port = th->dest, .proto = IPPROTO_TCP};
     struct ref_value *v = ref_ct.lookup(&key);
     if (!v)
         return XDP_PASS;
     __be32 ip = v->ip;
     __be16 port = v->port;
-    lb_csum_replace4(&iph->check, iph->saddr, ip);
-    lb_csum_replace4(&th->check, iph->saddr, ip);
-    lb_csum_replace2(&th->check, th->source, port);
-    iph->saddr = ip;
-    th->source = port;
+    ref_rewrite(iph, th, &iph->saddr, &th->source, ip, port);
     return ref_tx(eth);
 }
