@@ -63,6 +63,23 @@ def file_weights(topo: T.Topology, node: str, port: int = 80) -> dict[str, int]:
     return {t.ip: t.weight for t in lst.group.targets}
 
 
+def file_hash(topo: T.Topology, node: str, port: int = 80) -> str | None:
+    lst = load_config(config_path(topo, node)).listener(port)
+    assert lst is not None
+    return lst.hash
+
+
+def map_hash(topo: T.Topology, node: str, port: int = 80) -> str:
+    """How node's listen map picks for ``port``: "maglev" or "weighted"."""
+    inst = Instance.attach(C.node_instance(topo.lab, node))
+    try:
+        rec = M.lookup_listen_port(inst.maps.listen_map, inst.ifindexes(["up"])[0], port)
+        assert rec is not None
+        return rec.hash
+    finally:
+        inst.close()
+
+
 def map_weights(topo: T.Topology, node: str, port: int = 80) -> dict[str, int]:
     """The weights node's listen map holds for ``port`` (on its client-side link)."""
     inst = Instance.attach(C.node_instance(topo.lab, node))

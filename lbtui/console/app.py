@@ -66,7 +66,7 @@ from lbtui.console.views.base import LIST_BINDINGS
 from lbtui.console.views.connections import ClusterConnectionsView, ConnectionsView
 from lbtui.console.views.events import EventsView
 from lbtui.console.views.reasons import ReasonsView
-from lbtui.console.views.routes import RoutesView, match_of
+from lbtui.console.views.routes import HASH_MEANING, RoutesView, match_of
 from lbtui.console.views.settings import SettingsView
 from lbtui.console.views.targets import ClusterTargetsView, TargetsView
 from lbtui.console.widgets.header import StatusHeader
@@ -428,6 +428,24 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
             "proportion. Established connections stay until they end. u undoes it.",
             yes="Drain"), done)
 
+    def switch_hash(self, g: Group) -> None:
+        """Ask, then switch the group between the weighted pick and a Maglev table."""
+        control = self._control()
+        if control is None:
+            return
+        old = g.route.hash
+        new = "weighted" if old == "maglev" else "maglev"
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                self._edit(lambda: control.set_hash(g.key, new),
+                           f"{g.label}: new connections now picked by {new}")
+
+        self.push_screen(ConfirmScreen(
+            f"Switch {escape(g.label)} from {old} to [b]{new}[/b]?\n\n{HASH_MEANING[new]} "
+            "New connections may go to other targets than before; established connections "
+            "keep theirs.", yes="Switch"), done)
+
     def action_undo(self) -> None:
         if not self.undo:
             self.notify("nothing to undo", severity="warning")
@@ -457,6 +475,8 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
             self.edit_route(msg.kind, msg.group)
         elif msg.action == "delete":
             self.delete_route(msg.group)
+        elif msg.action == "hash":
+            self.switch_hash(msg.group)
 
     @on(TargetRequested)
     def _target_requested(self, msg: TargetRequested) -> None:

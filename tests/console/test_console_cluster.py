@@ -15,7 +15,9 @@ import pytest
 from clusterlab import (
     EchoConns,
     cluster_lab,
+    file_hash,
     file_weights,
+    map_hash,
     map_weights,
     nodes,
     snapshot_of,
@@ -30,6 +32,7 @@ from lbtui.console.app import ConsoleApp
 from lbtui.console.data import conns as C
 from lbtui.console.data.tables import ALL_NODES, UNREACHABLE
 from lbtui.console.forms.base import FormScreen
+from lbtui.console.forms.dialogs import ConfirmScreen
 from lbtui.console.forms.routes import WeightsForm
 from lbtui.console.session import build_cluster_app
 from lbtui.console.views.targets import TargetsView
@@ -162,6 +165,27 @@ async def test_weight_edit_changes_both_nodes(lab: T.Topology) -> None:
     ClusterController(nodes(lab)).set_weights(
         GroupKey.of(GroupKind.LISTENER, 80),
         load_group(lab))                                   # back as the lab wrote it
+
+
+async def test_hash_switch_changes_both_nodes(lab: T.Topology) -> None:
+    """h in Routes switches the group's pick on every node, maps and config files."""
+    key = GroupKey.of(GroupKind.LISTENER, 80)
+    assert {map_hash(lab, n) for n in ("node1", "node2")} == {"maglev"}
+    try:
+        async with console(lab) as (app, pilot):
+            await pilot.press("2")
+            t = app.query_one("#routes-table", LineTable)
+            t.move_to(next(i for i, r in enumerate(t.rows) if r.ref[0] == "listener|80"))
+            await pilot.press("h")
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("y")
+            await until(pilot, lambda: all(map_hash(lab, n) == "weighted"
+                                           for n in ("node1", "node2")), "both nodes")
+            for n in ("node1", "node2"):
+                assert file_hash(lab, n) == "weighted", n
+    finally:
+        ClusterController(nodes(lab)).set_hash(key, "maglev")    # as the lab wrote it
+    assert {map_hash(lab, n) for n in ("node1", "node2")} == {"maglev"}
 
 
 def load_group(topo: T.Topology):   # type: ignore[no-untyped-def]

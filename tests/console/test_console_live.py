@@ -32,6 +32,7 @@ from lbtui.console.forms.dialogs import ConfirmScreen, QuitScreen
 from lbtui.console.forms.routes import SniRouteForm, WeightsForm
 from lbtui.console.session import build_app
 from lbtui.console.views.events import EventsView
+from lbtui.console.views.routes import ROUTE_COLUMNS
 from lbtui.console.widgets.linetable import LineTable
 from lbtui.control.config import load_config
 from lbtui.control.instance import Instance, pin_dir_of, teardown
@@ -324,6 +325,53 @@ async def test_drain_asks_then_u_puts_the_weight_back(lab, started) -> None:
         assert [(t.ip, t.weight) for t in load_config(path).listener(80).group.targets] == [
             (b[0].ip, 50), (b[1].ip, 30), (b[2].ip, 20)]
         assert not app.undo
+        await pilot.press("q", "k")
+
+
+async def test_h_switches_a_group_between_weighted_and_maglev(lab, started) -> None:
+    """h on a route asks first (n changes nothing); y switches its group's pick in the
+    maps and the config file, the Routes view shows it, traffic goes on; h again switches
+    back."""
+    inst, path = started
+    before_map, before_file = listen_bytes(inst, 80), path.read_bytes()
+    app = await app_for(inst)
+
+    def map_hash() -> str:
+        rec = M.lookup_listen_port(inst.maps.listen_map, inst.ifindexes(["c1"])[0], 80)
+        return rec.hash
+
+    def shown_hash() -> str:
+        t = app.query_one("#routes-table", LineTable)
+        col = next(c for c in ROUTE_COLUMNS if c.key == "hash")
+        return next(str(col.value(r, None)) for r in t.rows if r.ref[0] == "listener|80")
+
+    async with app.run_test(size=SIZE) as pilot:
+        await fresh(pilot)
+        await pilot.press("2")
+        routes_view_to(pilot, "listener|80")
+        assert shown_hash() == "weighted"
+        await pilot.press("h")
+        assert isinstance(app.screen, ConfirmScreen)
+        question = str(app.screen.query_one("#question").render())
+        assert "from weighted to maglev" in question and "established" in question
+        await pilot.press("n")
+        await fresh(pilot)
+        assert listen_bytes(inst, 80) == before_map and path.read_bytes() == before_file
+
+        routes_view_to(pilot, "listener|80")
+        await pilot.press("h", "y")
+        await until(pilot, lambda: map_hash() == "maglev", "maglev in the map")
+        assert load_config(path).listener(80).hash == "maglev"
+        assert "# web: the weights the tests edit" in path.read_text()   # comments kept
+        await until(pilot, lambda: shown_hash() == "maglev", "the Routes view to show it")
+        assert {http_get(lab) for _ in range(12)} <= {"backend1", "backend2", "backend3"}
+
+        routes_view_to(pilot, "listener|80")
+        await pilot.press("h")
+        assert "from maglev to weighted" in str(app.screen.query_one("#question").render())
+        await pilot.press("y")
+        await until(pilot, lambda: map_hash() == "weighted", "weighted in the map")
+        assert load_config(path).listener(80).hash == "weighted"
         await pilot.press("q", "k")
 
 

@@ -19,6 +19,18 @@ def match_of(g: Group) -> str:
     return f":{g.key.key}" if g.kind is GroupKind.LISTENER else str(g.key.key)
 
 
+# What each way of picking means, for the confirmation before switching (``h``).
+HASH_MEANING = {
+    "maglev": "A Maglev table picks the target from the connection's addresses: adding or "
+              "removing a target changes the pick for about 1/N of connections only, and "
+              "a connection that reaches another node mid-way (ECMP after a node change) "
+              "is adopted there with the same target.",
+    "weighted": "The connection's hash modulo the weights picks the target: exact "
+                "weights, but adding or removing a target shifts most picks, and a "
+                "connection that reaches a node without its flow is not adopted.",
+}
+
+
 def _weight(r: RouteRow, _c: object) -> str:
     return "0 drained" if r.target.weight == 0 else str(r.target.weight)
 
@@ -28,6 +40,8 @@ ROUTE_COLUMNS = [
                 value=lambda r, _c: r.group.kind.value),
     TableColumn("match", 24, lambda r, _c: match_of(r.group) if r.first else "",
                 value=lambda r, _c: match_of(r.group)),
+    TableColumn("hash", 9, lambda r, _c: r.group.route.hash if r.first else "", drop=1,
+                value=lambda r, _c: r.group.route.hash),
     TableColumn("options", 24, lambda r, _c: r.group.detail if r.first else "", drop=1,
                 value=lambda r, _c: r.group.detail),
     TableColumn("target", 21, lambda r, _c: str(r.target)),
@@ -45,10 +59,11 @@ class RoutesView(ListView):
     FIELDS = tuple(c.key for c in ROUTE_COLUMNS)
     ALIASES: ClassVar[dict[str, str]] = {"backend": "target", "host": "match",
                                          "port": "match"}
-    EXAMPLE = "kind:sni !weight:0"
+    EXAMPLE = "kind:sni hash:maglev"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("w", "edit_weights", "Weights", id="routes.weights"),
         Binding("e", "edit", "Edit", id="routes.edit"),
+        Binding("h", "switch_hash", "Hash", id="routes.hash"),
         Binding("l", "add('listener')", "New listener", id="routes.add_listener"),
         Binding("c", "add('source')", "New source", id="routes.add_source"),
         Binding("n", "add('sni')", "New SNI", id="routes.add_sni"),
@@ -104,6 +119,9 @@ class RoutesView(ListView):
 
     def action_edit(self) -> None:
         self._request("edit")
+
+    def action_switch_hash(self) -> None:
+        self._request("hash")
 
     def action_delete(self) -> None:
         self._request("delete")
