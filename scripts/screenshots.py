@@ -138,7 +138,10 @@ async def drive(app: ConsoleApp, topo: T.Topology, out: Path, warmup: float) -> 
         checked = f"{topo.node(demo_config.CHECKED_BACKEND).ip}:{T.HTTP_PORT}"
 
         def out_of_rotation() -> bool:
-            return any(r.target == checked and r.rotation == "OUT" and r.state == "failing"
+            # Out of rotation by the checks, and judged by its resets: failing, or only
+            # degraded when the checks took it out before many connections met a reset.
+            return any(r.target == checked and r.rotation == "OUT" and
+                       r.state in ("failing", "degraded")
                        for r in app.query_one(TargetsView).rows)
         t_end = time.monotonic() + 30
         while not out_of_rotation():
