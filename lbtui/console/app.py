@@ -569,6 +569,10 @@ class ConsoleApp(App[str | None], inherit_bindings=False):
                                    partial(self.edit_route, g.kind, g)))
             out.append(LiveCommand(f"Delete {name}", "asks first",
                                    partial(self.delete_route, g)))
+            other = "weighted" if g.route.hash == "maglev" else "maglev"
+            out.append(LiveCommand(f"Switch hash of {name} to {other}",
+                                   f"now {g.route.hash} (asks first)",
+                                   partial(self.switch_hash, g)))
         for target in sorted({str(t) for g in self.groups for t in g.route.targets}):
             out.append(LiveCommand(f"Connections of {target}", f"filter target:{target}",
                                    partial(self.show_connections_of, target)))

@@ -217,6 +217,17 @@ async def test_stopped_node_is_shown_and_refuses_edits(lab: T.Topology) -> None:
             assert "nothing changed on any node" in form.error_text
             assert snapshot_of(lab) == before                 # node1: maps and file
             await pilot.press("escape")
+
+            await pilot.press("2")                            # h is refused the same way
+            t = app.query_one("#routes-table", LineTable)
+            t.move_to(next(i for i, r in enumerate(t.rows) if r.ref[0] == "listener|80"))
+            await pilot.press("h")
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("y")
+            await until(pilot, lambda: any("node2" in str(n.message) for n in app._notifications
+                                           if n.title == "not changed"), "the refusal")
+            assert snapshot_of(lab) == before and map_hash(lab, "node1") == "maglev"
+            assert file_hash(lab, "node1") == "maglev"
         finally:
             start_node(lab, "node2")
         await until(pilot, lambda: all(n.reachable for n in app.snapshot.nodes),

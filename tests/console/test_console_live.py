@@ -289,6 +289,34 @@ async def test_palette_drains_a_target_from_live_data(lab, started) -> None:
         await pilot.press("q", "k")
 
 
+async def test_palette_switches_a_hash(lab, started) -> None:
+    """The palette offers the switch of a group's hash, asks first, and y switches it in
+    the map and the file; it is then offered the other way."""
+    inst, path = started
+    app = await app_for(inst)
+
+    def map_hash() -> str:
+        rec = M.lookup_listen_port(inst.maps.listen_map, inst.ifindexes(["c1"])[0], 80)
+        return rec.hash
+
+    async with app.run_test(size=SIZE) as pilot:
+        await fresh(pilot)
+        assert map_hash() == "weighted"
+        titles = [c.title for c in app.live_commands()]
+        assert "Switch hash of listener :80 to maglev" in titles
+        await pilot.press("ctrl+p", *"switch hash of listener :80")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+        assert "established" in str(app.screen.query_one("#question").render())
+        await pilot.press("y")
+        await until(pilot, lambda: map_hash() == "maglev", "maglev in the map")
+        assert load_config(path).listener(80).hash == "maglev"
+        await until(pilot, lambda: "Switch hash of listener :80 to weighted"
+                    in [c.title for c in app.live_commands()], "the way back offered")
+        await pilot.press("q", "k")
+
+
 async def test_drain_asks_then_u_puts_the_weight_back(lab, started) -> None:
     """d on a target asks first (n changes nothing); y drains it in the map and the file;
     u restores the weight it had, and the map is as before the drain."""
