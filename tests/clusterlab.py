@@ -20,6 +20,8 @@ from lbtui.control.config import load_config
 from lbtui.control.instance import Instance, pin_dir_of, pins_complete
 from lbtui.lab import cluster as C
 from lbtui.lab import topology as T
+from lbtui.model import Listener
+from lbtui.targets import RouteRecord
 
 LBTUI = [sys.executable, "-m", "lbtui.cli"]
 REPO = Path(__file__).resolve().parents[1]
@@ -57,38 +59,39 @@ def config_path(topo: T.Topology, node: str) -> Path:
     return T.lab_dir(topo.lab) / f"{node}.toml"
 
 
-def file_weights(topo: T.Topology, node: str, port: int = 80) -> dict[str, int]:
+def file_listener(topo: T.Topology, node: str, port: int = 80) -> Listener:
+    """The listener on ``port`` as node's config file holds it."""
     lst = load_config(config_path(topo, node)).listener(port)
     assert lst is not None
-    return {t.ip: t.weight for t in lst.group.targets}
+    return lst
+
+
+def file_weights(topo: T.Topology, node: str, port: int = 80) -> dict[str, int]:
+    return {t.ip: t.weight for t in file_listener(topo, node, port).group.targets}
 
 
 def file_hash(topo: T.Topology, node: str, port: int = 80) -> str | None:
-    lst = load_config(config_path(topo, node)).listener(port)
-    assert lst is not None
-    return lst.hash
+    return file_listener(topo, node, port).hash
+
+
+def map_route(topo: T.Topology, node: str, port: int = 80) -> RouteRecord:
+    """The route node's listen map holds for ``port`` (on its client-side link)."""
+    inst = Instance.attach(C.node_instance(topo.lab, node))
+    try:
+        rec = M.lookup_listen_port(inst.maps.listen_map, inst.ifindexes(["up"])[0], port)
+        assert rec is not None
+        return rec
+    finally:
+        inst.close()
 
 
 def map_hash(topo: T.Topology, node: str, port: int = 80) -> str:
     """How node's listen map picks for ``port``: "maglev" or "weighted"."""
-    inst = Instance.attach(C.node_instance(topo.lab, node))
-    try:
-        rec = M.lookup_listen_port(inst.maps.listen_map, inst.ifindexes(["up"])[0], port)
-        assert rec is not None
-        return rec.hash
-    finally:
-        inst.close()
+    return map_route(topo, node, port).hash
 
 
 def map_weights(topo: T.Topology, node: str, port: int = 80) -> dict[str, int]:
-    """The weights node's listen map holds for ``port`` (on its client-side link)."""
-    inst = Instance.attach(C.node_instance(topo.lab, node))
-    try:
-        rec = M.lookup_listen_port(inst.maps.listen_map, inst.ifindexes(["up"])[0], port)
-        assert rec is not None
-        return {t.ip: t.weight for t in rec.targets}
-    finally:
-        inst.close()
+    return {t.ip: t.weight for t in map_route(topo, node, port).targets}
 
 
 def snapshot_of(topo: T.Topology) -> dict[str, tuple[dict[str, int], bytes]]:

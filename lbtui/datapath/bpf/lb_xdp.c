@@ -144,13 +144,6 @@ static __always_inline void lb_ct_account(__u64 *packets, __u64 *bytes, __u32 le
     *packets += 1;
     *bytes += len;
 }
-
-static __always_inline void lb_ct_account_n(__u64 *packets, __u64 *bytes, __u64 n,
-                                            __u64 len)
-{
-    *packets += n;
-    *bytes += len;
-}
 #define LB_AF_INET 2
 
 /* Flag word: flags live in the top 16 bits of the aligned u64 at the start of the value
@@ -342,13 +335,21 @@ static __always_inline struct lb_ct_value *lb_reply_of(const struct lb_ct_key *f
     return r;
 }
 
-/* Delete a flow's reply entry ``r`` (under ``rkey``), first adding the reverse counts it
- * holds to the flow's forward entry ``fct`` (NULL: the flow is gone, nothing to keep). */
+/* Add the reverse counts a flow's reply entry ``r`` holds to its forward entry ``fct``,
+ * before the reply entry goes (lb_abi.h: readers sum the two). */
+static __always_inline void lb_fold_reply(struct lb_ct_value *fct, const struct lb_ct_value *r)
+{
+    fct->packets_rev += r->packets_rev;
+    fct->bytes_rev += r->bytes_rev;
+}
+
+/* Delete a flow's reply entry ``r`` (under ``rkey``), its counts folded into the flow's
+ * forward entry ``fct`` first (NULL: the flow is gone, nothing to keep). */
 static __always_inline void lb_drop_reply(const struct lb_ct_key *rkey, struct lb_ct_value *r,
                                           struct lb_ct_value *fct)
 {
     if (fct)
-        lb_ct_account_n(&fct->packets_rev, &fct->bytes_rev, r->packets_rev, r->bytes_rev);
+        lb_fold_reply(fct, r);
     conntrack.delete((struct lb_ct_key *)rkey);
 }
 
@@ -752,7 +753,7 @@ static __always_inline int lb_reply_is_live(const struct lb_ct_key *rkey,
         return 0;
     if (!lb_is_closed(fct->flags) && !lb_is_expired(fct, now))
         return 1;
-    lb_ct_account_n(&fct->packets_rev, &fct->bytes_rev, r->packets_rev, r->bytes_rev);
+    lb_fold_reply(fct, r);
     return 0;
 }
 
