@@ -4,16 +4,38 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from textual import events
+from textual.keys import _character_to_key
 from textual.pilot import Pilot
+from textual.widgets import Input
 
 from lbtui.console.app import ConsoleApp
 
-KEY_NAMES = {" ": "space", "!": "exclamation_mark"}
+
+async def type_text(pilot: Pilot, text: str) -> None:
+    """Type ``text`` into the focused widget: one key event per character, as a terminal
+    sends them, queued at once and settled once (``pilot.press`` waits for the app to go
+    idle after every key, about 0.1 s each)."""
+    for char in text:
+        key = events.Key(_character_to_key(char), char)   # as the terminal driver names it
+        key.set_sender(pilot.app)
+        pilot.app.post_message(key)
+    await pilot.pause()
 
 
-def keys(text: str) -> list[str]:
-    """``text`` as keys for ``pilot.press`` (spaces and ``!`` by name)."""
-    return [KEY_NAMES.get(c, c) for c in text]
+async def type_into(pilot: Pilot, inp: Input, text: str) -> None:
+    """Replace what the input ``inp`` holds by typing ``text`` into it."""
+    inp.focus()
+    inp.value = ""
+    await pilot.pause()
+    await type_text(pilot, text)
+
+
+async def filter_by(pilot: Pilot, text: str, *before: str) -> None:
+    """Press ``before`` (a view's key, Esc), open the filter bar, type ``text``, Enter."""
+    await pilot.press(*before, "slash")
+    await type_text(pilot, text)
+    await pilot.press("enter")
 
 
 async def until(pilot: Pilot, cond: Callable[[], object], what: str, timeout: float = 10

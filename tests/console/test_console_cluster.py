@@ -24,7 +24,7 @@ from clusterlab import (
     start_node,
     stop_node,
 )
-from consolepilot import until
+from consolepilot import type_into, until
 from textual.pilot import Pilot
 
 from lbtui import maps as M
@@ -124,12 +124,6 @@ async def test_both_nodes_flows_and_totals(lab: T.Topology) -> None:
                                                         for p in parts)
     finally:
         conns.close()
-
-
-async def type_into(pilot: Pilot, inp, text: str) -> None:   # type: ignore[no-untyped-def]
-    inp.focus()
-    inp.value = ""
-    await pilot.press(*text)
 
 
 async def weights_form(app: ConsoleApp, pilot: Pilot, weights: tuple[str, ...]

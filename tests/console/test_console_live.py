@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from consolelab import http_get
-from consolepilot import keys, until
+from consolepilot import filter_by, type_into, type_text, until
 from textual.pilot import Pilot
 
 from lbtui import abi, bpfsys, netns
@@ -115,12 +115,6 @@ async def save(pilot: Pilot, form: FormScreen) -> None:
     await pilot.press("ctrl+s")
     await until(pilot, lambda: not form.saving and (
         form not in pilot.app.screen_stack or form.error_text), "the form to save or refuse")
-
-
-async def type_into(pilot: Pilot, inp, text: str) -> None:
-    inp.focus()
-    inp.value = ""
-    await pilot.press(*text)
 
 
 def listen_bytes(inst: Instance, port: int) -> dict[bytes, bytes]:
@@ -271,7 +265,8 @@ async def test_palette_drains_a_target_from_live_data(lab, started) -> None:
     app = await app_for(inst)
     async with app.run_test(size=SIZE) as pilot:
         await fresh(pilot)
-        await pilot.press("ctrl+p", *f"drain {b3}:8080")
+        await pilot.press("ctrl+p")
+        await type_text(pilot, f"drain {b3}:8080")
         await pilot.pause(0.5)
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
@@ -304,7 +299,8 @@ async def test_palette_switches_a_hash(lab, started) -> None:
         assert map_hash() == "weighted"
         titles = [c.title for c in app.live_commands()]
         assert "Switch hash of listener :80 to maglev" in titles
-        await pilot.press("ctrl+p", *"switch hash of listener :80")
+        await pilot.press("ctrl+p")
+        await type_text(pilot, "switch hash of listener :80")
         await pilot.pause(0.5)
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
@@ -505,7 +501,7 @@ async def test_sort_and_filter_over_real_flows(lab, started) -> None:
         title = str(view.query_one(".view-title").render())
         assert f"{len(view.view.rows)} shown / 24 total" in title
         # The field language: a negated target, one client's prefix.
-        await pilot.press("escape", "slash", *keys(f"!target:{b2} client:{c1}"), "enter")
+        await filter_by(pilot, f"!target:{b2} client:{c1}", "escape")
         await until(pilot, lambda: view.view.spec.filter == view.filter and view.filter,
                     "the negated filter")
         want = {(c.client_ip, c.client_port) for c in flows
@@ -517,7 +513,7 @@ async def test_sort_and_filter_over_real_flows(lab, started) -> None:
         events = app.query_one(EventsView)
         opened = {e.target for e in events.events if e.kind == "opened" and e.vip_port == 80}
         assert opened == {c.target for c in flows}
-        await pilot.press("4", "slash", *keys(f"event:opened target:{b2} !udp"), "enter")
+        await filter_by(pilot, f"event:opened target:{b2} !udp", "4")
         await until(pilot, lambda: events.filter_text, "events filtered")
         shown = list(events.table.rows)
         assert {(e.kind, e.target_ip) for e in shown} == {("opened", b2)}

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import console_data as D
-from consolepilot import keys, until
+from consolepilot import filter_by, type_text, until
 from textual.pilot import Pilot
 
 from lbtui.console.app import ConsoleApp
@@ -36,7 +36,7 @@ async def loaded(pilot: Pilot) -> ConsoleApp:
 
 async def conns_filter(pilot: Pilot, app: ConsoleApp, text: str) -> list[R.Row]:
     view = app.conns_view
-    await pilot.press("slash", *keys(text), "enter")
+    await filter_by(pilot, text)
     await until(pilot, lambda: view.view is not None and view.view.spec == view.spec
                 and view.spec.filter == view.filter, f"the view for {text!r}")
     return view.view.rows   # type: ignore[union-attr]
@@ -66,7 +66,8 @@ async def test_connections_closed_toggle_and_field_filters() -> None:
         await until(pilot, lambda: not view.spec.filter and len(view.view.rows) == len(
             dump.rows), "the filter cleared")
         # A bad filter changes nothing and says why.
-        await pilot.press("slash", *keys("colour:red"))
+        await pilot.press("slash")
+        await type_text(pilot, "colour:red")
         bar = view.filter_bar
         assert bar.has_class("-invalid")
         assert "unknown field 'colour'" in str(bar.query_one("#filter-error").render())
@@ -80,33 +81,33 @@ async def test_filters_in_events_routes_and_targets() -> None:
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
-        await pilot.press("4", "slash", *keys("why:rst !event:opened"), "enter")
+        await filter_by(pilot, "why:rst !event:opened", "4")
         events = app.query_one(EventsView)
         shown = list(events.table.rows)
         assert shown and all(e.reason == "rst" and e.kind == "closed" for e in shown)
         assert len(shown) == sum(e.reason == "rst" for e in D.fixed_events())
-        await pilot.press("escape", "slash", *keys("!target:198.18.101.2"), "enter")
+        await filter_by(pilot, "!target:198.18.101.2", "escape")
         notices = [m for m in D.hub_messages() if m["type"] in ("edit", "transition")]
         assert len(events.table.rows) == sum(
             e.target_ip != "198.18.101.2" for e in D.fixed_events()) + len(notices)
         # Edits and changes of state are rows like the flows: the same filter language.
-        await pilot.press("escape", "slash", *keys("event:edit why:ctl"), "enter")
+        await filter_by(pilot, "event:edit why:ctl", "escape")
         edits = list(events.table.rows)
         assert len(edits) == 1 and edits[0].who == "alice" and " -> " in edits[0].what
-        await pilot.press("escape", "slash", *keys("user:alice"), "enter")
+        await filter_by(pilot, "user:alice", "escape")
         assert list(events.table.rows) == edits
-        await pilot.press("escape", "slash", *keys(
-            "target:198.18.103.2:8080 !event:opened !event:closed"), "enter")
+        await filter_by(pilot, "target:198.18.103.2:8080 !event:opened !event:closed",
+                        "escape")
         assert sorted(n.kind for n in events.table.rows) == ["check", "health"]
 
-        await pilot.press("2", "slash", *keys("kind:sni !weight:0"), "enter")
+        await filter_by(pilot, "kind:sni !weight:0", "2")
         routes = app.query_one(RoutesView)
         got = [(r.group.ref, str(r.target), r.first) for r in routes.table.rows]
         assert got == [("sni|api.example.test", "198.18.101.2:8443", True),
                        ("sni|api.example.test", "198.18.102.2:8443", False),
                        ("sni|www.example.test", "198.18.102.2:8443", True)]  # relabelled
 
-        await pilot.press("3", "slash", *keys("weight:drained"), "enter")
+        await filter_by(pilot, "weight:drained", "3")
         targets = app.query_one(TargetsView)
         assert [(r.label, r.target) for r in targets.table.rows] == [
             ("SNI www.example.test", "198.18.103.2:8443")]

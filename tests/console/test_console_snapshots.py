@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import console_data as D
 import pytest
-from consolepilot import keys, loaded
+from consolepilot import filter_by, loaded, type_text
 from textual.pilot import Pilot
 from textual.widgets import Input
 
@@ -50,11 +50,21 @@ async def steady(pilot: Pilot) -> None:
     await pilot.pause()
 
 
-def keys_then_steady(*keys: str) -> Callable:
+def keys_then_steady(*keys: str, typed: str = "") -> Callable:
     async def run(pilot: Pilot) -> None:
         await loaded(pilot)
         await pilot.press(*keys)
-        await pilot.pause()
+        await type_text(pilot, typed)
+        await steady(pilot)
+    return run
+
+
+def filtered(text: str, *before: str, then: tuple[str, ...] = ()) -> Callable:
+    """Loaded, ``before`` pressed, ``text`` typed into the filter bar, ``then`` pressed."""
+    async def run(pilot: Pilot) -> None:
+        await loaded(pilot)
+        await filter_by(pilot, text, *before)
+        await pilot.press(*then)
         await steady(pilot)
     return run
 
@@ -95,15 +105,14 @@ def test_targets_failing_only(snap_compare, app: ConsoleApp) -> None:
     """Targets per (group, target): backend3:8080 failing and out of rotation under
     listener :80, degraded under the source route that shares it; the SNI route the hub
     knew by its hash under its hostname; a filter keeps what is not healthy."""
-    assert snap_compare(app, press=["3", "slash", *keys("!state:healthy"), "enter"],
-                        terminal_size=SIZE, run_before=loaded)
+    assert snap_compare(app, terminal_size=SIZE, run_before=filtered("!state:healthy", "3"))
 
 
 def test_events_edits_and_changes_of_state(snap_compare, app: ConsoleApp) -> None:
     """Edits (who, from where, old -> new) and changes of state among the flows; the
     filter bar works on them."""
-    assert snap_compare(app, press=["4", "slash", *keys("!event:opened !event:closed"),
-                                    "enter"], terminal_size=SIZE, run_before=loaded)
+    assert snap_compare(app, terminal_size=SIZE,
+                        run_before=filtered("!event:opened !event:closed", "4"))
 
 
 def test_connections_closed_shown_and_coloured(snap_compare, app: ConsoleApp) -> None:
@@ -113,8 +122,8 @@ def test_connections_closed_shown_and_coloured(snap_compare, app: ConsoleApp) ->
 
 
 def test_connections_field_filter_with_negation(snap_compare, app: ConsoleApp) -> None:
-    assert snap_compare(app, press=["slash", *keys("state:syn-sent !client:198.18.2."),
-                                    "enter"], terminal_size=SIZE, run_before=loaded)
+    assert snap_compare(app, terminal_size=SIZE,
+                        run_before=filtered("state:syn-sent !client:198.18.2."))
 
 
 def test_filter_error_changes_nothing(snap_compare, app: ConsoleApp) -> None:
@@ -122,7 +131,8 @@ def test_filter_error_changes_nothing(snap_compare, app: ConsoleApp) -> None:
     (kind:sni) still in force."""
     async def run(pilot: Pilot) -> None:
         await loaded(pilot)
-        await pilot.press("2", "slash", *keys("kind:sni"), "enter", "slash")
+        await filter_by(pilot, "kind:sni", "2")
+        await pilot.press("slash")
         pilot.app.query_one(RoutesView).filter_bar.input.value = "kind:sni colour:red"
         await pilot.pause()
         await steady(pilot)
@@ -138,15 +148,13 @@ def test_targets_drill_down_to_connections(snap_compare, app: ConsoleApp) -> Non
 def test_export_form(snap_compare, app: ConsoleApp, monkeypatch: pytest.MonkeyPatch
                      ) -> None:
     monkeypatch.chdir("/")
-    assert snap_compare(app, terminal_size=SIZE, run_before=keys_then_steady(
-        "slash", *keys("!udp"), "enter", "s"))
+    assert snap_compare(app, terminal_size=SIZE, run_before=filtered("!udp", then=("s",)))
 
 
 def test_connections_sorted_and_filtered(snap_compare, app: ConsoleApp) -> None:
     """Sorted by packets → descending, filtered to one backend, frozen."""
-    assert snap_compare(app, press=["greater_than_sign", "greater_than_sign", "r", "slash",
-                                    *"103.2", "enter", "space"],
-                        terminal_size=SIZE, run_before=loaded)
+    assert snap_compare(app, terminal_size=SIZE, run_before=filtered(
+        "103.2", "greater_than_sign", "greater_than_sign", "r", then=("space",)))
 
 
 def test_events_paused_filtered(snap_compare, app: ConsoleApp) -> None:
@@ -228,4 +236,4 @@ def test_help(snap_compare, app: ConsoleApp) -> None:
 
 def test_palette_live_commands(snap_compare, app: ConsoleApp) -> None:
     assert snap_compare(app, terminal_size=SIZE,
-                        run_before=keys_then_steady("ctrl+p", *"drain 102"))
+                        run_before=keys_then_steady("ctrl+p", typed="drain 102"))
