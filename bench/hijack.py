@@ -63,7 +63,7 @@ class Settings:
     tag: str = "hj"
 
 
-QUICK = {"load_seconds": 5, "direct_seconds": 2}
+QUICK = {"load_seconds": 3, "direct_seconds": 1}
 
 
 @dataclass
@@ -204,7 +204,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
                     "default 3000; the clients keep the default port range, which a faster "
                     "load fills with TIME_WAIT sockets within a minute)")
     ap.add_argument("--direct-seconds", type=int, help="each direct run (1..30, default 5)")
-    ap.add_argument("--quick", action="store_true", help="5 s of load, 2 s runs (smoke)")
+    ap.add_argument("--quick", action="store_true", help="3 s of load, 1 s runs (smoke)")
     ap.add_argument("--tag", default="hj", help="namespace prefix (lbt-<tag><shape>-*)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     a = ap.parse_args(argv)
