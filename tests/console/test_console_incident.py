@@ -114,6 +114,15 @@ def served(topo: T.Topology, tmp_path: Path) -> tuple[str, Path]:
     return name, path
 
 
+def until_seen(topo: T.Topology, answer: str, times: int, most: int) -> list[str]:
+    """HTTP requests to the VIP (``try_get``) until ``answer`` came ``times`` times, or
+    ``most`` requests were made."""
+    answers: list[str] = []
+    while answers.count(answer) < times and len(answers) < most:
+        answers.append(try_get(topo))
+    return answers
+
+
 def flows(app: ConsoleApp) -> list[LbEvent]:
     return [e for e in app.query_one(EventsView).events if isinstance(e, LbEvent)]
 
@@ -216,7 +225,10 @@ async def test_a_stopped_backend_turns_failing_leaves_the_rotation_and_traffic_m
     with serving(path, name):
         async with console_on(name, SIZE, REFRESH) as (app, pilot):
             await pilot.press("3")
-            answers = await asyncio.to_thread(lambda: [http_get(lab) for _ in range(10)])
+            # Until backend3 answers once (30% of the weight: 60 requests all miss it with
+            # odds of 5e-10). No more: its successes would outweigh the refusals below in
+            # the traffic window, and it would read degraded, not failing.
+            answers = await asyncio.to_thread(until_seen, lab, "backend3", 1, 60)
             assert "backend3" in answers
             await until(pilot, lambda: (r := target_row(app, "listener :80", b3))
                         is not None and r.rotation == "in" and r.state == "healthy",
@@ -226,8 +238,7 @@ async def test_a_stopped_backend_turns_failing_leaves_the_rotation_and_traffic_m
             extra_server.wait(10)
             t0 = time.monotonic()
             # Requests while the checks notice: those given backend3 are refused.
-            during = await asyncio.to_thread(lambda: Counter(try_get(lab)
-                                                             for _ in range(30)))
+            during = Counter(await asyncio.to_thread(until_seen, lab, "refused", 3, 60))
             assert during["refused"] >= 3, during
 
             def out() -> bool:
