@@ -507,9 +507,11 @@ def render(res: dict) -> str:
                      "SYN resent (round)", "segs resent (round)"], tail), ""]
     lines += [f"ceiling: {line}" for line in ceiling(summary, res["samples"])]
     lines += [""]
-    for goal, measured, met in goals(summary, res["samples"]):
+    checked = goals(summary, res["samples"])
+    width = max((len(goal) for goal, _, _ in checked), default=0)
+    for goal, measured, met in checked:
         mark = {True: "met", False: "NOT met", None: "?"}[met]
-        lines.append(f"goal: {goal:<54} {measured:>30}  {mark}")
+        lines.append(f"goal: {goal:<{width}}  {measured}  {mark}")
     return "\n".join(lines)
 
 

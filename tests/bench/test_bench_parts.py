@@ -106,7 +106,8 @@ def test_quick_settings_are_short_and_default_fits_five_minutes() -> None:
 
 
 @pytest.mark.parametrize("argv", [["--shape", "nowhere"], ["--shape", "bridge", "--lbtui-stats"],
-                                  ["--shape", "redirect", "--lab", "a-very-long-prefix"]])
+                                  ["--shape", "redirect", "--lab", "a-very-long-prefix"],
+                                  ["--shape", "bridge", "--contenders", "direct-spread"]])
 def test_compare_rejects_bad_shape_arguments(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as e:
         compare.parse_args(argv)
