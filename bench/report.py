@@ -174,7 +174,8 @@ def chart(cmp: dict, path: Path) -> None:
               ("udp_pps", "UDP packets/s (thousands)", 1e-3),
               ("bulk_gbps", "bulk TCP Gbit/s", 1),
               ("cpu_ms_per_1k", "lab CPU ms per 1,000 requests\n(lower is better)", 1)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(14, 3.8))
+    many = len(names) > 7       # narrower bars: a wider figure, smaller labels
+    fig, axes = plt.subplots(1, len(panels), figsize=(17 if many else 14, 3.8))
     for ax, (key, title, scale) in zip(axes, panels, strict=True):
         xs, heights = [], []
         for i, n in enumerate(names):
@@ -188,7 +189,7 @@ def chart(cmp: dict, path: Path) -> None:
         for i, n in enumerate(names):  # the median, written inside the foot of each bar
             v = summary[n].get(key)
             label = "n/a" if v is None else f"{v * scale:,.{2 if v * scale < 10 else 0}f}"
-            ax.text(i, top * 0.03, label, ha="center", va="bottom", fontsize=8,
+            ax.text(i, top * 0.03, label, ha="center", va="bottom", fontsize=6 if many else 8,
                     color="black" if v is None else "white", fontweight="bold")
         d = summary.get("direct", {}).get(key)
         if d is not None:
