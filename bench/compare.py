@@ -214,11 +214,8 @@ def measure(topo: T.Topology, c: Contender, s: Settings, server_pids: list[int]
         r[f"cpu_{part}_ms_per_1k"] = use.groups[part] * per_1k
 
     before_lat = load.tcp_resent(client_ns)
-    opened = _passive_opens(topo)
     lat = load.latency(topo, clients[0], ip, port, s.latency_count, 30)
     after = load.tcp_resent(client_ns)
-    for j, n in enumerate(_passive_opens(topo), 1):
-        r[f"lat_b{j}"] = n - opened[j - 1]
     r["lat_p50_us"] = lat.percentile(lat.total_us, 0.5)
     r["lat_p99_us"] = lat.percentile(lat.total_us, 0.99)
     r["lat_max_us"] = max(lat.total_us, default=None)
