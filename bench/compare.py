@@ -19,7 +19,10 @@ metric's median over rounds and its ratio to lbtui. Per contender and round:
 3. bulk TCP: one stream of zeros from a backend, received for a fixed time;
 4. CPU per 1,000 requests at a fixed, unsaturated offered load (paced wrk): exact run time
    of every lab process plus ksoftirqd (``bench.cpu`` explains why that captures in-kernel
-   forwarding), per request; "LB CPU" is that minus the direct run of the same round;
+   forwarding), per request; "LB CPU" is that minus the direct run of the same round,
+   and for the contenders that spread over the three backends also minus the
+   direct-spread run (the same backends without a balancer), so the backends' own cost
+   of spreading is not charged to the balancer;
 5. connect+response latency: sequential new connections from a Python client, p50/p99,
    with connect() alone timed too and the TCP retransmissions (segments, SYNs) the client
    namespaces counted during those connections, so a tail can be told apart.
@@ -27,7 +30,12 @@ metric's median over rounds and its ratio to lbtui. Per contender and round:
 The ceiling: ``direct`` (clients talk to backend 1, the LB namespace's kernel routes) and,
 on the lab, ``xdp-redirect`` (the same traffic, forwarded by an XDP program that only
 routes and redirects): lbtui's cost is what it loses against ``xdp-redirect``, veth's XDP
-cost what ``xdp-redirect`` loses against ``direct``.
+cost what ``xdp-redirect`` loses against ``direct``. ``direct-spread`` is the ceiling for
+what the balancers carry: an address on every backend that the LB namespace routes by a
+weighted multipath route (the same weights, per 5-tuple), so the same clients' connections
+and flows spread over the three backends with plain forwarding, no NAT; direct-spread vs
+direct is what three backends sharing the machine cost against one, with no load balancer
+at all.
 
 Hygiene: the lab widens ip_local_port_range and enables tcp_tw_reuse in every namespace (so
 does the benchmark on a shape); nf_conntrack's TIME_WAIT is cut to 1 s in the LB
@@ -59,9 +67,11 @@ from bench.contenders import (
     ECHO_PORT,
     HTTP_PORT,
     SINGLE_HTTP_PORT,
+    SPREAD_HTTP_PORT,
     UDP_PORT,
     Contender,
     Direct,
+    DirectSpread,
     Haproxy,
     Lbtui,
     Nftables,
@@ -78,10 +88,14 @@ from bench.servers import http_server_config
 from lbtui.lab import topology as T
 from tests.topologies import shapes
 
-CONTENDERS = ("lbtui", "lbtui-generic", "lbtui-single", "direct", "xdp-redirect", "nftables",
-              "haproxy")
-LAB_ONLY = ("lbtui-single", "xdp-redirect")   # on the lab (every endpoint has XDP) only
+CONTENDERS = ("lbtui", "lbtui-generic", "lbtui-single", "direct", "direct-spread",
+              "xdp-redirect", "nftables", "haproxy")
+# on the lab only: every endpoint has XDP; direct-spread's address and route are the lab's
+LAB_ONLY = ("lbtui-single", "xdp-redirect", "direct-spread")
 LBTUI = ("lbtui", "lbtui-generic")  # the goals are checked for each XDP mode
+ONE_BACKEND = ("direct", "xdp-redirect", "lbtui-single")  # the others spread over three
+# LB CPU columns: (key, the contender whose lab CPU of the same round is subtracted)
+LB_CPU = (("lb_cpu_ms_per_1k", "direct"), ("lb_cpu_spread_ms_per_1k", "direct-spread"))
 
 
 @dataclass
@@ -113,6 +127,7 @@ METRICS = [
     ("lat_p99_us", "connect+response p99 us", False, 0),
     ("cpu_ms_per_1k", "lab CPU ms per 1k requests", False, 1),
     ("lb_cpu_ms_per_1k", "LB CPU ms per 1k req (minus direct)", False, 1),
+    ("lb_cpu_spread_ms_per_1k", "LB CPU ms per 1k req (minus direct-spread)", False, 1),
 ]
 
 
@@ -134,7 +149,7 @@ def start_backends(topo: T.Topology, wd: Path) -> list[int]:
     pids = []
     for b in topo.backends:
         cfg = wd / f"{b.node}.cfg"
-        ports = (HTTP_PORT, DIRECT_HTTP_PORT, SINGLE_HTTP_PORT)
+        ports = (HTTP_PORT, DIRECT_HTTP_PORT, SINGLE_HTTP_PORT, SPREAD_HTTP_PORT)
         cfg.write_text(http_server_config(b.node, ports, nproc()))
         http = topo.popen(b.node, ["haproxy", "-db", "-f", str(cfg)],
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -163,9 +178,13 @@ def measure(topo: T.Topology, c: Contender, s: Settings, server_pids: list[int]
     resent = load.tcp_resent(client_ns)
 
     fwd = load.snmp(topo.lb_ns, "Ip")["ForwDatagrams"]
+    opened = _passive_opens(topo)
     w = load.wrk(topo, clients, url, s.conn_seconds, s.conn_connections)
     r["conns_per_s"] = w.rate
     r["conn_errors"] = w.errors
+    # connections each backend accepted (its own TCP MIB): where the load really went
+    for j, n in enumerate(_passive_opens(topo), 1):
+        r[f"conns_b{j}"] = n - opened[j - 1]
     # packets the LB namespace's IP stack forwarded: ~0 when XDP redirects everything
     r["kernel_fwd_per_conn"] = (load.snmp(topo.lb_ns, "Ip")["ForwDatagrams"] - fwd) / max(
         w.requests, 1)
@@ -173,6 +192,8 @@ def measure(topo: T.Topology, c: Contender, s: Settings, server_pids: list[int]
     if c.udp:
         u = load.udp_flood(topo, clients, *c.udp_target(), s.udp_seconds)
         r["udp_pps"] = u.pps
+        for j, n in enumerate(u.per_backend, 1):
+            r[f"udp_b{j}"] = n
         r["udp_sent_pps"] = u.sent / u.seconds if u.seconds else 0.0
         r["udp_bad_checksums"] = u.bad_checksums
     else:
@@ -205,6 +226,10 @@ def measure(topo: T.Topology, c: Contender, s: Settings, server_pids: list[int]
     r["syn_retrans"] = after["TcpExtTCPSynRetrans"] - resent["TcpExtTCPSynRetrans"]
     r["retrans"] = after["TcpRetransSegs"] - resent["TcpRetransSegs"]
     return r
+
+
+def _passive_opens(topo: T.Topology) -> list[int]:
+    return [load.snmp(b.ns, "Tcp")["PassiveOpens"] for b in topo.backends]
 
 
 def _round_order(names: list[str], r: int) -> list[str]:
@@ -253,7 +278,8 @@ def run(s: Settings, progress: Callable[[str], None] = _log) -> dict:
         dp = None
         made: dict[str, Contender] = {}
         try:
-            made.update({"direct": Direct(topo), "nftables": Nftables(topo, wd),
+            made.update({"direct": Direct(topo), "direct-spread": DirectSpread(topo),
+                         "nftables": Nftables(topo, wd),
                          "haproxy": Haproxy(topo, wd, nproc())})
             if shape is None and "xdp-redirect" in s.contenders:
                 made["xdp-redirect"] = XdpRedirect(topo)
@@ -294,22 +320,31 @@ def run(s: Settings, progress: Callable[[str], None] = _log) -> dict:
 
 
 def summarize(res: dict) -> dict[str, dict[str, float | None]]:
-    """Median of each metric per contender; LB CPU is taken against direct per round."""
+    """Median of each metric per contender; LB CPU is taken per round against direct and,
+    for the contenders that spread over the three backends, against direct-spread."""
     samples = res["samples"]
-    direct = samples.get("direct", [])
     out: dict[str, dict[str, float | None]] = {}
     for name, rounds in samples.items():
         m: dict[str, float | None] = {}
         for key in {k for r in rounds for k in r}:
             m[key] = median([r[key] for r in rounds if r.get(key) is not None])
-        if direct and name != "direct":
-            diffs = [r["cpu_ms_per_1k"] - d["cpu_ms_per_1k"]
-                     for r, d in zip(rounds, direct, strict=False)]
-            m["lb_cpu_ms_per_1k"] = median(diffs)
-        else:
-            m["lb_cpu_ms_per_1k"] = 0.0 if name == "direct" else None
+        for key, base in LB_CPU:
+            m[key] = _lb_cpu(name, rounds, base, samples.get(base, []))
         out[name] = m
     return out
+
+
+def _lb_cpu(name: str, rounds: list[dict], base: str, base_rounds: list[dict]
+            ) -> float | None:
+    """Median over rounds of the lab CPU above ``base``'s in the same round; 0 for the base
+    itself; None without the base, or for a one-backend contender against a spreading
+    base."""
+    if name == base:
+        return 0.0
+    if not base_rounds or (base == "direct-spread" and name in ONE_BACKEND):
+        return None
+    return median([r["cpu_ms_per_1k"] - d["cpu_ms_per_1k"]
+                   for r, d in zip(rounds, base_rounds, strict=False)])
 
 
 def paired_ratios(samples: dict[str, list[dict]], a: str, b: str, key: str) -> list[float]:
@@ -338,11 +373,14 @@ def goals(summary: dict[str, dict[str, float | None]],
                 else f" (rounds {lo:.2f}-{hi:.2f}x)")
 
     for me in (n for n in LBTUI if n in summary):
-        d, x = get("direct", "conns_per_s"), get(me, "conns_per_s")
-        if d and x is not None:
-            out.append((f"{me} conns/s >= 90% of direct",
-                        f"{100 * x / d:.0f}%{spread(me, 'direct', 'conns_per_s', True)}",
-                        x >= 0.9 * d))
+        x = get(me, "conns_per_s")
+        for base, label in (("direct", "direct"), ("direct-spread", "direct over the same "
+                                                   "backends (direct-spread)")):
+            d = get(base, "conns_per_s")
+            if d and x is not None:
+                out.append((f"{me} conns/s >= 90% of {label}",
+                            f"{100 * x / d:.0f}%{spread(me, base, 'conns_per_s', True)}",
+                            x >= 0.9 * d))
         for other in ("nftables", "haproxy"):
             for key, label in (("conns_per_s", "conns/s"), ("udp_pps", "UDP pps")):
                 o, v = get(other, key), get(me, key)
@@ -360,8 +398,12 @@ def goals(summary: dict[str, dict[str, float | None]],
                     (samples or {}).get(me, []), (samples or {}).get(other, []),
                     strict=False)]
                 won = f" (lower in {sum(wins)} of {len(wins)} rounds)" if wins else ""
+                os_, vs = (get(other, "lb_cpu_spread_ms_per_1k"),
+                           get(me, "lb_cpu_spread_ms_per_1k"))
+                also = (f"; minus direct-spread {vs:.0f} vs {os_:.0f} ms"
+                        if os_ is not None and vs is not None else "")
                 out.append((f"{me} LB CPU per 1k requests below {other}",
-                            f"{v:.0f} vs {o:.0f} ms{won}", v < o))
+                            f"{v:.0f} vs {o:.0f} ms{also}{won}", v < o))
     return out
 
 
@@ -374,7 +416,11 @@ def ceiling(summary: dict[str, dict[str, float | None]], samples: dict[str, list
              ("lbtui-single", "xdp-redirect",
               "lbtui-single vs XDP redirect alone (same traffic: lbtui's own cost)"),
              ("lbtui", "lbtui-single", "lbtui vs lbtui-single (three backends vs one)"),
-             *((n, "direct", f"{n} vs kernel forwarding") for n in LBTUI)]
+             ("direct-spread", "direct", "direct-spread vs direct (three backends vs one, "
+              "no LB)"),
+             *((n, "direct", f"{n} vs kernel forwarding") for n in LBTUI),
+             *((n, "direct-spread", f"{n} vs direct-spread (same backends and weights)")
+               for n in LBTUI)]
     for a, b, label in pairs:
         x, y = (summary.get(a, {}).get("conns_per_s"), summary.get(b, {}).get("conns_per_s"))
         if x is None or not y:
@@ -391,13 +437,23 @@ def ordered(summary: dict) -> list[str]:
 
 def ratio_cell(key: str, name: str, v: float | None, base: float | None, digits: int,
                times: str = "x") -> str:
-    """A metric's value, with its ratio to lbtui's. A ratio needs a positive base, and
-    direct's LB CPU is zero by definition."""
+    """A metric's value, with its ratio to lbtui's. A ratio needs a positive base, and an
+    LB CPU baseline's own LB CPU is zero by definition."""
     cell = fmt(v, digits)
-    if name != "lbtui" and v is not None and base is not None and base > 0 and not (
-            key == "lb_cpu_ms_per_1k" and name == "direct"):
+    if name != "lbtui" and v is not None and base is not None and base > 0 and (
+            key, name) not in LB_CPU:
         cell += f" ({v / base:.2f}{times})"
     return cell
+
+
+def backend_split(m: dict[str, float | None], prefix: str) -> str:
+    """Each backend's share of what arrived (medians of ``<prefix>1``, ``2``, ...), in %:
+    "50/30/20"."""
+    counts = []
+    while (v := m.get(f"{prefix}{len(counts) + 1}")) is not None:
+        counts.append(v)
+    total = sum(counts)
+    return "/".join(f"{100 * v / total:.0f}" for v in counts) if total else "-"
 
 
 def render(res: dict) -> str:
@@ -427,10 +483,12 @@ def render(res: dict) -> str:
                       fmt(m.get("udp_sent_pps")),
                       fmt(m.get("udp_bad_checksums")), fmt(m.get("cpu_rate")),
                       fmt(lbp, 1) if lbp is not None else "-",
-                      fmt(m.get("machine_ms_per_1k"), 1)])
+                      fmt(m.get("machine_ms_per_1k"), 1), backend_split(m, "conns_b"),
+                      backend_split(m, "udp_b")])
     lines += [table(["contender", "conn errors", "stack-fwd pkts/conn", "UDP sent/s",
                      "UDP bad csum",
-                     "paced req/s", "LB process ms/1k", "whole machine ms/1k"], extra), ""]
+                     "paced req/s", "LB process ms/1k", "whole machine ms/1k",
+                     "conns b1/b2/b3 %", "UDP b1/b2/b3 %"], extra), ""]
     tail = []
     for n in names:
         m = summary[n]
@@ -446,9 +504,11 @@ def render(res: dict) -> str:
                      "SYN resent (round)", "segs resent (round)"], tail), ""]
     lines += [f"ceiling: {line}" for line in ceiling(summary, res["samples"])]
     lines += [""]
-    for goal, measured, met in goals(summary, res["samples"]):
+    checked = goals(summary, res["samples"])
+    width = max((len(goal) for goal, _, _ in checked), default=0)
+    for goal, measured, met in checked:
         mark = {True: "met", False: "NOT met", None: "?"}[met]
-        lines.append(f"goal: {goal:<54} {measured:>30}  {mark}")
+        lines.append(f"goal: {goal:<{width}}  {measured}  {mark}")
     return "\n".join(lines)
 
 
@@ -480,8 +540,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
             ap.error(f"--contenders: unknown or repeated {bad or names}; choose from "
                      f"{', '.join(CONTENDERS)}")
         if a.shape and set(names) & set(LAB_ONLY):
-            ap.error(f"--contenders: {', '.join(LAB_ONLY)} runs on the lab only (it needs an "
-                     "XDP program on every endpoint), not with --shape")
+            ap.error(f"--contenders: {', '.join(LAB_ONLY)} run on the lab only (an XDP "
+                     "program on every endpoint; direct-spread: the lab's addressing), not "
+                     "with --shape")
         s.contenders = names
     elif a.shape:
         s.contenders = [n for n in s.contenders if n not in LAB_ONLY]

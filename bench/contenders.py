@@ -6,6 +6,11 @@ active at a time:
 
 - ``direct``: no load balancer; clients talk to backend 1 (routed through the LB
   namespace by the kernel, with no NAT): the ceiling of kernel forwarding.
+- ``direct-spread``: no load balancer either, over the three backends: every backend holds
+  an address on its loopback that the LB namespace routes by a weighted multipath route
+  (the balancers' weights, hashed on the 5-tuple), so each new connection or UDP flow goes
+  to one backend by weight with plain forwarding, no NAT and no conntrack: the ceiling
+  for the traffic the balancers carry, three backends sharing the machine, not one.
 - ``xdp-redirect``: the same direct traffic, forwarded by an XDP program that does nothing
   but route and redirect (bpf_fib_lookup, MAC rewrite, bpf_redirect) on every LB interface
   in native mode: the ceiling of XDP forwarding on veth, i.e. what veth's XDP path costs
@@ -49,6 +54,10 @@ HTTP_PORT = 8080
 # one contender's leftovers would show as another's latency tail.
 DIRECT_HTTP_PORT = 8081
 SINGLE_HTTP_PORT = 8082      # lbtui-single's target port (its own tuples, for the same reason)
+SPREAD_HTTP_PORT = 8083      # direct-spread's port on every backend (no NAT, own tuples)
+# direct-spread's address, on every backend's loopback (inside the lab's 198.18.0.0/15, which
+# every namespace routes through the LB namespace; nothing else uses it)
+SPREAD_IP = "198.18.0.20"
 UDP_PORT = 9000
 BULK_PORT = 5001
 ECHO_PORT = 7000        # long-lived, mostly idle connections (bench.synflood)
@@ -105,6 +114,49 @@ class Direct(Contender):
 
     def http_target(self) -> tuple[str, int]:
         return self.address(), DIRECT_HTTP_PORT
+
+
+class DirectSpread(Contender):
+    """No load balancer, three backends: ``SPREAD_IP`` on every backend's loopback, and in
+    the LB namespace a multipath route to it with one nexthop per backend, weighted by
+    WEIGHTS, hashed on the 5-tuple (``fib_multipath_hash_policy = 1``). Each new
+    connection or UDP flow goes to one backend by weight, as a balancer would send it, but
+    the kernel only routes it: no NAT, no conntrack. The clients run exactly what they run
+    for every other contender (the same wrk, flood and probe processes), so the lab CPU
+    and connections/s differ from the balancers' only by the balancing. A single stream
+    (bulk) goes to one backend, as through a balancer. Lab only: a shape's backends are
+    addressed and routed the shape's own way."""
+
+    name = "direct-spread"
+
+    def __init__(self, topo: Topology) -> None:
+        super().__init__(topo)
+        self._hash_policy = "0"
+
+    def start(self) -> None:
+        for b in self.topo.backends:
+            self.topo.run(b.node, ["ip", "addr", "replace", f"{SPREAD_IP}/32", "dev", "lo"])
+        key = "net.ipv4.fib_multipath_hash_policy"
+        self._hash_policy = self.topo.run("lb", ["sysctl", "-n", key]).stdout.strip()
+        self.topo.run("lb", ["sysctl", "-qw", f"{key}=1"])    # L4: per connection or flow
+        hops = [arg for b, w in zip(self.topo.backends, WEIGHTS, strict=False)
+                for arg in ("nexthop", "via", b.ip, "dev", b.lb_ifname, "weight", str(w))]
+        self.topo.run("lb", ["ip", "route", "replace", f"{SPREAD_IP}/32", *hops])
+
+    def stop(self) -> None:
+        self.topo.run("lb", ["ip", "route", "del", f"{SPREAD_IP}/32"], check=False)
+        self.topo.run("lb", ["sysctl", "-qw",
+                             f"net.ipv4.fib_multipath_hash_policy={self._hash_policy}"],
+                      check=False)
+        for b in self.topo.backends:
+            self.topo.run(b.node, ["ip", "addr", "del", f"{SPREAD_IP}/32", "dev", "lo"],
+                          check=False)
+
+    def address(self) -> str:
+        return SPREAD_IP
+
+    def http_target(self) -> tuple[str, int]:
+        return SPREAD_IP, SPREAD_HTTP_PORT
 
 
 XDP_REDIRECT_SRC = b"""

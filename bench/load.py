@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bench.common import REPO
 from lbtui import netns
@@ -105,6 +105,7 @@ class UdpResult:
     delivered: int
     seconds: float
     bad_checksums: int
+    per_backend: list[int] = field(default_factory=list)  # delivered, by topo.backends
 
     @property
     def pps(self) -> float:
@@ -128,9 +129,9 @@ def udp_flood(topo: Topology, nodes: Sequence[str], dst: str, port: int,
         longest = max(longest, float(f["seconds"]))
     time.sleep(0.05)  # let the last datagrams drain through the backlog queues
     after = [_udp_counters(ns) for ns in backends]
-    delivered = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
+    per_backend = [a[0] - b[0] for a, b in zip(after, before, strict=True)]
     bad = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
-    return UdpResult(sent, delivered, longest, bad)
+    return UdpResult(sent, sum(per_backend), longest, bad, per_backend)
 
 
 # --- bulk TCP ----------------------------------------------------------------------------

@@ -27,6 +27,7 @@ END = "<!-- bench-results:end -->"
 DOCS = REPO / "docs" / "benchmarks.md"
 PNG = REPO / "docs" / "benchmarks.png"
 COLORS = {"lbtui": "#2b6cb0", "lbtui-generic": "#63b3ed", "direct": "#718096",
+          "direct-spread": "#4a5568",
           "xdp-redirect": "#a0aec0", "lbtui-single": "#90cdf4",
           "nftables": "#dd6b20", "haproxy": "#38a169"}
 
@@ -85,11 +86,13 @@ def md_compare(res: dict) -> str:
                           fmt(summary[n].get("udp_sent_pps")),
                           fmt(summary[n].get("cpu_rate")),
                           fmt(summary[n].get("lb_proc_ms_per_1k"), 1)
-                          if summary[n].get("lb_proc_ms_per_1k") is not None else "–"])
+                          if summary[n].get("lb_proc_ms_per_1k") is not None else "–",
+                          compare.backend_split(summary[n], "conns_b")])
     out += ["Per round and side figures:", "",
             md_table(["contender", "conns/s in each round", "conn errors (median)",
                       "packets forwarded by the LB's IP stack per connection",
-                      "UDP sent/s", "paced req/s (CPU phase)", "LB process ms/1k"],
+                      "UDP sent/s", "paced req/s (CPU phase)", "LB process ms/1k",
+                      "connections to backends 1/2/3 (%)"],
                      per_round), ""]
     tail = [[n, *(fmt(summary[n].get(k)) for k in (
         "lat_p50_us", "lat_p99_us", "lat_max_us", "lat_connect_p99_us", "lat_over_1ms",
@@ -171,7 +174,8 @@ def chart(cmp: dict, path: Path) -> None:
               ("udp_pps", "UDP packets/s (thousands)", 1e-3),
               ("bulk_gbps", "bulk TCP Gbit/s", 1),
               ("cpu_ms_per_1k", "lab CPU ms per 1,000 requests\n(lower is better)", 1)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(14, 3.8))
+    many = len(names) > 7       # narrower bars: a wider figure, smaller labels
+    fig, axes = plt.subplots(1, len(panels), figsize=(17 if many else 14, 3.8))
     for ax, (key, title, scale) in zip(axes, panels, strict=True):
         xs, heights = [], []
         for i, n in enumerate(names):
@@ -185,18 +189,22 @@ def chart(cmp: dict, path: Path) -> None:
         for i, n in enumerate(names):  # the median, written inside the foot of each bar
             v = summary[n].get(key)
             label = "n/a" if v is None else f"{v * scale:,.{2 if v * scale < 10 else 0}f}"
-            ax.text(i, top * 0.03, label, ha="center", va="bottom", fontsize=8,
+            ax.text(i, top * 0.03, label, ha="center", va="bottom", fontsize=6 if many else 8,
                     color="black" if v is None else "white", fontweight="bold")
         d = summary.get("direct", {}).get(key)
         if d is not None:
             ax.axhline(d * scale, color="#4a5568", linestyle="--", linewidth=0.8)
+        d = summary.get("direct-spread", {}).get(key)
+        if d is not None:
+            ax.axhline(d * scale, color="#4a5568", linestyle=":", linewidth=0.8)
         ax.set_xticks(xs, names, rotation=30, ha="right")
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     m = cmp["machine"]
     fig.suptitle(f"lbtui vs nftables DNAT vs HAProxy (TCP) vs direct — {m['nproc']} CPUs, "
                  f"kernel {m['kernel']}, veth namespaces, medians of "
-                 f"{cmp['settings']['rounds']} rounds (dots: rounds; dashed: direct)", fontsize=10)
+                 f"{cmp['settings']['rounds']} rounds (dots: rounds; dashed: direct; dotted: "
+                 "direct-spread)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
