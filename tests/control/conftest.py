@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes as ct
+import io
 import os
 import socket
 import subprocess
@@ -179,9 +181,24 @@ class NotifySocket:
         self.sock.close()
 
 
+def cli_main(argv: list[str]) -> int:
+    """``lbtui ARGV`` in this process: the command's own code, without a Python start-up."""
+    from lbtui.cli import main
+
+    try:
+        return main(argv)
+    except SystemExit as e:          # argparse usage errors
+        return int(e.code or 0)
+
+
 def ctl(name: str, *args: str, json_out: bool = False) -> subprocess.CompletedProcess[str]:
-    argv = [*LBTUI, "ctl", "--instance", name, *args] + (["--json"] if json_out else [])
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    """``lbtui ctl`` against instance ``name``, run in this process (a subprocess costs a
+    0.4 s start-up per call; tests that need the command line itself run it)."""
+    argv = ["ctl", "--instance", name, *args] + (["--json"] if json_out else [])
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli_main(argv)
+    return subprocess.CompletedProcess([*LBTUI, *argv], code, out.getvalue(), err.getvalue())
 
 
 def ctl_ok(name: str, *args: str) -> str:

@@ -24,6 +24,7 @@ from lbtui.maps import FiveTuple
 from .conftest import (
     LBTUI,
     EchoClient,
+    cli_main,
     ctl,
     ctl_json,
     ctl_ok,
@@ -82,15 +83,6 @@ def inet_inodes(ns: str | None) -> set[str]:
             if c and c.isdigit():
                 inodes.add(c)
     return inodes
-
-
-def cli_main(argv: list[str]) -> int:
-    from lbtui.cli import main
-
-    try:
-        return main(argv)
-    except SystemExit as e:          # argparse usage errors
-        return int(e.code or 0)
 
 
 def test_ctl_end_to_end_against_serve(make_lab, state_dir, instance_cleanup, start_serve,
