@@ -37,6 +37,11 @@ so drift and neighbours' load hit every path alike. The process is pinned to one
 it measures (prog_test_run runs on the caller's CPU; with per-CPU LRU lists the CPU
 decides which list an insert uses).
 
+"established, one-arm" is an established flow whose target is reached through the
+interface the packet came in on (c1, as in a one-arm deployment): once the next-hop cache
+holds that hop it leaves with XDP_TX instead of the devmap redirect. The plain
+"established" row is two-arm (in on c1, out on b1), as in the lab. Single runs only.
+
 "new flow, reader caught up" consumes the events before every single run, so each SYN's
 opened event is submitted to a ring buffer whose reader has read everything: the state of
 an event reader that keeps up (lbtui's event hub, at any rate it can follow), where a
@@ -114,6 +119,7 @@ from dp_harness import (  # noqa: E402
     standalone,
 )
 from dp_packets import ACK, SYN, checksums_ok, fast_tcp, parse  # noqa: E402
+from pyroute2 import NetNS  # noqa: E402
 
 from bench.common import fmt, machine, machine_line, table  # noqa: E402
 from bench.reference_lb import ReferenceLB  # noqa: E402
@@ -134,6 +140,7 @@ PORTS_PER_IP = 60000
 FLOOR = "empty program (floor)"
 NON_MATCHING = "non-matching"
 ESTABLISHED = "established"
+ESTABLISHED_ONE_ARM = "established, one-arm"
 REPLY = "reply"
 NEW = "new flow"
 NEW_ROUTE = "new flow, source route"
@@ -144,7 +151,8 @@ NEW_CAUGHT = "new flow, reader caught up"
 NEW_TWO = "new flow, two entries"                   # the reference only
 NEW_FULL_TWO = "new flow, two entries, table full"  # the reference only
 NEW_NO_INSERT = "new flow, no insert"               # the reference only (a probe)
-GOALS = {NON_MATCHING: 20, ESTABLISHED: 60, REPLY: 80, NEW: 300, NEW_ROUTE: 300,
+GOALS = {NON_MATCHING: 20, ESTABLISHED: 60, ESTABLISHED_ONE_ARM: 60, REPLY: 80, NEW: 300,
+         NEW_ROUTE: 300,
          NEW_FULL: 300, NEW_ALL_CPUS: 300, NEW_FLOODED: 300, NEW_CAUGHT: 300, NEW_TWO: 300,
          NEW_FULL_TWO: 300, NEW_NO_INSERT: 300}
 REF = "ref"                     # the reference balancer's label (bench/reference_lb.c)
@@ -216,14 +224,16 @@ def _install_twins(h: Harness, port: int) -> None:
     _ct(h, VIP, CLIENT, 80, port, orig=(T1, 8080), nat=(VIP, 80), flags=abi.CT_F_REPLY)
 
 
-def _check(h: Harness, p: BenchPath, verdict: int, check: Callable[[bytes], bool]) -> None:
+def _check(h: Harness, p: BenchPath, verdict: int | tuple[int, ...],
+           check: Callable[[bytes], bool]) -> None:
     """Refuse to time a path the packets do not actually take."""
     ifindex = h.net.ifindex[p.iface]
     with flood_guard(h, p):
         r = bpfsys.prog_test_run(p.prog_fd, p.single(p.used), ingress_ifindex=ifindex)
     if p.new_flows or p.flooded:
         p.used += 1
-    if r.retval != verdict or not check(r.data):
+    if r.retval not in (verdict if isinstance(verdict, tuple) else (verdict,)) or not check(
+            r.data):
         raise RuntimeError(f"{p.label}: not on the intended path (verdict {r.retval})")
     q = parse(p.single(p.used - 1))
     assert q is not None
@@ -282,10 +292,16 @@ FLOOD_CLIENTS = "198.18.3.2"          # SYNs over the flood rate: 2 ranges
 CAUGHT_CLIENTS = "198.18.4.2"         # new flows with the reader caught up: 2 ranges
 REF_CLIENTS = "198.18.5.2"            # the reference's new flows: 5 ranges
 RANGE = 1_000_000                     # tuples per (program, path): far more than a run uses
+ONE_ARM, ONE_ARM_MAC = "198.18.1.3", "02:00:c6:12:01:03"   # a target on the clients' link c1
+ONE_ARM_PORT = 82                     # its listener
 
 
 def configure(h: Harness) -> None:
     h.listen(80, LISTEN_GROUP, flags=abi.ROUTE_F_STATS)
+    with NetNS(h.net.ns) as ns:       # a target on the clients' own link (one-arm)
+        ns.neigh("replace", dst=ONE_ARM, lladdr=ONE_ARM_MAC, ifindex=h.net.ifindex["c1"],
+                 state="permanent")
+    h.listen(ONE_ARM_PORT, TargetGroup.single(ONE_ARM, 8080), flags=abi.ROUTE_F_STATS)
     h.listen(PREFILL_PORT, LISTEN_GROUP)
     h.source_route(ROUTED_CIDR, ROUTED_GROUP, flags=abi.ROUTE_F_STATS)
     for k in range(CHAIN_START, CHAIN_START + HOT_REPEAT):
@@ -305,6 +321,9 @@ def build_paths(h: Harness, progs: dict[str, int], pass_fd: int, cpus: list[int]
     assert target is not None
     reply = fast_tcp(target.dst, CLIENT, target.dport, 40000, ACK, payload=bytes(64))
     other = fast_tcp(CLIENT, VIP, 40000, 81, ACK, payload=bytes(64))
+    bpfsys.prog_test_run(main_fd, fast_tcp(CLIENT, VIP, 40002, ONE_ARM_PORT, SYN),
+                         ingress_ifindex=c1)
+    est_one_arm = fast_tcp(CLIENT, VIP, 40002, ONE_ARM_PORT, ACK, payload=bytes(64))
     est_twin = fast_tcp(CLIENT, VIP, 40001, 80, ACK, payload=bytes(64), ttl=255)
     reply_twin = fast_tcp(T1, CLIENT, 8080, 40001, ACK, payload=bytes(64), ttl=255)
     paths = [BenchPath(FLOOR, "", pass_fd, "c1", lambda i: est, hot=lambda j: est)]
@@ -312,6 +331,7 @@ def build_paths(h: Harness, progs: dict[str, int], pass_fd: int, cpus: list[int]
         paths += [
             BenchPath(NON_MATCHING, label, fd, "c1", lambda i: other, hot=lambda j: other),
             BenchPath(ESTABLISHED, label, fd, "c1", lambda i: est, hot=lambda j: est_twin),
+            BenchPath(ESTABLISHED_ONE_ARM, label, fd, "c1", lambda i: est_one_arm),
             BenchPath(REPLY, label, fd, "b1", lambda i: reply, hot=lambda j: reply_twin),
             BenchPath(NEW, label, fd, "c1", syn_from(NEW_FLOW_CLIENTS, 3 * k * RANGE),
                       hot=_chain_packet if not label else None, new_flows=True),
@@ -335,6 +355,10 @@ def build_paths(h: Harness, progs: dict[str, int], pass_fd: int, cpus: list[int]
             _check(h, p, XDP_PASS, lambda d: d == other)
         elif p.name == ESTABLISHED:
             _check(h, p, XDP_REDIRECT, lambda d: _dst(d) == target.dst)
+        elif p.name == ESTABLISHED_ONE_ARM:
+            # XDP_TX once the next-hop cache holds the hop (a redirect on a miss, and always
+            # from sources before the one-arm XDP_TX).
+            _check(h, p, (XDP_TX, XDP_REDIRECT), lambda d: _dst(d) == ONE_ARM)
         elif p.name == REPLY:
             _check(h, p, XDP_REDIRECT, lambda d: (q := parse(d)) is not None and q.src == VIP)
         elif p.name == NEW_ROUTE:
