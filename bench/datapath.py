@@ -38,9 +38,10 @@ it measures (prog_test_run runs on the caller's CPU; with per-CPU LRU lists the 
 decides which list an insert uses).
 
 "established, one-arm" is an established flow whose target is reached through the
-interface the packet came in on (c1, as in a one-arm deployment): once the next-hop cache
-holds that hop it leaves with XDP_TX instead of the devmap redirect. The plain
-"established" row is two-arm (in on c1, out on b1), as in the lab. Single runs only.
+interface the packet came in on (c1, as in a one-arm deployment), redirected back out of
+it; the plain "established" row is two-arm (in on c1, out on b1), as in the lab. Single
+runs only. Its check also accepts XDP_TX, for A/B runs against sources that send one-arm
+packets that way.
 
 "new flow, reader caught up" consumes the events before every single run, so each SYN's
 opened event is submitted to a ring buffer whose reader has read everything: the state of
@@ -356,8 +357,7 @@ def build_paths(h: Harness, progs: dict[str, int], pass_fd: int, cpus: list[int]
         elif p.name == ESTABLISHED:
             _check(h, p, XDP_REDIRECT, lambda d: _dst(d) == target.dst)
         elif p.name == ESTABLISHED_ONE_ARM:
-            # XDP_TX once the next-hop cache holds the hop (a redirect on a miss, and always
-            # from sources before the one-arm XDP_TX).
+            # (XDP_TX: sources under A/B that send one-arm packets back that way)
             _check(h, p, (XDP_TX, XDP_REDIRECT), lambda d: _dst(d) == ONE_ARM)
         elif p.name == REPLY:
             _check(h, p, XDP_REDIRECT, lambda d: (q := parse(d)) is not None and q.src == VIP)

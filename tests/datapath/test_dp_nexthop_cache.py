@@ -1,12 +1,11 @@
 """The per-CPU next-hop cache: used within its lifetime, dropped by a generation bump,
-off when its lifetime is 0; where it knows the egress is the ingress and takes XDP frames,
-packets leave with XDP_TX."""
+off when its lifetime is 0; one-arm hops (out through the ingress) alike."""
 
 from __future__ import annotations
 
 import os
 
-from dp_harness import CLIENT, CLIENT2, T1, VIP, XDP_PASS, XDP_REDIRECT, XDP_TX, Harness
+from dp_harness import CLIENT, CLIENT2, T1, VIP, XDP_PASS, XDP_REDIRECT, Harness
 from dp_packets import ACK, assert_checksums_valid, decode, fast_tcp
 from pyroute2 import NetNS
 
@@ -73,57 +72,42 @@ def _neighbour(dp: Harness, link: str, ip: str, mac: str, cmd: str = "replace") 
         ns.neigh(cmd, dst=ip, ifindex=dp.net.ifindex[link], **kw)
 
 
-def _sent_as_routed(dp: Harness, frame: bytes, link: str, mac: str, target: str) -> None:
-    out = decode(frame)
-    assert (out.src, out.dst) == (dp.net.mac[link], mac)
-    assert (out["IP"].dst, out["IP"].ttl, out["TCP"].dport) == (target, 63, 8080)
-    assert_checksums_valid(frame)
-
-
-def test_one_arm_is_sent_back_with_xdp_tx_once_the_cache_knows_the_egress(
-        dp: Harness) -> None:
-    """A target reached through the interface the packet came in on: the first packet
-    (cache miss) is redirected into tx_ports; once its next hop is cached, packets leave
-    with XDP_TX (no devmap helper), rewritten exactly alike. A flush goes back to the
-    redirect; a two-arm target (T1 via b1) is always redirected."""
-    from dp_harness import BACKEND_MACS
-
+def test_one_arm_is_redirected_back_out_of_the_ingress_cached_or_not(dp: Harness) -> None:
+    """A target reached through the interface the packet came in on leaves through the
+    devmap like any other, on a cache miss and on a hit. Not XDP_TX, though it would save
+    the helper call: sent with XDP_TX towards a veth whose far end takes XDP frames
+    through GRO alone, packets were lost or held back (the ``onearmxdp`` cell of the
+    topology matrix: unanswered datagrams, retransmitted SYNs), where the redirect into
+    the same interface loses none, and the kernel reports XDP_TX support for every veth
+    alike."""
     _neighbour(dp, "c1", ONE_ARM, ONE_ARM_MAC)
     dp.listen(80, TargetGroup.single(ONE_ARM, 8080))
-    dp.listen(81, TargetGroup.single(T1, 8080))
     cpus = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(cpus)})  # the cache is per CPU: stay on one
     try:
-        verdicts = []
-        for sport in (42000, 42001, 42002):
-            r = dp.run(fast_tcp(CLIENT, VIP, sport, 80))
-            _sent_as_routed(dp, r.data, "c1", ONE_ARM_MAC, ONE_ARM)
-            verdicts.append(r.verdict)
-        assert verdicts == [XDP_REDIRECT, XDP_TX, XDP_TX]
-        est = dp.run(fast_tcp(CLIENT, VIP, 42000, 80, ACK))
-        assert est.verdict == XDP_TX
-        _sent_as_routed(dp, est.data, "c1", ONE_ARM_MAC, ONE_ARM)
-        M.flush_nexthop_cache(dp.maps.settings_map)
-        assert [dp.run(fast_tcp(CLIENT, VIP, 42000, 80, ACK)).verdict
-                for _ in range(2)] == [XDP_REDIRECT, XDP_TX]
-        two_arm = [dp.run(fast_tcp(CLIENT, VIP, sport, 81)) for sport in (42003, 42004)]
-        assert [r.verdict for r in two_arm] == [XDP_REDIRECT, XDP_REDIRECT]
-        _sent_as_routed(dp, two_arm[1].data, "b1", BACKEND_MACS[T1], T1)
-        assert dp.reasons("c1") == {}
+        runs = [dp.run(fast_tcp(CLIENT, VIP, sport, 80)) for sport in (42000, 42001)]
+        runs.append(dp.run(fast_tcp(CLIENT, VIP, 42000, 80, ACK)))
     finally:
         os.sched_setaffinity(0, cpus)
         _neighbour(dp, "c1", ONE_ARM, ONE_ARM_MAC, "del")
+    assert [r.verdict for r in runs] == [XDP_REDIRECT] * 3
+    for r in runs:
+        out = decode(r.data)
+        assert (out.src, out.dst) == (dp.net.mac["c1"], ONE_ARM_MAC)
+        assert (out["IP"].dst, out["IP"].ttl, out["TCP"].dport) == (ONE_ARM, 63, 8080)
+        assert_checksums_valid(r.data)
+    assert dp.reasons("c1") == {}
 
 
 def test_one_arm_on_an_interface_without_xdp_frames_goes_to_the_stack(dp: Harness) -> None:
     """c2 is not in tx_ports (its far end takes no XDP frames): a target reached back
-    through c2 never gets XDP_TX, cached or not; every packet goes to the stack, counted."""
+    through c2 goes to the stack, cached or not, counted."""
     dp.listen(80, TargetGroup.single(CLIENT2, 8080), iface="c2")
     cpus = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(cpus)})
     try:
-        runs = [dp.run(fast_tcp(BEHIND_C2, VIP, sport, 80), "c2") for sport in range(43000,
-                                                                                      43003)]
+        runs = [dp.run(fast_tcp(BEHIND_C2, VIP, sport, 80), "c2")
+                for sport in range(43000, 43003)]
     finally:
         os.sched_setaffinity(0, cpus)
     assert [r.verdict for r in runs] == [XDP_PASS] * 3

@@ -33,6 +33,12 @@ Which interfaces lbtui attaches to (``interfaces`` / ``reply_interfaces``), and 
             namespace), reached through the LB's single link lb0; backends route to the
             clients through the LB. lb0 / none: requests and replies both arrive on lb0,
             where the client-facing program also handles replies. Every mode.
+``onearmxdp`` ``onearm`` with GRO on at lb0's far end (so lb0 takes XDP frames) and tx
+            checksum offload off at the endpoints: native XDP sends requests and replies
+            back out of lb0 itself (a devmap redirect into the ingress), so a broken
+            one-arm fast path shows here (XDP_TX, tried, lost packets on this shape).
+            lb0 / none. Native only (auto is native on veth; generic XDP never depends on
+            the far end).
 ``routed``  backends one routed hop away (a router namespace between the LB and them).
             c1, c2 / r0: the LB's link to the router. Every mode.
 ``asym``    backends on a switch reached through the LB's bf, but routing back to the
@@ -297,6 +303,14 @@ def _wire_onearm(w: _Wiring, topo: T.Topology) -> tuple[list[str], list[str]]:
     return ["lb0"], []
 
 
+def _wire_onearmxdp(w: _Wiring, topo: T.Topology) -> tuple[list[str], list[str]]:
+    ifaces = _wire_onearm(w, topo)
+    ethtool(w.ns("switch"), "lb", "gro", "on")
+    for e in topo.clients + topo.backends:
+        ethtool(e.ns, "eth0", "tx", "off")
+    return ifaces
+
+
 def _wire_routed(w: _Wiring, topo: T.Topology) -> tuple[list[str], list[str]]:
     clients = _veth_clients(w, topo)
     rt = _router(w)
@@ -340,6 +354,7 @@ SHAPES: dict[str, _Spec] = {
     # A bridge has no native XDP (no driver hook): native is impossible on br0.
     "bridge": _Spec(_wire_bridge, ("generic", "auto")),
     "onearm": _Spec(_wire_onearm, ALL_MODES),
+    "onearmxdp": _Spec(_wire_onearmxdp, ("native",)),
     "routed": _Spec(_wire_routed, ALL_MODES),
     "asym": _Spec(_wire_asym, ALL_MODES),
 }

@@ -7,8 +7,7 @@
  * with incremental checksums -> forward.
  *
  * Forwarding: bpf_fib_lookup, then bpf_redirect_map into tx_ports, which holds only the
- * egress interfaces the control plane verified can take XDP frames (XDP_TX instead, once
- * the next-hop cache knows the egress is the ingress and verified); anything else (no
+ * egress interfaces the control plane verified can take XDP frames; anything else (no
  * route, unknown neighbour, an egress that cannot take XDP frames, VLAN, expiring TTL, IP
  * options, partial checksums) goes to the kernel stack, counted per ingress interface and
  * reason. lbtui never drops a packet: what it cannot deliver itself, the stack delivers.
@@ -445,7 +444,6 @@ struct lb_nh {
     __u8 smac[ETH_ALEN];
     __u8 dmac[ETH_ALEN];
     __u32 max_len;          /* the largest packet the lookup passed (its MTU check) */
-    __u32 xdp_tx;           /* 1: the egress is the ingress and tx_ports took the redirect */
     __u64 expires_ns;
 };
 
@@ -455,23 +453,17 @@ BPF_PERCPU_ARRAY(nh_cache, struct lb_nh, LB_NH_SLOTS);
  * not one the control plane verified (the helper falls back to XDP_PASS). The frame is
  * only rewritten for the link once the redirect is certain, so a passed packet reaches the
  * stack as it arrived, apart from the translation. */
-static __always_inline int lb_send(struct lb_pkt *p, const __u8 *smac, const __u8 *dmac,
-                                   int verdict)
-{
-    if (p->partial)
-        lb_csum_finish(p->l4_check, p->l4_rest, p->proto);
-    lb_ip_decrease_ttl(p->iph);
-    __builtin_memcpy(p->eth->h_dest, dmac, ETH_ALEN);
-    __builtin_memcpy(p->eth->h_source, smac, ETH_ALEN);
-    return verdict;
-}
-
 static __always_inline int lb_redirect_to(struct xdp_md *ctx, struct lb_pkt *p,
                                           const __u8 *smac, const __u8 *dmac, __u32 ifindex)
 {
     if (tx_ports.redirect_map(ifindex, XDP_PASS) != XDP_REDIRECT)
         return lb_pass(ctx->ingress_ifindex, LB_REASON_EGRESS_NOT_XDP);
-    return lb_send(p, smac, dmac, XDP_REDIRECT);
+    if (p->partial)
+        lb_csum_finish(p->l4_check, p->l4_rest, p->proto);
+    lb_ip_decrease_ttl(p->iph);
+    __builtin_memcpy(p->eth->h_dest, dmac, ETH_ALEN);
+    __builtin_memcpy(p->eth->h_source, smac, ETH_ALEN);
+    return XDP_REDIRECT;
 }
 
 /* Route the rewritten packet ourselves when the kernel knows the next hop and the egress
@@ -502,16 +494,8 @@ static __always_inline int lb_forward(struct xdp_md *ctx, struct lb_pkt *p, __u6
         generation = lb_setting(LB_SETTING_NH_GENERATION);
         if (nh && nh->dst == iph->daddr && nh->ifindex_in == in &&
             nh->generation == generation && now < nh->expires_ns &&
-            p->ip_len <= nh->max_len) {
-            /* Out through the interface it came in on (one-arm): XDP_TX sends it there
-             * without the devmap's helper call. Only where the redirect into tx_ports
-             * succeeded when the slot was filled, i.e. where the control plane verified
-             * that the interface takes XDP frames; the generation drops the slot as soon
-             * as tx_ports changes. */
-            if (nh->xdp_tx)
-                return lb_send(p, nh->smac, nh->dmac, XDP_TX);
+            p->ip_len <= nh->max_len)
             return lb_redirect_to(ctx, p, nh->smac, nh->dmac, nh->ifindex_out);
-        }
     }
     fib.family = LB_AF_INET;
     fib.tos = iph->tos;
@@ -534,7 +518,6 @@ static __always_inline int lb_forward(struct xdp_md *ctx, struct lb_pkt *p, __u6
     }
     if (rc != BPF_FIB_LKUP_RET_SUCCESS)
         return lb_pass(in, LB_REASON_FIB_MISS);
-    int act = lb_redirect_to(ctx, p, fib.smac, fib.dmac, fib.ifindex);
     if (nh) {
         /* A hit for the same next hop only widens what the entry vouches for; a larger
          * packet than any checked so far takes the lookup (and its MTU check) again. */
@@ -548,10 +531,9 @@ static __always_inline int lb_forward(struct xdp_md *ctx, struct lb_pkt *p, __u6
         nh->generation = generation;
         __builtin_memcpy(nh->smac, fib.smac, ETH_ALEN);
         __builtin_memcpy(nh->dmac, fib.dmac, ETH_ALEN);
-        nh->xdp_tx = act == XDP_REDIRECT && fib.ifindex == in;
         nh->expires_ns = now + (__u64)cache_ms * 1000000ULL;
     }
-    return act;
+    return lb_redirect_to(ctx, p, fib.smac, fib.dmac, fib.ifindex);
 }
 
 /* Classify the L4 checksum before the first rewrite (see lb_csum.h). */
