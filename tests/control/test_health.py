@@ -133,12 +133,21 @@ def test_traffic_health_turns_failing_when_a_backend_refuses(
             return any(m["target"] == b2 and m["to"] == "failing"
                        for m in viewer.of_type("transition"))
         viewer.wait_for(failing, "backend2 failing")
-        health = {t["target"]: t for t in ctl_json(name, "health")["targets"]}
-        assert health[b2]["state"] == "failing"
-        assert health[b2]["resets"] == answers["refused"]
-        first = health[f"{topo.backends[0].ip}:{T.HTTP_PORT}"]
-        assert first["state"] == "healthy" and first["resets"] == 0
-        assert first["closed"] == answers["backend1"]
+        b1 = f"{topo.backends[0].ip}:{T.HTTP_PORT}"
+        seen: dict[str, dict] = {}
+
+        def all_counted() -> bool:
+            # The transition comes with the min_samples-th refusal; later outcomes reach
+            # the instance's counts a poll of the event stream later.
+            seen.update({t["target"]: t for t in ctl_json(name, "health")["targets"]})
+            return (seen[b2]["resets"], seen[b1]["closed"]) == (answers["refused"],
+                                                               answers["backend1"])
+        try:
+            viewer.wait_for(all_counted, "every outcome counted")
+        except AssertionError:
+            raise AssertionError(f"counts never matched {answers}: {seen}") from None
+        assert seen[b2]["state"] == "failing"
+        assert seen[b1]["state"] == "healthy" and seen[b1]["resets"] == 0
         serve.wait_for(f"target {b2} of listener :80: healthy -> failing")
     finally:
         mend_quietly(topo)
