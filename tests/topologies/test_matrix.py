@@ -262,8 +262,8 @@ def _reasons(st: dict) -> int:
 def test_packets_left_to_the_kernel_are_counted_by_reason(cell: Cell) -> None:
     """Every balanced packet the LB's kernel forwarded was handed to it by lbtui with a
     counted reason (nothing is lost or forwarded silently). On ``redirect`` and
-    ``onearmxdp`` (XDP_TX) in native mode XDP forwards everything itself: the kernel
-    forwards (almost) nothing."""
+    ``onearmxdp`` (a devmap redirect back out of lb0) in native mode XDP forwards
+    everything itself: the kernel forwards (almost) nothing."""
     client, lb = cell.topo.clients[0], cell.topo.lb_ns
     fwd, reasons = P.nstat(lb, "IpForwDatagrams"), _reasons(cell.served.status())
     (run,) = P.curl_many({client.ns: P.curl_argv(client.ns, [f"http://{cell.topo.vip}/"] * 50)
