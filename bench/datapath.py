@@ -109,6 +109,7 @@ sys.path.insert(0, str(REPO / "tests" / "datapath"))
 
 from dp_harness import (  # noqa: E402
     CLIENT,
+    ONE_ARM,
     T1,
     T2,
     T3,
@@ -120,7 +121,6 @@ from dp_harness import (  # noqa: E402
     standalone,
 )
 from dp_packets import ACK, SYN, checksums_ok, fast_tcp, parse  # noqa: E402
-from pyroute2 import NetNS  # noqa: E402
 
 from bench.common import fmt, machine, machine_line, table  # noqa: E402
 from bench.reference_lb import ReferenceLB  # noqa: E402
@@ -152,10 +152,9 @@ NEW_CAUGHT = "new flow, reader caught up"
 NEW_TWO = "new flow, two entries"                   # the reference only
 NEW_FULL_TWO = "new flow, two entries, table full"  # the reference only
 NEW_NO_INSERT = "new flow, no insert"               # the reference only (a probe)
-GOALS = {NON_MATCHING: 20, ESTABLISHED: 60, ESTABLISHED_ONE_ARM: 60, REPLY: 80, NEW: 300,
-         NEW_ROUTE: 300,
-         NEW_FULL: 300, NEW_ALL_CPUS: 300, NEW_FLOODED: 300, NEW_CAUGHT: 300, NEW_TWO: 300,
-         NEW_FULL_TWO: 300, NEW_NO_INSERT: 300}
+GOALS = {NON_MATCHING: 20, ESTABLISHED: 60, ESTABLISHED_ONE_ARM: 60, REPLY: 80,
+         NEW: 300, NEW_ROUTE: 300, NEW_FULL: 300, NEW_ALL_CPUS: 300, NEW_FLOODED: 300,
+         NEW_CAUGHT: 300, NEW_TWO: 300, NEW_FULL_TWO: 300, NEW_NO_INSERT: 300}
 REF = "ref"                     # the reference balancer's label (bench/reference_lb.c)
 REF_PAIRS = {NEW_TWO: NEW, NEW_FULL_TWO: NEW_FULL,   # reference row -> lbtui row
              NEW_NO_INSERT: NEW_FLOODED}
@@ -293,15 +292,11 @@ FLOOD_CLIENTS = "198.18.3.2"          # SYNs over the flood rate: 2 ranges
 CAUGHT_CLIENTS = "198.18.4.2"         # new flows with the reader caught up: 2 ranges
 REF_CLIENTS = "198.18.5.2"            # the reference's new flows: 5 ranges
 RANGE = 1_000_000                     # tuples per (program, path): far more than a run uses
-ONE_ARM, ONE_ARM_MAC = "198.18.1.3", "02:00:c6:12:01:03"   # a target on the clients' link c1
-ONE_ARM_PORT = 82                     # its listener
+ONE_ARM_PORT = 82                     # the listener of ONE_ARM, a target on the clients' c1
 
 
 def configure(h: Harness) -> None:
     h.listen(80, LISTEN_GROUP, flags=abi.ROUTE_F_STATS)
-    with NetNS(h.net.ns) as ns:       # a target on the clients' own link (one-arm)
-        ns.neigh("replace", dst=ONE_ARM, lladdr=ONE_ARM_MAC, ifindex=h.net.ifindex["c1"],
-                 state="permanent")
     h.listen(ONE_ARM_PORT, TargetGroup.single(ONE_ARM, 8080), flags=abi.ROUTE_F_STATS)
     h.listen(PREFILL_PORT, LISTEN_GROUP)
     h.source_route(ROUTED_CIDR, ROUTED_GROUP, flags=abi.ROUTE_F_STATS)

@@ -6,7 +6,8 @@ caller's network namespace, and ``bpf_fib_lookup`` resolves against that namespa
 and neighbours. Running inside our own namespace means the datapath never consults the root
 namespace, and we control exactly which next hops are known:
 
-    c1  198.18.1.1/24    client link; permanent neighbour 198.18.1.2 (CLIENT)
+    c1  198.18.1.1/24    client link; permanent neighbours 198.18.1.2 (CLIENT) and
+                         198.18.1.3 (ONE_ARM: a target on the clients' link)
     c2  198.18.2.1/24    a second client link (no listen entries unless a test adds them);
                          permanent neighbour 198.18.2.2 (CLIENT2), not redirect-capable
     b1  198.18.101.1/24  backend link; permanent neighbours T1, T2, T3, T4 -> XDP_REDIRECT
@@ -51,6 +52,8 @@ VERDICTS = {0: "ABORTED", 1: "DROP", 2: "PASS", 3: "TX", 4: "REDIRECT"}
 VIP = "198.18.0.10"
 CLIENT = "198.18.1.2"
 CLIENT_MAC = "02:00:c6:12:01:02"
+ONE_ARM = "198.18.1.3"
+ONE_ARM_MAC = "02:00:c6:12:01:03"
 CLIENT2 = "198.18.2.2"
 CLIENT2_MAC = "02:00:c6:12:02:02"
 T1, T2, T3, T4 = "198.18.101.2", "198.18.101.3", "198.18.101.4", "198.18.101.5"
@@ -61,7 +64,8 @@ BACKEND_MACS = {T1: "02:00:c6:12:65:02", T2: "02:00:c6:12:65:03",
 REDIRECT_CAPABLE_PEERS = ("c1p", "b1p")
 LINKS = {"c1": ("198.18.1.1", 24), "c2": ("198.18.2.1", 24),
          "b1": ("198.18.101.1", 24), "b2": ("198.18.102.1", 24)}
-NEIGHBOURS = {"c1": {CLIENT: CLIENT_MAC}, "c2": {CLIENT2: CLIENT2_MAC}, "b1": BACKEND_MACS}
+NEIGHBOURS = {"c1": {CLIENT: CLIENT_MAC, ONE_ARM: ONE_ARM_MAC}, "c2": {CLIENT2: CLIENT2_MAC},
+              "b1": BACKEND_MACS}
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,20 @@ off when its lifetime is 0; one-arm hops (out through the ingress) alike."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
-from dp_harness import CLIENT, CLIENT2, T1, VIP, XDP_PASS, XDP_REDIRECT, Harness
+import pytest
+from dp_harness import (
+    CLIENT,
+    CLIENT2,
+    ONE_ARM,
+    ONE_ARM_MAC,
+    T1,
+    VIP,
+    XDP_PASS,
+    XDP_REDIRECT,
+    Harness,
+)
 from dp_packets import ACK, assert_checksums_valid, decode, fast_tcp
 from pyroute2 import NetNS
 
@@ -29,12 +41,22 @@ def _flow(dp: Harness, sport: int) -> int:
     return dp.run(fast_tcp(CLIENT, VIP, sport, 80)).verdict
 
 
-def test_cached_next_hop_is_used_until_the_generation_is_bumped(dp: Harness) -> None:
+@pytest.fixture
+def one_cpu() -> Iterator[None]:
+    """The cache is per CPU: run the test's packets on one."""
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, cpus)
+
+
+def test_cached_next_hop_is_used_until_the_generation_is_bumped(dp: Harness, one_cpu: None
+                                                                 ) -> None:
     from dp_harness import BACKEND_MACS
 
     dp.listen(80, TargetGroup.single(T1, 8080))
-    cpus = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(cpus)})  # the cache is per CPU: stay on one
     try:
         assert _flow(dp, 40000) == XDP_REDIRECT       # fills the cache for T1 via b1
         _drop_neighbour(dp, T1)
@@ -42,7 +64,6 @@ def test_cached_next_hop_is_used_until_the_generation_is_bumped(dp: Harness) -> 
         M.flush_nexthop_cache(dp.maps.settings_map)
         assert _flow(dp, 40002) == XDP_PASS           # fib: no neighbour -> the stack
     finally:
-        os.sched_setaffinity(0, cpus)
         _restore_neighbour(dp, T1, BACKEND_MACS[T1])
 
 
@@ -61,18 +82,11 @@ def test_cache_lifetime_zero_always_asks_the_fib(dp: Harness) -> None:
 
 # --- one-arm: the egress is the ingress -----------------------------------------------------
 
-ONE_ARM = "198.18.1.3"                 # a target on the clients' link c1
-ONE_ARM_MAC = "02:00:c6:12:01:03"
 BEHIND_C2 = "198.18.2.50"              # a client on c2, which cannot take XDP frames
 
 
-def _neighbour(dp: Harness, link: str, ip: str, mac: str, cmd: str = "replace") -> None:
-    with NetNS(dp.net.ns) as ns:
-        kw = {"lladdr": mac, "state": "permanent"} if cmd == "replace" else {}
-        ns.neigh(cmd, dst=ip, ifindex=dp.net.ifindex[link], **kw)
-
-
-def test_one_arm_is_redirected_back_out_of_the_ingress_cached_or_not(dp: Harness) -> None:
+def test_one_arm_is_redirected_back_out_of_the_ingress_cached_or_not(dp: Harness,
+                                                                      one_cpu: None) -> None:
     """A target reached through the interface the packet came in on leaves through the
     devmap like any other, on a cache miss and on a hit. Not XDP_TX, though it would save
     the helper call: sent with XDP_TX towards a veth whose far end takes XDP frames
@@ -80,16 +94,9 @@ def test_one_arm_is_redirected_back_out_of_the_ingress_cached_or_not(dp: Harness
     topology matrix: unanswered datagrams, retransmitted SYNs), where the redirect into
     the same interface loses none, and the kernel reports XDP_TX support for every veth
     alike."""
-    _neighbour(dp, "c1", ONE_ARM, ONE_ARM_MAC)
     dp.listen(80, TargetGroup.single(ONE_ARM, 8080))
-    cpus = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(cpus)})  # the cache is per CPU: stay on one
-    try:
-        runs = [dp.run(fast_tcp(CLIENT, VIP, sport, 80)) for sport in (42000, 42001)]
-        runs.append(dp.run(fast_tcp(CLIENT, VIP, 42000, 80, ACK)))
-    finally:
-        os.sched_setaffinity(0, cpus)
-        _neighbour(dp, "c1", ONE_ARM, ONE_ARM_MAC, "del")
+    runs = [dp.run(fast_tcp(CLIENT, VIP, sport, 80)) for sport in (42000, 42001)]
+    runs.append(dp.run(fast_tcp(CLIENT, VIP, 42000, 80, ACK)))
     assert [r.verdict for r in runs] == [XDP_REDIRECT] * 3
     for r in runs:
         out = decode(r.data)
@@ -99,16 +106,11 @@ def test_one_arm_is_redirected_back_out_of_the_ingress_cached_or_not(dp: Harness
     assert dp.reasons("c1") == {}
 
 
-def test_one_arm_on_an_interface_without_xdp_frames_goes_to_the_stack(dp: Harness) -> None:
+def test_one_arm_on_an_interface_without_xdp_frames_goes_to_the_stack(dp: Harness,
+                                                                       one_cpu: None) -> None:
     """c2 is not in tx_ports (its far end takes no XDP frames): a target reached back
     through c2 goes to the stack, cached or not, counted."""
     dp.listen(80, TargetGroup.single(CLIENT2, 8080), iface="c2")
-    cpus = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(cpus)})
-    try:
-        runs = [dp.run(fast_tcp(BEHIND_C2, VIP, sport, 80), "c2")
-                for sport in range(43000, 43003)]
-    finally:
-        os.sched_setaffinity(0, cpus)
+    runs = [dp.run(fast_tcp(BEHIND_C2, VIP, sport, 80), "c2") for sport in range(43000, 43003)]
     assert [r.verdict for r in runs] == [XDP_PASS] * 3
     assert dp.reasons("c2") == {"egress_not_xdp": 3}
