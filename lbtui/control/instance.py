@@ -311,19 +311,21 @@ class Instance:
 
     def _rotation_changed(self, current: CurrentConfig, out: frozenset[str], target: str,
                           old: str, new: str, why: str) -> None:
-        """A target went out of rotation or came back: log it, show it to every viewer,
-        record it for other processes' edits, and apply it (under the edit lock, with the
-        file's config)."""
+        """A target went out of rotation or came back: log it, record it for other
+        processes' edits, apply it (under the edit lock, with the file's config), then show
+        it to every viewer, so that a viewer who sees the event finds the maps changed."""
         log.log(logging.WARNING if new == DOWN else logging.INFO,
                 "target %s %s rotation (active check: %s)",
                 target, "taken out of" if new == DOWN else "back in", why)
-        if self.hub is not None:
-            self.hub.publish({"type": "transition", "source": "check", "group": None,
-                              "target": target, "from": old, "to": new, "why": why,
-                              "ts": time.time()})
-        with editing(self.name):
-            update_state(self.name, out_of_rotation=sorted(out))
-            self.apply(current())
+        try:
+            with editing(self.name):
+                update_state(self.name, out_of_rotation=sorted(out))
+                self.apply(current())
+        finally:
+            if self.hub is not None:
+                self.hub.publish({"type": "transition", "source": "check", "group": None,
+                                  "target": target, "from": old, "to": new, "why": why,
+                                  "ts": time.time()})
 
     # --- state ---------------------------------------------------------------------
 
