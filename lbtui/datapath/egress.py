@@ -143,16 +143,18 @@ def sync(maps: M.MapSet, generic_only: bool, any_generic: bool | None = None
     namespace), and tell the datapath whether any attachment runs generic XDP
     (``any_generic``, default ``generic_only``): only native XDP may finish a partial
     checksum and redirect the packet (see lb_csum.h). Returns the verdicts and whether the
-    devmap changed; a change also drops the datapath's cached next hops, so no packet
+    devmap changed. A change of either drops the datapath's cached next hops, which keep
+    both verdicts (a cached hop into a verified egress skips the devmap), so no packet
     follows a stale decision."""
     generic = generic_only if any_generic is None else any_generic
-    if M.get_setting(maps.settings_map, abi.SETTING_XDP_GENERIC) != int(generic):
+    mode_changed = M.get_setting(maps.settings_map, abi.SETTING_XDP_GENERIC) != int(generic)
+    if mode_changed:
         M.set_setting(maps.settings_map, abi.SETTING_XDP_GENERIC, int(generic))
     verdicts = assess(generic_only)
     added, removed = M.set_tx_ports(maps.tx_ports_map,
                                     [e.ifindex for e in verdicts if e.redirect])
     changed = bool(added or removed)
-    if changed:
+    if changed or mode_changed:
         M.flush_nexthop_cache(maps.settings_map)
     return verdicts, changed
 

@@ -1,9 +1,12 @@
 """The per-CPU next-hop cache: used within its lifetime, dropped by a generation bump,
-off when its lifetime is 0; one-arm hops (out through the ingress) alike."""
+off when its lifetime is 0; one-arm hops (out through the ingress) alike; hits on a hop
+into a verified egress skip the devmap (native XDP only), so every change of the
+verdicts drops the cache."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -23,6 +26,7 @@ from pyroute2 import NetNS
 
 from lbtui import abi
 from lbtui import maps as M
+from lbtui.datapath import egress
 from lbtui.targets import TargetGroup
 
 
@@ -114,3 +118,70 @@ def test_one_arm_on_an_interface_without_xdp_frames_goes_to_the_stack(dp: Harnes
     runs = [dp.run(fast_tcp(BEHIND_C2, VIP, sport, 80), "c2") for sport in range(43000, 43003)]
     assert [r.verdict for r in runs] == [XDP_PASS] * 3
     assert dp.reasons("c2") == {"egress_not_xdp": 3}
+
+
+# --- hits into a verified egress skip the devmap --------------------------------------------
+
+
+def _behind_the_control_planes_back(dp: Harness, ifname: str) -> None:
+    """Take an interface out of tx_ports without the generation bump sync() would make."""
+    gone = dp.net.ifindex[ifname]
+    M.set_tx_ports(dp.maps.tx_ports_map,
+                   [i for i in M.tx_ports(dp.maps.tx_ports_map) if i != gone])
+
+
+@pytest.fixture
+def b1_far_end_gro() -> Iterator[None]:
+    """b1's far end takes XDP frames through GRO; the test may turn it off."""
+    try:
+        yield
+    finally:
+        subprocess.run(["ethtool", "-K", "b1p", "gro", "on"], check=True, capture_output=True)
+
+
+def test_hits_into_a_verified_egress_skip_the_devmap_until_its_verdict_changes(
+        dp: Harness, one_cpu: None, b1_far_end_gro: None) -> None:
+    """The packet that fills a slot asks tx_ports; hits then redirect without asking again
+    (an entry removed behind the control plane's back goes unseen), so the control
+    plane's own change of the verdict must drop the slot: when b1's far end stops taking
+    XDP frames, the next packet goes to the stack."""
+    dp.listen(80, TargetGroup.single(T1, 8080))
+    try:
+        assert _flow(dp, 44000) == XDP_REDIRECT         # fills the slot: b1 verified
+        _behind_the_control_planes_back(dp, "b1")
+        r = dp.run(fast_tcp(CLIENT, VIP, 44001, 80))
+        assert r.verdict == XDP_REDIRECT                # the slot's verdict, not the devmap
+        out = decode(r.data)
+        assert (out.src, out["IP"].dst, out["IP"].ttl) == (dp.net.mac["b1"], T1, 63)
+        assert_checksums_valid(r.data)
+
+        egress.sync(dp.maps, generic_only=False)         # b1 back in, the slot dropped
+        subprocess.run(["ethtool", "-K", "b1p", "gro", "off"], check=True,
+                       capture_output=True)
+        _, changed = egress.sync(dp.maps, generic_only=False)
+        assert changed and dp.net.ifindex["b1"] not in M.tx_ports(dp.maps.tx_ports_map)
+        assert _flow(dp, 44002) == XDP_PASS
+        assert dp.reasons("c1") == {"egress_not_xdp": 1}
+    finally:
+        subprocess.run(["ethtool", "-K", "b1p", "gro", "on"], check=True, capture_output=True)
+        egress.sync(dp.maps, generic_only=False)
+
+
+def test_under_generic_xdp_every_hit_asks_the_devmap(dp: Harness, one_cpu: None) -> None:
+    """Switching an attachment to generic XDP drops the cache (tx_ports unchanged), and
+    slots filled under it keep asking the devmap: a removed entry sends the hit to the
+    stack."""
+    dp.listen(80, TargetGroup.single(T1, 8080))
+    try:
+        assert _flow(dp, 45000) == XDP_REDIRECT         # a native slot: direct
+        _, changed = egress.sync(dp.maps, generic_only=False, any_generic=True)
+        assert not changed                              # the same devmap, another mode
+        _behind_the_control_planes_back(dp, "b1")
+        assert _flow(dp, 45001) == XDP_PASS             # the native slot went with the mode
+        egress.sync(dp.maps, generic_only=False, any_generic=True)   # b1 back, mode kept
+        assert _flow(dp, 45002) == XDP_REDIRECT         # fills a generic slot
+        _behind_the_control_planes_back(dp, "b1")
+        assert _flow(dp, 45003) == XDP_PASS             # a hit, and the devmap says no
+        assert dp.reasons("c1") == {"egress_not_xdp": 2}
+    finally:
+        egress.sync(dp.maps, generic_only=False)

@@ -7,7 +7,8 @@
  * with incremental checksums -> forward.
  *
  * Forwarding: bpf_fib_lookup, then bpf_redirect_map into tx_ports, which holds only the
- * egress interfaces the control plane verified can take XDP frames; anything else (no
+ * egress interfaces the control plane verified can take XDP frames (a cached next hop
+ * whose egress tx_ports accepted is sent with bpf_redirect, no map lookup); anything else (no
  * route, unknown neighbour, an egress that cannot take XDP frames, VLAN, expiring TTL, IP
  * options, partial checksums) goes to the kernel stack, counted per ingress interface and
  * reason. lbtui never drops a packet: what it cannot deliver itself, the stack delivers.
@@ -432,8 +433,16 @@ static __always_inline void lb_rewrite_src(struct lb_pkt *p, __be32 ip, __be16 p
  * in a VM), and a balancer sends most packets to a handful of addresses. Each CPU keeps
  * the last answer per (ingress interface, destination) slot for settings[NH_CACHE_MS]
  * milliseconds; bumping settings[NH_GENERATION] drops them all at once (the control plane
- * does so whenever tx_ports changes). Internal to the program (not part of the map ABI),
- * so not pinned. */
+ * does so whenever tx_ports or the generic-XDP setting changes). Internal to the program
+ * (not part of the map ABI), so not pinned.
+ *
+ * A slot also keeps tx_ports' verdict on its egress: when the devmap took the packet that
+ * filled it, and every attachment is native, later hits use bpf_redirect, the same
+ * transmit path without the devmap lookup (about 10 ns per packet). The verdict is as old
+ * as the slot: an egress that leaves tx_ports is dropped from the cache by the generation
+ * bump, and one that disappears from the host meanwhile costs its packets (instead of the
+ * stack's try) for at most the slot's lifetime, as a neighbour's changed MAC does. Generic
+ * XDP keeps the devmap: its redirect also resets the skb's timestamp. */
 #define LB_NH_SLOTS 256
 
 struct lb_nh {
@@ -444,10 +453,24 @@ struct lb_nh {
     __u8 smac[ETH_ALEN];
     __u8 dmac[ETH_ALEN];
     __u32 max_len;          /* the largest packet the lookup passed (its MTU check) */
+    __u32 direct;           /* tx_ports took the egress, native XDP: bpf_redirect on hits */
     __u64 expires_ns;
 };
 
 BPF_PERCPU_ARRAY(nh_cache, struct lb_nh, LB_NH_SLOTS);
+
+/* Make a frame whose redirect is certain ready for its link: the checksum finished, the
+ * TTL decreased, the next hop's MACs. */
+static __always_inline int lb_ready_for_link(struct lb_pkt *p, const __u8 *smac,
+                                             const __u8 *dmac)
+{
+    if (p->partial)
+        lb_csum_finish(p->l4_check, p->l4_rest, p->proto);
+    lb_ip_decrease_ttl(p->iph);
+    __builtin_memcpy(p->eth->h_dest, dmac, ETH_ALEN);
+    __builtin_memcpy(p->eth->h_source, smac, ETH_ALEN);
+    return XDP_REDIRECT;
+}
 
 /* Redirect into tx_ports, or let the stack forward the packet when the egress interface is
  * not one the control plane verified (the helper falls back to XDP_PASS). The frame is
@@ -458,12 +481,7 @@ static __always_inline int lb_redirect_to(struct xdp_md *ctx, struct lb_pkt *p,
 {
     if (tx_ports.redirect_map(ifindex, XDP_PASS) != XDP_REDIRECT)
         return lb_pass(ctx->ingress_ifindex, LB_REASON_EGRESS_NOT_XDP);
-    if (p->partial)
-        lb_csum_finish(p->l4_check, p->l4_rest, p->proto);
-    lb_ip_decrease_ttl(p->iph);
-    __builtin_memcpy(p->eth->h_dest, dmac, ETH_ALEN);
-    __builtin_memcpy(p->eth->h_source, smac, ETH_ALEN);
-    return XDP_REDIRECT;
+    return lb_ready_for_link(p, smac, dmac);
 }
 
 /* Route the rewritten packet ourselves when the kernel knows the next hop and the egress
@@ -494,8 +512,13 @@ static __always_inline int lb_forward(struct xdp_md *ctx, struct lb_pkt *p, __u6
         generation = lb_setting(LB_SETTING_NH_GENERATION);
         if (nh && nh->dst == iph->daddr && nh->ifindex_in == in &&
             nh->generation == generation && now < nh->expires_ns &&
-            p->ip_len <= nh->max_len)
+            p->ip_len <= nh->max_len) {
+            if (nh->direct) {
+                bpf_redirect(nh->ifindex_out, 0);
+                return lb_ready_for_link(p, nh->smac, nh->dmac);
+            }
             return lb_redirect_to(ctx, p, nh->smac, nh->dmac, nh->ifindex_out);
+        }
     }
     fib.family = LB_AF_INET;
     fib.tos = iph->tos;
@@ -518,6 +541,7 @@ static __always_inline int lb_forward(struct xdp_md *ctx, struct lb_pkt *p, __u6
     }
     if (rc != BPF_FIB_LKUP_RET_SUCCESS)
         return lb_pass(in, LB_REASON_FIB_MISS);
+    int act = lb_redirect_to(ctx, p, fib.smac, fib.dmac, fib.ifindex);
     if (nh) {
         /* A hit for the same next hop only widens what the entry vouches for; a larger
          * packet than any checked so far takes the lookup (and its MTU check) again. */
@@ -532,8 +556,9 @@ static __always_inline int lb_forward(struct xdp_md *ctx, struct lb_pkt *p, __u6
         __builtin_memcpy(nh->smac, fib.smac, ETH_ALEN);
         __builtin_memcpy(nh->dmac, fib.dmac, ETH_ALEN);
         nh->expires_ns = now + (__u64)cache_ms * 1000000ULL;
+        nh->direct = act == XDP_REDIRECT && !lb_setting(LB_SETTING_XDP_GENERIC);
     }
-    return lb_redirect_to(ctx, p, fib.smac, fib.dmac, fib.ifindex);
+    return act;
 }
 
 /* Classify the L4 checksum before the first rewrite (see lb_csum.h). */
