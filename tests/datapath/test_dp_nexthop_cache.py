@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -22,7 +23,7 @@ from dp_harness import (
     Harness,
 )
 from dp_packets import ACK, assert_checksums_valid, decode, fast_tcp
-from pyroute2 import NetNS
+from pyroute2 import IPRoute, NetNS
 
 from lbtui import abi
 from lbtui import maps as M
@@ -185,3 +186,43 @@ def test_under_generic_xdp_every_hit_asks_the_devmap(dp: Harness, one_cpu: None)
         assert dp.reasons("c1") == {"egress_not_xdp": 2}
     finally:
         egress.sync(dp.maps, generic_only=False)
+
+
+GONE_TARGET = "198.18.109.2"           # behind b9, an egress the test deletes
+
+
+def test_an_egress_deleted_from_the_host_is_trusted_for_at_most_the_cache_lifetime(
+        dp: Harness, one_cpu: None) -> None:
+    """The price of skipping the devmap on hits: when an egress interface disappears, the
+    kernel drops it from the devmap at once, but a slot that verified it keeps
+    redirecting there (frames the kernel then drops) until the slot expires. After that
+    the fib decides again (here: no route left, so the stack)."""
+    before = M.get_setting(dp.maps.settings_map, abi.SETTING_NH_CACHE_MS)
+    M.set_setting(dp.maps.settings_map, abi.SETTING_NH_CACHE_MS, 200)
+    with IPRoute() as ipr:
+        ipr.link("add", ifname="b9", kind="veth", peer={"ifname": "b9p"})
+        b9 = ipr.link_lookup(ifname="b9")[0]
+        try:
+            for name in ("b9", "b9p"):
+                ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+            ipr.addr("add", index=b9, address="198.18.109.1", prefixlen=24)
+            ipr.neigh("add", dst=GONE_TARGET, lladdr="02:00:00:00:09:02", ifindex=b9,
+                      state="permanent")
+            subprocess.run(["ethtool", "-K", "b9p", "gro", "on"], check=True,
+                           capture_output=True)
+            egress.sync(dp.maps, generic_only=False)
+            assert b9 in M.tx_ports(dp.maps.tx_ports_map)
+            dp.listen(80, TargetGroup.single(GONE_TARGET, 8080))
+            assert _flow(dp, 46000) == XDP_REDIRECT     # fills the slot: b9 verified
+            ipr.link("del", index=b9)
+            assert b9 not in M.tx_ports(dp.maps.tx_ports_map)   # the kernel's doing
+            filled = time.monotonic()
+            assert _flow(dp, 46001) == XDP_REDIRECT     # the slot still answers
+            time.sleep(max(0.0, filled + 0.25 - time.monotonic()))
+            assert _flow(dp, 46002) == XDP_PASS         # expired: the fib has no route
+            assert dp.reasons("c1") == {"fib_miss": 1}
+        finally:
+            if ipr.link_lookup(ifname="b9"):
+                ipr.link("del", ifname="b9")
+            M.set_setting(dp.maps.settings_map, abi.SETTING_NH_CACHE_MS, before)
+            egress.sync(dp.maps, generic_only=False)

@@ -11,7 +11,9 @@
  * whose egress tx_ports accepted is sent with bpf_redirect, no map lookup); anything else (no
  * route, unknown neighbour, an egress that cannot take XDP frames, VLAN, expiring TTL, IP
  * options, partial checksums) goes to the kernel stack, counted per ingress interface and
- * reason. lbtui never drops a packet: what it cannot deliver itself, the stack delivers.
+ * reason. lbtui never drops a packet: what it cannot deliver itself, the stack delivers
+ * (one bounded exception: an egress deleted from the host while a cached next hop still
+ * vouches for it, see the next-hop cache).
  * Traffic that matches nothing of ours is passed byte-identical. */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
