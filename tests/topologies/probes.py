@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,23 +131,25 @@ class UdpRun:
 def udp_exchanges(ns: str, dst: str, port: int, count: int, timeout: float = 1.0,
                   max_lost: int = 3) -> UdpRun:
     """``count`` datagrams, each from a fresh socket (a new flow); the answer must come
-    from ``dst:port``. Stops after ``max_lost`` unanswered ones (a black hole)."""
+    from ``dst:port``. Stops after ``max_lost`` unanswered ones (a black hole). Every
+    socket stays open until the end: a closed one's port may be handed out again, and
+    two datagrams from one port are one flow, not two."""
     run = UdpRun()
-    with netns.inside(ns):
+    with netns.inside(ns), ExitStack() as sockets:
         for i in range(count):
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.settimeout(timeout)
-                s.sendto(b"probe %d" % i, (dst, port))
-                try:
-                    data, src = s.recvfrom(512)
-                except TimeoutError:
-                    run.lost += 1
-                    if run.lost >= max_lost:
-                        break
-                    continue
-                if src != (dst, port):
-                    run.wrong_source.append(src)
-                run.answers[data.decode(errors="replace")] += 1
+            s = sockets.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+            s.settimeout(timeout)
+            s.sendto(b"probe %d" % i, (dst, port))
+            try:
+                data, src = s.recvfrom(512)
+            except TimeoutError:
+                run.lost += 1
+                if run.lost >= max_lost:
+                    break
+                continue
+            if src != (dst, port):
+                run.wrong_source.append(src)
+            run.answers[data.decode(errors="replace")] += 1
     return run
 
 
