@@ -40,8 +40,7 @@ decides which list an insert uses).
 "established, one-arm" is an established flow whose target is reached through the
 interface the packet came in on (c1, as in a one-arm deployment), redirected back out of
 it; the plain "established" row is two-arm (in on c1, out on b1), as in the lab. Single
-runs only. Its check also accepts XDP_TX, for A/B runs against sources that send one-arm
-packets that way.
+runs only.
 
 "new flow, reader caught up" consumes the events before every single run, so each SYN's
 opened event is submitted to a ring buffer whose reader has read everything: the state of
@@ -224,16 +223,14 @@ def _install_twins(h: Harness, port: int) -> None:
     _ct(h, VIP, CLIENT, 80, port, orig=(T1, 8080), nat=(VIP, 80), flags=abi.CT_F_REPLY)
 
 
-def _check(h: Harness, p: BenchPath, verdict: int | tuple[int, ...],
-           check: Callable[[bytes], bool]) -> None:
+def _check(h: Harness, p: BenchPath, verdict: int, check: Callable[[bytes], bool]) -> None:
     """Refuse to time a path the packets do not actually take."""
     ifindex = h.net.ifindex[p.iface]
     with flood_guard(h, p):
         r = bpfsys.prog_test_run(p.prog_fd, p.single(p.used), ingress_ifindex=ifindex)
     if p.new_flows or p.flooded:
         p.used += 1
-    if r.retval not in (verdict if isinstance(verdict, tuple) else (verdict,)) or not check(
-            r.data):
+    if r.retval != verdict or not check(r.data):
         raise RuntimeError(f"{p.label}: not on the intended path (verdict {r.retval})")
     q = parse(p.single(p.used - 1))
     assert q is not None
@@ -352,8 +349,7 @@ def build_paths(h: Harness, progs: dict[str, int], pass_fd: int, cpus: list[int]
         elif p.name == ESTABLISHED:
             _check(h, p, XDP_REDIRECT, lambda d: _dst(d) == target.dst)
         elif p.name == ESTABLISHED_ONE_ARM:
-            # (XDP_TX: sources under A/B that send one-arm packets back that way)
-            _check(h, p, (XDP_TX, XDP_REDIRECT), lambda d: _dst(d) == ONE_ARM)
+            _check(h, p, XDP_REDIRECT, lambda d: _dst(d) == ONE_ARM)
         elif p.name == REPLY:
             _check(h, p, XDP_REDIRECT, lambda d: (q := parse(d)) is not None and q.src == VIP)
         elif p.name == NEW_ROUTE:

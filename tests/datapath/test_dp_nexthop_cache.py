@@ -132,12 +132,14 @@ def _behind_the_control_planes_back(dp: Harness, ifname: str) -> None:
 
 
 @pytest.fixture
-def b1_far_end_gro() -> Iterator[None]:
-    """b1's far end takes XDP frames through GRO; the test may turn it off."""
+def b1_far_end_gro(dp: Harness) -> Iterator[None]:
+    """b1's far end takes XDP frames through GRO; the test may turn it off. Afterwards GRO
+    is back on and tx_ports says so again."""
     try:
         yield
     finally:
         subprocess.run(["ethtool", "-K", "b1p", "gro", "on"], check=True, capture_output=True)
+        egress.sync(dp.maps, generic_only=False)
 
 
 def test_hits_into_a_verified_egress_skip_the_devmap_until_its_verdict_changes(
@@ -147,25 +149,20 @@ def test_hits_into_a_verified_egress_skip_the_devmap_until_its_verdict_changes(
     plane's own change of the verdict must drop the slot: when b1's far end stops taking
     XDP frames, the next packet goes to the stack."""
     dp.listen(80, TargetGroup.single(T1, 8080))
-    try:
-        assert _flow(dp, 44000) == XDP_REDIRECT         # fills the slot: b1 verified
-        _behind_the_control_planes_back(dp, "b1")
-        r = dp.run(fast_tcp(CLIENT, VIP, 44001, 80))
-        assert r.verdict == XDP_REDIRECT                # the slot's verdict, not the devmap
-        out = decode(r.data)
-        assert (out.src, out["IP"].dst, out["IP"].ttl) == (dp.net.mac["b1"], T1, 63)
-        assert_checksums_valid(r.data)
+    assert _flow(dp, 44000) == XDP_REDIRECT             # fills the slot: b1 verified
+    _behind_the_control_planes_back(dp, "b1")
+    r = dp.run(fast_tcp(CLIENT, VIP, 44001, 80))
+    assert r.verdict == XDP_REDIRECT                    # the slot's verdict, not the devmap
+    out = decode(r.data)
+    assert (out.src, out["IP"].dst, out["IP"].ttl) == (dp.net.mac["b1"], T1, 63)
+    assert_checksums_valid(r.data)
 
-        egress.sync(dp.maps, generic_only=False)         # b1 back in, the slot dropped
-        subprocess.run(["ethtool", "-K", "b1p", "gro", "off"], check=True,
-                       capture_output=True)
-        _, changed = egress.sync(dp.maps, generic_only=False)
-        assert changed and dp.net.ifindex["b1"] not in M.tx_ports(dp.maps.tx_ports_map)
-        assert _flow(dp, 44002) == XDP_PASS
-        assert dp.reasons("c1") == {"egress_not_xdp": 1}
-    finally:
-        subprocess.run(["ethtool", "-K", "b1p", "gro", "on"], check=True, capture_output=True)
-        egress.sync(dp.maps, generic_only=False)
+    egress.sync(dp.maps, generic_only=False)             # b1 back in, the slot dropped
+    subprocess.run(["ethtool", "-K", "b1p", "gro", "off"], check=True, capture_output=True)
+    _, changed = egress.sync(dp.maps, generic_only=False)
+    assert changed and dp.net.ifindex["b1"] not in M.tx_ports(dp.maps.tx_ports_map)
+    assert _flow(dp, 44002) == XDP_PASS
+    assert dp.reasons("c1") == {"egress_not_xdp": 1}
 
 
 def test_under_generic_xdp_every_hit_asks_the_devmap(dp: Harness, one_cpu: None) -> None:
